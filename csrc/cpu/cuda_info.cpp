@@ -1,0 +1,9 @@
+// CPU-only build: no CUDA. The CUDA build replaces this file with csrc/cuda/cuda_info.cu.
+#ifndef HUDD_WITH_CUDA
+#include "hudd/cuda_info.h"
+
+namespace hudd {
+bool cuda_compiled() { return false; }
+bool cuda_available() { return false; }
+}  // namespace hudd
+#endif

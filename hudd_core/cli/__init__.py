@@ -1,0 +1,40 @@
+"""The ``hudd`` command line: one module per sub-command, each with ``register(sub)``.
+
+A sub-command module defines ``register(subparsers)`` that adds its parser and sets
+``func`` (called with the parsed arguments; returns an exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Sub-command modules, in the order of the HUDD steps.
+COMMANDS = ["distance"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hudd", description="HUDD: heatmap-based unsupervised debugging of DNNs."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"hudd_core.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("hudd: interrupted; completed work is kept, rerun to resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, TypeError) as exc:
+        print(f"hudd {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

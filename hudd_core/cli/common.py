@@ -1,0 +1,24 @@
+"""Options shared by several sub-commands (DESIGN.md: --model, --weights, --data, ...)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_common(p: argparse.ArgumentParser, *, model: bool = True, data: bool = True) -> None:
+    """Adds the options every pipeline step takes."""
+    p.add_argument("--workdir", default="T", help="work folder (the paper's T/)")
+    if model:
+        p.add_argument("--model", help="built-in name, file.py:factory or package.module:factory")
+        p.add_argument("--weights", help=".pt state_dict or .safetensors")
+        p.add_argument(
+            "--trust-model-file",
+            action="store_true",
+            help="allow unpickling a whole model file (only for files you trust)",
+        )
+    if data:
+        p.add_argument("--data", default="DataSets", help="folder with TrainingSet/TestSet/...")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")

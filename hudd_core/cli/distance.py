@@ -1,0 +1,35 @@
+"""``hudd distance``: pairwise distances of the rows of a .npy file (a debugging aid)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("distance", help="condensed Euclidean distances of a .npy matrix")
+    p.add_argument("input", type=Path, help="N x D .npy (memory-mapped)")
+    p.add_argument("output", type=Path, help="where to write the condensed float64 .npy")
+    p.add_argument("--second-level", action="store_true", help="HUDD's row-normalised distance")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hudd_core.distance import pdist, second_level_pdist
+
+    if not args.input.exists():
+        raise FileNotFoundError(f"{args.input} does not exist")
+    X = np.load(args.input, mmap_mode="r")
+    if args.second_level:
+        result, _ = second_level_pdist(X, device=args.device, progress=not args.quiet)
+    else:
+        result = pdist(X, device=args.device, progress=not args.quiet)
+    tmp = args.output.with_suffix(".tmp.npy")
+    np.save(tmp, result)
+    tmp.replace(args.output)  # never a half-written output
+    print(f"wrote {result.size} distances to {args.output}")
+    return 0
