@@ -1,0 +1,237 @@
+"""AssignModule (HUDD step 4): pick the improvement images closest to the root-cause clusters.
+
+An improvement image's distance to a cluster is its Euclidean distance (heatmaps of the
+selected layer) to the cluster's nearest member. Clusters are ranked per image; a greedy
+global selection takes order 0 first (each image's closest cluster), smallest distance
+first, while the cluster's quota ``ceil(2 × its error count)`` is not full; an image goes
+to one cluster at most; clusters with a single member are skipped (the reference rule).
+
+Only the ``top`` closest clusters of each image are kept, so memory is bounded by
+``N × top`` whatever the heatmap size, and improvement heatmaps are never all in memory.
+
+Example:
+    >>> import numpy as np
+    >>> members = np.array([[0.0, 0], [0, 1], [10, 10], [10, 11]], dtype=np.float32)
+    >>> index = NearestClusterIndex(members, np.array([1, 1, 2, 2]), backend="numpy")
+    >>> index.search(np.array([[0.0, 2.0]], dtype=np.float32)).round(3)
+    array([[ 1.   , 12.806]], dtype=float32)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from hudd_core._ext import cuda_usable
+from hudd_core.distance import cdist_tensor
+
+BACKENDS = ("auto", "faiss", "faiss-gpu", "torch", "numpy")
+
+
+def cluster_quotas(cluster_sizes: Mapping[int, int], factor: float = 2.0) -> dict[int, int]:
+    """``ceil(factor × size)`` for every cluster with more than one member.
+
+    >>> cluster_quotas({1: 5, 2: 1, 3: 2})
+    {1: 10, 3: 4}
+    """
+    return {c: math.ceil(factor * n) for c, n in cluster_sizes.items() if n > 1}
+
+
+def _faiss_gpu_available() -> bool:
+    try:
+        import faiss
+    except ImportError:
+        return False
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+
+
+def resolve_backend(backend: str) -> str:
+    """``auto``: FAISS on the GPU when faiss-gpu and a GPU are there, else our GPU distance
+    kernel when CUDA is usable (so the GPU path never needs the optional wheel), else
+    FAISS on the CPU."""
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend != "auto":
+        return backend
+    if _faiss_gpu_available():
+        return "faiss-gpu"
+    if cuda_usable():
+        return "torch"
+    return "faiss"
+
+
+@dataclass
+class NearestClusterIndex:
+    """Distances from query heatmaps to the nearest member of every cluster.
+
+    Args:
+        members: M × D heatmaps of the cluster members (float32).
+        labels: M cluster ids; clusters are reported in sorted id order (``self.clusters``).
+        backend: ``faiss`` (IndexFlatL2 per cluster), ``faiss-gpu``, ``torch`` (the GEMM
+            distance kernels of :mod:`hudd_core.distance`, on CUDA when usable, then a
+            min per cluster) or ``numpy`` (plain exact reference).
+    """
+
+    members: np.ndarray
+    labels: np.ndarray
+    backend: str = "auto"
+    clusters: np.ndarray = field(init=False)
+    _indexes: list = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.members = np.ascontiguousarray(self.members, dtype=np.float32)
+        self.labels = np.asarray(self.labels)
+        if self.members.ndim != 2 or len(self.labels) != len(self.members):
+            raise ValueError(
+                f"members must be M × D with one label each: got {self.members.shape} and "
+                f"{len(self.labels)} labels"
+            )
+        if not np.isfinite(self.members).all():
+            bad = int(np.flatnonzero(~np.isfinite(self.members).all(axis=1))[0])
+            raise ValueError(f"cluster member row {bad} contains NaN or inf")
+        self.backend = resolve_backend(self.backend)
+        self.clusters = np.unique(self.labels)
+        groups = [self.members[self.labels == c] for c in self.clusters]
+        if self.backend.startswith("faiss"):
+            self._indexes = [self._faiss_index(g) for g in groups]
+        elif self.backend == "torch":
+            device = "cuda" if cuda_usable() else "cpu"
+            self._device = torch.device(device)
+            self._members_t = torch.from_numpy(self.members).to(self._device)
+            self._onehot = torch.from_numpy(self.labels[:, None] == self.clusters[None, :]).to(
+                self._device
+            )
+
+    def _faiss_index(self, group: np.ndarray):
+        import faiss
+
+        index = faiss.IndexFlatL2(group.shape[1])
+        if self.backend == "faiss-gpu":
+            self._gpu_res = getattr(self, "_gpu_res", None) or faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(self._gpu_res, 0, index)
+        index.add(group)
+        return index
+
+    def search(self, queries: np.ndarray | torch.Tensor) -> np.ndarray:
+        """B × C float32 distances of each query to the nearest member of each cluster."""
+        if isinstance(queries, torch.Tensor):
+            queries = queries.detach().cpu().numpy()
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.members.shape[1]:
+            raise ValueError(
+                f"queries must be B × {self.members.shape[1]} (the selected layer's size), "
+                f"got {q.shape}"
+            )
+        if self.backend.startswith("faiss"):
+            cols = [index.search(q, 1)[0][:, 0] for index in self._indexes]
+            return np.sqrt(np.maximum(np.stack(cols, axis=1), 0.0)).astype(np.float32)
+        if self.backend == "torch":
+            d = cdist_tensor(torch.from_numpy(q).to(self._device), self._members_t)
+            big = torch.tensor(float("inf"), dtype=d.dtype, device=d.device)
+            per = torch.where(self._onehot[None, :, :], d[:, :, None], big).amin(dim=1)
+            return per.float().cpu().numpy()
+        return nearest_member_reference(q, self.members, self.labels, self.clusters)
+
+
+def nearest_member_reference(
+    queries: np.ndarray, members: np.ndarray, labels: np.ndarray, clusters: np.ndarray
+) -> np.ndarray:
+    """Plain NumPy (float64, exact) twin of :meth:`NearestClusterIndex.search`."""
+    q, m = queries.astype(np.float64), members.astype(np.float64)
+    d = np.sqrt(np.maximum((q**2).sum(1)[:, None] + (m**2).sum(1)[None, :] - 2 * q @ m.T, 0))
+    return np.stack([d[:, labels == c].min(axis=1) for c in clusters], axis=1).astype(np.float32)
+
+
+def top_candidates(distances: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the column indices of the ``top`` smallest distances (ascending) and
+    those distances: the cluster ranking of each image, truncated."""
+    top = min(top, distances.shape[1])
+    part = np.argpartition(distances, top - 1, axis=1)[:, :top]
+    d = np.take_along_axis(distances, part, axis=1)
+    order = np.argsort(d, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(d, order, axis=1)
+
+
+@dataclass
+class Selection:
+    """The unsafe set: parallel arrays, one entry per selected image."""
+
+    image: np.ndarray  # row of the image in the candidate arrays
+    cluster: np.ndarray  # cluster id
+    distance: np.ndarray
+    order: np.ndarray  # rank of that cluster for the image (0 = its closest)
+
+
+def greedy_select(
+    cand_cluster: np.ndarray, cand_distance: np.ndarray, quotas: Mapping[int, int]
+) -> Selection:
+    """The reference greedy rule over the kept candidates.
+
+    ``cand_cluster[i, o]`` is image i's o-th closest cluster id (``cand_distance`` its
+    distance). Order 0 first: within one order each image appears once, so taking the
+    smallest distances first while a quota is open equals taking, per cluster, its
+    ``remaining quota`` closest candidates; then order 1 for the images still free, etc.
+
+    >>> sel = greedy_select(np.array([[1, 2], [1, 2], [1, 2]]),
+    ...                     np.array([[0.1, 0.5], [0.2, 0.3], [0.3, 0.4]]), {1: 2, 2: 1})
+    >>> sel.image.tolist(), sel.cluster.tolist(), sel.order.tolist()
+    ([0, 1, 2], [1, 1, 2], [0, 0, 1])
+    """
+    n, top = cand_cluster.shape
+    remaining = {int(c): int(q) for c, q in quotas.items()}
+    free = np.ones(n, dtype=bool)
+    picked: list[tuple[np.ndarray, ...]] = []
+    for order in range(top):
+        if not any(remaining.values()):
+            break
+        rows = np.flatnonzero(free)
+        cl, d = cand_cluster[rows, order], cand_distance[rows, order]
+        open_ = np.array([remaining.get(int(c), 0) > 0 for c in cl], dtype=bool)
+        rows, cl, d = rows[open_], cl[open_], d[open_]
+        by = np.lexsort((rows, d, cl))  # per cluster, smallest distance first (ties: row)
+        rows, cl, d = rows[by], cl[by], d[by]
+        starts = np.r_[0, np.flatnonzero(np.diff(cl)) + 1]
+        rank = np.arange(len(cl)) - np.repeat(starts, np.diff(np.r_[starts, len(cl)]))
+        take = rank < np.array([remaining[int(c)] for c in cl], dtype=np.int64)
+        for c in np.unique(cl[take]):
+            remaining[int(c)] -= int(np.count_nonzero(cl[take] == c))
+        free[rows[take]] = False
+        picked.append((rows[take], cl[take], d[take], np.full(int(take.sum()), order)))
+    if not picked:
+        empty = np.array([], dtype=np.int64)
+        return Selection(empty, empty, np.array([], dtype=np.float32), empty)
+    image, cluster, distance, order_ = (np.concatenate(x) for x in zip(*picked, strict=True))
+    return Selection(image, cluster, distance, order_)
+
+
+def bootstrap_balance(
+    clusters: np.ndarray, distances: np.ndarray, target: int, seed: int = 0
+) -> np.ndarray:
+    """Indices into the unsafe set after bootstrap balancing (HUDD step 6).
+
+    Every cluster is resampled with replacement up to ``target`` images (the size of the
+    largest cluster's quota), image i drawn with weight ``1 − d_i / Σd`` (closer images
+    more often). A cluster whose distances are all 0, or with one image, draws uniformly.
+    A cluster already holding ``target`` images or more is kept as it is.
+
+    >>> idx = bootstrap_balance(np.array([1, 1, 2]), np.array([0.1, 0.3, 0.2]), 4, seed=0)
+    >>> sorted(np.bincount(np.array([1, 1, 2])[idx]).tolist())
+    [0, 4, 4]
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for c in np.unique(clusters):
+        idx = np.flatnonzero(clusters == c)
+        if len(idx) >= target:
+            out.append(idx)
+            continue
+        d = distances[idx].astype(np.float64)
+        w = 1.0 - d / d.sum() if d.sum() > 0 and len(idx) > 1 else np.ones(len(idx))
+        w = w / w.sum() if w.sum() > 0 else np.full(len(idx), 1.0 / len(idx))
+        extra = rng.choice(idx, size=target - len(idx), replace=True, p=w)
+        out.append(np.concatenate([idx, extra]))
+    return np.concatenate(out) if out else np.array([], dtype=np.int64)
