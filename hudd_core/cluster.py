@@ -1,0 +1,443 @@
+"""ClusterModule (HUDD step 3): per-layer Ward clustering of the error-inducing images'
+heatmaps, the number of clusters from the WICD knee, the best layer, and the root-cause
+clusters (RCCs) as folders, GIFs and tables.
+
+Per layer, the reference scheme (DESIGN.md): D = Euclidean distances of the heatmaps
+(GEMM, :mod:`hudd_core.distance`, on the GPU when usable); each row of D divided by its
+maximum; Ward linkage (fastcluster) on the Euclidean distances between those rows. Then
+WICD (on the raw distances D) and the silhouette (on the second-level distances Ward ran
+on) for every k in the range come from one walk up the tree (:mod:`hudd_core.wicd`), and
+k is the knee of the WICD gradient (:mod:`hudd_core.knee`). The best layer has the lowest
+WICD at its k; ``input`` is never chosen.
+
+Above ``approx_threshold`` error images the N² condensed matrices no longer fit, and an
+approximate path runs instead, announced by a warning: the heatmaps are projected to
+``approx_dims`` dimensions (Gaussian random projection, which keeps Euclidean distances
+within a small factor), Ward runs on them with ``fastcluster.linkage_vector`` (no second
+level: it needs N² memory), and WICD/silhouette are estimated on a random sample of
+``approx_sample`` images (raw distances for WICD, projected ones for the silhouette).
+
+Example:
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(m, 0.1, (20, 30)) for m in (0, 3, 6)]).astype("f4")
+    >>> res = cluster_layer(X, name="fc", device="cpu")
+    >>> res.k, np.bincount(res.labels)[1:].tolist()
+    (3, [20, 20, 20])
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import fastcluster
+import numpy as np
+
+from hudd_core import wicd as _wicd
+from hudd_core.knee import best_layer, choose_k
+
+DEFAULT_K_RANGE = (2, 500)
+DEFAULT_APPROX_THRESHOLD = 20000
+_SIGNATURE_VERSION = 1
+
+
+@dataclass
+class LayerClustering:
+    """One layer's clustering: the tree, the curves over ``ks``, the chosen k and labels."""
+
+    layer: str
+    linkage: np.ndarray
+    ks: np.ndarray
+    wicd: np.ndarray
+    silhouette: np.ndarray
+    gradient: np.ndarray
+    k: int
+    method: str  # wicd-knee | silhouette | fallback-silhouette
+    labels: np.ndarray  # cluster id 1..k per image (row order)
+    approximate: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return self.labels.shape[0]
+
+    def at_k(self) -> tuple[float, float]:
+        """``(WICD, silhouette)`` at the chosen k."""
+        i = int(self.k - self.ks[0])
+        return float(self.wicd[i]), float(self.silhouette[i])
+
+
+def k_bounds(n: int, k_range: tuple[int, int] = DEFAULT_K_RANGE) -> tuple[int, int]:
+    """The k range actually scanned for ``n`` images: ``k_range`` capped by
+    ``clamp(n // 2, 2, ...)`` (DESIGN.md: k = 2 .. clamp(N/2, 2, 500)) and by ``n``.
+
+    Example:
+        >>> k_bounds(30), k_bounds(5000), k_bounds(3)
+        ((2, 15), (2, 500), (2, 2))
+    """
+    lo, hi = int(k_range[0]), int(k_range[1])
+    if lo < 1 or hi < lo:
+        raise ValueError(f"invalid k range {lo}:{hi}")
+    hi = min(hi, max(2, n // 2), n)
+    lo = min(lo, hi)
+    return lo, hi
+
+
+def _linkage_exact(X, device, progress: bool):
+    from hudd_core.distance import second_level_pdist
+
+    second, first = second_level_pdist(X, device=device, progress=progress)
+    # Ward on the second level consumes its input (preserve_input=False saves N² memory);
+    # the silhouette is measured on that same second-level distance, so copy it first.
+    sil_d = second.copy()
+    Z = fastcluster.linkage(second, method="ward", preserve_input=False)
+    return Z, first, sil_d
+
+
+def random_projection(X, dims: int, seed: int, device: str | None = "auto") -> np.ndarray:
+    """``X @ R`` with R a D × dims Gaussian matrix scaled by 1/sqrt(dims), block by block
+    (X may be a memmap larger than RAM). Returns N × dims float32."""
+    import torch
+
+    from hudd_core._ext import resolve_device
+
+    dev = resolve_device(device, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(seed)
+    R = (torch.randn(X.shape[1], dims, generator=gen) / dims**0.5).to(dev)
+    out = np.empty((X.shape[0], dims), dtype=np.float32)
+    step = max(1, (256 << 20) // max(1, 4 * X.shape[1]))
+    for a in range(0, X.shape[0], step):
+        block = torch.from_numpy(np.ascontiguousarray(X[a : a + step], dtype=np.float32))
+        out[a : a + step] = (block.to(dev) @ R).cpu().numpy()
+    return out
+
+
+def _linkage_approximate(X, dims, sample, seed, device, name):
+    from hudd_core.distance import pdist
+
+    n = X.shape[0]
+    warnings.warn(
+        f"{name}: {n} error images exceed the exact-path threshold; approximate clustering "
+        f"(random projection to {min(dims, X.shape[1])} dims, fastcluster.linkage_vector Ward, "
+        f"WICD/silhouette estimated on {min(sample, n)} sampled images)",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+    P = random_projection(X, dims, seed, device) if X.shape[1] > dims else np.asarray(X, "f4")
+    Z = fastcluster.linkage_vector(P.astype(np.float64), method="ward")
+    pts = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
+    first = pdist(np.asarray(X[pts]), device=device)
+    sil_d = pdist(P[pts], device="cpu")
+    return Z, first, sil_d, pts
+
+
+def cluster_layer(
+    X,
+    *,
+    name: str = "layer",
+    k_range: tuple[int, int] = DEFAULT_K_RANGE,
+    selection: str = "wicd-knee",
+    device: str | None = "auto",
+    approx_threshold: int = DEFAULT_APPROX_THRESHOLD,
+    approx_dims: int = 256,
+    approx_sample: int = 4000,
+    seed: int = 0,
+    progress: bool = False,
+) -> LayerClustering:
+    """Clusters the rows of ``X`` (N × D heatmaps) as HUDD does and picks k.
+
+    Args:
+        X: N × D array or memmap (N ≥ 2).
+        k_range: ``(lo, hi)`` numbers of clusters to scan, capped by :func:`k_bounds`.
+        selection: ``"wicd-knee"`` (reference) or ``"silhouette"``.
+        device: where distances are computed (``"auto"``: the GPU when usable).
+        approx_threshold: above this many rows, the approximate path (with a warning).
+
+    Returns:
+        A :class:`LayerClustering`; ``labels`` are 1..k, numbered in dendrogram order.
+    """
+    n = int(X.shape[0])
+    if n < 2:
+        raise ValueError(f"{name}: clustering needs at least 2 error images, got {n}")
+    lo, hi = k_bounds(n, k_range)
+    points = None
+    if n > approx_threshold:
+        Z, first, sil_d, points = _linkage_approximate(
+            X, approx_dims, approx_sample, seed, device, name
+        )
+    else:
+        Z, first, sil_d = _linkage_exact(X, device, progress)
+    ks, wicd = _wicd.wicd_curve(Z, first, lo, hi, points)
+    _, sil = _wicd.silhouette_curve(Z, sil_d, lo, hi, points)
+    choice = choose_k(ks, wicd, sil, selection, name)
+    return LayerClustering(
+        layer=name,
+        linkage=Z,
+        ks=ks,
+        wicd=wicd,
+        silhouette=sil,
+        gradient=choice.gradient,
+        k=choice.k,
+        method=choice.method,
+        labels=_wicd.labels_at(Z, choice.k),
+        approximate=points is not None,
+    )
+
+
+# --- files -------------------------------------------------------------------------------
+
+
+def read_heatmap_index(workdir: Path) -> tuple[list[dict], list[str]]:
+    """``(layers, images)`` from ``T/Heatmaps/layers.json`` and ``index.csv`` (row order)."""
+    hm = Path(workdir) / "Heatmaps"
+    meta_path, index_path = hm / "layers.json", hm / "index.csv"
+    for p in (meta_path, index_path):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} does not exist: run `hudd heatmaps` first")
+    meta = json.loads(meta_path.read_text())
+    if not meta.get("complete", False):
+        raise ValueError(f"{meta_path} says the heatmaps are incomplete: rerun `hudd heatmaps`")
+    with open(index_path, newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: int(r["row"]))
+    images = [r["image"] for r in rows]
+    return meta["layers"], images
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Moves the finished folder ``tmp`` to ``final``, replacing what was there."""
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def fresh_tmp_dir(final: Path) -> Path:
+    """An empty sibling folder ``.<name>.tmp`` to build ``final`` in."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def write_csv(path: Path, header: list[str], rows) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def _signature(heatmap: Path, n: int, lo: int, hi: int, selection: str, approx: bool) -> dict:
+    st = heatmap.stat()
+    return {
+        "version": _SIGNATURE_VERSION,
+        "heatmap_size": st.st_size,
+        "heatmap_mtime_ns": st.st_mtime_ns,
+        "n": n,
+        "k_range": [lo, hi],
+        "selection": selection,
+        "approximate": approx,
+    }
+
+
+def write_layer(folder: Path, res: LayerClustering, images: list[str], signature: dict) -> None:
+    """``T/ClusterAnalysis/<layer>/``: linkage.npy, wicd.csv, clusters.csv, knee.png and
+    layer.json (written last in a temporary folder renamed into place)."""
+    from hudd_core.report.plots import knee_plot
+
+    tmp = fresh_tmp_dir(folder)
+    np.save(tmp / "linkage.npy", res.linkage)
+    write_csv(
+        tmp / "wicd.csv",
+        ["k", "wicd", "silhouette"],
+        (
+            [int(k), repr(float(w)), repr(float(s))]
+            for k, w, s in zip(res.ks, res.wicd, res.silhouette, strict=True)
+        ),
+    )
+    write_csv(
+        tmp / "clusters.csv", ["image", "cluster"], zip(images, res.labels.tolist(), strict=True)
+    )
+    knee_plot(res, tmp / "knee.png")
+    wicd_k, sil_k = res.at_k()
+    info = {
+        "layer": res.layer,
+        "n": res.n,
+        "k": res.k,
+        "method": res.method,
+        "wicd": wicd_k,
+        "silhouette": sil_k,
+        "approximate": res.approximate,
+        "signature": signature,
+    }
+    (tmp / "layer.json").write_text(json.dumps(info, indent=2))
+    replace_dir(tmp, folder)
+
+
+def load_layer(folder: Path) -> LayerClustering:
+    """Reads back what :func:`write_layer` wrote."""
+    info = json.loads((folder / "layer.json").read_text())
+    table = np.loadtxt(folder / "wicd.csv", delimiter=",", skiprows=1, ndmin=2)
+    with open(folder / "clusters.csv", newline="") as f:
+        labels = np.array([int(r["cluster"]) for r in csv.DictReader(f)], dtype=np.int64)
+    from hudd_core.knee import gradient4
+
+    return LayerClustering(
+        layer=info["layer"],
+        linkage=np.load(folder / "linkage.npy"),
+        ks=table[:, 0].astype(np.int64),
+        wicd=table[:, 1],
+        silhouette=table[:, 2],
+        gradient=gradient4(table[:, 1]),
+        k=int(info["k"]),
+        method=info["method"],
+        labels=labels,
+        approximate=bool(info["approximate"]),
+        extra={"signature": info.get("signature")},
+    )
+
+
+def _cached(folder: Path, signature: dict) -> LayerClustering | None:
+    try:
+        info = json.loads((folder / "layer.json").read_text())
+        if info.get("signature") == signature:
+            return load_layer(folder)
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
+def layer_folder(workdir: Path, layer: str) -> Path:
+    return Path(workdir) / "ClusterAnalysis" / layer
+
+
+def run_cluster(
+    workdir: str | Path,
+    data: str | Path,
+    *,
+    layers: list[str] | None = None,
+    k_range: tuple[int, int] = DEFAULT_K_RANGE,
+    selection: str = "wicd-knee",
+    device: str | None = "auto",
+    approx_threshold: int = DEFAULT_APPROX_THRESHOLD,
+    seed: int = 0,
+    gifs: bool = True,
+    progress: bool = True,
+) -> dict:
+    """The whole ClusterModule over ``T/Heatmaps``: every (or the given) layer clustered,
+    the best layer chosen, and its RCCs written (``T/clusters.csv``, ``T/<layer>/``,
+    GIFs, and the variance-reduction tables when ``DataSets/TestSet/metadata.csv``
+    exists). Layers whose results are complete and valid are not recomputed.
+
+    Args:
+        workdir: the work folder ``T``.
+        data: the DataSets root (the images' paths in ``T`` are relative to it).
+
+    Returns:
+        The summary written to ``T/ClusterAnalysis/summary.json``.
+
+    Example (after ``hudd heatmaps``)::
+
+        summary = run_cluster("T", "DataSets")
+        print(summary["best_layer"], summary["layers"][summary["best_layer"]]["k"])
+    """
+    from tqdm.auto import tqdm
+
+    from hudd_core import rcc, rq1
+
+    workdir, data = Path(workdir), Path(data)
+    meta, images = read_heatmap_index(workdir)
+    by_name = {layer["name"]: layer for layer in meta}
+    names = list(by_name) if not layers else list(layers)
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ValueError(f"unknown layers {unknown}; recorded: {list(by_name)}")
+    (workdir / "ClusterAnalysis").mkdir(parents=True, exist_ok=True)
+    results: dict[str, LayerClustering] = {}
+    for name in tqdm(names, desc="cluster", unit="layer", disable=not progress):
+        path = workdir / "Heatmaps" / by_name[name]["file"]
+        X = np.load(path, mmap_mode="r")
+        if X.shape[0] != len(images):
+            raise ValueError(f"{path}: {X.shape[0]} rows but index.csv lists {len(images)}")
+        lo, hi = k_bounds(X.shape[0], k_range)
+        sig = _signature(path, X.shape[0], lo, hi, selection, X.shape[0] > approx_threshold)
+        folder = layer_folder(workdir, name)
+        res = _cached(folder, sig)
+        if res is None:
+            res = cluster_layer(
+                X,
+                name=name,
+                k_range=k_range,
+                selection=selection,
+                device=device,
+                approx_threshold=approx_threshold,
+                seed=seed,
+            )
+            write_layer(folder, res, images, sig)
+        results[name] = res
+    best = best_layer({n: r.at_k() for n, r in results.items()}, selection)
+    summary = {
+        "best_layer": best,
+        "selection": selection,
+        "n_images": len(images),
+        "n_clusters": results[best].k,
+        "inspect_share": inspect_share(results[best].labels),
+        "layers": {
+            n: {
+                "k": r.k,
+                "wicd": r.at_k()[0],
+                "silhouette": r.at_k()[1],
+                "method": r.method,
+                "approximate": r.approximate,
+            }
+            for n, r in results.items()
+        },
+    }
+    chosen = results[best]
+    write_csv_atomic(
+        workdir / "clusters.csv",
+        ["image", "cluster", "layer"],
+        [(img, int(c), best) for img, c in zip(images, chosen.labels, strict=True)],
+    )
+    rcc.write_rcc_folders(workdir, data, best, images, chosen.labels, gifs=gifs, progress=progress)
+    analysis = rq1.analyse(workdir, data, images, chosen.labels)
+    if analysis is not None:
+        summary["rq1"] = analysis
+    atomic_write_text(workdir / "ClusterAnalysis" / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def inspect_share(labels: np.ndarray, per_cluster: int = 5) -> float:
+    """Share of the error images an engineer looks at when inspecting ``per_cluster``
+    images per cluster (all of a smaller cluster), as in the paper's Table 1.
+
+    Example:
+        >>> inspect_share(np.array([1] * 20 + [2] * 3))
+        0.34782608695652173
+    """
+    _, counts = np.unique(labels, return_counts=True)
+    return float(np.minimum(counts, per_cluster).sum() / len(labels))
+
+
+def write_csv_atomic(path: Path, header: list[str], rows) -> None:
+    """:func:`write_csv` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write_csv(tmp, header, rows)
+    os.replace(tmp, path)

@@ -1,0 +1,109 @@
+"""Choosing the number of clusters (HUDD step 3): the knee of the WICD curve's gradient.
+
+DESIGN.md, "Reference semantics": take the 4th-order finite-difference gradient of the
+WICD curve over k and the knee of that gradient with kneed (``curve="concave"``,
+``direction="increasing"``). When kneed finds no knee (a flat or straight gradient), the
+fallback is the k with the highest silhouette, and a warning says so.
+
+Example:
+    >>> import numpy as np
+    >>> ks = np.arange(2, 30)
+    >>> wicd = 1.0 / ks  # steep, then flat: the gradient rises and levels off
+    >>> choose_k(ks, wicd, np.zeros(len(ks))).k
+    6
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+SELECTIONS = ("wicd-knee", "silhouette")
+
+
+def gradient4(y: np.ndarray) -> np.ndarray:
+    """First derivative of ``y`` (unit spacing) with 4th-order accurate finite differences:
+    the 5-point central stencil inside, 5-point one-sided stencils at the two ends on
+    each side; ``np.gradient`` (2nd order) when there are fewer than 5 points.
+
+    Example:
+        >>> gradient4(np.arange(6.0) ** 3).round(6).tolist()
+        [0.0, 3.0, 12.0, 27.0, 48.0, 75.0]
+    """
+    y = np.asarray(y, dtype=np.float64)
+    n = y.shape[0]
+    if n < 2:
+        return np.zeros(n)
+    if n < 5:
+        return np.gradient(y)
+    g = np.empty(n)
+    g[2:-2] = (y[:-4] - 8 * y[1:-3] + 8 * y[3:-1] - y[4:]) / 12
+    g[0] = (-25 * y[0] + 48 * y[1] - 36 * y[2] + 16 * y[3] - 3 * y[4]) / 12
+    g[1] = (-3 * y[0] - 10 * y[1] + 18 * y[2] - 6 * y[3] + y[4]) / 12
+    g[-1] = (25 * y[-1] - 48 * y[-2] + 36 * y[-3] - 16 * y[-4] + 3 * y[-5]) / 12
+    g[-2] = (3 * y[-1] + 10 * y[-2] - 18 * y[-3] + 6 * y[-4] - y[-5]) / 12
+    return g
+
+
+def knee_of(ks: np.ndarray, values: np.ndarray) -> int | None:
+    """kneed's knee (concave, increasing) of ``values`` over ``ks``, or None."""
+    from kneed import KneeLocator
+
+    if len(ks) < 3 or np.ptp(values) == 0:
+        return None
+    with warnings.catch_warnings():  # kneed warns when it finds nothing; we log instead
+        warnings.simplefilter("ignore")
+        knee = KneeLocator(ks, values, curve="concave", direction="increasing").knee
+    return None if knee is None else int(knee)
+
+
+@dataclass
+class Choice:
+    """The chosen k and how it was chosen (``wicd-knee``, ``silhouette`` or
+    ``fallback-silhouette`` when the knee was asked for but kneed found none)."""
+
+    k: int
+    method: str
+    gradient: np.ndarray
+
+
+def choose_k(
+    ks: np.ndarray,
+    wicd: np.ndarray,
+    silhouette: np.ndarray,
+    selection: str = "wicd-knee",
+    name: str = "",
+) -> Choice:
+    """The number of clusters by ``selection``: ``"wicd-knee"`` (the reference rule) or
+    ``"silhouette"`` (highest mean silhouette, smallest k on ties)."""
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}, got {selection!r}")
+    grad = gradient4(wicd)
+    best_sil = int(ks[int(np.argmax(silhouette))])
+    if selection == "silhouette":
+        return Choice(best_sil, "silhouette", grad)
+    knee = knee_of(ks, grad)
+    if knee is not None:
+        return Choice(knee, "wicd-knee", grad)
+    msg = f"{name or 'layer'}: kneed found no knee in the WICD gradient; using the k with the highest silhouette ({best_sil})"  # noqa: E501
+    warnings.warn(msg, RuntimeWarning, stacklevel=2)
+    return Choice(best_sil, "fallback-silhouette", grad)
+
+
+def best_layer(scores: dict[str, tuple[float, float]], selection: str = "wicd-knee") -> str:
+    """The best layer from ``{layer: (wicd_at_k, silhouette_at_k)}``: lowest WICD at its
+    chosen k (the reference rule), or highest silhouette with ``selection="silhouette"``;
+    ties go to the first layer given. ``input`` is never chosen.
+
+    Example:
+        >>> best_layer({"input": (0.1, 0.9), "conv1": (0.5, 0.2), "fc": (0.3, 0.1)})
+        'fc'
+    """
+    names = [n for n in scores if n != "input"]
+    if not names:
+        raise ValueError("no layer to choose from besides 'input' (it is never the best layer)")
+    if selection == "silhouette":
+        return max(names, key=lambda n: scores[n][1])
+    return min(names, key=lambda n: scores[n][0])

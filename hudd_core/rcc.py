@@ -1,0 +1,118 @@
+"""Root-cause clusters on disk (HUDD step 3, for the engineer): ``T/<bestLayer>/Cluster_<id>/``
+with copies of the cluster's images, and ``Cluster_<id>.gif`` showing every member one
+after the other (600 ms per frame: the paper's 100 images per minute).
+
+Example:
+    >>> from PIL import Image
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> for i in range(3):
+    ...     Image.new("L", (64, 32), 80 * i).save(d / f"{i}.png")
+    >>> write_gif([d / f"{i}.png" for i in range(3)], d / "c.gif")
+    3
+    >>> Image.open(d / "c.gif").n_frames
+    3
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+FRAME_MS = 600
+GIF_MAX_SIDE = 256
+
+
+def flat_name(image: str) -> str:
+    """File name of an image in its RCC folder: its path below the set, ``/`` → ``_``
+    (``TestSet/closed/000123.png`` → ``closed_000123.png``), unique within a set."""
+    parts = image.split("/")
+    return "_".join(parts[1:] if len(parts) > 1 else parts)
+
+
+def thumbnail(path: Path, max_side: int = GIF_MAX_SIDE) -> Image.Image:
+    """The image as RGB, scaled (both ways) so that its longer side is ``max_side``."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+    scale = max_side / max(im.size)
+    size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+    return im.resize(size, Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.LANCZOS)
+
+
+def write_gif(
+    paths: list[Path], out: Path, frame_ms: int = FRAME_MS, max_side: int = GIF_MAX_SIDE
+) -> int:
+    """An animated GIF of all ``paths`` (one frame each, centred on a common canvas);
+    returns the number of frames. Written through a temporary file and a rename."""
+    frames = [thumbnail(p, max_side) for p in paths]
+    if not frames:
+        return 0
+    w = max(f.width for f in frames)
+    h = max(f.height for f in frames)
+    canvas = []
+    for f in frames:
+        c = Image.new("RGB", (w, h))
+        c.paste(f, ((w - f.width) // 2, (h - f.height) // 2))
+        canvas.append(c)
+    tmp = out.with_name(f".{out.name}.tmp")
+    canvas[0].save(
+        tmp,
+        format="GIF",
+        save_all=True,
+        append_images=canvas[1:],
+        duration=frame_ms,
+        loop=0,
+        disposal=1,
+    )
+    os.replace(tmp, out)
+    return len(canvas)
+
+
+def write_rcc_folders(
+    workdir: Path,
+    data: Path,
+    layer: str,
+    images: list[str],
+    labels: np.ndarray,
+    *,
+    gifs: bool = True,
+    progress: bool = False,
+) -> Path:
+    """Builds ``T/<layer>/`` (one ``Cluster_<id>/`` folder of image copies and one
+    ``Cluster_<id>.gif`` per cluster) in a temporary folder, then renames it into place.
+    Images missing under ``data`` are skipped with one warning."""
+    from tqdm.auto import tqdm
+
+    from hudd_core.cluster import fresh_tmp_dir, replace_dir
+
+    final = Path(workdir) / layer
+    tmp = fresh_tmp_dir(final)
+    labels = np.asarray(labels)
+    missing = []
+    for cid in tqdm(np.unique(labels).tolist(), desc="RCC folders", disable=not progress):
+        folder = tmp / f"Cluster_{cid}"
+        folder.mkdir()
+        present = []
+        for i in np.flatnonzero(labels == cid):
+            src = Path(data) / images[i]
+            if not src.exists():
+                missing.append(images[i])
+                continue
+            shutil.copyfile(src, folder / flat_name(images[i]))
+            present.append(src)
+        if gifs and present:
+            write_gif(present, tmp / f"Cluster_{cid}.gif")
+    if missing:
+        warnings.warn(
+            f"{len(missing)} clustered images are missing under {data} "
+            f"(first: {missing[0]}); their copies and frames are left out",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    replace_dir(tmp, final)
+    return final

@@ -1,0 +1,179 @@
+"""Do the root-cause clusters share characteristics? (the paper's RQ1, simulator data)
+
+With the test set's ``metadata.csv`` (``image,<param>,...,planted``), for every cluster
+and numeric parameter: the variance reduction against all error-inducing images,
+``1 − var(cluster) / var(all errors)`` (population variances; NaN for singleton clusters
+and constant parameters). A cluster "explains" its errors when some parameter's variance
+drops by ≥ 50%; the share of such clusters (over clusters with more than one member) is
+the RQ1 figure. With a ``planted`` column, each cluster's dominant planted region, its
+purity (share of the cluster in that region) and recall (share of the region's error
+images in the cluster).
+
+Files: ``T/ClusterAnalysis/variance_reduction.csv`` (``cluster,size,<params...>,
+max_reduction,max_param``), ``planted.csv`` (``cluster,size,dominant,purity,recall``),
+``rq1.json`` and ``rq1.png``.
+
+Example:
+    >>> import numpy as np
+    >>> values = np.array([[0.0], [0.2], [10.0], [10.2]])
+    >>> variance_reduction(values, np.array([1, 1, 2, 2])).round(4).tolist()
+    [[0.9996], [0.9996]]
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+
+def read_metadata(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """``({image: row}, numeric parameter names)``; images keyed relative to the set."""
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = {r["image"]: r for r in reader}
+        columns = [c for c in (reader.fieldnames or []) if c not in ("image", "planted")]
+    numeric = []
+    for c in columns:
+        try:
+            [float(r[c]) for r in rows.values()]
+        except (TypeError, ValueError):
+            continue
+        numeric.append(c)
+    return rows, numeric
+
+
+def variance_reduction(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``1 − var(cluster)/var(all)`` per cluster (sorted ids) and column of ``values``
+    (N × P, NaN = unknown); NaN for clusters with < 2 known values or constant columns."""
+    labels = np.asarray(labels)
+    ids = np.unique(labels)
+    total = np.nanvar(values, axis=0)
+    out = np.full((len(ids), values.shape[1]), np.nan)
+    for r, cid in enumerate(ids):
+        sub = values[labels == cid]
+        known = np.sum(~np.isnan(sub), axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            v = np.nanvar(np.where(known >= 2, sub, 0.0), axis=0)
+            red = 1.0 - v / total
+        out[r] = np.where((known >= 2) & (total > 0), red, np.nan)
+    return out
+
+
+def planted_purity_recall(regions: list[str], labels: np.ndarray) -> list[dict]:
+    """Per cluster (sorted ids): the dominant planted region, purity and recall.
+
+    Example:
+        >>> planted_purity_recall(["a", "a", "b", "a"], np.array([1, 1, 2, 2]))[1]
+        {'cluster': 2, 'size': 2, 'dominant': 'a', 'purity': 0.5, 'recall': 0.3333333333333333}
+    """
+    labels = np.asarray(labels)
+    region_total = Counter(regions)
+    rows = []
+    for cid in np.unique(labels).tolist():
+        members = Counter(regions[i] for i in np.flatnonzero(labels == cid))
+        dominant, count = sorted(members.items(), key=lambda kv: (-kv[1], kv[0]))[0]
+        size = sum(members.values())
+        rows.append(
+            {
+                "cluster": cid,
+                "size": size,
+                "dominant": dominant,
+                "purity": count / size,
+                "recall": count / region_total[dominant],
+            }
+        )
+    return rows
+
+
+def analyse(
+    workdir: Path, data: Path, images: list[str], labels: np.ndarray, test_set: str = "TestSet"
+) -> dict | None:
+    """Writes the RQ1 tables and figure when ``<data>/<test_set>/metadata.csv`` exists;
+    returns their summary (None without metadata)."""
+    from hudd_core.cluster import atomic_write_text, write_csv_atomic
+    from hudd_core.report.plots import rq1_plot
+
+    path = Path(data) / test_set / "metadata.csv"
+    if not path.exists():
+        return None
+    meta, params = read_metadata(path)
+    prefix = f"{test_set}/"
+    keys = [img[len(prefix) :] if img.startswith(prefix) else img for img in images]
+    values = np.array(
+        [[float(meta[k][p]) if k in meta else np.nan for p in params] for k in keys],
+        dtype=np.float64,
+    ).reshape(len(keys), len(params))
+    labels = np.asarray(labels)
+    ids = np.unique(labels).tolist()
+    sizes = [int(np.sum(labels == c)) for c in ids]
+    red = variance_reduction(values, labels)
+    best = np.full(len(ids), np.nan)
+    best_param = [""] * len(ids)
+    for r in range(len(ids)):
+        if params and not np.all(np.isnan(red[r])):
+            j = int(np.nanargmax(red[r]))
+            best[r], best_param[r] = red[r, j], params[j]
+    out = Path(workdir) / "ClusterAnalysis"
+    write_csv_atomic(
+        out / "variance_reduction.csv",
+        ["cluster", "size", *params, "max_reduction", "max_param"],
+        [
+            [c, s, *(_num(v) for v in red[r]), _num(best[r]), best_param[r]]
+            for r, (c, s) in enumerate(zip(ids, sizes, strict=True))
+        ],
+    )
+    evaluated = [r for r in range(len(ids)) if sizes[r] > 1]
+    hits = [r for r in evaluated if best[r] >= 0.5]
+    share = len(hits) / len(evaluated) if evaluated else float("nan")
+    rq1_plot(best, ids, 0.0 if np.isnan(share) else share, out / "rq1.png")
+    summary = {
+        "params": params,
+        "n_clusters": len(ids),
+        "n_evaluated": len(evaluated),
+        "n_with_50pct_reduction": len(hits),
+        "share_50pct": share,
+        "missing_metadata": int(sum(k not in meta for k in keys)),
+    }
+    if any("planted" in row for row in meta.values()):
+        regions = [meta[k].get("planted", "none") if k in meta else "none" for k in keys]
+        rows = planted_purity_recall(regions, labels)
+        write_csv_atomic(
+            out / "planted.csv",
+            ["cluster", "size", "dominant", "purity", "recall"],
+            [
+                [r["cluster"], r["size"], r["dominant"], _num(r["purity"]), _num(r["recall"])]
+                for r in rows
+            ],
+        )
+        summary["planted"] = _region_summary(regions, labels, rows)
+    atomic_write_text(out / "rq1.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def _region_summary(regions: list[str], labels: np.ndarray, rows: list[dict]) -> dict:
+    """Per planted region (not ``none``): its error count, the cluster holding most of
+    them, that cluster's recall and purity for the region, and the clusters it dominates."""
+    out = {}
+    for region, total in sorted(Counter(regions).items()):
+        if region == "none":
+            continue
+        in_region = np.array([r == region for r in regions])
+        ids, counts = np.unique(labels[in_region], return_counts=True)
+        top = int(ids[np.argmax(counts)])
+        size = int(np.sum(labels == top))
+        out[region] = {
+            "errors": int(total),
+            "best_cluster": top,
+            "recall": float(counts.max() / total),
+            "purity": float(counts.max() / size),
+            "dominated_clusters": [r["cluster"] for r in rows if r["dominant"] == region],
+        }
+    return out
+
+
+def _num(v: float) -> str:
+    return "" if v is None or (isinstance(v, float) and np.isnan(v)) else repr(float(v))

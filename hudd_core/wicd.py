@@ -1,0 +1,348 @@
+"""WICD and silhouette for every number of clusters, from one walk up a dendrogram.
+
+HUDD picks the number of clusters from the WICD curve (weighted intra-cluster distance,
+DESIGN.md "Reference semantics"): for a cut into k clusters,
+
+    WICD(k) = (1/k) · Σ_{C: |C| > 1} mean_{i<j ∈ C} d(i, j) · |C| / N
+
+The reference cuts the tree again for every k and loops over pairs in Python. Here every
+k comes from one pass over the condensed distances plus one walk up the tree:
+
+* In the dendrogram's leaf order every cluster is a contiguous range of leaves, and the
+  merge that first joins leaves i and j is the latest merge among the "gaps" between the
+  consecutive leaves from i to j (a range-maximum query, O(1) with a sparse table). One
+  sequential pass over the pairs adds every d(i, j) to the cross sum of that merge.
+* Walking the merges in order, ``sum(A ∪ B) = sum(A) + sum(B) + cross(A, B)``, so every
+  cluster's sum of pairwise distances is known, and WICD(k) is a sum over the k clusters
+  alive after N − k merges. Total work O(N²) for the pass and O(K²) for the curve.
+
+The silhouette (mean over points of (b − a) / max(a, b), 0 for points in singletons, as
+scikit-learn) is computed alongside from the per-point sums of distances to each of the
+K clusters alive at the largest k; merging two clusters adds two columns, and a point's
+nearest other cluster only needs a rescan when it was one of the two merged.
+
+Both kernels take a subset of the leaves (``points``) with the condensed distances among
+them, so the approximate path (large N) can estimate the curves on a sample.
+
+Example:
+    >>> import numpy as np, fastcluster
+    >>> from scipy.spatial.distance import pdist
+    >>> X = np.array([[0.0], [0.1], [5.0], [5.2], [9.0]])
+    >>> d = pdist(X)
+    >>> Z = fastcluster.linkage(d, method="ward")
+    >>> ks, w = wicd_curve(Z, d, 2, 3)
+    >>> ks.tolist(), w.round(4).tolist()
+    ([2, 3], [0.9, 0.06])
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+_PASS_CHUNKS = 64  # interleaved row chunks: balanced triangle work, fixed summation order
+
+
+@njit(cache=True)
+def _tree_layout(Z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Leaf positions (left child first, as scipy's ``leaves_list``), the merge at each gap
+    between consecutive leaves, and each node's start position (nodes 0..2N-2)."""
+    n = Z.shape[0] + 1
+    size = np.ones(2 * n - 1, dtype=np.int64)
+    for m in range(n - 1):
+        size[n + m] = size[int(Z[m, 0])] + size[int(Z[m, 1])]
+    start = np.zeros(2 * n - 1, dtype=np.int64)
+    gap = np.zeros(max(n - 1, 1), dtype=np.int64)
+    for m in range(n - 2, -1, -1):
+        left, right = int(Z[m, 0]), int(Z[m, 1])
+        start[left] = start[n + m]
+        start[right] = start[n + m] + size[left]
+        gap[start[right] - 1] = m
+    return start[:n].copy(), gap, start
+
+
+@njit(cache=True)
+def _sparse_table(gap: np.ndarray) -> np.ndarray:
+    """table[l, p] = max(gap[p : p + 2**l]) (range-maximum queries in O(1))."""
+    m = gap.shape[0]
+    levels = 1
+    while (1 << levels) <= m:
+        levels += 1
+    table = np.zeros((levels, m), dtype=np.int32)
+    table[0, :] = gap
+    for lev in range(1, levels):
+        half = 1 << (lev - 1)
+        for p in range(m - (1 << lev) + 1):
+            a, b = table[lev - 1, p], table[lev - 1, p + half]
+            table[lev, p] = a if a > b else b
+    return table
+
+
+@njit(cache=True, parallel=True)
+def _cross_sums(table: np.ndarray, log2: np.ndarray, pos: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Σ d(i, j) over the pairs first joined by each merge (pairs of the ``pos`` subset)."""
+    s = pos.shape[0]
+    n_merges = table.shape[1]
+    part = np.zeros((_PASS_CHUNKS, n_merges), dtype=np.float64)
+    for c in prange(_PASS_CHUNKS):
+        for i in range(c, s - 1, _PASS_CHUNKS):
+            base = s * i - i * (i + 1) // 2 - i - 1
+            pi = pos[i]
+            for j in range(i + 1, s):
+                pj = pos[j]
+                lo, hi = (pi, pj) if pi < pj else (pj, pi)
+                lev = log2[hi - lo]
+                a, b = table[lev, lo], table[lev, hi - (1 << lev)]
+                part[c, a if a > b else b] += d[base + j]
+    out = np.zeros(n_merges, dtype=np.float64)
+    for c in range(_PASS_CHUNKS):  # fixed order: results do not depend on the thread count
+        out += part[c]
+    return out
+
+
+@njit(cache=True)
+def _log2_table(m: int) -> np.ndarray:
+    out = np.zeros(m + 1, dtype=np.int64)
+    for v in range(2, m + 1):
+        out[v] = out[v // 2] + 1
+    return out
+
+
+@njit(cache=True)
+def _alive_at(Z: np.ndarray, applied: int) -> np.ndarray:
+    """Node ids alive once the first ``applied`` merges are done (N − applied of them)."""
+    n = Z.shape[0] + 1
+    parent = np.full(2 * n - 1, n - 1, dtype=np.int64)  # the root never merges again
+    for m in range(n - 1):
+        parent[int(Z[m, 0])] = m
+        parent[int(Z[m, 1])] = m
+    out = np.empty(n - applied, dtype=np.int64)
+    c = 0
+    for x in range(2 * n - 1):
+        created = x - n if x >= n else -1
+        if created < applied and parent[x] >= applied:
+            out[c] = x
+            c += 1
+    return out
+
+
+@njit(cache=True)
+def _wicd_walk(Z, cross, count, k_lo, k_hi):
+    n = Z.shape[0] + 1
+    total_points = count[:n].sum()
+    sums = np.zeros(2 * n - 1, dtype=np.float64)
+    cnt = np.zeros(2 * n - 1, dtype=np.float64)
+    cnt[:n] = count
+    for m in range(n - 1):
+        left, right = int(Z[m, 0]), int(Z[m, 1])
+        sums[n + m] = sums[left] + sums[right] + cross[m]
+        cnt[n + m] = cnt[left] + cnt[right]
+    contrib = np.zeros(2 * n - 1, dtype=np.float64)
+    for x in range(2 * n - 1):
+        if cnt[x] > 1:
+            contrib[x] = sums[x] / (cnt[x] * (cnt[x] - 1) / 2) * cnt[x] / total_points
+    out = np.zeros(k_hi - k_lo + 1, dtype=np.float64)
+    alive = _alive_at(Z, n - k_hi)
+    slot = np.full(2 * n - 1, -1, dtype=np.int64)
+    for s in range(alive.shape[0]):
+        slot[alive[s]] = s
+    for k in range(k_hi, k_lo - 1, -1):
+        acc = 0.0
+        for s in range(alive.shape[0]):
+            if alive[s] >= 0:
+                acc += contrib[alive[s]]
+        out[k - k_lo] = acc / k
+        if k > k_lo:  # apply merge n - k: k clusters become k - 1
+            m = n - k
+            sl, sr = slot[int(Z[m, 0])], slot[int(Z[m, 1])]
+            alive[sl] = n + m
+            alive[sr] = -1
+            slot[n + m] = sl
+    return out
+
+
+def _prepare(Z: np.ndarray, points: np.ndarray | None, d: np.ndarray):
+    Z = np.ascontiguousarray(Z, dtype=np.float64)
+    n = Z.shape[0] + 1
+    pts = np.arange(n, dtype=np.int64) if points is None else np.asarray(points, np.int64)
+    s = pts.shape[0]
+    if d.shape != (s * (s - 1) // 2,):
+        raise ValueError(f"expected {s * (s - 1) // 2} condensed distances for {s} points")
+    return Z, n, pts
+
+
+def _check_range(n: int, k_lo: int, k_hi: int) -> None:
+    if not 1 <= k_lo <= k_hi <= n:
+        raise ValueError(f"k range {k_lo}..{k_hi} is not within 1..{n}")
+
+
+def wicd_curve(
+    Z: np.ndarray,
+    d: np.ndarray,
+    k_lo: int,
+    k_hi: int,
+    points: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """WICD of the cut into k clusters for every k in ``k_lo..k_hi`` (one tree walk).
+
+    Args:
+        Z: SciPy/fastcluster linkage of N leaves (cuts follow the merge order, as
+            ``scipy.cluster.hierarchy.cut_tree``; equal to ``fcluster(maxclust=k)``
+            unless merge heights tie).
+        d: condensed distances WICD is measured on (the raw heatmap distances), among
+            all N leaves, or among ``points`` when given.
+        points: optional subset of leaves (sorted or not); WICD is then estimated on
+            them (cluster sizes and N counted within the subset).
+
+    Returns:
+        ``(ks, wicd)``: int64 and float64 arrays of length ``k_hi − k_lo + 1``.
+    """
+    Z, n, pts = _prepare(Z, points, np.asarray(d))
+    _check_range(n, k_lo, k_hi)
+    d = np.ascontiguousarray(d, dtype=np.float64)
+    pos_all, gap, _ = _tree_layout(Z)
+    count = np.zeros(n, dtype=np.float64)
+    count[pts] = 1.0
+    if n > 1:
+        cross = _cross_sums(_sparse_table(gap), _log2_table(n), pos_all[pts], d)
+    else:
+        cross = np.zeros(0)
+    values = _wicd_walk(Z, cross, count, k_lo, k_hi)
+    return np.arange(k_lo, k_hi + 1, dtype=np.int64), values
+
+
+@njit(cache=True)
+def _silhouette_walk(Z, start, pos, d, k_lo, k_hi):
+    n = Z.shape[0] + 1
+    s = pos.shape[0]
+    alive = _alive_at(Z, n - k_hi)
+    k0 = alive.shape[0]
+    # label by leaf position: the K clusters alive at k_hi are contiguous leaf ranges
+    by_pos = np.empty(n, dtype=np.int64)
+    slot = np.full(2 * n - 1, -1, dtype=np.int64)
+    sizes = np.ones(2 * n - 1, dtype=np.int64)
+    for m in range(n - 1):
+        sizes[n + m] = sizes[int(Z[m, 0])] + sizes[int(Z[m, 1])]
+    for c in range(k0):
+        slot[alive[c]] = c
+        by_pos[start[alive[c]] : start[alive[c]] + sizes[alive[c]]] = c
+    own = np.empty(s, dtype=np.int64)
+    for i in range(s):
+        own[i] = by_pos[pos[i]]
+    cnt = np.zeros(k0, dtype=np.float64)
+    for i in range(s):
+        cnt[own[i]] += 1.0
+    # sums[c, i] = Σ d(i, j) over j in cluster c; one sequential pass over the pairs
+    sums = np.zeros((k0, s), dtype=np.float64)
+    acc = np.zeros(k0, dtype=np.float64)
+    for i in range(s):
+        acc[:] = 0.0
+        base = s * i - i * (i + 1) // 2 - i - 1
+        ci = own[i]
+        for j in range(i + 1, s):
+            v = d[base + j]
+            sums[ci, j] += v
+            acc[own[j]] += v
+        sums[:, i] += acc
+    active = np.ones(k0, dtype=np.bool_)
+    best = np.full(s, -1, dtype=np.int64)
+    bval = np.full(s, np.inf)
+    for i in range(s):
+        _rescan(i, own, sums, cnt, active, best, bval)
+    out = np.zeros(k_hi - k_lo + 1, dtype=np.float64)
+    for k in range(k_hi, k_lo - 1, -1):
+        total = 0.0
+        for i in range(s):
+            c = own[i]
+            if cnt[c] > 1 and best[i] >= 0:
+                a = sums[c, i] / (cnt[c] - 1)
+                b = bval[i]
+                top = a if a > b else b
+                if top > 0:
+                    total += (b - a) / top
+        out[k - k_lo] = total / s
+        if k > k_lo:
+            m = n - k
+            sl, sr = slot[int(Z[m, 0])], slot[int(Z[m, 1])]
+            slot[n + m] = sl
+            active[sr] = False
+            cnt[sl] += cnt[sr]
+            sums[sl, :] += sums[sr, :]
+            for i in range(s):
+                if own[i] == sr:
+                    own[i] = sl
+                # the merged cluster's mean is ≥ min of the two; only an involved best moves
+                if best[i] == sl or best[i] == sr:
+                    _rescan(i, own, sums, cnt, active, best, bval)
+    return out
+
+
+@njit(cache=True)
+def _rescan(i, own, sums, cnt, active, best, bval):
+    best[i] = -1
+    bval[i] = np.inf
+    for c in range(cnt.shape[0]):
+        if active[c] and c != own[i] and cnt[c] > 0:
+            v = sums[c, i] / cnt[c]
+            if v < bval[i]:
+                bval[i] = v
+                best[i] = c
+
+
+def silhouette_curve(
+    Z: np.ndarray,
+    d: np.ndarray,
+    k_lo: int,
+    k_hi: int,
+    points: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean silhouette of the cut into k clusters for every k in ``k_lo..k_hi``.
+
+    Same arguments as :func:`wicd_curve`; ``d`` holds the distances the silhouette is
+    measured on. Points in singleton clusters score 0 (scikit-learn's convention).
+    Memory: ``k_hi`` × (number of points) float64.
+
+    Example:
+        >>> import numpy as np, fastcluster
+        >>> from scipy.spatial.distance import pdist
+        >>> d = pdist(np.array([[0.0], [1.0], [10.0], [11.0]]))
+        >>> ks, s = silhouette_curve(fastcluster.linkage(d, method="ward"), d, 2, 2)
+        >>> round(float(s[0]), 4)
+        0.8889
+    """
+    Z, n, pts = _prepare(Z, points, np.asarray(d))
+    _check_range(n, k_lo, k_hi)
+    d = np.ascontiguousarray(d, dtype=np.float64)
+    _, _, start = _tree_layout(Z)
+    values = _silhouette_walk(Z, start, start[pts], d, k_lo, k_hi)
+    return np.arange(k_lo, k_hi + 1, dtype=np.int64), values
+
+
+def labels_at(Z: np.ndarray, k: int) -> np.ndarray:
+    """Cluster ids 1..k of the N leaves after N − k merges, numbered by their first leaf
+    in the dendrogram's leaf order (so id 1 is the leftmost cluster of the dendrogram).
+
+    Example:
+        >>> import numpy as np, fastcluster
+        >>> Z = fastcluster.linkage(np.array([1.0, 9.0, 9.0]), method="ward")
+        >>> labels_at(Z, 2).tolist()
+        [1, 1, 2]
+    """
+    Z = np.ascontiguousarray(Z, dtype=np.float64)
+    n = Z.shape[0] + 1
+    _check_range(n, k, k)
+    pos, _, start = _tree_layout(Z)
+    alive = _alive_at(Z, n - k)
+    order = np.argsort(start[alive], kind="stable")
+    by_pos = np.empty(n, dtype=np.int64)
+    bounds = np.append(start[alive][order], n)
+    for c in range(k):
+        by_pos[bounds[c] : bounds[c + 1]] = c + 1
+    return by_pos[pos]
+
+
+def set_threads(n: int | None) -> None:
+    """Caps numba's threads for the kernels above (None: leave as is)."""
+    if n is not None:
+        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
