@@ -1,0 +1,81 @@
+"""``hudd cluster``: the ClusterModule over ``T/Heatmaps`` (HUDD step 3)."""
+
+from __future__ import annotations
+
+import argparse
+
+from hudd_core.cli.common import add_common
+
+
+def parse_k_range(text: str) -> tuple[int, int]:
+    """``"2:500"`` → ``(2, 500)``."""
+    try:
+        lo, hi = (int(v) for v in text.split(":"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected LO:HI, got {text!r}") from exc
+    if not 1 <= lo <= hi:
+        raise argparse.ArgumentTypeError(f"need 1 <= LO <= HI, got {text!r}")
+    return lo, hi
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cluster",
+        help="cluster the error images per layer, pick k and the best layer, write the RCCs",
+    )
+    add_common(p, model=False)
+    p.add_argument("--layers", nargs="+", help="only these recorded layers (default: all)")
+    p.add_argument(
+        "--k-range",
+        type=parse_k_range,
+        default=(2, 500),
+        metavar="LO:HI",
+        help="numbers of clusters to scan, also capped at N/2 (default 2:500)",
+    )
+    p.add_argument(
+        "--selection",
+        choices=["wicd-knee", "silhouette"],
+        default="wicd-knee",
+        help="how k (and the best layer) is chosen (default: the reference rule)",
+    )
+    p.add_argument(
+        "--approx-threshold",
+        type=int,
+        default=20000,
+        help="above this many error images, approximate clustering (announced)",
+    )
+    p.add_argument("--no-gifs", action="store_true", help="skip the animated GIFs")
+    p.add_argument("--no-report", action="store_true", help="do not (re)write T/report.html")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hudd_core.cluster import run_cluster
+
+    summary = run_cluster(
+        args.workdir,
+        args.data,
+        layers=args.layers,
+        k_range=args.k_range,
+        selection=args.selection,
+        device=args.device,
+        approx_threshold=args.approx_threshold,
+        seed=args.seed,
+        gifs=not args.no_gifs,
+        progress=not args.quiet,
+    )
+    best = summary["best_layer"]
+    print(
+        f"best layer {best}: {summary['n_clusters']} clusters of {summary['n_images']} error "
+        f"images (inspect {summary['inspect_share']:.1%} at 5 per cluster)"
+    )
+    if "rq1" in summary:
+        rq1 = summary["rq1"]
+        print(
+            f"RQ1: {rq1['share_50pct']:.0%} of clusters reduce some parameter's variance by ≥ 50%"
+        )
+    if not args.no_report:
+        from hudd_core.report import build_report
+
+        print(f"report: {build_report(args.workdir, args.data)}")
+    return 0
