@@ -51,7 +51,9 @@ def knee_of(ks: np.ndarray, values: np.ndarray) -> int | None:
     """kneed's knee (concave, increasing) of ``values`` over ``ks``, or None."""
     from kneed import KneeLocator
 
-    if len(ks) < 3 or np.ptp(values) == 0:
+    values = np.asarray(values, dtype=np.float64)
+    scale = float(np.abs(values).max()) if len(values) else 0.0
+    if len(ks) < 3 or np.ptp(values) <= 1e-12 * scale:  # flat up to rounding: no knee
         return None
     with warnings.catch_warnings():  # kneed warns when it finds nothing; we log instead
         warnings.simplefilter("ignore")
