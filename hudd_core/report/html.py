@@ -38,11 +38,11 @@ h1{margin-bottom:4px} h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-
 table{border-collapse:collapse;margin:8px 0} td,th{border:1px solid #ccc;padding:4px 8px;
 text-align:left;font-size:14px} th{background:#eee}
 .cards{display:flex;flex-wrap:wrap;gap:16px}
-.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:12px;width:560px}
+.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:12px;width:620px}
 .card h3{margin:0 0 8px 0} .row{display:flex;gap:12px;align-items:flex-start}
 .gif img{width:180px;image-rendering:pixelated;border:1px solid #ccc}
-.samples{display:grid;grid-template-columns:repeat(3,112px);gap:4px}
-.samples img{width:112px;height:112px;object-fit:contain;background:#000;
+.samples{display:grid;grid-template-columns:repeat(6,98px);gap:4px;margin-top:8px}
+.samples img{width:98px;height:98px;object-fit:contain;background:#000;
 image-rendering:pixelated}
 .samples .lbl{font-size:11px;color:#666;text-align:center}
 .muted{color:#666;font-size:13px} .plot img{max-width:100%}
@@ -292,7 +292,10 @@ def _summary_html(summary: dict, members: dict[int, list[str]]) -> str:
                 f"({rq1['n_with_50pct_reduction']} of {rq1['n_evaluated']} non-singletons)",
             ]
         )
-    return "<h2>Summary</h2>" + _table(["", ""], rows)
+    body = "".join(
+        f"<tr><th>{html.escape(str(a))}</th><td>{html.escape(str(b))}</td></tr>" for a, b in rows
+    )
+    return f"<h2>Summary</h2><table>{body}</table>"
 
 
 def _clusters_html(workdir: Path, data: Path, best: str, members, samples: int) -> str:

@@ -37,7 +37,7 @@ def knee_plot(res, path: Path | None = None) -> bytes:
     """WICD and silhouette over k (chosen k marked), and the WICD gradient with its knee.
     ``res`` is a :class:`hudd_core.cluster.LayerClustering`."""
     fig = Figure(figsize=(10, 3.6))
-    ax1, ax2 = fig.subplots(1, 2)
+    ax1, ax2 = fig.subplots(1, 2, gridspec_kw={"wspace": 0.45})
     ax1.plot(res.ks, res.wicd, color="C0", lw=1.4, label="WICD")
     ax1.axvline(res.k, color="C3", ls="--", lw=1, label=f"k = {res.k} ({res.method})")
     ax1.set_xlabel("number of clusters k")
