@@ -37,11 +37,8 @@ Example:
 
 from __future__ import annotations
 
-import numba
 import numpy as np
-from numba import njit, prange
-
-_PASS_CHUNKS = 64  # interleaved row chunks: balanced triangle work, fixed summation order
+from numba import njit
 
 
 @njit(cache=True)
@@ -79,25 +76,22 @@ def _sparse_table(gap: np.ndarray) -> np.ndarray:
     return table
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def _cross_sums(table: np.ndarray, log2: np.ndarray, pos: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Σ d(i, j) over the pairs first joined by each merge (pairs of the ``pos`` subset)."""
+    """Σ d(i, j) over the pairs first joined by each merge (pairs of the ``pos`` subset).
+    Serial on purpose: one streaming pass (about 1 ns a pair), and no second OpenMP
+    runtime competing with torch's threads."""
     s = pos.shape[0]
-    n_merges = table.shape[1]
-    part = np.zeros((_PASS_CHUNKS, n_merges), dtype=np.float64)
-    for c in prange(_PASS_CHUNKS):
-        for i in range(c, s - 1, _PASS_CHUNKS):
-            base = s * i - i * (i + 1) // 2 - i - 1
-            pi = pos[i]
-            for j in range(i + 1, s):
-                pj = pos[j]
-                lo, hi = (pi, pj) if pi < pj else (pj, pi)
-                lev = log2[hi - lo]
-                a, b = table[lev, lo], table[lev, hi - (1 << lev)]
-                part[c, a if a > b else b] += d[base + j]
-    out = np.zeros(n_merges, dtype=np.float64)
-    for c in range(_PASS_CHUNKS):  # fixed order: results do not depend on the thread count
-        out += part[c]
+    out = np.zeros(table.shape[1], dtype=np.float64)
+    for i in range(s - 1):
+        base = s * i - i * (i + 1) // 2 - i - 1
+        pi = pos[i]
+        for j in range(i + 1, s):
+            pj = pos[j]
+            lo, hi = (pi, pj) if pi < pj else (pj, pi)
+            lev = log2[hi - lo]
+            a, b = table[lev, lo], table[lev, hi - (1 << lev)]
+            out[a if a > b else b] += d[base + j]
     return out
 
 
@@ -340,9 +334,3 @@ def labels_at(Z: np.ndarray, k: int) -> np.ndarray:
     for c in range(k):
         by_pos[bounds[c] : bounds[c + 1]] = c + 1
     return by_pos[pos]
-
-
-def set_threads(n: int | None) -> None:
-    """Caps numba's threads for the kernels above (None: leave as is)."""
-    if n is not None:
-        numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
