@@ -63,8 +63,9 @@ def knee_of(ks: np.ndarray, values: np.ndarray) -> int | None:
 
 @dataclass
 class Choice:
-    """The chosen k and how it was chosen (``wicd-knee``, ``silhouette`` or
-    ``fallback-silhouette`` when the knee was asked for but kneed found none)."""
+    """The chosen k and how it was chosen (``wicd-knee``, ``silhouette``,
+    ``fallback-silhouette`` when the knee was asked for but kneed found none, or
+    ``single-k`` when the range holds one k)."""
 
     k: int
     method: str
@@ -86,6 +87,8 @@ def choose_k(
     best_sil = int(ks[int(np.argmax(silhouette))])
     if selection == "silhouette":
         return Choice(best_sil, "silhouette", grad)
+    if len(ks) == 1:  # nothing to choose (N < 6 with the default range)
+        return Choice(int(ks[0]), "single-k", grad)
     knee = knee_of(ks, grad)
     if knee is not None:
         return Choice(knee, "wicd-knee", grad)

@@ -184,3 +184,22 @@ def test_best_layer_never_input():
     assert best_layer({"input": (0.0, 1.0), "a": (2.0, 0.1), "b": (1.0, 0.0)}, "silhouette") == "a"
     with pytest.raises(ValueError, match="input"):
         best_layer({"input": (0.0, 1.0)})
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_tiny_inputs_cluster_without_warnings(n):
+    from hudd_core.cluster import cluster_layer
+
+    X = np.random.default_rng(n).normal(size=(n, 7)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = cluster_layer(X, device="cpu")
+    assert (res.k, res.method) == (2, "single-k")
+    assert sorted(set(res.labels)) == [1, 2]
+
+
+def test_one_image_is_an_error():
+    from hudd_core.cluster import cluster_layer
+
+    with pytest.raises(ValueError, match="at least 2"):
+        cluster_layer(np.ones((1, 4), dtype=np.float32))

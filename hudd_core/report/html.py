@@ -29,7 +29,8 @@ from PIL import Image
 from hudd_core.report.plots import dendrogram_png, rq1_plot
 
 THUMB = 112
-GIF_EMBED_LIMIT = 6 << 20  # larger GIFs are re-rendered smaller for the page
+GIF_EMBED_LIMIT = 2 << 20  # larger GIFs are re-rendered smaller for the page
+GIF_EMBED_FRAMES = 200  # ... with at most this many members (2 minutes)
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;
@@ -148,18 +149,30 @@ def _samples_html(images: list[str], data: Path, hm: _Heatmaps, layer: str, n: i
     return f'<div class="samples">{"".join(cells)}</div>' if cells else ""
 
 
-def _gif_uri(path: Path, members: list[Path]) -> str | None:
+def _gif_uri(path: Path, members: list[Path]) -> tuple[str | None, str]:
+    """The cluster's GIF as a data URI, and a note when the page shows a lighter version
+    (large clusters: 96 px, at most ``GIF_EMBED_FRAMES`` evenly spaced members)."""
     if not path.exists():
-        return None
+        return None, ""
     data = path.read_bytes()
-    if len(data) > GIF_EMBED_LIMIT:  # keep the page light: a smaller rendering, all frames
-        from hudd_core.rcc import write_gif
+    if len(data) <= GIF_EMBED_LIMIT:
+        return data_uri(data, "image/gif"), ""
+    import tempfile
 
-        small = path.with_name(f".{path.stem}.small.gif")
-        write_gif(members, small, max_side=96)
+    from hudd_core.rcc import write_gif
+
+    pick = np.unique(np.linspace(0, len(members) - 1, GIF_EMBED_FRAMES).astype(int))
+    present = [members[i] for i in pick if members[i].exists()]
+    with tempfile.TemporaryDirectory() as tmp:
+        small = Path(tmp) / "small.gif"
+        write_gif(present, small, max_side=96)
         data = small.read_bytes()
-        small.unlink()
-    return data_uri(data, "image/gif")
+    rel = html.escape(f"{path.parent.name}/{path.name}")
+    note = (
+        f"<span class='muted'>page shows {len(present)} of {len(members)} frames; "
+        f"all of them: <a href='{rel}'>{rel}</a></span>"
+    )
+    return data_uri(data, "image/gif"), note
 
 
 def _table(header: list[str], rows: list[list]) -> str:
@@ -308,9 +321,11 @@ def _clusters_html(workdir: Path, data: Path, best: str, members, samples: int) 
     cards = []
     for cid in sorted(members):
         imgs = members[cid]
-        gif = _gif_uri(workdir / best / f"Cluster_{cid}.gif", [data / i for i in imgs])
+        gif, note = _gif_uri(workdir / best / f"Cluster_{cid}.gif", [data / i for i in imgs])
         gif_html = _img_tag(gif, f"Cluster {cid}") if gif else "<p class='muted'>no GIF</p>"
         facts = [f"<b>{len(imgs)}</b> image{'s' if len(imgs) != 1 else ''}"]
+        if note:
+            facts.append(note)
         if cid in red:
             facts.append(_reduction_html(red[cid]))
         if cid in planted:
