@@ -106,10 +106,15 @@ def as_rows(X: ArrayLike, name: str = "X", device: str | torch.device | None = N
     return Rows(name, shape[0], shape[1], dtype, dev, get, zero_copy)
 
 
-def _block_rows(rows: Rows, memory: int) -> int:
-    # Up to four blocks live at once: two raw, two centred.
+def _block_rows(rows: Rows, memory: int, gram_cols: int | None = None) -> int:
+    """Rows per block: up to four blocks live at once (two raw, two centred), and the
+    GEMM output (rows × ``gram_cols``) stays within 1/16 of ``memory`` so the epilogue
+    reads it while it is still warm in cache."""
     per_row = rows.dim * rows.itemsize * 4
-    return int(min(rows.n, max(64, memory // max(per_row, 1))))
+    step = memory // max(per_row, 1)
+    if gram_cols:
+        step = min(step, memory // 16 // (gram_cols * rows.itemsize))
+    return int(min(rows.n, max(64, step)))
 
 
 def _spans(n: int, step: int) -> list[tuple[int, int]]:
@@ -204,6 +209,19 @@ def _block_reader(rows: Rows, mean: torch.Tensor, step: int, memory: int):
     return read_resident, True
 
 
+class _GramBuffer:
+    """One buffer reused by every block's GEMM: a fresh N×B output per block would be
+    returned to the OS and page-faulted in again each time (a large share of the time at
+    small D)."""
+
+    def __init__(self, size: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.buf = torch.empty(size, dtype=dtype, device=device)
+
+    def product(self, bi: _Block, bj: _Block) -> torch.Tensor:
+        r, c = bi.centred.shape[0], bj.centred.shape[0]
+        return torch.mm(bi.centred, bj.centred.T, out=self.buf[: r * c].view(r, c))
+
+
 def _dtype_name(t: torch.Tensor) -> str:
     return "float64" if t.dtype == torch.float64 else "float32"
 
@@ -277,17 +295,18 @@ def pdist_rows(
         out = torch.empty(n_pairs, dtype=torch.float64, device=rows.device)
     elif out.shape != (n_pairs,) or out.dtype != torch.float64 or not out.is_contiguous():
         raise ValueError(f"out must be a contiguous float64 vector of {n_pairs} entries")
-    step = _block_rows(rows, block_memory)
+    step = _block_rows(rows, block_memory, gram_cols=rows.n)
     read, resident = _block_reader(rows, shift_row(rows), step, block_memory)
     spans = _spans(rows.n, step)
     total = len(spans) if resident else len(spans) * (len(spans) + 1) // 2
+    gram = _GramBuffer(step * (rows.n if resident else step), rows.dtype, rows.device)
     with _progress(total, "distances", progress) as bar:
         for i, (a, b) in enumerate(spans):
             bi = read(a, b)
             # Resident rows: one GEMM against every later row; else block by block.
             for c, d in [(a, rows.n)] if resident else spans[i:]:
                 bj = bi if (c, d) == (a, b) else read(c, d)
-                _pdist_epilogue(bi.centred @ bj.centred.T, bi, bj, rows.n, tau, out)
+                _pdist_epilogue(gram.product(bi, bj), bi, bj, rows.n, tau, out)
                 bar.update()
     return out
 
@@ -373,18 +392,19 @@ def cdist_tensor(
         dtype = torch.float64
         xr.dtype = yr.dtype = dtype
         xr.get, yr.get = _cast(xr.get, dtype), _cast(yr.get, dtype)
-    step = _block_rows(xr, block_memory)
+    step = _block_rows(xr, block_memory, gram_cols=yr.n)
     mean = shift_row(xr)
     read_x, _ = _block_reader(xr, mean, step, 0)  # X streams
     read_y, _ = _block_reader(yr, mean, step, block_memory // 2)  # Y stays when it fits
     out = torch.empty((xr.n, yr.n), dtype=torch.float64, device=xr.device)
     x_spans, y_spans = _spans(xr.n, step), _spans(yr.n, step)
+    gram = _GramBuffer(step * step, xr.dtype, xr.device)
     with _progress(len(x_spans) * len(y_spans), "distances", progress) as bar:
         for a, b in x_spans:
             bi = read_x(a, b)
             for c, d in y_spans:
                 bj = read_y(c, d)
-                _cdist_epilogue(bi.centred @ bj.centred.T, bi, bj, tau, out[a:b, c:d])
+                _cdist_epilogue(gram.product(bi, bj), bi, bj, tau, out[a:b, c:d])
                 bar.update()
     return out
 
