@@ -101,16 +101,27 @@ void condensed_row_max_cpu(const double* condensed, int64_t n, double* out) {
 
 void condensed_rows_cpu(const double* condensed, int64_t n, int64_t r0, int64_t r1,
                         const double* scale, float* out) {
-#pragma omp parallel for schedule(static)
+  auto inv = [&](int64_t i) { return scale[i] > 0.0 ? 1.0 / scale[i] : 1.0; };
+  // Upper triangle and diagonal: row i of the condensed vector is contiguous in j.
+#pragma omp parallel for schedule(dynamic, 16)
   for (int64_t i = r0; i < r1; ++i) {
     float* dst = out + (i - r0) * n;
-    const double inv = scale[i] > 0.0 ? 1.0 / scale[i] : 1.0;
-    for (int64_t j = 0; j < n; ++j) {
-      if (j == i) {
-        dst[j] = 0.0f;
-      } else {
-        const int64_t idx = j < i ? condensed_index(n, j, i) : condensed_index(n, i, j);
-        dst[j] = static_cast<float>(condensed[idx] * inv);
+    const double s = inv(i);
+    const double* src = i + 1 < n ? condensed + condensed_index(n, i, i + 1) : nullptr;
+    dst[i] = 0.0f;
+    for (int64_t j = i + 1; j < n; ++j) dst[j] = static_cast<float>(src[j - i - 1] * s);
+  }
+  // Lower triangle (j < i): entry (j, i) sits in condensed row j. Tiles keep both the
+  // reads (along i) and the transposed writes (along j) in cache.
+  constexpr int64_t kTile = 64;
+#pragma omp parallel for schedule(dynamic, 1)
+  for (int64_t jt = 0; jt < r1 - 1; jt += kTile) {
+    for (int64_t it = std::max(r0, jt + 1); it < r1; it += kTile) {
+      const int64_t i_end = std::min(it + kTile, r1);
+      for (int64_t j = jt; j < std::min(jt + kTile, i_end - 1); ++j) {
+        const double* row = condensed + condensed_index(n, j, j + 1) - (j + 1);
+        for (int64_t i = std::max(it, j + 1); i < i_end; ++i)
+          out[(i - r0) * n + j] = static_cast<float>(row[i] * inv(i));
       }
     }
   }
