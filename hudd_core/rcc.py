@@ -3,11 +3,11 @@ with copies of the cluster's images, and ``Cluster_<id>.gif`` showing every memb
 after the other (600 ms per frame: the paper's 100 images per minute).
 
 Example:
-    >>> from PIL import Image
+    >>> from PIL import Image, ImageDraw
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> for i in range(3):
-    ...     Image.new("L", (64, 32), 80 * i).save(d / f"{i}.png")
+    ...     Image.new("L", (64, 32), 80).save(d / f"{i}.png")  # identical frames too
     >>> write_gif([d / f"{i}.png" for i in range(3)], d / "c.gif")
     3
     >>> Image.open(d / "c.gif").n_frames
@@ -22,10 +22,11 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 FRAME_MS = 600
 GIF_MAX_SIDE = 256
+COUNTER_STRIP = 14  # pixels below each frame for its "i/n" counter
 
 
 def flat_name(image: str) -> str:
@@ -35,10 +36,14 @@ def flat_name(image: str) -> str:
     return "_".join(parts[1:] if len(parts) > 1 else parts)
 
 
+GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
+
+
 def thumbnail(path: Path, max_side: int = GIF_MAX_SIDE) -> Image.Image:
-    """The image as RGB, scaled (both ways) so that its longer side is ``max_side``."""
+    """The image scaled (both ways) so that its longer side is ``max_side``: grayscale
+    images stay grayscale ("L": GIFs of them need no colour quantisation), others RGB."""
     with Image.open(path) as im:
-        im = im.convert("RGB")
+        im = im.convert("L" if im.mode in GRAY_MODES else "RGB")
     scale = max_side / max(im.size)
     size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
     return im.resize(size, Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.LANCZOS)
@@ -47,27 +52,26 @@ def thumbnail(path: Path, max_side: int = GIF_MAX_SIDE) -> Image.Image:
 def write_gif(
     paths: list[Path], out: Path, frame_ms: int = FRAME_MS, max_side: int = GIF_MAX_SIDE
 ) -> int:
-    """An animated GIF of all ``paths`` (one frame each, centred on a common canvas);
-    returns the number of frames. Written through a temporary file and a rename."""
+    """An animated GIF of all ``paths``: one frame each, centred on a common canvas, with
+    a strip below showing "i/n" (the engineer knows where they are, and no two frames are
+    identical: Pillow would merge those, adding up their durations). Returns the number
+    of frames; written through a temporary file and a rename."""
     frames = [thumbnail(p, max_side) for p in paths]
     if not frames:
         return 0
+    mode = "L" if all(f.mode == "L" for f in frames) else "RGB"
     w = max(f.width for f in frames)
     h = max(f.height for f in frames)
+    white = 255 if mode == "L" else (255, 255, 255)
     canvas = []
-    for f in frames:
-        c = Image.new("RGB", (w, h))
-        c.paste(f, ((w - f.width) // 2, (h - f.height) // 2))
+    for i, f in enumerate(frames):
+        c = Image.new(mode, (w, h + COUNTER_STRIP))
+        c.paste(f.convert(mode), ((w - f.width) // 2, (h - f.height) // 2))
+        ImageDraw.Draw(c).text((3, h + 1), f"{i + 1}/{len(frames)}", fill=white)
         canvas.append(c)
     tmp = out.with_name(f".{out.name}.tmp")
     canvas[0].save(
-        tmp,
-        format="GIF",
-        save_all=True,
-        append_images=canvas[1:],
-        duration=frame_ms,
-        loop=0,
-        disposal=1,
+        tmp, format="GIF", save_all=True, append_images=canvas[1:], duration=frame_ms, loop=0
     )
     os.replace(tmp, out)
     return len(canvas)

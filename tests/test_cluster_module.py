@@ -70,7 +70,7 @@ def test_rcc_folders_and_gifs(clustered):
         with Image.open(T / "fc" / f"Cluster_{c}.gif") as gif:
             assert gif.n_frames == int(np.sum(labels == c))
             assert gif.info["duration"] == 600
-            assert max(gif.size) == 256
+            assert gif.size == (256, 256 + 14)  # 16 px images scaled up, + the counter strip
 
 
 def test_rerun_reuses_complete_layers(clustered):
