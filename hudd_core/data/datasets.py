@@ -1,0 +1,168 @@
+"""Reading a DataSets folder (``TrainingSet``, ``TestSet``, ...) as a torch Dataset.
+
+Classifier sets are class sub-folders of images (class index = sorted folder names, as
+torchvision's ImageFolder); keypoint sets are images plus ``labels.csv``
+(``image,x0,y0,x1,y1,...``). Images become tensors the plain way (DESIGN.md): pixel / 255 as
+float32, as many channels as the model takes, optional resize and mean/std normalisation.
+
+Example:
+    >>> import tempfile
+    >>> from hudd_core.data.generate import generate
+    >>> root = Path(tempfile.mkdtemp())
+    >>> _ = generate(root, sizes={"TestSet": 12}, progress=False)
+    >>> ds = ImageSet(root / "TestSet")
+    >>> x, y = ds[0]
+    >>> tuple(x.shape), x.dtype, ds.ids[0].startswith("TestSet/"), ds.task
+    ((1, 64, 64), torch.float32, True, 'classifier')
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+def find_classes(folder: Path) -> list[str]:
+    """Class names of a classifier set: its sub-folders, sorted (ImageFolder's order)."""
+    return sorted(e.name for e in Path(folder).iterdir() if e.is_dir())
+
+
+def _images_under(folder: Path) -> list[str]:
+    return sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMG_EXTENSIONS and p.is_file()
+    )
+
+
+def read_labels(folder: Path) -> tuple[list[str], np.ndarray]:
+    """``labels.csv`` of a keypoint set (``folder`` is the set, or the CSV file itself):
+    image names and an ``(N, 2K)`` float32 array."""
+    path = Path(folder)
+    if path.is_dir():
+        path = path / "labels.csv"
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows or rows[0][0] != "image":
+        raise ValueError(f"{path}: expected a header 'image,x0,y0,...'")
+    try:
+        values = np.array([[float(v) for v in r[1:]] for r in rows[1:]], dtype=np.float32)
+    except ValueError as exc:
+        raise ValueError(f"{path}: non-numeric coordinate ({exc})") from exc
+    return [r[0] for r in rows[1:]], values.reshape(len(rows) - 1, len(rows[0]) - 1)
+
+
+def read_metadata(folder: str | Path) -> tuple[list[str], dict[str, np.ndarray]] | None:
+    """``metadata.csv`` of a set, or None: image names and one array per column (numeric
+    columns as float64, others such as ``planted`` as strings)."""
+    path = Path(folder) / "metadata.csv"
+    if not path.is_file():
+        return None
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    header, body = rows[0], rows[1:]
+    columns = {}
+    for j, name in enumerate(header[1:], start=1):
+        raw = [r[j] for r in body]
+        try:
+            columns[name] = np.array(raw, dtype=np.float64)
+        except ValueError:
+            columns[name] = np.array(raw)
+    return [r[0] for r in body], columns
+
+
+def load_image(
+    path: Path,
+    channels: int,
+    image_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """One image as a ``(channels, H, W)`` float32 tensor in [0, 1] (then normalised);
+    ``channels`` is 1 (grayscale) or 3 (RGB), converting the file accordingly."""
+    if channels not in (1, 3):
+        raise ValueError(f"models taking {channels} input channels are not supported (1 or 3)")
+    try:
+        with Image.open(path) as im:
+            im = im.convert("L" if channels == 1 else "RGB")
+            if image_size is not None and im.size != (image_size, image_size):
+                im = im.resize((image_size, image_size), Image.BILINEAR)
+            a = np.asarray(im, dtype=np.float32) / 255.0
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for corrupt files
+        raise ValueError(f"cannot read image {path}: {exc}") from exc
+    x = torch.from_numpy(a[None] if a.ndim == 2 else a.transpose(2, 0, 1).copy())
+    if mean is not None or std is not None:
+        m = torch.tensor(mean if mean is not None else [0.0], dtype=torch.float32)
+        s = torch.tensor(std if std is not None else [1.0], dtype=torch.float32)
+        x = (x - m.view(-1, 1, 1)) / s.view(-1, 1, 1)
+    return x
+
+
+class ImageSet(Dataset):
+    """One set of a DataSets folder. Items are ``(image tensor, target)``: a class index
+    (int64) for classifiers, ``(2K,)`` float32 pixel coordinates for keypoint sets.
+
+    Attributes: ``task`` ("classifier"/"keypoints"), ``ids`` (image paths relative to the
+    DataSets root, as in every file under T/), ``names`` (relative to the set folder),
+    ``classes`` (classifier), ``targets``.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        task: str = "auto",
+        channels: int = 1,
+        image_size: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        classes: Sequence[str] | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"data set folder {self.folder} does not exist")
+        if task == "auto":
+            task = "keypoints" if (self.folder / "labels.csv").is_file() else "classifier"
+        self.task = task
+        self.channels, self.image_size, self.mean, self.std = channels, image_size, mean, std
+        self.scale = 1.0  # keypoints follow a resize
+        if task == "classifier":
+            found = find_classes(self.folder)
+            self.classes = list(classes) if classes is not None else found
+            extra = set(found) - set(self.classes)
+            if extra:
+                raise ValueError(
+                    f"{self.folder}: class folders {sorted(extra)} are not among "
+                    f"the model's classes {self.classes}"
+                )
+            self.names = [f"{c}/{n}" for c in found for n in _images_under(self.folder / c)]
+            index = {c: i for i, c in enumerate(self.classes)}
+            self.targets = np.array([index[n.split("/", 1)[0]] for n in self.names], np.int64)
+        elif task == "keypoints":
+            self.classes = []
+            self.names, self.targets = read_labels(self.folder)
+            if image_size is not None and self.names:
+                with Image.open(self.folder / self.names[0]) as im:
+                    self.scale = image_size / im.size[0]
+        else:
+            raise ValueError(f"task must be 'classifier', 'keypoints' or 'auto', got {task!r}")
+        self.ids = [f"{self.folder.name}/{n}" for n in self.names]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = load_image(
+            self.folder / self.names[i], self.channels, self.image_size, self.mean, self.std
+        )
+        if self.task == "classifier":
+            return x, torch.tensor(self.targets[i])
+        return x, torch.from_numpy(self.targets[i] * self.scale)
