@@ -1,0 +1,416 @@
+"""RetrainModule (HUDD steps 5–7): label the unsafe set, balance it, retrain; baselines.
+
+Step 5, labels: from the ImprovementSet's class folders (or ``labels.csv`` for keypoints),
+or from a CSV the engineer filled in (``--labels``: ``image,label`` with a class name or
+index; keypoints: ``image,x0,y0,...``). Step 6: bootstrap balancing
+(:func:`hudd_core.assign.bootstrap_balance`, seeded). Step 7: fine-tune from the current
+weights on TrainingSet ∪ balanced unsafe set with the reference hyper-parameters (SGD lr
+1e-3, momentum 0.9, weight decay 5e-4, batch 128, 10 epochs; all options).
+
+Baselines at the same labelling budget B = the number of distinct unsafe-set images:
+BL2 labels B random improvement images; BL1 B random improvement images among those the
+model gets wrong. So that only the choice of images differs, each baseline's B images are
+resampled uniformly to the same number of added training samples as HUDD's balanced set.
+Every method is repeated over ``repeats`` seeds; the report gives mean and std.
+
+Example (after ``hudd assign``)::
+
+    result = run_retrain("T", "DataSets", baselines=True, repeats=3)
+    print(result["hudd"]["accuracy"]["mean"], result["BL2"]["accuracy"]["mean"])
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import ConcatDataset, Dataset
+
+from hudd_core.assign import bootstrap_balance
+from hudd_core.data.datasets import ImageSet, load_image, read_labels, read_metadata
+from hudd_core.models.checkpoint import load_checkpoint, save_checkpoint
+from hudd_core.models.train import train
+from hudd_core.testing import DEFAULT_THRESHOLD, keypoint_errors, predict
+
+REFERENCE_HP = {"epochs": 10, "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128}
+
+
+@dataclass
+class Labelled(Dataset):
+    """Images of the DataSets root (ids relative to it) with their targets, possibly
+    repeated (bootstrap duplicates)."""
+
+    data_root: Path
+    ids: list[str]
+    targets: np.ndarray
+    channels: int
+    task: str
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = load_image(self.data_root / self.ids[i], self.channels)
+        t = self.targets[i]
+        return x, torch.tensor(t) if self.task == "classifier" else torch.from_numpy(t)
+
+    def subset(self, index: np.ndarray) -> Labelled:
+        return Labelled(
+            self.data_root,
+            [self.ids[i] for i in index],
+            self.targets[index],
+            self.channels,
+            self.task,
+        )
+
+
+def read_unsafe_set(workdir: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """``(images, clusters, distances)`` of ``T/unsafe_set.csv``."""
+    path = Path(workdir) / "unsafe_set.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run `hudd assign` first")
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise ValueError(f"{path} is empty: no improvement image was assigned to an RCC")
+    return (
+        [r["image"] for r in rows],
+        np.array([int(r["cluster"]) for r in rows]),
+        np.array([float(r["distance"]) for r in rows]),
+    )
+
+
+def label_images(
+    data_root: Path, images: Sequence[str], meta: dict[str, Any], labels_csv: Path | None = None
+) -> np.ndarray:
+    """Targets of ``images`` (ids relative to ``data_root``): class indices or keypoints.
+
+    Without ``labels_csv`` a classifier image's class is its folder
+    (``ImprovementSet/<class>/x.png``) and a keypoint image's coordinates come from its
+    set's ``labels.csv``. Every image must get a label, else a ``ValueError`` names it.
+    """
+    if meta["task"] == "classifier":
+        index = {c: i for i, c in enumerate(meta["classes"])}
+        source = str(labels_csv) if labels_csv else "the ImprovementSet class folders"
+        given = _read_label_csv(labels_csv) if labels_csv else None
+        out = []
+        for img in images:
+            label = given.get(img) if given is not None else _folder_class(img)
+            if label is None:
+                raise ValueError(f"{source}: no label for {img}")
+            if label not in index and not (label.isdigit() and int(label) < len(index)):
+                raise ValueError(
+                    f"{source}: label {label!r} of {img} is not one of the "
+                    f"model's classes {meta['classes']}"
+                )
+            out.append(index[label] if label in index else int(label))
+        return np.array(out, dtype=np.int64)
+    table: dict[str, np.ndarray] = {}
+    if labels_csv:
+        names, values = read_labels(Path(labels_csv))
+        table = dict(zip(names, values, strict=True))
+    else:
+        for set_name in sorted({img.split("/", 1)[0] for img in images}):
+            names, values = read_labels(data_root / set_name)
+            table.update({f"{set_name}/{n}": v for n, v in zip(names, values, strict=True)})
+    missing = [img for img in images if img not in table]
+    if missing:
+        raise ValueError(f"no keypoint labels for {len(missing)} images (first: {missing[0]})")
+    return np.stack([table[img] for img in images]).astype(np.float32)
+
+
+def _folder_class(image: str) -> str | None:
+    parts = image.split("/")
+    return parts[1] if len(parts) >= 3 else None
+
+
+def _read_label_csv(path: Path) -> dict[str, str]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"labels file {path} does not exist")
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or not {"image", "label"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: expected a header with columns image,label")
+        rows = list(reader)
+    seen: dict[str, str] = {}
+    for r in rows:
+        if r["image"] in seen and seen[r["image"]] != r["label"]:
+            raise ValueError(f"{path}: {r['image']} has two different labels")
+        seen[r["image"]] = r["label"].strip()
+    return seen
+
+
+def correct_mask(
+    model: nn.Module,
+    dataset: ImageSet,
+    meta: dict[str, Any],
+    *,
+    batch_size: int,
+    device: str,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> np.ndarray:
+    """Per image of ``dataset``: whether ``model`` gets it right (classifier: the label;
+    keypoints: mean pixel error within ``threshold``)."""
+    out = predict(model, dataset, batch_size=batch_size, device=device, progress=False)
+    if meta["task"] == "classifier":
+        return out.argmax(axis=1) == np.asarray(dataset.targets)
+    return keypoint_errors(out, np.asarray(dataset.targets)).mean(axis=1) <= threshold
+
+
+def accuracy_table(
+    correct: np.ndarray, ids: Sequence[str], groups: dict[str, dict[str, str]]
+) -> dict[str, Any]:
+    """Overall accuracy and, for every grouping (``{name: {image: group}}``), the
+    accuracy per group: ``{"overall": a, name: {group: {"n", "accuracy"}}}``."""
+    table: dict[str, Any] = {"overall": float(np.mean(correct)) if len(correct) else math.nan}
+    for name, of in groups.items():
+        per: dict[str, list[bool]] = {}
+        for img, ok in zip(ids, correct, strict=True):
+            if img in of:
+                per.setdefault(str(of[img]), []).append(bool(ok))
+        table[name] = {
+            g: {"n": len(v), "accuracy": float(np.mean(v))} for g, v in sorted(per.items())
+        }
+    return table
+
+
+def test_groups(workdir: Path, data_root: Path, test_set: ImageSet, meta) -> dict[str, dict]:
+    """Groupings of the test images for the accuracy tables: class, RCC, planted region."""
+    groups: dict[str, dict[str, str]] = {}
+    if meta["task"] == "classifier":
+        groups["class"] = {
+            i: meta["classes"][t] for i, t in zip(test_set.ids, test_set.targets, strict=True)
+        }
+    clusters = Path(workdir) / "clusters.csv"
+    if clusters.is_file():
+        with open(clusters, newline="") as fh:
+            groups["rcc"] = {r["image"]: r["cluster"] for r in csv.DictReader(fh)}
+    md = read_metadata(data_root / "TestSet")
+    if md is not None and "planted" in md[1]:
+        groups["planted"] = {
+            f"TestSet/{n}": str(p) for n, p in zip(md[0], md[1]["planted"], strict=True)
+        }
+    return groups
+
+
+def fine_tune(
+    model: nn.Module,
+    data: Dataset,
+    meta: dict[str, Any],
+    hp: dict[str, Any],
+    *,
+    seed: int,
+    device: str,
+    progress: bool,
+) -> nn.Module:
+    """A copy of ``model`` trained from its current weights on ``data`` with ``hp``."""
+    tuned = copy.deepcopy(model)
+    train(
+        tuned,
+        data,
+        epochs=hp["epochs"],
+        lr=hp["lr"],
+        momentum=hp["momentum"],
+        weight_decay=hp["weight_decay"],
+        batch_size=hp["batch_size"],
+        seed=seed,
+        loss="cross_entropy" if meta["task"] == "classifier" else "mse",
+        optimizer="sgd",
+        device=device,
+        progress=progress,
+    )
+    return tuned
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    a = np.asarray(values, dtype=np.float64)
+    return {
+        "mean": float(a.mean()),
+        "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+        "runs": [float(v) for v in a],
+    }
+
+
+def _summarise(runs: list[dict[str, Any]], before: dict[str, Any]) -> dict[str, Any]:
+    """Mean/std over repeats of the overall accuracy and of every group's accuracy."""
+    out: dict[str, Any] = {"accuracy": _stats([r["overall"] for r in runs])}
+    out["gain"] = _stats([r["overall"] - before["overall"] for r in runs])
+    for name in (k for k in runs[0] if k != "overall"):
+        out[name] = {
+            g: {"n": runs[0][name][g]["n"], **_stats([r[name][g]["accuracy"] for r in runs])}
+            for g in runs[0][name]
+        }
+    return out
+
+
+def run_retrain(
+    workdir: str | Path,
+    data_root: str | Path,
+    *,
+    model_name: str | None = None,
+    labels_csv: str | Path | None = None,
+    baselines: bool = False,
+    repeats: int = 1,
+    seed: int = 0,
+    hp: dict[str, Any] | None = None,
+    device: str = "auto",
+    eval_batch_size: int = 256,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """HUDD's retraining and (optionally) the baselines; writes
+    ``T/DNNModels/<model>_retrained.pt`` and ``T/retrain.json`` and returns the latter.
+
+    Args:
+        model_name: the checkpoint in ``T/DNNModels`` (default: the only one that is not a
+            ``_retrained`` one).
+        labels_csv: the engineer's labels of the unsafe set (default: the ImprovementSet's
+            class folders / labels.csv).
+        baselines: also run BL1 and BL2 at the same labelling budget.
+        repeats: seeds ``seed, seed+1, ...`` for every method.
+        hp: hyper-parameters overriding :data:`REFERENCE_HP`.
+    """
+    workdir, data_root = Path(workdir), Path(data_root)
+    hp = {**REFERENCE_HP, **(hp or {})}
+    if repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {repeats}")
+    checkpoint = _find_checkpoint(workdir, model_name)
+    model, meta = load_checkpoint(checkpoint)
+    images, clusters, distances = read_unsafe_set(workdir)
+    unsafe = Labelled(
+        data_root,
+        images,
+        label_images(data_root, images, meta, labels_csv),
+        meta["in_channels"],
+        meta["task"],
+    )
+    classes = meta["classes"] if meta["task"] == "classifier" else None
+    train_set = ImageSet(
+        data_root / "TrainingSet", task=meta["task"], channels=meta["in_channels"], classes=classes
+    )
+    test_set = ImageSet(
+        data_root / "TestSet", task=meta["task"], channels=meta["in_channels"], classes=classes
+    )
+    groups = test_groups(workdir, data_root, test_set, meta)
+
+    def evaluate(m: nn.Module) -> dict[str, Any]:
+        ok = correct_mask(m, test_set, meta, batch_size=eval_batch_size, device=device)
+        return accuracy_table(ok, test_set.ids, groups)
+
+    before = evaluate(model)
+    target = _largest_quota(workdir, clusters)
+    methods: dict[str, list[dict[str, Any]]] = {"hudd": []}
+    pools = _baseline_pools(model, data_root, meta, device, eval_batch_size) if baselines else {}
+    for name in pools:
+        methods[name] = []
+    for r in range(repeats):
+        s = seed + r
+        balanced = unsafe.subset(bootstrap_balance(clusters, distances, target, seed=s))
+        tuned = fine_tune(
+            model,
+            ConcatDataset([train_set, balanced]),
+            meta,
+            hp,
+            seed=s,
+            device=device,
+            progress=progress,
+        )
+        methods["hudd"].append(evaluate(tuned))
+        if r == 0:
+            saved = save_checkpoint(
+                tuned,
+                workdir / "DNNModels",
+                f"{checkpoint.stem}_retrained",
+                {**meta, "retrained_from": checkpoint.name, "hp": hp},
+            )
+        for name, pool in pools.items():
+            extra = _baseline_sample(pool, len(images), len(balanced), s)
+            tuned_bl = fine_tune(
+                model,
+                ConcatDataset([train_set, extra]),
+                meta,
+                hp,
+                seed=s,
+                device=device,
+                progress=progress,
+            )
+            methods[name].append(evaluate(tuned_bl))
+    result = {
+        "model": checkpoint.name,
+        "retrained_model": saved.name,
+        "hp": hp,
+        "repeats": repeats,
+        "seed": seed,
+        "labelling_budget": len(images),
+        "balanced_unsafe_set": len(balanced),
+        "before": before,
+        **{name: _summarise(runs, before) for name, runs in methods.items()},
+    }
+    tmp = workdir / ".retrain.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, workdir / "retrain.json")
+    return result
+
+
+def _largest_quota(workdir: Path, clusters: np.ndarray) -> int:
+    """The largest RCC quota ceil(2 × errors), from ``T/clusters.csv`` (the bootstrap target);
+    falls back to the largest unsafe-set cluster when that file is absent."""
+    path = workdir / "clusters.csv"
+    if path.is_file():
+        with open(path, newline="") as fh:
+            sizes = np.unique([int(r["cluster"]) for r in csv.DictReader(fh)], return_counts=True)
+        present = np.isin(sizes[0], clusters)
+        if present.any():
+            return math.ceil(2 * sizes[1][present].max())
+    return int(np.bincount(clusters).max())
+
+
+def _find_checkpoint(workdir: Path, name: str | None) -> Path:
+    folder = workdir / "DNNModels"
+    if name:
+        path = folder / (name if name.endswith(".pt") else f"{name}.pt")
+        if not path.is_file():
+            raise FileNotFoundError(f"model checkpoint {path} does not exist")
+        return path
+    found = sorted(p for p in folder.glob("*.pt") if not p.stem.endswith("_retrained"))
+    if len(found) != 1:
+        raise ValueError(f"{folder} holds {len(found)} models; choose one with --model-name")
+    return found[0]
+
+
+def _baseline_pools(model, data_root: Path, meta, device: str, batch_size: int) -> dict:
+    """The labelled improvement images each baseline draws from: BL2 all of them, BL1
+    those the model gets wrong."""
+    classes = meta["classes"] if meta["task"] == "classifier" else None
+    improvement = ImageSet(
+        data_root / "ImprovementSet",
+        task=meta["task"],
+        channels=meta["in_channels"],
+        classes=classes,
+    )
+    everything = Labelled(
+        data_root,
+        improvement.ids,
+        np.asarray(improvement.targets),
+        meta["in_channels"],
+        meta["task"],
+    )
+    ok = correct_mask(model, improvement, meta, batch_size=batch_size, device=device)
+    return {"BL1": everything.subset(np.flatnonzero(~ok)), "BL2": everything}
+
+
+def _baseline_sample(pool: Labelled, budget: int, samples: int, seed: int) -> Labelled:
+    """``budget`` distinct random images of ``pool``, resampled uniformly to ``samples``."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(pool), size=min(budget, len(pool)), replace=False)
+    extra = rng.choice(chosen, size=max(samples - len(chosen), 0), replace=True)
+    return pool.subset(np.concatenate([chosen, extra]))
