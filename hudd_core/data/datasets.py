@@ -166,3 +166,35 @@ class ImageSet(Dataset):
         if self.task == "classifier":
             return x, torch.tensor(self.targets[i])
         return x, torch.from_numpy(self.targets[i] * self.scale)
+
+
+class ImageFiles(Dataset):
+    """Every image under ``folder`` (recursively, sorted), unlabeled: items are
+    ``(image tensor, index)``. For the improvement pool, which needs no labels.
+
+    ``ids`` are relative to ``folder``'s parent (the DataSets root), as in files under T/.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        channels: int = 1,
+        image_size: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+    ) -> None:
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise FileNotFoundError(f"image folder {self.folder} does not exist")
+        self.names = _images_under(self.folder)
+        self.ids = [f"{self.folder.name}/{n}" for n in self.names]
+        self.channels, self.image_size, self.mean, self.std = channels, image_size, mean, std
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x = load_image(self.folder / self.names[i], self.channels, self.image_size,
+                       self.mean, self.std)  # fmt: skip
+        return x, i
