@@ -19,9 +19,14 @@ Example:
 
 from __future__ import annotations
 
+import csv
+import json
 import math
-from collections.abc import Mapping
+import os
+import shutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -235,3 +240,197 @@ def bootstrap_balance(
         extra = rng.choice(idx, size=target - len(idx), replace=True, p=w)
         out.append(np.concatenate([idx, extra]))
     return np.concatenate(out) if out else np.array([], dtype=np.int64)
+
+
+# --- the step over the work folder -------------------------------------------------------
+
+
+def read_rccs(workdir: Path) -> tuple[str, list[str], np.ndarray]:
+    """``(layer, images, clusters)`` of ``T/clusters.csv`` (the selected layer's RCCs)."""
+    path = Path(workdir) / "clusters.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run `hudd cluster` first")
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise ValueError(f"{path} lists no clustered image")
+    layers = {r["layer"] for r in rows}
+    if len(layers) != 1:
+        raise ValueError(f"{path} mixes layers {sorted(layers)}")
+    return layers.pop(), [r["image"] for r in rows], np.array([int(r["cluster"]) for r in rows])
+
+
+def member_heatmaps(workdir: Path, layer: str, images: list[str]) -> np.ndarray:
+    """The RCC members' rows of ``T/Heatmaps/<layer>.npy``, in the order of ``images``."""
+    from hudd_core.cluster import read_heatmap_index
+
+    layers, index = read_heatmap_index(workdir)
+    entry = next((e for e in layers if e["name"] == layer), None)
+    if entry is None:
+        raise ValueError(f"layer {layer!r} of clusters.csv is not in T/Heatmaps/layers.json")
+    row_of = {img: r for r, img in enumerate(index)}
+    missing = [img for img in images if img not in row_of]
+    if missing:
+        raise ValueError(f"{len(missing)} clustered images have no heatmap (first: {missing[0]})")
+    X = np.load(Path(workdir) / "Heatmaps" / entry["file"], mmap_mode="r")
+    return np.asarray(X[[row_of[img] for img in images]], dtype=np.float32)
+
+
+@dataclass
+class CandidateStore:
+    """The kept candidates of the images processed so far, saved atomically every few
+    batches to ``path`` so an interrupted assignment resumes where it stopped."""
+
+    path: Path
+    signature: dict
+    cluster_idx: list[np.ndarray] = field(default_factory=list)
+    distance: list[np.ndarray] = field(default_factory=list)
+    done: int = 0
+
+    @classmethod
+    def open(cls, path: Path, signature: dict) -> CandidateStore:
+        store = cls(path, signature)
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                if json.loads(str(z["signature"])) == signature:
+                    store.cluster_idx, store.distance = [z["cluster_idx"]], [z["distance"]]
+                    store.done = int(z["done"])
+        return store
+
+    def add(self, idx: np.ndarray, dist: np.ndarray) -> None:
+        self.cluster_idx.append(idx.astype(np.int32))
+        self.distance.append(dist.astype(np.float32))
+        self.done += len(idx)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.concatenate(self.cluster_idx), np.concatenate(self.distance)
+
+    def save(self) -> None:
+        idx, dist = self.arrays()
+        self.cluster_idx, self.distance = [idx], [dist]
+        tmp = self.path.with_name(f".{self.path.name}.tmp.npz")
+        np.savez(
+            tmp,
+            cluster_idx=idx,
+            distance=dist,
+            done=self.done,
+            signature=json.dumps(self.signature),
+        )
+        os.replace(tmp, self.path)
+
+
+def run_assign(
+    workdir: str | Path,
+    data_root: str | Path,
+    relevance: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    channels: int = 1,
+    backend: str = "auto",
+    top: int = 5,
+    quota_factor: float = 2.0,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    save_every: int = 20,
+    limit: int | None = None,
+    gifs: bool = True,
+    progress: bool = True,
+) -> dict:
+    """The AssignModule over the work folder: writes ``T/unsafe_set.csv`` and
+    ``T/UnsafeSet/<cluster>/`` (image copies, ``Cluster_<id>.gif``); returns a summary.
+
+    Args:
+        relevance: maps a batch of improvement images to their flattened relevance at the
+            selected layer, ``(B, D)`` (see :func:`hudd_core.heatmaps.layer_relevance`).
+        backend: nearest-member search (:data:`BACKENDS`).
+        top: closest clusters kept per image (memory: N × top).
+        save_every: batches between saves of the candidates (resume granularity).
+        limit: only the first ``limit`` improvement images.
+    """
+    from torch.utils.data import DataLoader, Subset
+    from tqdm.auto import tqdm
+
+    from hudd_core.cluster import write_csv_atomic
+    from hudd_core.data.datasets import ImageFiles
+
+    workdir, data_root = Path(workdir), Path(data_root)
+    layer, images, labels = read_rccs(workdir)
+    sizes = dict(zip(*np.unique(labels, return_counts=True), strict=True))
+    quotas = cluster_quotas({int(c): int(n) for c, n in sizes.items()}, quota_factor)
+    if not quotas:
+        raise ValueError("every RCC has a single member: nothing to assign (reference rule)")
+    keep = np.isin(labels, list(quotas))
+    index = NearestClusterIndex(
+        member_heatmaps(workdir, layer, [i for i, k in zip(images, keep, strict=True) if k]),
+        labels[keep],
+        backend,
+    )
+    pool = ImageFiles(data_root / "ImprovementSet", channels=channels)
+    n = len(pool) if limit is None else min(limit, len(pool))
+    if n == 0:
+        raise ValueError(f"{data_root / 'ImprovementSet'} holds no image")
+    work = workdir / "Assign"
+    work.mkdir(parents=True, exist_ok=True)
+    signature = {
+        "layer": layer,
+        "clusters": index.clusters.tolist(),
+        "n": n,
+        "top": top,
+        "members": int(keep.sum()),
+        "pool": pool.ids[:1] + pool.ids[n - 1 : n],
+    }
+    store = CandidateStore.open(work / "candidates.npz", signature)
+    loader = DataLoader(
+        Subset(pool, range(store.done, n)), batch_size=batch_size, num_workers=num_workers
+    )
+    with tqdm(total=n, initial=store.done, desc="assign", unit="img", disable=not progress) as bar:
+        for b, (x, _) in enumerate(loader, start=1):
+            rel = relevance(x).reshape(len(x), -1)
+            idx, dist = top_candidates(index.search(rel), top)
+            store.add(idx, dist)
+            bar.update(len(x))
+            if b % save_every == 0:
+                store.save()
+    store.save()
+    cand_idx, cand_dist = store.arrays()
+    sel = greedy_select(index.clusters[cand_idx], cand_dist, quotas)
+    chosen = [pool.ids[i] for i in sel.image]
+    write_csv_atomic(
+        workdir / "unsafe_set.csv",
+        ["image", "cluster", "distance", "order"],
+        [
+            (img, int(c), f"{d:.6g}", int(o))
+            for img, c, d, o in zip(chosen, sel.cluster, sel.distance, sel.order, strict=True)
+        ],
+    )
+    write_unsafe_folders(workdir, data_root, chosen, sel.cluster, gifs=gifs)
+    per = {int(c): int(np.count_nonzero(sel.cluster == c)) for c in quotas}
+    return {
+        "layer": layer,
+        "improvement_images": n,
+        "selected": len(chosen),
+        "quotas": quotas,
+        "per_cluster": per,
+        "backend": index.backend,
+    }
+
+
+def write_unsafe_folders(
+    workdir: Path, data_root: Path, images: list[str], clusters: np.ndarray, *, gifs: bool = True
+) -> Path:
+    """``T/UnsafeSet/<cluster>/`` with copies of the selected images and a GIF per cluster,
+    built in a temporary folder then renamed into place."""
+    from hudd_core.cluster import fresh_tmp_dir, replace_dir
+    from hudd_core.rcc import flat_name, write_gif
+
+    final = Path(workdir) / "UnsafeSet"
+    tmp = fresh_tmp_dir(final)
+    for c in np.unique(clusters).tolist():
+        folder = tmp / str(c)
+        folder.mkdir()
+        members = [data_root / img for img, k in zip(images, clusters, strict=True) if k == c]
+        for src in members:
+            shutil.copyfile(src, folder / flat_name(str(src.relative_to(data_root))))
+        if gifs and members:
+            write_gif(members, tmp / f"Cluster_{c}.gif")
+    replace_dir(tmp, final)
+    return final

@@ -24,8 +24,13 @@ CLUSTERS = np.array([1, 2])
 def select(quotas):
     idx, d = A.top_candidates(DIST, 2)
     sel = A.greedy_select(CLUSTERS[idx], d, quotas)
-    return dict(zip(sel.image.tolist(), zip(sel.cluster.tolist(), sel.order.tolist(), strict=True),
-                    strict=True))  # fmt: skip
+    return dict(
+        zip(
+            sel.image.tolist(),
+            zip(sel.cluster.tolist(), sel.order.tolist(), strict=True),
+            strict=True,
+        )
+    )
 
 
 def test_greedy_hand_worked_example():
@@ -102,3 +107,113 @@ def test_bootstrap_sizes_weights_and_seed():
     many = A.bootstrap_balance(clusters[:3], dist[:3], target=3000, seed=0)
     drawn = np.bincount(many, minlength=3)
     assert drawn[2] < drawn[0] / 10
+
+
+# --- the step over a work folder ----------------------------------------------------------
+
+
+def _relevance(x):
+    """A stand-in for LRP at one layer: 8x8 average-pooled images (B, 64)."""
+    import torch.nn.functional as F
+
+    return F.adaptive_avg_pool2d(x, 8).reshape(len(x), -1)
+
+
+@pytest.fixture
+def assign_case(tmp_path):
+    import csv
+    import json
+
+    import torch
+
+    from hudd_core.data.datasets import ImageFiles
+    from hudd_core.data.generate import generate
+
+    data, T = tmp_path / "DataSets", tmp_path / "T"
+    generate(
+        data, sizes={"TestSet": 30, "ImprovementSet": 50}, image_size=32, seed=2, progress=False
+    )
+    tests = ImageFiles(data / "TestSet")
+    X = torch.cat([_relevance(tests[i][0][None]) for i in range(len(tests))]).numpy()
+    (T / "Heatmaps").mkdir(parents=True)
+    np.save(T / "Heatmaps" / "features.3.npy", X)
+    (T / "Heatmaps" / "layers.json").write_text(
+        json.dumps(
+            {
+                "complete": True,
+                "layers": [{"name": "features.3", "shape": [64], "file": "features.3.npy"}],
+            }
+        )
+    )
+    with open(T / "Heatmaps" / "index.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([("row", "image"), *enumerate(tests.ids)])
+    labels = np.array([1] * 12 + [2] * 10 + [3] * 7 + [4])  # cluster 4: a singleton
+    with open(T / "clusters.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(
+            [
+                ("image", "cluster", "layer"),
+                *((i, c, "features.3") for i, c in zip(tests.ids, labels, strict=True)),
+            ]
+        )
+    return data, T, X, labels
+
+
+def test_run_assign_matches_exact_reference(assign_case):
+    import csv
+
+    import torch
+
+    from hudd_core.data.datasets import ImageFiles
+
+    data, T, X, labels = assign_case
+    summary = A.run_assign(T, data, _relevance, backend="faiss", batch_size=16, progress=False)
+    rows = list(csv.DictReader(open(T / "unsafe_set.csv")))
+    assert summary["quotas"] == {1: 24, 2: 20, 3: 14}
+    assert {int(r["cluster"]) for r in rows} <= {1, 2, 3}
+    assert len({r["image"] for r in rows}) == len(rows) == summary["selected"]
+    # The same selection from an exact NumPy computation over all improvement images.
+    pool = ImageFiles(data / "ImprovementSet")
+    Q = torch.cat([_relevance(pool[i][0][None]) for i in range(len(pool))]).numpy()
+    keep = labels != 4
+    d = A.nearest_member_reference(Q, X[keep], labels[keep], np.array([1, 2, 3]))
+    idx, top = A.top_candidates(d, 3)
+    sel = A.greedy_select(np.array([1, 2, 3])[idx], top, {1: 24, 2: 20, 3: 14})
+    assert [r["image"] for r in rows] == [pool.ids[i] for i in sel.image]
+    for c in (1, 2, 3):
+        n = sum(int(r["cluster"]) == c for r in rows)
+        assert len(list((T / "UnsafeSet" / str(c)).iterdir())) == n
+        assert (T / "UnsafeSet" / f"Cluster_{c}.gif").is_file() == (n > 0)
+
+
+def test_run_assign_resumes_after_interruption(assign_case):
+    data, T, _, _ = assign_case
+    A.run_assign(T, data, _relevance, backend="numpy", batch_size=8, progress=False)
+    expected = (T / "unsafe_set.csv").read_text()
+    (T / "Assign" / "candidates.npz").unlink()
+    calls = {"n": 0}
+
+    def flaky(x):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return _relevance(x)
+
+    with pytest.raises(KeyboardInterrupt):
+        A.run_assign(T, data, flaky, backend="numpy", batch_size=8, save_every=1, progress=False)
+    calls["n"] = 100  # no more interruptions; count the batches of the rerun
+    A.run_assign(T, data, flaky, backend="numpy", batch_size=8, progress=False)
+    assert calls["n"] == 100 + 4  # 50 images = 7 batches, 3 were saved before the stop
+    assert (T / "unsafe_set.csv").read_text() == expected
+
+
+def test_run_assign_errors(assign_case):
+    data, T, _, _ = assign_case
+    (T / "clusters.csv").write_text("image,cluster,layer\nTestSet/a.png,1,nope\n")
+    with pytest.raises(ValueError, match="every RCC has a single member"):
+        A.run_assign(T, data, _relevance, progress=False)
+    (T / "clusters.csv").write_text("image,cluster,layer\na.png,1,nope\nb.png,1,nope\n")
+    with pytest.raises(ValueError, match=r"layer 'nope' of clusters.csv is not in"):
+        A.run_assign(T, data, _relevance, progress=False)
+    (T / "clusters.csv").unlink()
+    with pytest.raises(FileNotFoundError, match="run `hudd cluster` first"):
+        A.run_assign(T, data, _relevance, progress=False)
