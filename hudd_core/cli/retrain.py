@@ -1,0 +1,72 @@
+"""``hudd retrain``: HUDD steps 5–7 (labels, bootstrap balancing, fine-tuning), baselines."""
+
+from __future__ import annotations
+
+import argparse
+
+from hudd_core.cli.common import add_common
+from hudd_core.retrain import REFERENCE_HP
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("retrain", help="retrain the DNN on TrainingSet + balanced unsafe set")
+    add_common(p, model=False)
+    p.add_argument("--model-name", help="checkpoint in T/DNNModels (default: the only one)")
+    p.add_argument(
+        "--labels",
+        help="CSV image,label for the unsafe set (default: the "
+        "ImprovementSet's class folders / labels.csv)",
+    )
+    p.add_argument("--epochs", type=int, default=REFERENCE_HP["epochs"])
+    p.add_argument("--lr", type=float, default=REFERENCE_HP["lr"])
+    p.add_argument("--momentum", type=float, default=REFERENCE_HP["momentum"])
+    p.add_argument("--weight-decay", type=float, default=REFERENCE_HP["weight_decay"])
+    p.add_argument("--train-batch-size", type=int, default=REFERENCE_HP["batch_size"])
+    p.add_argument("--baselines", action="store_true", help="also BL1 and BL2, same budget")
+    p.add_argument("--repeats", type=int, default=1, help="seeds per method (mean ± std)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hudd_core.retrain import run_retrain
+
+    hp = {
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "momentum": args.momentum,
+        "weight_decay": args.weight_decay,
+        "batch_size": args.train_batch_size,
+    }
+    result = run_retrain(
+        args.workdir,
+        args.data,
+        model_name=args.model_name,
+        labels_csv=args.labels,
+        baselines=args.baselines,
+        repeats=args.repeats,
+        seed=args.seed,
+        hp=hp,
+        device=args.device,
+        eval_batch_size=args.batch_size,
+        progress=not args.quiet,
+    )
+    print(format_summary(result))
+    print(
+        f"retrained model: {args.workdir}/DNNModels/{result['retrained_model']}; "
+        f"details in {args.workdir}/retrain.json"
+    )
+    return 0
+
+
+def format_summary(result: dict) -> str:
+    """Test accuracy before and after, per method, with the gain (mean ± std)."""
+    lines = [f"test accuracy before retraining: {result['before']['overall']:.2%}"]
+    for method in ("hudd", "BL1", "BL2"):
+        if method in result:
+            acc, gain = result[method]["accuracy"], result[method]["gain"]
+            lines.append(
+                f"{method:>4}: {acc['mean']:.2%} ± {acc['std']:.2%} "
+                f"(gain {gain['mean'] * 100:+.1f} ± {gain['std'] * 100:.1f} pp, "
+                f"{result['repeats']} runs)"
+            )
+    return "\n".join(lines)
