@@ -283,9 +283,10 @@ class CandidateStore:
 
     path: Path
     signature: dict
+    image_idx: list[np.ndarray] = field(default_factory=list)  # position in the pool
     cluster_idx: list[np.ndarray] = field(default_factory=list)
     distance: list[np.ndarray] = field(default_factory=list)
-    done: int = 0
+    done: int = 0  # pool positions processed, skipped images included
 
     @classmethod
     def open(cls, path: Path, signature: dict) -> CandidateStore:
@@ -293,24 +294,31 @@ class CandidateStore:
         if path.is_file():
             with np.load(path, allow_pickle=False) as z:
                 if json.loads(str(z["signature"])) == signature:
+                    store.image_idx = [z["image_idx"]]
                     store.cluster_idx, store.distance = [z["cluster_idx"]], [z["distance"]]
                     store.done = int(z["done"])
         return store
 
-    def add(self, idx: np.ndarray, dist: np.ndarray) -> None:
+    def add(self, images: np.ndarray, idx: np.ndarray, dist: np.ndarray) -> None:
+        self.image_idx.append(images.astype(np.int64))
         self.cluster_idx.append(idx.astype(np.int32))
         self.distance.append(dist.astype(np.float32))
-        self.done += len(idx)
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.concatenate(self.cluster_idx), np.concatenate(self.distance)
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not self.image_idx:
+            return np.zeros(0, np.int64), np.zeros((0, 1), np.int32), np.zeros((0, 1), np.float32)
+        images, idx, dist = (
+            np.concatenate(a) for a in (self.image_idx, self.cluster_idx, self.distance)
+        )
+        return images, idx, dist
 
     def save(self) -> None:
-        idx, dist = self.arrays()
-        self.cluster_idx, self.distance = [idx], [dist]
+        images, idx, dist = self.arrays()
+        self.image_idx, self.cluster_idx, self.distance = [images], [idx], [dist]
         tmp = self.path.with_name(f".{self.path.name}.tmp.npz")
         np.savez(
             tmp,
+            image_idx=images,
             cluster_idx=idx,
             distance=dist,
             done=self.done,
@@ -324,7 +332,7 @@ def run_assign(
     data_root: str | Path,
     relevance: Callable[[torch.Tensor], torch.Tensor],
     *,
-    channels: int = 1,
+    input_shape: tuple[int, int, int] | None = None,
     backend: str = "auto",
     top: int = 5,
     quota_factor: float = 2.0,
@@ -341,6 +349,8 @@ def run_assign(
     Args:
         relevance: maps a batch of improvement images to their flattened relevance at the
             selected layer, ``(B, D)`` (see :func:`hudd_core.heatmaps.layer_relevance`).
+        input_shape: ``(channels, H, W)`` the model takes; images of another size are
+            skipped and recorded in ``T/skipped.csv``, as unreadable ones are.
         backend: nearest-member search (:data:`BACKENDS`).
         top: closest clusters kept per image (memory: N × top).
         save_every: batches between saves of the candidates (resume granularity).
@@ -351,6 +361,7 @@ def run_assign(
 
     from hudd_core.cluster import write_csv_atomic
     from hudd_core.data.datasets import ImageFiles
+    from hudd_core.data.robust import SkipLog, Skipping, collate_skipping
 
     workdir, data_root = Path(workdir), Path(data_root)
     layer, images, labels = read_rccs(workdir)
@@ -359,12 +370,9 @@ def run_assign(
     if not quotas:
         raise ValueError("every RCC has a single member: nothing to assign (reference rule)")
     keep = np.isin(labels, list(quotas))
-    index = NearestClusterIndex(
-        member_heatmaps(workdir, layer, [i for i, k in zip(images, keep, strict=True) if k]),
-        labels[keep],
-        backend,
-    )
-    pool = ImageFiles(data_root / "ImprovementSet", channels=channels)
+    members = member_heatmaps(workdir, layer, [i for i, k in zip(images, keep, strict=True) if k])
+    index = NearestClusterIndex(members, labels[keep], backend)
+    pool = ImageFiles(data_root / "ImprovementSet", channels=input_shape[0] if input_shape else 1)
     n = len(pool) if limit is None else min(limit, len(pool))
     if n == 0:
         raise ValueError(f"{data_root / 'ImprovementSet'} holds no image")
@@ -379,21 +387,34 @@ def run_assign(
         "pool": pool.ids[:1] + pool.ids[n - 1 : n],
     }
     store = CandidateStore.open(work / "candidates.npz", signature)
+    skips = SkipLog(workdir)
+    items = Subset(Skipping(pool, input_shape), range(store.done, n))
     loader = DataLoader(
-        Subset(pool, range(store.done, n)), batch_size=batch_size, num_workers=num_workers
+        items, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping
     )
     with tqdm(total=n, initial=store.done, desc="assign", unit="img", disable=not progress) as bar:
-        for b, (x, _) in enumerate(loader, start=1):
-            rel = relevance(x).reshape(len(x), -1)
-            idx, dist = top_candidates(index.search(rel), top)
-            store.add(idx, dist)
-            bar.update(len(x))
+        for b, (x, _, positions, skipped) in enumerate(loader, start=1):
+            for i, reason in skipped:
+                skips.add("assign", pool.ids[i], reason)
+            if x is not None:
+                rel = relevance(x).reshape(len(x), -1)
+                if not bool(torch.isfinite(rel).all()):
+                    raise ValueError(
+                        "assign: NaN or inf relevance in the batch starting at "
+                        f"{pool.ids[int(positions[0])]}"
+                    )
+                idx, dist = top_candidates(index.search(rel), top)
+                store.add(positions.numpy(), idx, dist)
+            store.done = max(
+                [store.done, *(int(p) + 1 for p in positions), *(i + 1 for i, _ in skipped)]
+            )
+            bar.update(len(positions) + len(skipped))
             if b % save_every == 0:
                 store.save()
     store.save()
-    cand_idx, cand_dist = store.arrays()
+    done_images, cand_idx, cand_dist = store.arrays()
     sel = greedy_select(index.clusters[cand_idx], cand_dist, quotas)
-    chosen = [pool.ids[i] for i in sel.image]
+    chosen = [pool.ids[i] for i in done_images[sel.image]]
     write_csv_atomic(
         workdir / "unsafe_set.csv",
         ["image", "cluster", "distance", "order"],
@@ -408,6 +429,7 @@ def run_assign(
         "layer": layer,
         "improvement_images": n,
         "selected": len(chosen),
+        "skipped": len(skips.images("assign")),
         "quotas": quotas,
         "per_cluster": per,
         "backend": index.backend,

@@ -217,3 +217,25 @@ def test_run_assign_errors(assign_case):
     (T / "clusters.csv").unlink()
     with pytest.raises(FileNotFoundError, match="run `hudd cluster` first"):
         A.run_assign(T, data, _relevance, progress=False)
+
+
+def test_run_assign_skips_and_records_bad_images(assign_case):
+    import csv
+
+    data, T, _, _ = assign_case
+    (data / "ImprovementSet" / "left" / "broken.png").write_bytes(b"")
+    from PIL import Image
+
+    Image.new("L", (40, 40)).save(data / "ImprovementSet" / "left" / "big.png")
+    summary = A.run_assign(
+        T, data, _relevance, input_shape=(1, 32, 32), backend="numpy", batch_size=8, progress=False
+    )
+    rows = list(csv.DictReader(open(T / "skipped.csv")))
+    assert {r["image"] for r in rows} == {
+        "ImprovementSet/left/broken.png",
+        "ImprovementSet/left/big.png",
+    }
+    assert all(r["step"] == "assign" for r in rows)
+    assert summary["skipped"] == 2 and summary["improvement_images"] == 52
+    chosen = {r["image"] for r in csv.DictReader(open(T / "unsafe_set.csv"))}
+    assert not chosen & {"ImprovementSet/left/broken.png", "ImprovementSet/left/big.png"}

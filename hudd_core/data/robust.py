@@ -1,0 +1,109 @@
+"""Bad images are skipped, never fatal: they are recorded in ``T/skipped.csv``.
+
+A long run over millions of files must not stop at the first corrupt, truncated,
+zero-byte or wrongly sized image. :class:`Skipping` wraps a dataset so that such an item
+comes back as a *skip record* instead of raising (also from DataLoader worker processes);
+:func:`collate_skipping` separates the good items from the records, and :class:`SkipLog`
+appends the records to ``T/skipped.csv`` (``step,image,reason``), one line per image and
+step, kept across reruns.
+
+Example:
+    >>> import tempfile, torch
+    >>> from pathlib import Path
+    >>> class Toy(torch.utils.data.Dataset):
+    ...     ids = ["a.png", "b.png"]
+    ...     def __len__(self): return 2
+    ...     def __getitem__(self, i):
+    ...         if i == 1: raise ValueError("cannot read image b.png: truncated")
+    ...         return torch.zeros(1, 4, 4), 0
+    >>> x, y, idx, skipped = collate_skipping([Skipping(Toy())[i] for i in range(2)])
+    >>> tuple(x.shape), idx.tolist(), skipped
+    ((1, 1, 4, 4), [0], [(1, 'cannot read image b.png: truncated')])
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset, default_collate
+
+
+@dataclass
+class Skipping(Dataset):
+    """Wraps ``dataset`` (items ``(x, y)``): items become ``(x, y, index, None)``, or
+    ``(None, None, index, reason)`` when reading fails with a ``ValueError`` or
+    ``OSError`` (the messages name the file) or when ``x`` does not have ``shape``."""
+
+    dataset: Dataset
+    shape: Sequence[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        try:
+            x, y = self.dataset[i]
+        except (ValueError, OSError) as exc:
+            return None, None, i, str(exc)
+        if self.shape is not None and tuple(x.shape) != tuple(self.shape):
+            name = getattr(self.dataset, "ids", [str(i)] * (i + 1))[i]
+            return (
+                None,
+                None,
+                i,
+                (
+                    f"{name}: size {tuple(x.shape)}, the model takes {tuple(self.shape)} "
+                    "(use --image-size to resize)"
+                ),
+            )
+        return x, y, i, None
+
+
+def collate_skipping(batch):
+    """``(x, y, indices, skipped)``: the good items collated, and ``(index, reason)`` for
+    the skipped ones. ``x`` and ``y`` are None when the whole batch was skipped."""
+    good = [b for b in batch if b[3] is None]
+    skipped = [(b[2], b[3]) for b in batch if b[3] is not None]
+    if not good:
+        return None, None, torch.zeros(0, dtype=torch.int64), skipped
+    x, y = default_collate([(b[0], b[1]) for b in good])
+    return x, y, torch.tensor([b[2] for b in good]), skipped
+
+
+class SkipLog:
+    """``T/skipped.csv``: ``step,image,reason``, appended and flushed as records arrive;
+    a rerun does not repeat a line it already has."""
+
+    HEADER = ("step", "image", "reason")
+
+    def __init__(self, workdir: str | Path) -> None:
+        self.path = Path(workdir) / "skipped.csv"
+        self.seen: set[tuple[str, str]] = set()
+        if self.path.is_file():
+            with open(self.path, newline="") as fh:
+                self.seen = {(r["step"], r["image"]) for r in csv.DictReader(fh)}
+
+    def add(self, step: str, image: str, reason: str) -> bool:
+        """Records one skipped image; False when it was already recorded for ``step``."""
+        if (step, image) in self.seen:
+            return False
+        self.seen.add((step, image))
+        new = not self.path.is_file()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", newline="") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            if new:
+                w.writerow(self.HEADER)
+            w.writerow((step, image, reason.replace("\n", " ")))
+            fh.flush()
+            os.fsync(fh.fileno())
+        return True
+
+    def images(self, step: str | None = None) -> list[str]:
+        """The recorded images (of one step, or all)."""
+        return sorted(img for s, img in self.seen if step is None or s == step)
