@@ -1,0 +1,77 @@
+"""``hudd test``: the TestModule (HUDD step 1) over TrainingSet and TestSet.
+
+    hudd test --weights T/DNNModels/demo_alexnet.pt --data DataSets --workdir T
+    hudd test --model alexnet --weights model.pt --data DataSets --workdir T --image-size 64
+
+With a checkpoint sidecar (``<name>.json`` beside the weights) the model is rebuilt from it;
+otherwise ``--model`` names the architecture and the classes (or keypoint count) come from
+the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from hudd_core.cli.common import add_common
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("test", help="step 1: run the DNN on TrainingSet and TestSet")
+    add_common(p)
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=4.0,
+        help="keypoint models: Wrong when the mean pixel error exceeds this",
+    )
+    p.add_argument("--image-size", type=int, help="resize images to this square side")
+    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean to subtract")
+    p.add_argument("--std", type=float, nargs="+", help="per-channel std to divide by")
+    p.add_argument("--in-channels", type=int, default=1, help="without a sidecar: 1 or 3")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hudd_core.models.checkpoint import resolve_model
+    from hudd_core.testing import RESULT_FILES, accuracy_by_planted, run_test
+
+    data, workdir = Path(args.data), Path(args.workdir)
+    model, meta = resolve_model(
+        args.model,
+        args.weights,
+        data,
+        trust=args.trust_model_file,
+        in_channels=args.in_channels,
+        image_size=args.image_size,
+    )
+    summary = run_test(
+        model,
+        data,
+        workdir,
+        meta,
+        batch_size=args.batch_size,
+        device=args.device,
+        threshold=args.threshold,
+        image_size=args.image_size,
+        mean=args.mean,
+        std=args.std,
+        progress=not args.quiet,
+    )
+    for name, s in summary.items():
+        print(
+            f"{name}: {s['n']} images, {s['wrong']} wrong, accuracy {s['accuracy']:.2%} "
+            f"-> {workdir / RESULT_FILES[name]}"
+        )
+    if "TestSet" in summary:
+        print_planted(accuracy_by_planted(data, "TestSet", workdir / RESULT_FILES["TestSet"]))
+    return 0
+
+
+def print_planted(planted: dict) -> None:
+    """Accuracy per planted region of the test set (when the set has simulator metadata)."""
+    if not planted:
+        return
+    print("TestSet accuracy per planted region:")
+    for region, s in planted.items():
+        print(f"  {region:<16} {s['accuracy']:7.2%}  ({s['n']} images)")

@@ -1,0 +1,131 @@
+"""Model checkpoints: ``T/DNNModels/<name>.pt`` (state_dict) + ``<name>.json`` sidecar.
+
+The sidecar (docs/CONTRACTS.md) says how to rebuild the model:
+``{"model": spec, "kwargs": {...}, "task": "classifier"|"keypoints", "classes": [...],
+"in_channels": 1, "input_size": 64}``. Loading goes through ``load_model`` (weights read
+with ``weights_only=True``).
+
+Example:
+    >>> import tempfile
+    >>> from hudd_core.models import alexnet
+    >>> d = Path(tempfile.mkdtemp())
+    >>> meta = {"model": "alexnet", "kwargs": {"num_classes": 2, "in_channels": 1,
+    ...         "input_size": 32}, "task": "classifier", "classes": ["a", "b"],
+    ...         "in_channels": 1, "input_size": 32}
+    >>> pt = save_checkpoint(alexnet(2, 1, 32), d, "m", meta)
+    >>> model, meta2 = load_checkpoint(pt)
+    >>> meta2["classes"]
+    ['a', 'b']
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch import nn
+
+from hudd_core.data.datasets import find_classes, read_labels
+from hudd_core.models.loading import load_model, resolve_factory
+
+REQUIRED = ("model", "kwargs", "task", "classes", "in_channels", "input_size")
+
+
+def save_checkpoint(model: nn.Module, folder: str | Path, name: str, meta: dict[str, Any]) -> Path:
+    """Writes ``folder/name.pt`` and ``folder/name.json`` (each atomically); returns the .pt."""
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing:
+        raise ValueError(f"checkpoint metadata lacks {missing}")
+    if meta["task"] not in ("classifier", "keypoints"):
+        raise ValueError(f"task must be 'classifier' or 'keypoints', got {meta['task']!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pt, js = folder / f"{name}.pt", folder / f"{name}.json"
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(state, pt.with_suffix(".pt.tmp"))
+    pt.with_suffix(".pt.tmp").replace(pt)
+    js.with_suffix(".json.tmp").write_text(json.dumps(meta, indent=2))
+    js.with_suffix(".json.tmp").replace(js)
+    return pt
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The sidecar of a checkpoint (``name.pt`` or ``name.json``)."""
+    js = Path(path).with_suffix(".json")
+    if not js.is_file():
+        raise FileNotFoundError(f"checkpoint sidecar {js} does not exist")
+    meta = json.loads(js.read_text())
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing:
+        raise ValueError(f"{js} lacks {missing}")
+    return meta
+
+
+def load_checkpoint(path: str | Path, *, trust: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+    """The model (eval mode, CPU) and its sidecar metadata from ``name.pt`` or ``name.json``."""
+    meta = read_meta(path)
+    model = load_model(meta["model"], Path(path).with_suffix(".pt"), trust=trust, **meta["kwargs"])
+    return model, meta
+
+
+def _accepted(factory, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The subset of ``kwargs`` that ``factory`` takes (user factories may take none)."""
+    sig = inspect.signature(factory)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in sig.parameters}
+
+
+def resolve_model(
+    spec: str | None,
+    weights: str | Path | None,
+    data_root: str | Path,
+    *,
+    trust: bool = False,
+    in_channels: int = 1,
+    image_size: int | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The model a CLI step works on, and its metadata.
+
+    With a sidecar beside ``weights`` the model is rebuilt from it. Otherwise ``spec`` is
+    built with what the data tell: the classes (sorted class folders) or the keypoint count
+    (``labels.csv``), ``in_channels`` and the input size (``image_size`` or the first image's).
+    """
+    if weights is not None and Path(weights).with_suffix(".json").is_file():
+        model, meta = load_checkpoint(weights, trust=trust)
+        if spec is not None and spec != meta["model"]:
+            raise ValueError(f"--model {spec!r} differs from the checkpoint's {meta['model']!r}")
+        return model, meta
+    if spec is None:
+        raise ValueError("--model is needed when the weights have no <name>.json sidecar")
+    root = Path(data_root)
+    folder = next((root / s for s in ("TrainingSet", "TestSet") if (root / s).is_dir()), None)
+    if folder is None:
+        raise FileNotFoundError(f"{root} holds neither TrainingSet nor TestSet")
+    if (folder / "labels.csv").is_file():
+        names, labels = read_labels(folder)
+        task, classes, count = "keypoints", [], {"num_keypoints": labels.shape[1] // 2}
+        first = folder / names[0] if names else None
+    else:
+        task, classes = "classifier", find_classes(folder)
+        count = {"num_classes": len(classes)}
+        first = next((p for c in classes for p in sorted((folder / c).iterdir())), None)
+    if image_size is None and first is not None:
+        with Image.open(first) as im:
+            image_size = im.size[0]
+    kwargs = {**count, "in_channels": in_channels, "input_size": image_size or 64}
+    kwargs = _accepted(resolve_factory(spec), kwargs)
+    model = load_model(spec, weights, trust=trust, **kwargs)
+    meta = {
+        "model": spec,
+        "kwargs": kwargs,
+        "task": task,
+        "classes": classes,
+        "in_channels": in_channels,
+        "input_size": image_size,
+    }
+    return model, meta

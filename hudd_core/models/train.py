@@ -1,0 +1,114 @@
+"""Training and fine-tuning a model (the demo's initial training; HUDD's retraining step).
+
+``train`` starts from the model's current weights, so the retrain step calls it with the
+reference hyper-parameters (DESIGN.md: SGD lr 1e-3, momentum 0.9, weight decay 5e-4,
+batch 128, about 10 epochs) on training set + balanced unsafe set.
+
+Example:
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> from hudd_core.models import alexnet
+    >>> ds = TensorDataset(torch.rand(16, 1, 32, 32), torch.randint(0, 3, (16,)))
+    >>> losses = train(alexnet(3, 1, 32), ds, epochs=1, batch_size=8, progress=False)
+    >>> len(losses)
+    1
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+LOSSES = {"cross_entropy": nn.CrossEntropyLoss, "mse": nn.MSELoss}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def train(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    batch_size: int = 128,
+    seed: int = 0,
+    loss: str = "cross_entropy",
+    optimizer: str = "sgd",
+    device: str = "auto",
+    num_workers: int = 0,
+    progress: bool = True,
+) -> list[float]:
+    """Trains ``model`` in place from its current weights; returns the mean loss per epoch.
+
+    ``loss``: ``cross_entropy`` (classifiers) or ``mse`` (keypoint regressors).
+    ``optimizer``: ``sgd`` (with ``momentum``) or ``adam``. Shuffling and dropout follow
+    ``seed``; the global torch RNG state is left as it was. The model ends in eval mode.
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
+    if len(dataset) == 0:
+        raise ValueError("cannot train on an empty data set")
+    dev = resolve_device(device)
+    model.to(dev).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+    criterion = LOSSES[loss]()
+    history = []
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        loader = DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=True,
+            generator=gen,
+            num_workers=num_workers,
+            pin_memory=dev.type == "cuda",
+        )
+        for epoch in range(epochs):
+            total, count = 0.0, 0
+            bar = tqdm(loader, desc=f"train epoch {epoch + 1}/{epochs}", disable=not progress)
+            for x, y in bar:
+                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+                out = model(x)
+                batch_loss = criterion(out, y.to(out.dtype) if loss == "mse" else y)
+                opt.zero_grad(set_to_none=True)
+                batch_loss.backward()
+                opt.step()
+                total += batch_loss.item() * len(x)
+                count += len(x)
+                bar.set_postfix(loss=f"{total / count:.4f}")
+            history.append(total / count)
+    model.eval()
+    return history
+
+
+def he_init(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Re-initialises conv and linear layers with He (Kaiming) normal weights, zero biases.
+
+    PyTorch's default init leaves deep ReLU nets without normalisation (the AlexNet-style
+    zoo model) on a loss plateau for epochs; He init starts them learning at once.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            fan_in = m.weight[0].numel()
+            with torch.no_grad():
+                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2 / fan_in) ** 0.5)
+                if m.bias is not None:
+                    m.bias.zero_()
+    return model

@@ -1,0 +1,164 @@
+"""Model loading safety, checkpoints, model resolution for the CLI, and the trainer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from hudd_core.models import alexnet, kpnet, load_model
+from hudd_core.models.checkpoint import (
+    load_checkpoint,
+    read_meta,
+    resolve_model,
+    save_checkpoint,
+)
+from hudd_core.models.train import he_init, train
+
+META = {
+    "model": "alexnet",
+    "kwargs": {"num_classes": 3, "in_channels": 1, "input_size": 32},
+    "task": "classifier",
+    "classes": ["a", "b", "c"],
+    "in_channels": 1,
+    "input_size": 32,
+}
+
+
+def _same(m1: torch.nn.Module, m2: torch.nn.Module) -> bool:
+    s1, s2 = m1.state_dict(), m2.state_dict()
+    return s1.keys() == s2.keys() and all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+def test_pickled_whole_model_needs_trust(tmp_path):
+    model = alexnet(3, 1, 32)
+    path = tmp_path / "whole.pt"
+    torch.save(model, path)  # a pickled nn.Module, not a state_dict
+    with pytest.raises(ValueError, match="trust"):
+        load_model("alexnet", path, num_classes=3, in_channels=1, input_size=32)
+    loaded = load_model("alexnet", path, trust=True, num_classes=3, in_channels=1, input_size=32)
+    assert _same(loaded, model)
+
+
+def test_state_dict_loads_and_mismatch_is_named(tmp_path):
+    model = alexnet(3, 1, 32)
+    path = tmp_path / "w.pt"
+    torch.save(model.state_dict(), path)
+    assert _same(load_model("alexnet", path, num_classes=3, in_channels=1, input_size=32), model)
+    with pytest.raises(ValueError, match="do not match"):
+        load_model("alexnet", path, num_classes=4, in_channels=1, input_size=32)
+
+
+def test_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = alexnet(3, 1, 32)
+    pt = save_checkpoint(model, tmp_path / "DNNModels", "m", {**META, "extra": [1, 2]})
+    assert pt == tmp_path / "DNNModels" / "m.pt"
+    assert json.loads(pt.with_suffix(".json").read_text())["extra"] == [1, 2]
+    for path in (pt, pt.with_suffix(".json")):
+        loaded, meta = load_checkpoint(path)
+        assert _same(loaded, model) and not loaded.training
+        assert meta["classes"] == ["a", "b", "c"] and meta["task"] == "classifier"
+    x = torch.rand(2, 1, 32, 32)
+    model.eval()
+    assert torch.equal(model(x), loaded(x))
+    assert not list((tmp_path / "DNNModels").glob("*.tmp"))
+
+
+def test_checkpoint_validates_metadata(tmp_path):
+    with pytest.raises(ValueError, match="lacks"):
+        save_checkpoint(alexnet(3, 1, 32), tmp_path, "m", {"model": "alexnet"})
+    with pytest.raises(ValueError, match="task"):
+        save_checkpoint(alexnet(3, 1, 32), tmp_path, "m", {**META, "task": "detector"})
+    with pytest.raises(FileNotFoundError, match="sidecar"):
+        read_meta(tmp_path / "none.pt")
+
+
+def test_resolve_model_from_data(tmp_path):
+    from hudd_core.data.generate import generate
+
+    generate(tmp_path / "D", sizes={"TrainingSet": 12}, image_size=32, progress=False)
+    model, meta = resolve_model("alexnet", None, tmp_path / "D")
+    assert meta["classes"] == sorted(
+        p.name for p in (tmp_path / "D/TrainingSet").iterdir() if p.is_dir()
+    )
+    assert meta["input_size"] == 32 and meta["kwargs"]["num_classes"] == 6
+    assert model(torch.rand(1, 1, 32, 32)).shape == (1, 6)
+    with pytest.raises(ValueError, match="--model is needed"):
+        resolve_model(None, None, tmp_path / "D")
+    pt = save_checkpoint(model, tmp_path, "m", meta)
+    with pytest.raises(ValueError, match="differs"):
+        resolve_model("resnet", pt, tmp_path / "D")
+
+
+def _toy(n: int = 64, seed: int = 0) -> TensorDataset:
+    """Bright-left vs bright-right images: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=g)
+    x = torch.rand(n, 1, 16, 16, generator=g) * 0.2
+    x[y == 0, :, :, :8] += 0.8
+    x[y == 1, :, :, 8:] += 0.8
+    return TensorDataset(x, y)
+
+
+def test_train_learns_and_is_deterministic():
+    def run():
+        torch.manual_seed(123)
+        m = he_init(alexnet(2, 1, 16), seed=1)
+        losses = train(
+            m,
+            _toy(),
+            epochs=4,
+            lr=1e-3,
+            batch_size=16,
+            optimizer="adam",
+            weight_decay=0.0,
+            seed=7,
+            device="cpu",
+            progress=False,
+        )
+        return m, losses
+
+    m1, l1 = run()
+    m2, l2 = run()
+    assert l1 == l2 and _same(m1, m2)
+    assert l1[-1] < l1[0] * 0.5
+    x, y = _toy(seed=1).tensors
+    assert (m1(x).argmax(1) == y).float().mean() > 0.9 and not m1.training
+    fresh = alexnet(2, 1, 16)
+    state = torch.random.get_rng_state()
+    train(fresh, _toy(), epochs=1, seed=3, device="cpu", progress=False)
+    assert torch.equal(torch.random.get_rng_state(), state)  # global RNG untouched
+
+
+def test_train_mse_for_keypoints_and_fine_tunes_from_current_weights():
+    torch.manual_seed(0)
+    m = kpnet(2, 1, 16)
+    x = torch.rand(32, 1, 16, 16)
+    y = torch.full((32, 4), 8.0)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    losses = train(
+        m,
+        TensorDataset(x, y),
+        epochs=3,
+        lr=1e-2,
+        batch_size=8,
+        loss="mse",
+        device="cpu",
+        progress=False,
+    )
+    assert losses[-1] < losses[0]
+    assert any(not torch.equal(before[k], v) for k, v in m.state_dict().items())
+    with pytest.raises(ValueError, match="loss"):
+        train(m, TensorDataset(x, y), epochs=1, loss="l1", progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        train(m, TensorDataset(x[:0], y[:0]), epochs=1, progress=False)
+
+
+def test_he_init_scale():
+    m = he_init(alexnet(3, 1, 32), seed=0)
+    w = m.features[6].weight  # 64 -> 96 channels, 3x3: fan_in 576
+    assert abs(float(w.std()) - (2 / 576) ** 0.5) < 0.002
+    assert float(m.features[6].bias.abs().max()) == 0
