@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 
 def _png(fig: Figure, path: Path | None = None, dpi: int = 100) -> bytes:
@@ -54,6 +55,8 @@ def knee_plot(res, path: Path | None = None) -> bytes:
     ax2.set_xlabel("number of clusters k")
     ax2.set_ylabel("d WICD / dk (4th order)")
     ax2.set_title("WICD gradient and its knee")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _png(fig, path)
 
 
