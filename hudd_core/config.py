@@ -1,0 +1,118 @@
+"""The configuration of ``hudd run``: defaults, a TOML file, then command-line options.
+
+The TOML file uses the command-line option names with underscores, flat or grouped in
+tables named after the steps (the table names are only for readability)::
+
+    model = "alexnet"
+    weights = "DNNModels/gaze.pt"
+    data = "DataSets"
+    workdir = "T"
+    [heatmaps]
+    composite = "hudd"
+    [cluster]
+    k_range = "2:300"
+
+Unknown keys are an error that names the key and the file, so a typo never goes unseen.
+
+Example:
+    >>> cfg = load_config(None, {"workdir": "T2", "repeats": 3})
+    >>> cfg["workdir"], cfg["repeats"], cfg["selection"]
+    ('T2', 3, 'wicd-knee')
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from hudd_core.retrain import REFERENCE_HP
+
+DEFAULTS: dict[str, Any] = {
+    # shared
+    "model": None,
+    "weights": None,
+    "trust_model_file": False,
+    "data": "DataSets",
+    "workdir": "T",
+    "device": "auto",
+    "batch_size": 64,
+    "num_workers": 0,
+    "limit": None,
+    "seed": 0,
+    "quiet": False,
+    "log_file": None,
+    "image_size": None,
+    "in_channels": 1,
+    "mean": None,
+    "std": None,
+    # test
+    "threshold": 4.0,
+    # heatmaps
+    "layers": None,
+    "composite": "hudd",
+    "float16": False,
+    # cluster
+    "k_range": "2:500",
+    "selection": "wicd-knee",
+    "approx_threshold": 20000,
+    "gifs": True,
+    # assign
+    "backend": "auto",
+    "top": 5,
+    "quota_factor": 2.0,
+    # retrain
+    "labels": None,
+    "epochs": REFERENCE_HP["epochs"],
+    "lr": REFERENCE_HP["lr"],
+    "momentum": REFERENCE_HP["momentum"],
+    "weight_decay": REFERENCE_HP["weight_decay"],
+    "train_batch_size": REFERENCE_HP["batch_size"],
+    "baselines": False,
+    "repeats": 1,
+    "steps": ["test", "heatmaps", "cluster", "assign", "retrain", "report"],
+}
+STEP_TABLES = {"test", "heatmaps", "cluster", "assign", "retrain", "report", "run"}
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The settings of a TOML file, tables flattened; unknown keys raise ``ValueError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"configuration file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML ({exc})") from exc
+    flat: dict[str, Any] = {}
+    for key, value in raw.items():
+        if isinstance(value, dict):
+            if key not in STEP_TABLES:
+                raise ValueError(f"{path}: unknown table [{key}] (tables: {sorted(STEP_TABLES)})")
+            for sub, v in value.items():
+                flat[_check_key(sub.replace("-", "_"), path)] = v
+        else:
+            flat[_check_key(key.replace("-", "_"), path)] = value
+    return flat
+
+
+def _check_key(key: str, source: Path | str) -> str:
+    if key not in DEFAULTS:
+        raise ValueError(f"{source}: unknown setting {key!r}")
+    return key
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Defaults, then the TOML file (if any), then ``overrides`` (the command line; a
+    ``None`` value means "not given")."""
+    cfg = dict(DEFAULTS)
+    if path is not None:
+        cfg.update(read_toml(path))
+    for key, value in overrides.items():
+        _check_key(key, "command line")
+        if value is not None:
+            cfg[key] = value
+    unknown = [s for s in cfg["steps"] if s not in DEFAULTS["steps"]]
+    if unknown:
+        raise ValueError(f"unknown steps {unknown}; the steps are {DEFAULTS['steps']}")
+    return cfg
