@@ -1,0 +1,245 @@
+"""LRP rules as small objects, one per propagation rule, as in Zennit.
+
+A rule maps the relevance ``r`` at a layer's output to the relevance at its input. The
+affine rules work on an :class:`Affine` layer (a convolution or linear map, BatchNorm
+already folded in); they derive their modified weights once (:meth:`AffineRule.prepare`,
+cached by the engine), so a batch costs one block convolution forward, the fused
+elementwise kernels of :mod:`hudd_core.lrp.kernels` and one transposed convolution.
+
+Block trick: rules that split inputs or weights by sign stack the parts along the channel
+dimension, ``[x+, x-]``, and the weights as a block matrix, e.g. alpha-beta's
+``[[W+, W-], [W-, W+]]``, so one convolution gives both denominators and one transposed
+convolution both back-projections.
+
+The definitions follow Zennit 0.5 (``zennit.rules``); :class:`PositiveWeights` is the z+
+rule of HUDD's reference implementation.
+
+Example:
+    >>> import torch
+    >>> layer = Affine(weight=torch.tensor([[1.0, -1.0]]), bias=None)
+    >>> Epsilon(0.0).relevance(layer, {}, torch.tensor([[3.0, 1.0]]),
+    ...                        torch.tensor([[2.0]]), torch.tensor([[1.0]]))
+    tensor([[ 1.5000, -0.5000]])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from hudd_core.lrp import kernels as K
+
+_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+_CONV_INPUT = {
+    1: torch.nn.grad.conv1d_input,
+    2: torch.nn.grad.conv2d_input,
+    3: torch.nn.grad.conv3d_input,
+}
+
+
+@dataclass
+class Affine:
+    """A convolution (``dims`` = 1, 2 or 3) or a linear map (``dims`` = 0)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    dims: int = 0
+    stride: tuple = (1,)
+    padding: tuple = (0,)
+    dilation: tuple = (1,)
+    groups: int = 1
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        """The layer's map with weights ``w`` and bias ``b``."""
+        if self.dims == 0:
+            return F.linear(x, w, b)
+        return _CONV[self.dims](x, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+    def back(self, s: torch.Tensor, w: torch.Tensor, in_shape: torch.Size) -> torch.Tensor:
+        """The transposed map (the gradient w.r.t. the input): ``w^T s``."""
+        if self.dims == 0:
+            return s @ w
+        return _CONV_INPUT[self.dims](in_shape, w, s, self.stride, self.padding, self.dilation,
+                                      self.groups)  # fmt: skip
+
+    def blocks(self, grid: list[list[torch.Tensor]]) -> torch.Tensor:
+        """Block weight matrix: ``grid[i][j]`` maps input part j to output part i."""
+        if self.groups != 1 and (len(grid) > 1 or len(grid[0]) > 1):
+            raise ValueError("sign-splitting LRP rules need groups == 1 convolutions")
+        return torch.cat([torch.cat(row, dim=1) for row in grid], dim=0).contiguous()
+
+
+def _parts_shape(x: torch.Tensor, k: int) -> tuple:
+    return (x.shape[0], k * x.shape[1], *x.shape[2:])
+
+
+class Rule:
+    """Base class: ``relevance(layer, prepared, x, z, r)`` → relevance at the input."""
+
+    def prepare(self, layer: Affine) -> dict:
+        return {}
+
+
+class Pass(Rule):
+    """Pass-through (activations, dropout): the relevance is not changed."""
+
+
+class WinnerTakeAll(Rule):
+    """Max-pooling: all of an output's relevance goes to the input that won the max."""
+
+
+@dataclass
+class Norm(Rule):
+    """Redistribution in proportion to the inputs' contributions (average pooling and
+    residual additions): ``R_i = x_i * sum_j A_ji R_j / stab(z_j)``; Zennit's ``Norm``."""
+
+    stabilizer: float = 1e-6
+
+
+class AffineRule(Rule):
+    """A rule of a convolution or linear layer."""
+
+    stabilizer: float
+
+    def relevance(
+        self,
+        layer: Affine,
+        prep: dict,
+        x: torch.Tensor,
+        z: torch.Tensor,
+        r: torch.Tensor,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+
+@dataclass
+class Epsilon(AffineRule):
+    """LRP-epsilon (LRP-0 for a tiny epsilon): ``R_i = x_i sum_j w_ji R_j / stab(z_j)``,
+    ``z`` the layer's output with bias."""
+
+    stabilizer: float = 1e-6
+
+    def relevance(self, layer, prep, x, z, r, out=None):
+        s = K.stabilized_divide(r, z, self.stabilizer)
+        c = layer.back(s, layer.weight, x.shape)
+        return K.contribution_product(x, c, K.PLAIN, out=out)
+
+
+@dataclass
+class PositiveWeights(AffineRule):
+    """HUDD's z+ rule (the LRP tutorial's): only positive weights, bias ignored, inputs as
+    they are: ``R_i = x_i sum_j w+_ji R_j / stab(sum_k x_k w+_jk)``."""
+
+    stabilizer: float = 1e-9
+
+    def prepare(self, layer):
+        return {"w": layer.weight.clamp(min=0).contiguous()}
+
+    def relevance(self, layer, prep, x, z, r, out=None):
+        w = prep["w"]
+        s = K.stabilized_divide(r, layer.forward(x, w, None), self.stabilizer)
+        return K.contribution_product(x, layer.back(s, w, x.shape), K.PLAIN, out=out)
+
+
+def _pos(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.clamp(min=0)
+
+
+def _neg(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.clamp(max=0)
+
+
+def _cat_bias(*bs: torch.Tensor | None) -> torch.Tensor | None:
+    if all(b is None for b in bs):
+        return None
+    ref = next(b for b in bs if b is not None)
+    return torch.cat([torch.zeros_like(ref) if b is None else b for b in bs]).contiguous()
+
+
+@dataclass
+class ZPlus(AffineRule):
+    """Zennit's ZPlus (alpha 1, beta 0 with negative inputs allowed): contributions
+    ``x+ w+`` and ``x- w-`` (plus ``b+``) over their sum."""
+
+    stabilizer: float = 1e-6
+
+    def prepare(self, layer):
+        w = layer.weight
+        return {"w": layer.blocks([[w.clamp(min=0), w.clamp(max=0)]]), "b": _pos(layer.bias)}
+
+    def relevance(self, layer, prep, x, z, r, out=None):
+        xs = K.split_input(x, K.POSNEG).view(_parts_shape(x, 2))
+        s = K.stabilized_divide(r, layer.forward(xs, prep["w"], prep["b"]), self.stabilizer)
+        return K.contribution_product(x, layer.back(s, prep["w"], xs.shape), K.POSNEG, out=out)
+
+
+@dataclass
+class AlphaBeta(AffineRule):
+    """LRP alpha-beta: ``alpha`` x positive contributions minus ``beta`` x negative ones,
+    each normalised by its own sum (Zennit's ``AlphaBeta``; alpha - beta must be 1)."""
+
+    alpha: float = 2.0
+    beta: float = 1.0
+    stabilizer: float = 1e-6
+
+    def __post_init__(self):
+        if self.alpha < 0 or self.beta < 0 or abs(self.alpha - self.beta - 1.0) > 1e-12:
+            raise ValueError("AlphaBeta needs alpha, beta >= 0 and alpha - beta == 1")
+
+    def prepare(self, layer):
+        wp, wn = layer.weight.clamp(min=0), layer.weight.clamp(max=0)
+        return {
+            "w": layer.blocks([[wp, wn], [wn, wp]]),
+            "b": _cat_bias(_pos(layer.bias), _neg(layer.bias)),
+        }
+
+    def relevance(self, layer, prep, x, z, r, out=None):
+        xs = K.split_input(x, K.POSNEG).view(_parts_shape(x, 2))
+        z2 = layer.forward(xs, prep["w"], prep["b"])
+        s = K.divide_pair(r, z2, self.stabilizer, self.alpha, -self.beta).view(z2.shape)
+        return K.contribution_product(x, layer.back(s, prep["w"], xs.shape), K.POSNEG, out=out)
+
+
+@dataclass
+class Gamma(AffineRule):
+    """Generalised LRP-gamma (Zennit's ``Gamma``): positive outputs are explained by the
+    weights ``w + gamma w+`` on ``x+`` and ``w + gamma w-`` on ``x-``, negative outputs
+    the other way round."""
+
+    gamma: float = 0.25
+    stabilizer: float = 1e-6
+
+    def prepare(self, layer):
+        w, b, g = layer.weight, layer.bias, self.gamma
+        w0, w1 = w + g * w.clamp(min=0), w + g * w.clamp(max=0)
+        bias = None if b is None else _cat_bias(b + g * b.clamp(min=0), b + g * b.clamp(max=0))
+        return {"w": layer.blocks([[w0, w1], [w1, w0]]), "b": bias}
+
+    def relevance(self, layer, prep, x, z, r, out=None):
+        xs = K.split_input(x, K.POSNEG).view(_parts_shape(x, 2))
+        z2 = layer.forward(xs, prep["w"], prep["b"])
+        s = K.divide_pair(r, z2, self.stabilizer, 1.0, 1.0, gate=z).view(z2.shape)
+        return K.contribution_product(x, layer.back(s, prep["w"], xs.shape), K.POSNEG, out=out)
+
+
+@dataclass
+class ZBox(AffineRule):
+    """LRP z^B for inputs bounded by ``[low, high]`` (first layer):
+    ``R = x (w^T s) - low (w+^T s) - high (w-^T s)``, ``s = r / stab(w x - w+ low - w- high)``."""
+
+    low: float = 0.0
+    high: float = 1.0
+    stabilizer: float = 1e-6
+
+    def prepare(self, layer):
+        w = layer.weight
+        return {"w": layer.blocks([[w, -w.clamp(min=0), -w.clamp(max=0)]])}
+
+    def relevance(self, layer, prep, x, z, r, out=None):
+        xs = K.split_input(x, K.BOX, self.low, self.high).view(_parts_shape(x, 3))
+        s = K.stabilized_divide(r, layer.forward(xs, prep["w"], None), self.stabilizer)
+        c = layer.back(s, prep["w"], xs.shape)
+        return K.contribution_product(x, c, K.BOX, self.low, self.high, out=out)
