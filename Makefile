@@ -22,7 +22,7 @@ $(VENV)/.built: $(VENV)/.deps $(SOURCES) pyproject.toml
 install: $(VENV)/.built
 
 demo: install
-	$(PY) benchmarks/bench_distance.py --sizes 2000x20000 20000x64 --scipy-runs 1
+	$(VENV)/bin/hudd demo --workdir $(WORKDIR)
 
 test: install
 	$(VENV)/bin/ruff check .

@@ -27,7 +27,7 @@ from hudd_core.data.datasets import ImageSet
 from hudd_core.data.generate import generate
 from hudd_core.models.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from hudd_core.models.loading import load_model
-from hudd_core.models.train import train
+from hudd_core.models.train import he_init, train
 from hudd_core.testing import RESULT_FILES, accuracy_by_planted, run_test
 
 # Demo sizes: images per set, image side, training epochs. "small" (the default) fits the
@@ -55,7 +55,13 @@ SIZES: dict[str, dict[str, Any]] = {
     },
 }
 DEMO_MODEL = "demo_alexnet"
-DEMO_TRAINING = {"optimizer": "adam", "lr": 2e-3, "batch_size": 32, "weight_decay": 0.0}
+DEMO_TRAINING = {
+    "optimizer": "adam",
+    "schedule": "cosine",
+    "lr": 1e-3,
+    "batch_size": 32,
+    "weight_decay": 0.0,
+}
 
 
 def record_step(workdir: Path, step: str, seconds: float, **info: Any) -> None:
@@ -89,8 +95,7 @@ def step_train(
         if read_meta(pt).get("training") == training:
             return pt
     kwargs = {"num_classes": len(simulator.CLASSES), "in_channels": 1, "input_size": s}
-    torch.manual_seed(seed)  # the initial weights follow the seed
-    model = load_model("alexnet", **kwargs)
+    model = he_init(load_model("alexnet", **kwargs), seed=seed)
     dataset = ImageSet(data_root / "TrainingSet", classes=simulator.CLASSES)
     losses = train(
         model,
@@ -100,6 +105,7 @@ def step_train(
         batch_size=training["batch_size"],
         weight_decay=training["weight_decay"],
         optimizer=training["optimizer"],
+        schedule=training["schedule"],
         seed=seed,
         device=device,
         progress=progress,

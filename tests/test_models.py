@@ -160,5 +160,13 @@ def test_train_mse_for_keypoints_and_fine_tunes_from_current_weights():
 def test_he_init_scale():
     m = he_init(alexnet(3, 1, 32), seed=0)
     w = m.features[6].weight  # 64 -> 96 channels, 3x3: fan_in 576
-    assert abs(float(w.std()) - (2 / 576) ** 0.5) < 0.002
+    assert abs(float(w.detach().std()) - (2 / 576) ** 0.5) < 0.002
     assert float(m.features[6].bias.abs().max()) == 0
+
+
+def test_train_rejects_unknown_schedule_and_optimizer():
+    ds = _toy(8)
+    with pytest.raises(ValueError, match="schedule"):
+        train(alexnet(2, 1, 16), ds, epochs=1, schedule="step", progress=False)
+    with pytest.raises(ValueError, match="optimizer"):
+        train(alexnet(2, 1, 16), ds, epochs=1, optimizer="rmsprop", progress=False)

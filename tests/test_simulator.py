@@ -124,7 +124,7 @@ def test_planted_regions_are_where_their_parameter_says():
     p = sim.sample_params(4000, rng, sim.TEST_RATES)
     pl = p["planted"]
     assert set(np.unique(pl)) == {"none", *sim.PLANTED}
-    assert np.all(p["illumination"][pl == "dark"] < 0.3)
+    assert np.all(p["illumination"][pl == "dark"] < 0.1)
     assert np.all(p["illumination"][pl != "dark"] >= 0.45)
     assert np.all(p["glasses"][pl == "glasses"] == 1) and np.all(p["glasses"][pl != "glasses"] == 0)
     assert np.all(np.abs(p["head_roll"][pl == "head_roll"]) >= 28)

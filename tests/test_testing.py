@@ -4,6 +4,7 @@ per-planted-region accuracy, and the ``hudd test`` command."""
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -220,3 +221,26 @@ def test_cli_test_with_checkpoint(data, tmp_path, capsys):
     )
     a = (work / "testResult.csv").read_text()
     assert a == (tmp_path / "T2" / "testResult.csv").read_text()
+
+
+def test_demo_tiny_end_to_end_and_resume(tmp_path, capsys):
+    from hudd_core.pipeline import run_demo
+
+    work = tmp_path / "demo"
+    assert main(["demo", "--workdir", str(work), "--size", "tiny", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "TestSet: accuracy" in out and "per planted region" in out and "timings:" in out
+    pt = work / "DNNModels" / "demo_alexnet.pt"
+    meta = json.loads(pt.with_suffix(".json").read_text())
+    assert meta["classes"] == sim.CLASSES and meta["input_size"] == 32
+    with open(work / "testResult.csv") as fh:
+        assert sum(1 for _ in fh) == 1 + 32
+    stamp = pt.stat().st_mtime_ns
+    result = run_demo(work, "tiny", progress=False)  # complete: data and model are kept
+    assert pt.stat().st_mtime_ns == stamp
+    assert set(result["planted"]) <= {"none", *sim.PLANTED}
+    assert sum(s["n"] for s in result["planted"].values()) == 32
+    run = json.loads((work / "run.json").read_text())
+    assert {"generate", "train", "test"} <= set(run["steps"])
+    result = run_demo(work, "tiny", seed=1, progress=False)  # another seed: regenerated
+    assert pt.stat().st_mtime_ns != stamp

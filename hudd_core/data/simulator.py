@@ -55,7 +55,7 @@ CENTER_H = 15.0  # |gaze_h| below this and |gaze_v| below CENTER_V: class "cente
 CENTER_V = 10.0
 GAZE_H_MAX = 40.0
 GAZE_V_MAX = 30.0
-BORDER_MARGIN = 0.2  # gaze closer than this (normalised units) to a class boundary: borderline
+BORDER_MARGIN = 0.3  # gaze closer than this (normalised units) to a class boundary: borderline
 
 # Planted (under-represented) regions and how each is drawn.
 PLANTED = ["borderline_gaze", "dark", "glasses", "head_roll", "half_closed"]
@@ -152,7 +152,7 @@ def sample_params(
     openness = np.where(closed, _uniform(rng, 0.0, 0.12, n), _uniform(rng, 0.45, 1.0, n))
     openness = np.where(is_["half_closed"], _uniform(rng, 0.14, 0.30, n), openness)
 
-    illumination = np.where(is_["dark"], _uniform(rng, 0.12, 0.25, n), _uniform(rng, 0.45, 1, n))
+    illumination = np.where(is_["dark"], _uniform(rng, 0.03, 0.08, n), _uniform(rng, 0.45, 1, n))
     roll = _uniform(rng, -12.0, 12.0, n)
     extreme = rng.choice([-1.0, 1.0], n) * _uniform(rng, 28.0, 45.0, n)
     head_roll = np.where(is_["head_roll"], extreme, roll)
@@ -167,7 +167,7 @@ def sample_params(
         "offset_x": _uniform(rng, -4.0, 4.0, n),
         "offset_y": _uniform(rng, -3.0, 3.0, n),
         "blur": _uniform(rng, 0.0, 1.0, n),
-        "noise": _uniform(rng, 0.0, 0.03, n),
+        "noise": _uniform(rng, 0.0, 0.025, n),
         "glasses": is_["glasses"].astype(np.float64),
         "skin_tone": _uniform(rng, 0.5, 0.75, n),
         "iris_tone": _uniform(rng, 0.2, 0.45, n),
@@ -313,9 +313,8 @@ def _render(params: dict[str, np.ndarray], size: int, rng: np.random.Generator |
     g = params["glasses"].astype(bool)
     if g.any():
         img[g] = _glasses(img[g], x[g], y[g], size)
-    img = img * _col(params["illumination"])
-    img = _blur(img, params["blur"] * sc)
-    if rng is not None:
+    img = _blur(img * _col(params["illumination"]), params["blur"] * sc)
+    if rng is not None:  # sensor noise: absolute, so dark images have a low signal/noise
         img = img + _col(params["noise"]) * rng.standard_normal(img.shape, dtype=np.float32)
     return np.clip(np.rint(img * 255), 0, 255).astype(np.uint8)
 

@@ -16,6 +16,8 @@ Example:
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -43,6 +45,7 @@ def train(
     seed: int = 0,
     loss: str = "cross_entropy",
     optimizer: str = "sgd",
+    schedule: str = "constant",
     device: str = "auto",
     num_workers: int = 0,
     progress: bool = True,
@@ -50,8 +53,10 @@ def train(
     """Trains ``model`` in place from its current weights; returns the mean loss per epoch.
 
     ``loss``: ``cross_entropy`` (classifiers) or ``mse`` (keypoint regressors).
-    ``optimizer``: ``sgd`` (with ``momentum``) or ``adam``. Shuffling and dropout follow
-    ``seed``; the global torch RNG state is left as it was. The model ends in eval mode.
+    ``optimizer``: ``sgd`` (with ``momentum``) or ``adam``. ``schedule``: ``constant`` (the
+    reference retraining) or ``cosine`` (the rate decays to 0 over the run). Shuffling and
+    dropout follow ``seed``; the global torch RNG state is left as it was. The model ends in
+    eval mode.
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
@@ -66,6 +71,8 @@ def train(
         opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     else:
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
     criterion = LOSSES[loss]()
     history = []
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
@@ -79,6 +86,10 @@ def train(
             num_workers=num_workers,
             pin_memory=dev.type == "cuda",
         )
+        steps = epochs * len(loader)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)) if schedule == "cosine" else 1
+        )
         for epoch in range(epochs):
             total, count = 0.0, 0
             bar = tqdm(loader, desc=f"train epoch {epoch + 1}/{epochs}", disable=not progress)
@@ -89,6 +100,7 @@ def train(
                 opt.zero_grad(set_to_none=True)
                 batch_loss.backward()
                 opt.step()
+                sched.step()
                 total += batch_loss.item() * len(x)
                 count += len(x)
                 bar.set_postfix(loss=f"{total / count:.4f}")
