@@ -300,9 +300,12 @@ def write_csv(path: Path, header: list[str], rows) -> None:
         w.writerows(rows)
 
 
-def _signature(heatmap: Path, n: int, lo: int, hi: int, selection: str, approx: bool) -> dict:
+def _signature(
+    heatmap: Path, n: int, lo: int, hi: int, selection: str, approx: bool, seed: int
+) -> dict:
+    """What a layer's results depend on: rerunning with the same signature reuses them."""
     st = heatmap.stat()
-    return {
+    sig = {
         "version": _SIGNATURE_VERSION,
         "heatmap_size": st.st_size,
         "heatmap_mtime_ns": st.st_mtime_ns,
@@ -311,6 +314,9 @@ def _signature(heatmap: Path, n: int, lo: int, hi: int, selection: str, approx: 
         "selection": selection,
         "approximate": approx,
     }
+    if approx:  # the projection and the sample follow the seed
+        sig["seed"] = seed
+    return sig
 
 
 def write_layer(folder: Path, res: LayerClustering, images: list[str], signature: dict) -> None:
@@ -433,7 +439,8 @@ def run_cluster(
         if X.shape[0] != len(images):
             raise ValueError(f"{path}: {X.shape[0]} rows but index.csv lists {len(images)}")
         lo, hi = k_bounds(X.shape[0], k_range)
-        sig = _signature(path, X.shape[0], lo, hi, selection, X.shape[0] > approx_threshold)
+        approx = X.shape[0] > approx_threshold
+        sig = _signature(path, X.shape[0], lo, hi, selection, approx, seed)
         folder = layer_folder(workdir, name)
         res = _cached(folder, sig)
         if res is None:
@@ -473,6 +480,7 @@ def run_cluster(
         [(img, int(c), best) for img, c in zip(images, chosen.labels, strict=True)],
     )
     rcc.write_rcc_folders(workdir, data, best, images, chosen.labels, gifs=gifs, progress=progress)
+    _drop_previous_rccs(workdir, best)
     analysis = rq1.analyse(workdir, data, images, chosen.labels)
     if analysis is not None:
         summary["rq1"] = analysis
@@ -490,6 +498,21 @@ def inspect_share(labels: np.ndarray, per_cluster: int = 5) -> float:
     """
     _, counts = np.unique(labels, return_counts=True)
     return float(np.minimum(counts, per_cluster).sum() / len(labels))
+
+
+def _drop_previous_rccs(workdir: Path, best: str) -> None:
+    """Removes ``T/<layer>/`` of an earlier run's best layer when another layer won now
+    (only a folder that holds nothing but RCCs), so ``T`` shows one set of RCCs."""
+    try:
+        previous = json.loads((workdir / "ClusterAnalysis" / "summary.json").read_text())
+    except (OSError, ValueError):
+        return
+    old = previous.get("best_layer")
+    folder = workdir / old if old else None
+    if not old or old == best or not folder.is_dir():
+        return
+    if all(p.name.startswith("Cluster_") for p in folder.iterdir()):
+        shutil.rmtree(folder)
 
 
 def write_csv_atomic(path: Path, header: list[str], rows) -> None:
