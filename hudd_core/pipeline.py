@@ -162,4 +162,17 @@ def run_demo(
     tested = step_test(workdir, data_root, checkpoint, device, progress)
     record_step(workdir, "test", time.perf_counter() - t, **tested)
     result["test"], result["planted"] = tested["summary"], tested["planted"]
+
+    from hudd_core.cluster import pipeline_step as cluster_step  # skipped without heatmaps
+
+    t = time.perf_counter()
+    clustered = cluster_step(workdir, data_root, device=device, seed=seed, progress=progress)
+    if clustered is not None:
+        record_step(workdir, "cluster", time.perf_counter() - t, **clustered)
+        result["cluster"] = clustered
+        from hudd_core.report import build_report  # keep last: it shows every step's results
+
+        t = time.perf_counter()
+        result["report"] = str(build_report(workdir, data_root))
+        record_step(workdir, "report", time.perf_counter() - t, path=result["report"])
     return result
