@@ -31,9 +31,17 @@ def bench(n: int, size: int, runs: int, workers: int) -> dict:
     row["sample_img_per_s"] = n / sample_s
     tmp = Path(tempfile.mkdtemp(prefix="hudd_bench_sim_"))
 
-    def write() -> None:
-        shutil.rmtree(tmp / "D", ignore_errors=True)
-        generate(tmp / "D", sizes={"TestSet": n}, image_size=size, workers=workers, progress=False)
+    runs_done = [0]
+
+    def write() -> None:  # a fresh folder per run: no deletion inside the timing
+        runs_done[0] += 1
+        generate(
+            tmp / f"D{runs_done[0]}",
+            sizes={"TestSet": n},
+            image_size=size,
+            workers=workers,
+            progress=False,
+        )
 
     try:
         row["generate_img_per_s"] = n / median(time_runs(write, runs))
