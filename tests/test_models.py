@@ -161,7 +161,7 @@ def test_he_init_scale():
     m = he_init(alexnet(3, 1, 32), seed=0)
     w = m.features[6].weight  # 64 -> 96 channels, 3x3: fan_in 576
     assert abs(float(w.detach().std()) - (2 / 576) ** 0.5) < 0.002
-    assert float(m.features[6].bias.abs().max()) == 0
+    assert float(m.features[6].bias.detach().abs().max()) == 0
 
 
 def test_train_rejects_unknown_schedule_and_optimizer():
