@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,11 @@ CHUNK = 1024  # images rendered per step; each chunk has its own seed, so output
 def set_rates(name: str) -> dict[str, float]:
     """Planted-region rates of a set: rare in training, frequent elsewhere."""
     return sim.TRAIN_RATES if name == "TrainingSet" else sim.TEST_RATES
+
+
+def simulator_version() -> str:
+    """A hash of the simulator's source: images from an older simulator are regenerated."""
+    return hashlib.sha256(Path(sim.__file__).read_bytes()).hexdigest()[:16]
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -131,6 +137,7 @@ def generate(
         "sizes": sizes,
         "train_rates": sim.TRAIN_RATES,
         "test_rates": sim.TEST_RATES,
+        "simulator": simulator_version(),
     }
     marker = root / MARKER
     if marker.is_file():
