@@ -5,9 +5,10 @@ and numeric parameter: the variance reduction against all error-inducing images,
 ``1 − var(cluster) / var(all errors)`` (population variances; NaN for singleton clusters
 and constant parameters). A cluster "explains" its errors when some parameter's variance
 drops by ≥ 50%; the share of such clusters (over clusters with more than one member) is
-the RQ1 figure. With a ``planted`` column, each cluster's dominant planted region, its
-purity (share of the cluster in that region) and recall (share of the region's error
-images in the cluster).
+the RQ1 figure (also given over the parameters with more than two values only, as a
+binary one reaches 100% in any cluster uniform in it). With a ``planted`` column, each
+cluster's dominant planted region, its purity (share of the cluster in that region) and
+recall (share of the region's error images in the cluster).
 
 Files: ``T/ClusterAnalysis/variance_reduction.csv`` (``cluster,size,<params...>,
 max_reduction,max_param``), ``planted.csv`` (``cluster,size,dominant,purity,recall``),
@@ -129,6 +130,13 @@ def analyse(
     evaluated = [r for r in range(len(ids)) if sizes[r] > 1]
     hits = [r for r in evaluated if best[r] >= 0.5]
     share = len(hits) / len(evaluated) if evaluated else float("nan")
+    # A two-valued parameter (e.g. glasses on/off) drops to zero variance in any cluster
+    # that happens to be uniform in it: also report the share over the other parameters.
+    cont = [j for j in range(len(params)) if len(np.unique(values[~np.isnan(values[:, j]), j])) > 2]
+    hits_cont = [
+        r for r in evaluated if cont and np.nanmax(np.append(red[r, cont], -np.inf)) >= 0.5
+    ]
+    share_cont = len(hits_cont) / len(evaluated) if evaluated and cont else float("nan")
     rq1_plot(best, ids, 0.0 if np.isnan(share) else share, out / "rq1.png")
     summary = {
         "params": params,
@@ -136,6 +144,8 @@ def analyse(
         "n_evaluated": len(evaluated),
         "n_with_50pct_reduction": len(hits),
         "share_50pct": share,
+        "binary_params": [p for j, p in enumerate(params) if j not in cont],
+        "share_50pct_continuous": share_cont,
         "missing_metadata": int(sum(k not in meta for k in keys)),
     }
     if any("planted" in row for row in meta.values()):

@@ -171,3 +171,14 @@ def test_report_screenshot(clustered, tmp_path):
     with Image.open(png) as im:
         rgb = np.asarray(im.convert("RGB"))
     assert rgb.shape[:2] == (3000, 1400) and rgb.std() > 10  # something was drawn
+
+
+def test_pipeline_step_runs_with_heatmaps_and_skips_without(clustered, tmp_path):
+    from hudd_core.cluster import pipeline_step
+
+    with pytest.warns(RuntimeWarning, match="clustering skipped"):
+        assert pipeline_step(tmp_path, tmp_path) is None
+    facts = pipeline_step(clustered["T"], clustered["data"], device="cpu", progress=False)
+    assert facts["best_layer"] == "fc" and facts["n_images"] == clustered["n"]
+    assert facts["rq1_share_50pct"] == 1.0 and "region0" in facts["planted"]
+    json.dumps(facts)  # recorded in run.json

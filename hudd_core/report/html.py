@@ -305,6 +305,14 @@ def _summary_html(summary: dict, members: dict[int, list[str]]) -> str:
                 f"({rq1['n_with_50pct_reduction']} of {rq1['n_evaluated']} non-singletons)",
             ]
         )
+        if rq1.get("binary_params"):
+            rows.append(
+                [
+                    "… counting only parameters with more than two values",
+                    f"{_fmt(rq1.get('share_50pct_continuous'), pct=True)} (leaving out "
+                    f"{', '.join(rq1['binary_params'])})",
+                ]
+            )
     body = "".join(
         f"<tr><th>{html.escape(str(a))}</th><td>{html.escape(str(b))}</td></tr>" for a, b in rows
     )
