@@ -25,6 +25,7 @@ import torch
 from hudd_core.data import simulator
 from hudd_core.data.datasets import ImageSet
 from hudd_core.data.generate import generate
+from hudd_core.heatmaps import pipeline_step as heatmaps_step
 from hudd_core.models.checkpoint import load_checkpoint, read_meta, save_checkpoint
 from hudd_core.models.loading import load_model
 from hudd_core.models.train import he_init, train
@@ -162,6 +163,7 @@ def run_demo(
     tested = step_test(workdir, data_root, checkpoint, device, progress)
     record_step(workdir, "test", time.perf_counter() - t, **tested)
     result["test"], result["planted"] = tested["summary"], tested["planted"]
+    result["heatmaps"] = heatmaps_step(workdir, data_root, checkpoint, device, progress)
 
     from hudd_core.cluster import pipeline_step as cluster_step  # skipped without heatmaps
 

@@ -1,0 +1,74 @@
+"""``hudd heatmaps``: the HeatmapModule (HUDD step 2) over T/testResult.csv's Wrong images.
+
+    hudd heatmaps --weights T/DNNModels/demo_alexnet.pt --data DataSets --workdir T
+    hudd heatmaps --model alexnet --weights model.pt --list-layers
+    hudd heatmaps ... --composite epsilon-plus --layers features.3 classifier.2 --float16
+
+Writes T/Heatmaps/<layer>.npy, index.csv and layers.json (docs/CONTRACTS.md); an
+interrupted run resumes from the last stored batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from hudd_core.cli.common import add_common
+from hudd_core.lrp.composites import COMPOSITES
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("heatmaps", help="step 2: LRP heatmaps of every layer for the Wrong images")
+    add_common(p)
+    p.add_argument("--layers", nargs="+", help="layer names to store (default: all)")
+    p.add_argument("--composite", default="hudd", choices=sorted(COMPOSITES),
+                   help="LRP rules (default: hudd, the reference semantics)")  # fmt: skip
+    p.add_argument("--float16", action="store_true", help="store float16 heatmaps")
+    p.add_argument("--list-layers", action="store_true", help="print layer names and shapes")
+    p.add_argument("--image-size", type=int, help="resize images to this square side")
+    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean to subtract")
+    p.add_argument("--std", type=float, nargs="+", help="per-channel std to divide by")
+    p.add_argument("--in-channels", type=int, default=1, help="without a sidecar: 1 or 3")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from hudd_core.heatmaps import run_heatmaps
+    from hudd_core.lrp import LRP
+    from hudd_core.models.checkpoint import resolve_model
+
+    torch.manual_seed(args.seed)
+    model, meta = resolve_model(
+        args.model,
+        args.weights,
+        Path(args.data),
+        trust=args.trust_model_file,
+        in_channels=args.in_channels,
+        image_size=args.image_size,
+    )
+    if args.list_layers:
+        lrp = LRP(model.eval(), args.composite, args.layers)
+        size = args.image_size or meta.get("input_size") or 64
+        for name, shape in lrp.shapes((meta["in_channels"], size, size)).items():
+            print(f"{name}\t{list(shape)}")
+        return 0
+    summary = run_heatmaps(
+        args.workdir,
+        args.data,
+        model,
+        meta,
+        image_size=args.image_size,
+        mean=args.mean,
+        std=args.std,
+        composite=args.composite,
+        layers=args.layers,
+        float16=args.float16,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    print(json.dumps(summary))
+    return 0

@@ -1,0 +1,188 @@
+"""HeatmapModule (HUDD step 2): LRP relevance of every layer for the error-inducing images.
+
+:func:`compute_heatmaps` is the step over plain inputs (a model, a dataset of
+``(image, target)`` items and their ids) into a heatmap folder; :func:`run_heatmaps`
+reads ``T/testResult.csv``'s ``Wrong`` rows and writes ``T/Heatmaps``. One LRP pass per
+batch (:class:`hudd_core.lrp.LRP`) gives every layer; rows are stored batch by batch
+(:class:`hudd_core.store.HeatmapStore`), so an interrupted run resumes.
+
+Start relevance (DESIGN.md): the predicted class's logit for classifiers; for keypoint
+regressors the outputs of the keypoint with the largest error (the dataset's targets are
+the ground-truth coordinates).
+
+Example:
+    >>> import tempfile, torch
+    >>> from torch.utils.data import TensorDataset
+    >>> from hudd_core.models import alexnet
+    >>> ds = TensorDataset(torch.rand(5, 1, 32, 32), torch.zeros(5, dtype=torch.long))
+    >>> out = tempfile.mkdtemp()
+    >>> s = compute_heatmaps(alexnet(2, input_size=32).eval(), ds, [f"i{k}" for k in range(5)],
+    ...                      out, batch_size=2, progress=False)
+    >>> s["rows"], s["layers"][:2]
+    (5, ['input', 'features.0'])
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from hudd_core._ext import resolve_device
+from hudd_core.lrp import LRP
+from hudd_core.store import HeatmapStore
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """Hash of the model's parameters and buffers (stale heatmaps are never resumed)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def compute_heatmaps(
+    model: nn.Module,
+    dataset: Dataset,
+    ids: Sequence[str],
+    out_dir: str | Path,
+    *,
+    task: str = "classifier",
+    composite: str = "hudd",
+    layers: Sequence[str] | None = None,
+    float16: bool = False,
+    batch_size: int = 64,
+    device: str = "auto",
+    num_workers: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Heatmaps of ``dataset`` (items ``(image, target)``, row r = ``ids[r]``) into
+    ``out_dir`` (CONTRACTS.md format); resumes a matching interrupted run.
+
+    Args:
+        task: ``"classifier"`` (start: the predicted class) or ``"keypoints"`` (start: the
+            worst keypoint against the item's target coordinates).
+        composite: LRP composite (:data:`hudd_core.lrp.COMPOSITES`).
+        layers: layer names to store (default: every layer, see :class:`~hudd_core.lrp.LRP`).
+        float16: store float16 instead of float32 (half the disk).
+    Returns:
+        ``{"rows", "layers", "resumed_from", "seconds", "images_per_s"}``.
+    """
+    if len(ids) != len(dataset):
+        raise ValueError(f"{len(ids)} ids for {len(dataset)} images")
+    if task not in ("classifier", "keypoints"):
+        raise ValueError(f"task must be 'classifier' or 'keypoints', got {task!r}")
+    param = next(model.parameters(), None)
+    dev = resolve_device(device, param.device if param is not None else torch.device("cpu"))
+    model = model.to(dev).eval()
+    lrp = LRP(model, composite, layers)
+    if len(dataset) == 0:
+        raise ValueError("no images to compute heatmaps for")
+    shapes = lrp.shapes(tuple(dataset[0][0].shape))
+    store = HeatmapStore.open(out_dir, ids, shapes, composite=lrp.composite.name,
+                              float16=float16, fingerprint=model_fingerprint(model))  # fmt: skip
+    start, t0 = store.done, time.perf_counter()
+    loader = DataLoader(Subset(dataset, range(store.done, len(dataset))), batch_size=batch_size,
+                        num_workers=num_workers)  # fmt: skip
+    with tqdm(total=len(dataset), initial=start, desc="heatmaps", unit="img",
+              disable=not progress) as bar:  # fmt: skip
+        for x, target in loader:
+            x = x.to(dev, non_blocking=True)
+            kp = target.to(dev) if task == "keypoints" else None
+            store.write(lrp(x, keypoints=kp))
+            bar.update(len(x))
+    store.finish()
+    seconds = time.perf_counter() - t0
+    done = len(dataset) - start
+    return {
+        "rows": len(dataset),
+        "layers": list(shapes),
+        "resumed_from": start,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(done / seconds, 1) if done and seconds > 0 else None,
+    }
+
+
+def wrong_images(result_csv: str | Path) -> list[str]:
+    """The error-inducing images: ``Wrong`` rows of a TestModule result file, in order."""
+    path = Path(result_csv)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run `hudd test` first")
+    with open(path, newline="") as fh:
+        return [r["image"] for r in csv.DictReader(fh) if r["result"] == "Wrong"]
+
+
+def run_heatmaps(
+    workdir: str | Path,
+    data_root: str | Path,
+    model: nn.Module,
+    meta: dict[str, Any],
+    *,
+    image_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    **kwargs,
+) -> dict[str, Any]:
+    """HeatmapModule over the work folder: ``T/testResult.csv`` Wrong rows →
+    ``T/Heatmaps`` (``meta``: the checkpoint sidecar; ``kwargs`` go to
+    :func:`compute_heatmaps`)."""
+    from hudd_core.data.datasets import ImageSet
+    from hudd_core.testing import RESULT_FILES
+
+    workdir, data_root = Path(workdir), Path(data_root)
+    wrong = wrong_images(workdir / RESULT_FILES["TestSet"])
+    if not wrong:
+        raise ValueError("the test set has no error-inducing image: nothing to explain")
+    ds = ImageSet(
+        data_root / "TestSet",
+        task=meta["task"],
+        channels=meta["in_channels"],
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        classes=meta["classes"] if meta["task"] == "classifier" else None,
+    )
+    pos = {img: i for i, img in enumerate(ds.ids)}
+    missing = [w for w in wrong if w not in pos]
+    if missing:
+        raise ValueError(f"{len(missing)} Wrong images are not in TestSet (first: {missing[0]})")
+    subset = Subset(ds, [pos[w] for w in wrong])
+    return compute_heatmaps(model, subset, wrong, workdir / "Heatmaps", task=meta["task"], **kwargs)
+
+
+def pipeline_step(
+    workdir: str | Path,
+    data_root: str | Path,
+    checkpoint: str | Path,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any] | None:
+    """The HeatmapModule as a pipeline step (T/Heatmaps from the checkpoint); records its
+    timing in ``run.json``. ``None`` (with a warning) when the test set has no Wrong
+    image, so the chain still runs."""
+    import warnings
+
+    from hudd_core.models.checkpoint import load_checkpoint
+    from hudd_core.pipeline import record_step
+
+    t = time.perf_counter()
+    model, meta = load_checkpoint(checkpoint)
+    try:
+        summary = run_heatmaps(workdir, data_root, model, meta, device=device, progress=progress)
+    except ValueError as exc:
+        if "no error-inducing image" not in str(exc):
+            raise
+        warnings.warn(f"heatmaps skipped: {exc}", RuntimeWarning, stacklevel=2)
+        return None
+    facts = {k: v for k, v in summary.items() if k != "seconds"}
+    record_step(Path(workdir), "heatmaps", time.perf_counter() - t, **facts)
+    return summary
