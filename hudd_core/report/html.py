@@ -47,6 +47,7 @@ text-align:left;font-size:14px} th{background:#eee}
 image-rendering:pixelated}
 .samples .lbl{font-size:11px;color:#666;text-align:center}
 .muted{color:#666;font-size:13px} .plot img{max-width:100%}
+details.plot{margin:6px 0} details.plot summary{cursor:pointer;font-weight:600;padding:4px 0}
 .retraining{border:2px dashed #999;padding:8px 12px;background:#fff}
 """
 
@@ -373,12 +374,14 @@ def _layers_html(workdir: Path, summary: dict) -> str:
         for name, info in summary["layers"].items()
     ]
     parts = [_table(["layer", "k", "chosen by", "WICD at k", "silhouette at k"], rows)]
-    for name in summary["layers"]:
+    best = summary["best_layer"]
+    for name in [best, *(n for n in summary["layers"] if n != best)]:  # best first, open
         png = workdir / "ClusterAnalysis" / name / "knee.png"
         if png.exists():
             parts.append(
-                f'<div class="plot"><h3>{html.escape(name)}</h3>'
-                f"{_img_tag(data_uri(png.read_bytes(), 'image/png'), name)}</div>"
+                f'<details class="plot"{" open" if name == best else ""}>'
+                f"<summary>{html.escape(name)}{' (best layer)' if name == best else ''}"
+                f"</summary>{_img_tag(data_uri(png.read_bytes(), 'image/png'), name)}</details>"
             )
     return "".join(parts)
 
