@@ -203,3 +203,15 @@ def test_one_image_is_an_error():
 
     with pytest.raises(ValueError, match="at least 2"):
         cluster_layer(np.ones((1, 4), dtype=np.float32))
+
+
+def test_float16_heatmaps_cluster_like_float32():
+    from cluster_fixtures import planted_layer
+
+    from hudd_core.cluster import cluster_layer
+
+    X, _ = planted_layer(np.random.default_rng(12), [10, 8, 6], 40, 4.0)
+    a = cluster_layer(X.astype(np.float16).astype(np.float32), device="cpu")
+    b = cluster_layer(X.astype(np.float16), device="cpu")
+    assert a.k == b.k and np.array_equal(a.labels, b.labels)
+    assert np.allclose(a.wicd, b.wicd, rtol=1e-6)
