@@ -11,6 +11,7 @@ the data.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from hudd_core.cli.common import add_common
@@ -33,10 +34,15 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from hudd_core.models import BUILTIN
     from hudd_core.models.checkpoint import resolve_model
     from hudd_core.testing import RESULT_FILES, accuracy_by_planted, run_test
 
     data, workdir = Path(args.data), Path(args.workdir)
+    if args.weights is None and args.model in BUILTIN:
+        print(
+            f"hudd test: warning: no --weights, testing an untrained {args.model}", file=sys.stderr
+        )
     model, meta = resolve_model(
         args.model,
         args.weights,
