@@ -22,8 +22,10 @@ Example:
     >>> rng = np.random.default_rng(0)
     >>> X = np.concatenate([rng.normal(m, 0.1, (20, 30)) for m in (0, 3, 6)]).astype("f4")
     >>> res = cluster_layer(X, name="fc", device="cpu")
-    >>> res.k, np.bincount(res.labels)[1:].tolist()
-    (3, [20, 20, 20])
+    >>> res.k, np.bincount(res.labels)[1:].tolist()  # the gradient's knee: past the elbow
+    (4, [20, 20, 7, 13])
+    >>> res.ks[np.argmax(res.silhouette)]  # what --selection silhouette would take
+    np.int64(3)
 """
 
 from __future__ import annotations
