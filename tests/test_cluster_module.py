@@ -182,3 +182,14 @@ def test_pipeline_step_runs_with_heatmaps_and_skips_without(clustered, tmp_path)
     assert facts["best_layer"] == "fc" and facts["n_images"] == clustered["n"]
     assert facts["rq1_share_50pct"] == 1.0 and "region0" in facts["planted"]
     json.dumps(facts)  # recorded in run.json
+
+
+def test_report_stays_light_for_big_runs(clustered, tmp_path, monkeypatch):
+    from hudd_core.report import build_report, html
+
+    monkeypatch.setattr(html, "GIF_PAGE_BUDGET", 0)
+    monkeypatch.setattr(html, "MANY_CLUSTERS", 1)
+    page = build_report(clustered["T"], clustered["data"], out=tmp_path / "r.html").read_text()
+    k = clustered["summary"]["n_clusters"]
+    assert page.count("page shows") == k  # every GIF re-rendered lighter, with a note
+    assert page.count('class="lbl">image<') == 2 * k  # two samples per cluster

@@ -31,6 +31,8 @@ from hudd_core.report.plots import dendrogram_png, rq1_plot
 THUMB = 112
 GIF_EMBED_LIMIT = 2 << 20  # larger GIFs are re-rendered smaller for the page
 GIF_EMBED_FRAMES = 200  # ... with at most this many members (2 minutes)
+GIF_PAGE_BUDGET = 32 << 20  # all GIFs above this: every one embedded in the lighter form
+MANY_CLUSTERS = 60
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;
@@ -150,13 +152,14 @@ def _samples_html(images: list[str], data: Path, hm: _Heatmaps, layer: str, n: i
     return f'<div class="samples">{"".join(cells)}</div>' if cells else ""
 
 
-def _gif_uri(path: Path, members: list[Path]) -> tuple[str | None, str]:
+def _gif_uri(path: Path, members: list[Path], light: bool = False) -> tuple[str | None, str]:
     """The cluster's GIF as a data URI, and a note when the page shows a lighter version
-    (large clusters: 96 px, at most ``GIF_EMBED_FRAMES`` evenly spaced members)."""
+    (large clusters, or ``light``: 96 px, at most ``GIF_EMBED_FRAMES`` evenly spaced
+    members)."""
     if not path.exists():
         return None, ""
     data = path.read_bytes()
-    if len(data) <= GIF_EMBED_LIMIT:
+    if len(data) <= GIF_EMBED_LIMIT and not light:
         return data_uri(data, "image/gif"), ""
     import tempfile
 
@@ -327,10 +330,16 @@ def _clusters_html(workdir: Path, data: Path, best: str, members, samples: int) 
         for r in _read_csv(workdir / "ClusterAnalysis" / "variance_reduction.csv")
     }
     planted = {int(r["cluster"]): r for r in _read_csv(workdir / "ClusterAnalysis" / "planted.csv")}
+    gifs = {cid: workdir / best / f"Cluster_{cid}.gif" for cid in members}
+    # a page that stays openable: lighter GIFs past GIF_PAGE_BUDGET, fewer samples past
+    # MANY_CLUSTERS clusters
+    light = sum(p.stat().st_size for p in gifs.values() if p.exists()) > GIF_PAGE_BUDGET
+    if len(members) > MANY_CLUSTERS:
+        samples = min(samples, 2)
     cards = []
     for cid in sorted(members):
         imgs = members[cid]
-        gif, note = _gif_uri(workdir / best / f"Cluster_{cid}.gif", [data / i for i in imgs])
+        gif, note = _gif_uri(gifs[cid], [data / i for i in imgs], light)
         gif_html = _img_tag(gif, f"Cluster {cid}") if gif else "<p class='muted'>no GIF</p>"
         facts = [f"<b>{len(imgs)}</b> image{'s' if len(imgs) != 1 else ''}"]
         if note:
