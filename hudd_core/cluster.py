@@ -140,12 +140,15 @@ def second_level(X, device, progress: bool = False) -> tuple[np.ndarray, np.ndar
     n = int(X.shape[0])
     if 4 * n * n > DENSE_SECOND_LEVEL_BYTES:
         return second_level_pdist(X, device=device, progress=progress)
+
     # Working memory = the rows themselves: they stay resident and are multiplied in four
     # row blocks against the later rows, 5/8 of the flops of one square GEMM.
-    mem = min(DEFAULT_BLOCK_MEMORY, max(1 << 20, 4 * n * int(X.shape[1])))
-    first = pdist(X, device=device, progress=progress, block_memory=mem)
+    def memory(dim: int) -> int:
+        return min(DEFAULT_BLOCK_MEMORY, max(1 << 20, 4 * n * dim))
+
+    first = pdist(X, device=device, progress=progress, block_memory=memory(int(X.shape[1])))
     R = normalised_square(first, n)
-    second = pdist(R, device=device, progress=progress, block_memory=min(mem, 4 * n * n))
+    second = pdist(R, device=device, progress=progress, block_memory=memory(n))
     return second, first
 
 
