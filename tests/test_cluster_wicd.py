@@ -215,3 +215,18 @@ def test_float16_heatmaps_cluster_like_float32():
     b = cluster_layer(X.astype(np.float16), device="cpu")
     assert a.k == b.k and np.array_equal(a.labels, b.labels)
     assert np.allclose(a.wicd, b.wicd, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("n", "dim"), [(300, 20), (120, 900)])
+def test_dense_second_level_equals_distance_module(n, dim):
+    from hudd_core.cluster import second_level
+    from hudd_core.distance import second_level_pdist
+
+    X = np.abs(np.random.default_rng(n).normal(size=(n, dim))).astype(np.float32)
+    second, first = second_level(X, "cpu")
+    ref_second, ref_first = second_level_pdist(X, device="cpu")
+    assert np.allclose(first, ref_first, rtol=1e-6, atol=1e-9)
+    assert np.allclose(second, ref_second, rtol=1e-5, atol=1e-9)
+    D = squareform(pdist(X.astype(np.float64)))
+    plain = pdist(D / D.max(axis=1, keepdims=True))
+    assert np.allclose(second, plain, rtol=1e-4, atol=1e-7)
