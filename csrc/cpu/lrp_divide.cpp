@@ -14,19 +14,30 @@ void lrp_divide_cpu(const T* r, const T* z, const T* gate, int64_t batch, int64_
     for (int64_t i = 0; i < total; ++i) out[i] = a * r[i] / lrp_stab(z[i], e);
     return;
   }
+  const int64_t nb = lrp_blocks_per_row(n);
 #pragma omp parallel for schedule(static) if (total > 32768)
-  for (int64_t i = 0; i < total; ++i) {
-    const int64_t bi = i / n, j = i - bi * n;
-    const T* zb = z + bi * 2 * n;
-    T* ob = out + bi * 2 * n;
-    T sp = a * r[i] / lrp_stab(zb[j], e);
-    T sn = b * r[i] / lrp_stab(zb[n + j], e);
+  for (int64_t blk = 0; blk < batch * nb; ++blk) {
+    const int64_t bi = blk / nb, j0 = (blk - bi * nb) * kLrpBlock;
+    const int64_t j1 = j0 + kLrpBlock < n ? j0 + kLrpBlock : n;
+    const T* rb = r + bi * n;
+    const T* zp = z + bi * 2 * n;
+    const T* zn = zp + n;
+    T* op = out + bi * 2 * n;
+    T* on = op + n;
     if (gate) {  // gamma: positive outputs use the first split, negative the second
-      sp = gate[i] > T(0) ? sp : T(0);
-      sn = gate[i] < T(0) ? sn : T(0);
+      const T* g = gate + bi * n;
+      for (int64_t j = j0; j < j1; ++j) {
+        const T sp = a * rb[j] / lrp_stab(zp[j], e), sn = b * rb[j] / lrp_stab(zn[j], e);
+        const T mp = static_cast<T>(g[j] > T(0)), mn = static_cast<T>(g[j] < T(0));
+        op[j] = mp * sp;  // a mask product (not a select of results) vectorises
+        on[j] = mn * sn;
+      }
+    } else {
+      for (int64_t j = j0; j < j1; ++j) {
+        op[j] = a * rb[j] / lrp_stab(zp[j], e);
+        on[j] = b * rb[j] / lrp_stab(zn[j], e);
+      }
     }
-    ob[j] = sp;
-    ob[n + j] = sn;
   }
 }
 

@@ -9,12 +9,16 @@ void lrp_split_cpu(const T* x, int64_t batch, int64_t n, int mode, double low, d
                    T* out) {
   const int k = lrp_parts(mode);
   const T lo = static_cast<T>(low), hi = static_cast<T>(high);
-  const int64_t total = batch * n;
-#pragma omp parallel for schedule(static) if (total > 32768)
-  for (int64_t i = 0; i < total; ++i) {
-    const int64_t bi = i / n, j = i - bi * n;
-    T* ob = out + bi * k * n + j;
-    for (int p = 0; p < k; ++p) ob[p * n] = lrp_part(x[i], mode, p, lo, hi);
+  const int64_t nb = lrp_blocks_per_row(n);
+#pragma omp parallel for schedule(static) if (batch * n > 32768)
+  for (int64_t blk = 0; blk < batch * nb; ++blk) {
+    const int64_t bi = blk / nb, j0 = (blk - bi * nb) * kLrpBlock;
+    const int64_t j1 = j0 + kLrpBlock < n ? j0 + kLrpBlock : n;
+    const T* xb = x + bi * n;
+    for (int p = 0; p < k; ++p) {
+      T* ob = out + (bi * k + p) * n;
+      for (int64_t j = j0; j < j1; ++j) ob[j] = lrp_part(xb[j], mode, p, lo, hi);
+    }
   }
 }
 

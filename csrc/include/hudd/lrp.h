@@ -13,15 +13,23 @@
 
 namespace hudd {
 
+// Rows of n elements are walked in blocks of kLrpBlock so that one parallel loop over
+// (row, block) pairs has a contiguous, vectorisable inner loop.
+constexpr int64_t kLrpBlock = 4096;
+
+HUDD_HD int64_t lrp_blocks_per_row(int64_t n) { return (n + kLrpBlock - 1) / kLrpBlock; }
+
 // Modes of lrp_split / lrp_product (hudd_core/lrp/kernels.py: PLAIN, POSNEG, BOX).
 enum LrpMode : int { kPlain = 0, kPosNeg = 1, kBox = 2 };
 
 HUDD_HD int lrp_parts(int mode) { return mode == kPlain ? 1 : (mode == kPosNeg ? 2 : 3); }
 
-// Zennit's stabiliser: z + eps * sign(z), sign(0) = +1 (never divides by ~0).
+// Zennit's stabiliser: z + eps * sign(z), sign(0) = +1 (never divides by ~0). The select
+// picks a constant, not a result, so compilers if-convert it and vectorise the loops.
 template <typename T>
 HUDD_HD T lrp_stab(T z, T eps) {
-  return z >= T(0) ? z + eps : z - eps;
+  const T signed_eps = z >= T(0) ? eps : -eps;
+  return z + signed_eps;
 }
 
 // Part p of the stacked input of a block convolution: [x+, x-] or [x, low, high].
