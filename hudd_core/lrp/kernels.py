@@ -59,12 +59,20 @@ def stabilized_divide_reference(
 
 
 def stabilized_divide(
-    r: torch.Tensor, z: torch.Tensor, eps: float, scale: float = 1.0
+    r: torch.Tensor,
+    z: torch.Tensor,
+    eps: float,
+    scale: float = 1.0,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``scale * r / stab(z)`` in one pass (``r`` and ``z`` of the same shape)."""
-    if not _use_compiled(r, z) or r.shape != z.shape:
-        return stabilized_divide_reference(r, z, eps, scale)
-    out = torch.empty_like(r)
+    """``scale * r / stab(z)`` in one pass (``r`` and ``z`` of the same shape), written
+    into ``out`` when given (``out`` may be ``z`` itself: each entry is read first)."""
+    ts = (r, z) if out is None else (r, z, out)
+    if not _use_compiled(*ts) or r.shape != z.shape:
+        res = stabilized_divide_reference(r, z, eps, scale)
+        return res if out is None else out.copy_(res)
+    if out is None:
+        out = torch.empty_like(r)
     _C.lrp_divide(r.data_ptr(), z.data_ptr(), 0, 1, r.numel(), eps, scale, 0.0, 1,
                   out.data_ptr(), _dtype(r), stream_of(r))  # fmt: skip
     return out
@@ -167,15 +175,17 @@ def contribution_product(
     low: float = 0.0,
     high: float = 1.0,
     out: torch.Tensor | None = None,
+    reuse_c: bool = False,
 ) -> torch.Tensor:
-    """Fused input x contribution product (see the twin); reads ``x`` once for all parts."""
+    """Fused input x contribution product (see the twin); reads ``x`` once for all parts.
+    ``reuse_c``: the PLAIN result may overwrite ``c`` (saves an allocation)."""
     ts = (x, c) if out is None else (x, c, out)
     if not _use_compiled(*ts):
         return contribution_product_reference(x, c, mode, low, high, out)
     b, n = x.shape[0], x[0].numel()
     acc = out is not None
     if out is None:
-        out = torch.empty_like(x)
+        out = c.view(x.shape) if (reuse_c and mode == PLAIN) else torch.empty_like(x)
     _C.lrp_product(x.data_ptr(), c.data_ptr(), b, n, mode, low, high, int(acc),
                    out.data_ptr(), _dtype(x), stream_of(x))  # fmt: skip
     return out

@@ -99,7 +99,8 @@ class Norm(Rule):
 
 
 class AffineRule(Rule):
-    """A rule of a convolution or linear layer."""
+    """A rule of a convolution or linear layer. ``relevance`` may overwrite ``z`` (the
+    engine calls it once every reader of the layer's output is done)."""
 
     stabilizer: float
 
@@ -123,9 +124,9 @@ class Epsilon(AffineRule):
     stabilizer: float = 1e-6
 
     def relevance(self, layer, prep, x, z, r, out=None):
-        s = K.stabilized_divide(r, z, self.stabilizer)
+        s = K.stabilized_divide(r, z, self.stabilizer, out=z)  # z is not read again
         c = layer.back(s, layer.weight, x.shape)
-        return K.contribution_product(x, c, K.PLAIN, out=out)
+        return K.contribution_product(x, c, K.PLAIN, out=out, reuse_c=True)
 
 
 @dataclass
@@ -140,8 +141,10 @@ class PositiveWeights(AffineRule):
 
     def relevance(self, layer, prep, x, z, r, out=None):
         w = prep["w"]
-        s = K.stabilized_divide(r, layer.forward(x, w, None), self.stabilizer)
-        return K.contribution_product(x, layer.back(s, w, x.shape), K.PLAIN, out=out)
+        zw = layer.forward(x, w, None)
+        s = K.stabilized_divide(r, zw, self.stabilizer, out=zw)
+        return K.contribution_product(x, layer.back(s, w, x.shape), K.PLAIN, out=out,
+                                      reuse_c=True)  # fmt: skip
 
 
 def _pos(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -172,7 +175,8 @@ class ZPlus(AffineRule):
 
     def relevance(self, layer, prep, x, z, r, out=None):
         xs = K.split_input(x, K.POSNEG).view(_parts_shape(x, 2))
-        s = K.stabilized_divide(r, layer.forward(xs, prep["w"], prep["b"]), self.stabilizer)
+        zs = layer.forward(xs, prep["w"], prep["b"])
+        s = K.stabilized_divide(r, zs, self.stabilizer, out=zs)
         return K.contribution_product(x, layer.back(s, prep["w"], xs.shape), K.POSNEG, out=out)
 
 
@@ -240,6 +244,7 @@ class ZBox(AffineRule):
 
     def relevance(self, layer, prep, x, z, r, out=None):
         xs = K.split_input(x, K.BOX, self.low, self.high).view(_parts_shape(x, 3))
-        s = K.stabilized_divide(r, layer.forward(xs, prep["w"], None), self.stabilizer)
+        zs = layer.forward(xs, prep["w"], None)
+        s = K.stabilized_divide(r, zs, self.stabilizer, out=zs)
         c = layer.back(s, prep["w"], xs.shape)
         return K.contribution_product(x, c, K.BOX, self.low, self.high, out=out)
