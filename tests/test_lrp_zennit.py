@@ -77,13 +77,16 @@ def _max_rel_diff(ours: dict, ref: dict) -> dict[str, float]:
     }
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
-@pytest.mark.parametrize("composite", COMPOSITES)
-def test_equals_zennit_on_every_layer(arch, composite):
+CASES = [(a, c, torch.float64) for a in ARCHS for c in COMPOSITES]
+CASES += [(a, "hudd", torch.float32) for a in ARCHS]  # the default, as users run it
+
+
+@pytest.mark.parametrize("arch,composite,dtype", CASES)
+def test_equals_zennit_on_every_layer(arch, composite, dtype):
     torch.manual_seed(0)
     make, shape, extra = ARCHS[arch]
-    model = _randomise(make(), 1)
-    x = torch.rand(3, *shape, dtype=torch.float64)
+    model = _randomise(make(), 1).to(dtype)
+    x = torch.rand(3, *shape, dtype=dtype)
     lrp = LRP(model, composite)
     ours = lrp(x)
     ref = zennit_relevance(model, x, composite, lrp.layers, start_relevance, extra)

@@ -37,7 +37,14 @@ def _dtype(t: torch.Tensor) -> str:
 
 
 def _use_compiled(*ts: torch.Tensor) -> bool:
-    return all(t.is_contiguous() for t in ts) and compiled_for(ts[0]) and _C_HAS_LRP
+    """Compiled kernels take contiguous float32/float64 tensors; anything else (e.g. half
+    precision) takes the reference path."""
+    return (
+        _C_HAS_LRP
+        and ts[0].dtype in (torch.float32, torch.float64)
+        and all(t.is_contiguous() for t in ts)
+        and compiled_for(ts[0])
+    )
 
 
 _C_HAS_LRP = hasattr(_C, "lrp_divide")
