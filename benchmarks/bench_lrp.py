@@ -51,8 +51,8 @@ def captum_runner(model: torch.nn.Module, layers: list[str]):
     from captum.attr._utils.lrp_rules import IdentityRule
 
     mods = dict(model.named_modules())
-    for m in model.modules():  # Captum has no default rule for Flatten
-        if isinstance(m, torch.nn.Flatten):
+    for m in model.modules():  # Captum has no default rule for Flatten / an empty Sequential
+        if isinstance(m, torch.nn.Flatten) or (isinstance(m, torch.nn.Sequential) and not len(m)):
             m.rule = IdentityRule()
     lrp = LayerLRP(model, [mods[n] for n in layers if n != "input"])
 
