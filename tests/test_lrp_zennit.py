@@ -50,6 +50,24 @@ class DeepCNN(nn.Module):
         return self.head(self.stage2(x))
 
 
+def conv1d_net(classes: int = 3) -> nn.Module:
+    """1-D signals: Conv1d/BatchNorm1d, max and average pooling, adaptive pooling."""
+    return nn.Sequential(
+        nn.Conv1d(2, 6, 5, padding=2),
+        nn.BatchNorm1d(6),
+        nn.ReLU(),
+        nn.MaxPool1d(2),
+        nn.Conv1d(6, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool1d(3, stride=2, padding=1),
+        nn.Conv1d(8, 8, 3),
+        nn.LeakyReLU(0.05),
+        nn.AdaptiveAvgPool1d(4),
+        nn.Flatten(),
+        nn.Linear(32, classes),
+    )
+
+
 def _randomise(model: nn.Module, seed: int) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
@@ -66,6 +84,7 @@ ARCHS = {
     "alexnet": (lambda: alexnet(4, 1, 32), (1, 32, 32), ()),
     "resnet": (lambda: resnet(4, 1, 32), (1, 32, 32), (BasicSumCanonizer(),)),
     "deep": (lambda: DeepCNN(5), (3, 24, 24), ()),
+    "conv1d": (conv1d_net, (2, 40), ()),
 }
 COMPOSITES = ["hudd", "epsilon-plus", "epsilon-alpha2-beta1", "epsilon-gamma-box"]
 
