@@ -68,6 +68,23 @@ def conv1d_net(classes: int = 3) -> nn.Module:
     )
 
 
+def pools_net(classes: int = 4) -> nn.Module:
+    """Pooling settings the compiled avg-pool kernel leaves to torch's gradient (ceil mode,
+    divisor override), overlapping ceil-mode max pooling, non-square adaptive pooling."""
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(3, 2, ceil_mode=True),
+        nn.Conv2d(4, 6, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2, padding=1, ceil_mode=True),
+        nn.AvgPool2d(2, divisor_override=3),
+        nn.AdaptiveAvgPool2d((2, 3)),
+        nn.Flatten(),
+        nn.Linear(36, classes),
+    )
+
+
 def _randomise(model: nn.Module, seed: int) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
@@ -85,6 +102,7 @@ ARCHS = {
     "resnet": (lambda: resnet(4, 1, 32), (1, 32, 32), (BasicSumCanonizer(),)),
     "deep": (lambda: DeepCNN(5), (3, 24, 24), ()),
     "conv1d": (conv1d_net, (2, 40), ()),
+    "pools": (pools_net, (1, 23, 21), ()),
 }
 COMPOSITES = ["hudd", "epsilon-plus", "epsilon-alpha2-beta1", "epsilon-gamma-box"]
 
