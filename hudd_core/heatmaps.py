@@ -130,27 +130,28 @@ def run_heatmaps(
     image_size: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    improvement: bool = False,
     **kwargs,
 ) -> dict[str, Any]:
     """HeatmapModule over the work folder: ``T/testResult.csv`` Wrong rows →
-    ``T/Heatmaps`` (``meta``: the checkpoint sidecar; ``kwargs`` go to
-    :func:`compute_heatmaps`)."""
-    from hudd_core.data.datasets import ImageSet
+    ``T/Heatmaps``; with ``improvement``, every image of ``DataSets/ImprovementSet`` →
+    ``T/ImprovementHeatmaps`` (classifiers: unlabeled, the predicted class is explained).
+    ``meta`` is the checkpoint sidecar; ``kwargs`` go to :func:`compute_heatmaps`."""
+    from hudd_core.data.datasets import ImageFiles, ImageSet
     from hudd_core.testing import RESULT_FILES
 
     workdir, data_root = Path(workdir), Path(data_root)
+    load = {"channels": meta["in_channels"], "image_size": image_size, "mean": mean, "std": std}
+    if improvement:
+        if meta["task"] != "classifier":
+            raise ValueError("improvement heatmaps of a keypoint model need ground truth")
+        pool = ImageFiles(data_root / "ImprovementSet", **load)
+        return compute_heatmaps(model, pool, pool.ids, workdir / "ImprovementHeatmaps", **kwargs)
     wrong = wrong_images(workdir / RESULT_FILES["TestSet"])
     if not wrong:
         raise ValueError("the test set has no error-inducing image: nothing to explain")
-    ds = ImageSet(
-        data_root / "TestSet",
-        task=meta["task"],
-        channels=meta["in_channels"],
-        image_size=image_size,
-        mean=mean,
-        std=std,
-        classes=meta["classes"] if meta["task"] == "classifier" else None,
-    )
+    classes = meta["classes"] if meta["task"] == "classifier" else None
+    ds = ImageSet(data_root / "TestSet", task=meta["task"], classes=classes, **load)
     pos = {img: i for i, img in enumerate(ds.ids)}
     missing = [w for w in wrong if w not in pos]
     if missing:

@@ -140,5 +140,14 @@ def test_cli_heatmaps_over_wrong_images(tmp_path, capsys):
     assert [d["name"] for d in layers] == ["input", "features.3"]
     X = np.load(T / "Heatmaps" / "features.3.npy", mmap_mode="r")
     assert X.shape == (3, 64 * 16 * 16) and X.dtype == np.float16
+    (data / "ImprovementSet" / "sub").mkdir(parents=True)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(
+            data / "ImprovementSet" / "sub" / f"{i}.png"
+        )
+    assert main([*args, "--quiet", "--improvement", "--layers", "classifier.2"]) == 0
+    meta = json.loads((T / "ImprovementHeatmaps" / "layers.json").read_text())
+    assert meta["complete"] and meta["rows"] == 4
+    assert np.load(T / "ImprovementHeatmaps" / "classifier.2.npy").shape == (4, 256)
     with pytest.raises(SystemExit):  # argparse rejects an unknown composite
         main([*args, "--composite", "nope"])

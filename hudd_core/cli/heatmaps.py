@@ -5,7 +5,8 @@
     hudd heatmaps ... --composite epsilon-plus --layers features.3 classifier.2 --float16
 
 Writes T/Heatmaps/<layer>.npy, index.csv and layers.json (docs/CONTRACTS.md); an
-interrupted run resumes from the last stored batch.
+interrupted run resumes from the last stored batch. ``--improvement`` does the same for
+every ImprovementSet image into T/ImprovementHeatmaps.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="LRP rules (default: hudd, the reference semantics)")  # fmt: skip
     p.add_argument("--float16", action="store_true", help="store float16 heatmaps")
     p.add_argument("--list-layers", action="store_true", help="print layer names and shapes")
+    p.add_argument(
+        "--improvement",
+        action="store_true",
+        help="every ImprovementSet image into T/ImprovementHeatmaps instead",
+    )
     p.add_argument("--image-size", type=int, help="resize images to this square side")
     p.add_argument("--mean", type=float, nargs="+", help="per-channel mean to subtract")
     p.add_argument("--std", type=float, nargs="+", help="per-channel std to divide by")
@@ -66,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         composite=args.composite,
         layers=args.layers,
         float16=args.float16,
+        improvement=args.improvement,
         batch_size=args.batch_size,
         device=args.device,
         progress=not args.quiet,
