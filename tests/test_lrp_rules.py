@@ -210,3 +210,31 @@ def test_unsupported_operations_are_named(model, words):
 def test_unknown_layer_name_is_rejected():
     with pytest.raises(ValueError, match="unknown layer"):
         LRP(alexnet(2, 1, 32), layers=["features.99"])
+
+
+class _Functional(nn.Module):
+    """Functional spellings: F.relu, x.view(x.size(0), -1), torch.flatten, x.relu()."""
+
+    def __init__(self, seq: nn.Sequential):
+        super().__init__()
+        self.c1, self.c2, self.fc1, self.fc2 = seq[0], seq[2], seq[5], seq[7]
+
+    def forward(self, x):
+        h = nn.functional.relu(self.c1(x))
+        h = self.c2(h).relu()
+        h = h.view(h.size(0), -1)
+        h = torch.flatten(h, 1)
+        return self.fc2(nn.functional.relu(self.fc1(h)))
+
+
+def test_functional_spellings_match_modules():
+    torch.manual_seed(0)
+    seq = nn.Sequential(
+        nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(),
+        nn.Linear(4 * 4 * 4, 8), nn.ReLU(), nn.Linear(8, 3),
+    ).double().eval()  # fmt: skip
+    x = torch.rand(2, 1, 8, 8, dtype=D)
+    a = LRP(seq, "epsilon-plus")(x)
+    b = LRP(_Functional(seq), "epsilon-plus", layers=["input", "c1", "c2", "fc1"])(x)
+    for ours, theirs in [("input", "input"), ("c1", "0"), ("c2", "2"), ("fc1", "5")]:
+        torch.testing.assert_close(b[ours], a[theirs])

@@ -201,14 +201,16 @@ class LRP:
             elif kind == "add":
                 a, b = (env[n] for n in op.args)
                 env[op.name] = a + b  # never in place: the operands are kept for the backward
-            elif kind == "pass":
-                env[op.name] = env[op.args[0]]  # functional relu/dropout: see below
-                if node.target in (F.relu, torch.relu) or node.target in ("relu", "relu_"):
-                    env[op.name] = F.relu(env[op.args[0]])
+            elif kind == "pass":  # functional activations (never in place), dropout (off)
+                inp = env[op.args[0]]
+                if node.target in (F.relu, torch.relu, "relu", "relu_"):
+                    env[op.name] = F.relu(inp)
                 elif node.target is F.leaky_relu:
                     args, kwargs = val(node.args), val(node.kwargs)
                     slope = args[1] if len(args) > 1 else kwargs.get("negative_slope", 0.01)
-                    env[op.name] = F.leaky_relu(args[0], slope)
+                    env[op.name] = F.leaky_relu(inp, slope)
+                else:
+                    env[op.name] = inp
             elif node.op == "call_function":
                 env[op.name] = node.target(*val(node.args), **val(node.kwargs))
             else:  # call_method
