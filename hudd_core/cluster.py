@@ -525,31 +525,3 @@ def write_csv_atomic(path: Path, header: list[str], rows) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     write_csv(tmp, header, rows)
     os.replace(tmp, path)
-
-
-def pipeline_step(
-    workdir: str | Path,
-    data: str | Path,
-    *,
-    device: str | None = "auto",
-    seed: int = 0,
-    progress: bool = True,
-) -> dict | None:
-    """The ClusterModule as a pipeline step: :func:`run_cluster` when ``T/Heatmaps`` is
-    complete and holds at least 2 error images; otherwise a warning and None, so that a
-    chain without heatmaps still runs. Returns the facts worth recording in run.json."""
-    workdir = Path(workdir)
-    try:
-        _, images = read_heatmap_index(workdir)
-    except (FileNotFoundError, ValueError) as exc:
-        warnings.warn(f"clustering skipped: {exc}", RuntimeWarning, stacklevel=2)
-        return None
-    if len(images) < 2:
-        warnings.warn(f"clustering skipped: {len(images)} error image(s)", RuntimeWarning, 2)
-        return None
-    s = run_cluster(workdir, data, device=device, seed=seed, progress=progress)
-    facts = {k: s[k] for k in ("best_layer", "n_images", "n_clusters", "inspect_share")}
-    if "rq1" in s:
-        facts["rq1_share_50pct"] = s["rq1"]["share_50pct"]
-        facts["planted"] = s["rq1"].get("planted", {})
-    return facts

@@ -16,8 +16,8 @@ Unknown keys are an error that names the key and the file, so a typo never goes 
 
 Example:
     >>> cfg = load_config(None, {"workdir": "T2", "repeats": 3})
-    >>> cfg["workdir"], cfg["repeats"], cfg["selection"]
-    ('T2', 3, 'wicd-knee')
+    >>> cfg["workdir"], cfg["repeats"], cfg["k_range"]
+    ('T2', 3, (2, 500))
 """
 
 from __future__ import annotations
@@ -102,6 +102,21 @@ def _check_key(key: str, source: Path | str) -> str:
     return key
 
 
+def parse_k_range(text: str | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """``"2:500"`` (or a pair) → ``(2, 500)``; ``ValueError`` naming the option otherwise.
+
+    >>> parse_k_range("2:300")
+    (2, 300)
+    """
+    try:
+        lo, hi = (int(v) for v in (text.split(":") if isinstance(text, str) else text))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"k_range: expected LO:HI, got {text!r}") from exc
+    if not 1 <= lo <= hi:
+        raise ValueError(f"k_range: need 1 <= LO <= HI, got {text!r}")
+    return lo, hi
+
+
 def load_config(path: str | Path | None, overrides: dict[str, Any]) -> dict[str, Any]:
     """Defaults, then the TOML file (if any), then ``overrides`` (the command line; a
     ``None`` value means "not given")."""
@@ -112,6 +127,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> dict[str,
         _check_key(key, "command line")
         if value is not None:
             cfg[key] = value
+    cfg["k_range"] = parse_k_range(cfg["k_range"])
     unknown = [s for s in cfg["steps"] if s not in DEFAULTS["steps"]]
     if unknown:
         raise ValueError(f"unknown steps {unknown}; the steps are {DEFAULTS['steps']}")

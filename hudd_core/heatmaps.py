@@ -27,7 +27,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from hudd_core._ext import resolve_device
 from hudd_core.lrp import LRP
+from hudd_core.lrp.engine import layer_relevance
 from hudd_core.store import HeatmapStore
 
 
@@ -112,6 +113,28 @@ def compute_heatmaps(
     }
 
 
+def batch_relevance(
+    model: nn.Module, layer: str, *, composite: str = "hudd", device: str = "auto"
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function mapping a batch of images to its flattened relevance at ``layer``,
+    ``(B, D)`` float32 on the CPU, computed on ``device`` (what the AssignModule streams).
+
+    Example:
+        >>> from hudd_core.models import alexnet
+        >>> f = batch_relevance(alexnet(2, input_size=32).eval(), "features.10", device="cpu")
+        >>> f(torch.rand(3, 1, 32, 32)).shape
+        torch.Size([3, 1024])
+    """
+    param = next(model.parameters(), None)
+    dev = resolve_device(device, param.device if param is not None else torch.device("cpu"))
+    relevance = layer_relevance(model.to(dev).eval(), layer, composite)
+
+    def on_device(x: torch.Tensor) -> torch.Tensor:
+        return relevance(x.to(dev, non_blocking=True)).float().cpu()
+
+    return on_device
+
+
 def wrong_images(result_csv: str | Path) -> list[str]:
     """The error-inducing images: ``Wrong`` rows of a TestModule result file, in order."""
     path = Path(result_csv)
@@ -158,32 +181,3 @@ def run_heatmaps(
         raise ValueError(f"{len(missing)} Wrong images are not in TestSet (first: {missing[0]})")
     subset = Subset(ds, [pos[w] for w in wrong])
     return compute_heatmaps(model, subset, wrong, workdir / "Heatmaps", task=meta["task"], **kwargs)
-
-
-def pipeline_step(
-    workdir: str | Path,
-    data_root: str | Path,
-    checkpoint: str | Path,
-    device: str = "auto",
-    progress: bool = True,
-) -> dict[str, Any] | None:
-    """The HeatmapModule as a pipeline step (T/Heatmaps from the checkpoint); records its
-    timing in ``run.json``. ``None`` (with a warning) when the test set has no Wrong
-    image, so the chain still runs."""
-    import warnings
-
-    from hudd_core.models.checkpoint import load_checkpoint
-    from hudd_core.pipeline import record_step
-
-    t = time.perf_counter()
-    model, meta = load_checkpoint(checkpoint)
-    try:
-        summary = run_heatmaps(workdir, data_root, model, meta, device=device, progress=progress)
-    except ValueError as exc:
-        if "no error-inducing image" not in str(exc):
-            raise
-        warnings.warn(f"heatmaps skipped: {exc}", RuntimeWarning, stacklevel=2)
-        return None
-    facts = {k: v for k, v in summary.items() if k != "seconds"}
-    record_step(Path(workdir), "heatmaps", time.perf_counter() - t, **facts)
-    return summary

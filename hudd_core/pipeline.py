@@ -1,9 +1,14 @@
 """The pipeline: HUDD's steps chained as plain function calls over the work folder.
 
-``run_demo`` is the built-in simulator case study end to end: generate the eye images,
-train the AlexNet-style gaze classifier, test it. Each step reads the previous steps'
-files in ``workdir`` and skips work that is already complete for the same configuration,
-so an interrupted run resumes. Per-step timings go to ``workdir/run.json``.
+:func:`run_pipeline` (``hudd run``) chains test → heatmaps → cluster → assign → retrain →
+report with one configuration (:mod:`hudd_core.config`). Every step reads the previous
+steps' files in ``T/`` and is recorded in ``T/run.json`` (:class:`~hudd_core.runstate.RunLog`)
+with a fingerprint of its options and inputs: a rerun skips the steps that are complete
+and unchanged, re-runs a step whose options or inputs changed (and so the steps after it,
+whose inputs it rewrites), and the long steps resume their own partial work per batch.
+
+:func:`run_demo` (``hudd demo``) is the built-in simulator case study end to end: generate
+the eye images, train the AlexNet-style gaze classifier, then the whole pipeline.
 
 Example:
     >>> import tempfile
@@ -15,44 +20,59 @@ Example:
 from __future__ import annotations
 
 import json
-import platform
+import logging
+import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from hudd_core.config import DEFAULTS, load_config
 from hudd_core.data import simulator
 from hudd_core.data.datasets import ImageSet
-from hudd_core.data.generate import generate
-from hudd_core.heatmaps import pipeline_step as heatmaps_step
-from hudd_core.models.checkpoint import load_checkpoint, read_meta, save_checkpoint
+from hudd_core.data.generate import MARKER, generate
+from hudd_core.models.checkpoint import (
+    find_checkpoint,
+    load_checkpoint,
+    read_meta,
+    resolve_model,
+    save_checkpoint,
+)
 from hudd_core.models.loading import load_model
 from hudd_core.models.train import he_init, train
-from hudd_core.testing import RESULT_FILES, accuracy_by_planted, run_test
+from hudd_core.runstate import RunLog, fingerprint
 
-# Demo sizes: images per set, image side, training epochs. "small" (the default) fits the
-# 2-core budget (generation + training + test well under 2 minutes); "tiny" is for tests.
+log = logging.getLogger("hudd")
+
+STEPS = tuple(DEFAULTS["steps"])
+
+# Demo sizes: images per set, image side, training epochs, fine-tuning epochs. "small" (the
+# default) runs end to end on 2 CPU cores in a few minutes; "tiny" is for tests.
 SIZES: dict[str, dict[str, Any]] = {
     "tiny": {
         "sets": {"TrainingSet": 64, "TestSet": 32, "ImprovementSet": 32},
         "image_size": 32,
         "epochs": 1,
+        "retrain_epochs": 1,
     },
     "small": {
-        "sets": {"TrainingSet": 3000, "TestSet": 1500, "ImprovementSet": 1500},
+        "sets": {"TrainingSet": 3000, "TestSet": 1500, "ImprovementSet": 8000},
         "image_size": 32,
         "epochs": 8,
+        "retrain_epochs": 10,
     },
     "medium": {
-        "sets": {"TrainingSet": 8000, "TestSet": 3000, "ImprovementSet": 6000},
+        "sets": {"TrainingSet": 8000, "TestSet": 3000, "ImprovementSet": 20000},
         "image_size": 64,
         "epochs": 10,
+        "retrain_epochs": 10,
     },
     "large": {
-        "sets": {"TrainingSet": 20000, "TestSet": 6000, "ImprovementSet": 20000},
+        "sets": {"TrainingSet": 20000, "TestSet": 6000, "ImprovementSet": 40000},
         "image_size": 64,
         "epochs": 12,
+        "retrain_epochs": 10,
     },
 }
 DEMO_MODEL = "demo_alexnet"
@@ -65,15 +85,335 @@ DEMO_TRAINING = {
 }
 
 
-def record_step(workdir: Path, step: str, seconds: float, **info: Any) -> None:
-    """Adds a step's timing (and facts) to ``workdir/run.json``."""
-    path = workdir / "run.json"
-    run = json.loads(path.read_text()) if path.is_file() else {}
-    run.setdefault("versions", {"python": platform.python_version(), "torch": torch.__version__})
-    run.setdefault("steps", {})[step] = {"seconds": round(seconds, 3), **info}
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(run, indent=2))
-    tmp.replace(path)
+class StopPipeline(Exception):
+    """A step found nothing to work on (e.g. no error-inducing image): not an error, the
+    chain ends there and says why."""
+
+
+@dataclass
+class Run:
+    """What every step gets: the configuration, the folders and the model checkpoint."""
+
+    cfg: dict[str, Any]
+    checkpoint: Path
+
+    @property
+    def workdir(self) -> Path:
+        return Path(self.cfg["workdir"])
+
+    @property
+    def data(self) -> Path:
+        return Path(self.cfg["data"])
+
+    @property
+    def progress(self) -> bool:
+        return not self.cfg["quiet"]
+
+
+# --- the steps ------------------------------------------------------------------------
+
+
+def step_test(run: Run) -> dict[str, Any]:
+    """The TestModule over TrainingSet and TestSet (accuracy per planted region too)."""
+    from hudd_core.testing import RESULT_FILES, accuracy_by_planted, run_test
+
+    cfg = run.cfg
+    model, meta = load_checkpoint(run.checkpoint)
+    summary = run_test(
+        model,
+        run.data,
+        run.workdir,
+        meta,
+        batch_size=cfg["batch_size"],
+        device=cfg["device"],
+        threshold=cfg["threshold"],
+        image_size=cfg["image_size"],
+        mean=cfg["mean"],
+        std=cfg["std"],
+        progress=run.progress,
+    )
+    result = run.workdir / RESULT_FILES["TestSet"]
+    return {"summary": summary, "planted": accuracy_by_planted(run.data, "TestSet", result)}
+
+
+def step_heatmaps(run: Run) -> dict[str, Any]:
+    """LRP heatmaps of every (or the configured) layer for the Wrong test images."""
+    from hudd_core.heatmaps import run_heatmaps, wrong_images
+    from hudd_core.testing import RESULT_FILES
+
+    cfg = run.cfg
+    if not wrong_images(run.workdir / RESULT_FILES["TestSet"]):
+        raise StopPipeline("the DNN gets every TestSet image right: nothing to debug")
+    model, meta = load_checkpoint(run.checkpoint)
+    summary = run_heatmaps(
+        run.workdir,
+        run.data,
+        model,
+        meta,
+        image_size=cfg["image_size"],
+        mean=cfg["mean"],
+        std=cfg["std"],
+        composite=cfg["composite"],
+        layers=cfg["layers"],
+        float16=cfg["float16"],
+        batch_size=cfg["batch_size"],
+        device=cfg["device"],
+        num_workers=cfg["num_workers"],
+        progress=run.progress,
+    )
+    return {k: v for k, v in summary.items() if k != "seconds"}
+
+
+def step_cluster(run: Run) -> dict[str, Any]:
+    """Per-layer clustering, the best layer and its RCCs."""
+    from hudd_core.cluster import read_heatmap_index, run_cluster
+
+    cfg = run.cfg
+    _, images = read_heatmap_index(run.workdir)
+    if len(images) < 2:
+        raise StopPipeline(f"{len(images)} error-inducing image: too few to cluster")
+    s = run_cluster(
+        run.workdir,
+        run.data,
+        layers=cfg["layers"],
+        k_range=cfg["k_range"],
+        selection=cfg["selection"],
+        device=cfg["device"],
+        approx_threshold=cfg["approx_threshold"],
+        seed=cfg["seed"],
+        gifs=cfg["gifs"],
+        progress=run.progress,
+    )
+    facts = {k: s[k] for k in ("best_layer", "n_images", "n_clusters", "inspect_share")}
+    if "rq1" in s:
+        facts["rq1_share_50pct"] = s["rq1"]["share_50pct"]
+        facts["planted"] = s["rq1"].get("planted", {})
+    return facts
+
+
+def step_assign(run: Run) -> dict[str, Any]:
+    """The improvement images closest to the RCCs, at the selected layer."""
+    import numpy as np
+
+    from hudd_core.assign import read_rccs, run_assign
+    from hudd_core.heatmaps import batch_relevance
+
+    cfg = run.cfg
+    layer, _, labels = read_rccs(run.workdir)
+    if np.bincount(labels - labels.min()).max() < 2:
+        raise StopPipeline("every RCC has a single image: nothing to assign (reference rule)")
+    model, meta = load_checkpoint(run.checkpoint)
+    if meta["task"] != "classifier":
+        raise ValueError(
+            f"assign: {run.checkpoint.name} is a keypoint model; explaining unlabeled "
+            "improvement images needs a classifier (the start relevance is the prediction)"
+        )
+    relevance = batch_relevance(model, layer, composite=cfg["composite"], device=cfg["device"])
+    size = cfg["image_size"] or meta["input_size"]
+    return run_assign(
+        run.workdir,
+        run.data,
+        relevance,
+        input_shape=(meta["in_channels"], size, size),
+        backend=cfg["backend"],
+        top=cfg["top"],
+        quota_factor=cfg["quota_factor"],
+        batch_size=cfg["batch_size"],
+        num_workers=cfg["num_workers"],
+        limit=cfg["limit"],
+        gifs=cfg["gifs"],
+        progress=run.progress,
+    )
+
+
+def step_retrain(run: Run) -> dict[str, Any]:
+    """Labels, bootstrap balancing and fine-tuning (and the baselines when asked)."""
+    from hudd_core.retrain import run_retrain
+
+    cfg = run.cfg
+    hp = {
+        "epochs": cfg["epochs"],
+        "lr": cfg["lr"],
+        "momentum": cfg["momentum"],
+        "weight_decay": cfg["weight_decay"],
+        "batch_size": cfg["train_batch_size"],
+    }
+    result = run_retrain(
+        run.workdir,
+        run.data,
+        model_name=run.checkpoint.stem,
+        labels_csv=cfg["labels"],
+        baselines=cfg["baselines"],
+        repeats=cfg["repeats"],
+        seed=cfg["seed"],
+        hp=hp,
+        device=cfg["device"],
+        eval_batch_size=cfg["batch_size"],
+        progress=run.progress,
+    )
+    keep = ("before", "hudd", "BL1", "BL2", "repeats", "labelling_budget", "retrained_model")
+    return {k: result[k] for k in keep if k in result}
+
+
+def step_report(run: Run) -> dict[str, Any]:
+    """``T/report.html`` from every step's files."""
+    from hudd_core.report import build_report
+
+    return {"path": str(build_report(run.workdir, run.data))}
+
+
+# What each step runs, the options and files it depends on, and what it writes: a step is
+# skipped when its fingerprint is unchanged and its outputs exist. The report is cheap and
+# shows every step, so it is always rewritten.
+@dataclass(frozen=True)
+class StepSpec:
+    func: Callable[[Run], dict[str, Any]]
+    options: tuple[str, ...]
+    inputs: Callable[[Run], list[Path]]
+    outputs: tuple[str, ...]
+
+
+SPECS: dict[str, StepSpec] = {
+    "test": StepSpec(
+        step_test,
+        ("threshold", "image_size", "mean", "std"),
+        lambda r: [r.checkpoint, r.data / "TrainingSet", r.data / "TestSet"],
+        ("trainResult.csv", "testResult.csv"),
+    ),
+    "heatmaps": StepSpec(
+        step_heatmaps,
+        ("layers", "composite", "float16", "image_size", "mean", "std"),
+        lambda r: [r.checkpoint, r.workdir / "testResult.csv"],
+        ("Heatmaps/index.csv",),
+    ),
+    "cluster": StepSpec(
+        step_cluster,
+        ("layers", "k_range", "selection", "approx_threshold", "seed", "gifs"),
+        lambda r: [r.workdir / "Heatmaps" / "index.csv", r.data / "TestSet" / "metadata.csv"],
+        ("clusters.csv",),
+    ),
+    "assign": StepSpec(
+        step_assign,
+        ("composite", "top", "quota_factor", "limit", "gifs", "image_size"),
+        lambda r: [r.checkpoint, r.workdir / "clusters.csv", r.data / "ImprovementSet"],
+        ("unsafe_set.csv",),
+    ),
+    "retrain": StepSpec(
+        step_retrain,
+        (
+            "labels",
+            "epochs",
+            "lr",
+            "momentum",
+            "weight_decay",
+            "train_batch_size",
+            "baselines",
+            "repeats",
+            "seed",
+        ),
+        lambda r: [
+            r.checkpoint,
+            r.workdir / "unsafe_set.csv",
+            r.data / "TrainingSet",
+            r.data / "TestSet",
+            *([Path(r.cfg["labels"])] if r.cfg["labels"] else []),
+        ],
+        ("retrain.json",),
+    ),
+    "report": StepSpec(step_report, (), lambda r: [], ()),
+}
+
+
+# --- chaining --------------------------------------------------------------------------
+
+
+def _safe_name(text: str) -> str:
+    """A file-name stem made of ``[A-Za-z0-9_.-]`` only (never a path)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text).lstrip(".") or "model"
+
+
+def prepare_checkpoint(cfg: dict[str, Any]) -> Path:
+    """The model as a checkpoint in ``T/DNNModels`` (where the retraining also saves):
+    ``--weights`` (with ``--model`` when it has no sidecar) copied there once, or without
+    ``--weights`` the one checkpoint already there."""
+    workdir = Path(cfg["workdir"])
+    if cfg["weights"] is None:
+        if cfg["model"] is not None:
+            raise ValueError("--model needs --weights: HUDD debugs a trained model")
+        return find_checkpoint(workdir)
+    weights = Path(cfg["weights"])
+    if not weights.is_file():
+        raise FileNotFoundError(f"--weights {weights} does not exist")
+    folder = workdir / "DNNModels"
+    if weights.parent.resolve() == folder.resolve() and weights.with_suffix(".json").is_file():
+        return weights
+    st = weights.stat()
+    source = [str(weights.resolve()), st.st_size, st.st_mtime_ns]
+    name = _safe_name(weights.stem)
+    dest = folder / f"{name}.pt"
+    if dest.is_file() and dest.with_suffix(".json").is_file():
+        if read_meta(dest).get("source") == source:
+            return dest
+    model, meta = resolve_model(
+        cfg["model"],
+        weights,
+        cfg["data"],
+        trust=cfg["trust_model_file"],
+        in_channels=cfg["in_channels"],
+        image_size=cfg["image_size"],
+    )
+    return save_checkpoint(model, folder, name, {**meta, "source": source})
+
+
+def run_pipeline(cfg: dict[str, Any], *, checkpoint: Path | None = None) -> dict[str, Any]:
+    """Runs ``cfg["steps"]`` in order (``hudd run``); returns each step's facts.
+
+    Steps complete and unchanged since the last run are skipped; a step that finds
+    nothing to work on ends the chain with its reason in ``result["stopped"]`` (the report
+    is still written when there are clusters).
+
+    Example (a work folder with a trained model)::
+
+        cfg = load_config("hudd.toml", {"workdir": "T", "weights": "gaze.pt"})
+        result = run_pipeline(cfg)
+    """
+    workdir = Path(cfg["workdir"])
+    workdir.mkdir(parents=True, exist_ok=True)
+    run = Run(cfg, checkpoint or prepare_checkpoint(cfg))
+    runlog = RunLog(workdir, {k: cfg[k] for k in sorted(cfg)})
+    result: dict[str, Any] = {"workdir": str(workdir), "checkpoint": str(run.checkpoint)}
+    for name in cfg["steps"]:
+        spec = SPECS[name]
+        fp = fingerprint({k: cfg[k] for k in spec.options}, spec.inputs(run))
+        outputs = [workdir / o for o in spec.outputs]
+        if spec.outputs and runlog.fresh(name, fp, outputs):
+            log.info("%s: complete and unchanged, skipped", name)
+            result[name] = {
+                k: v
+                for k, v in runlog.data["steps"][name].items()
+                if k not in ("fingerprint", "seconds")
+            }
+            continue
+        if name == "report" and not (workdir / "clusters.csv").is_file():
+            continue
+        log.info("%s ...", name)
+        t = time.perf_counter()
+        try:
+            facts = spec.func(run)
+        except StopPipeline as stop:
+            log.warning("%s: %s; the pipeline stops here", name, stop)
+            result["stopped"] = {"step": name, "reason": str(stop)}
+            if name in ("assign", "retrain") and "report" in cfg["steps"]:
+                result["report"] = step_report(run)  # the clusters are worth showing
+            break
+        seconds = time.perf_counter() - t
+        runlog.record(name, fp, seconds, **facts)
+        log.info("%s: done in %.1f s", name, seconds)
+        result[name] = facts
+    return result
+
+
+# --- the demo --------------------------------------------------------------------------
 
 
 def step_generate(workdir: Path, size: str, seed: int, progress: bool) -> Path:
@@ -90,7 +430,15 @@ def step_train(
     """Trains the demo classifier; kept when a checkpoint of the same configuration exists."""
     cfg = SIZES[size]
     s = cfg["image_size"]
-    training = {**DEMO_TRAINING, "epochs": cfg["epochs"], "seed": seed, "size": size}
+    # the data's marker too: regenerated images (another simulator) mean a new model
+    data = json.loads((data_root / MARKER).read_text())
+    training = {
+        **DEMO_TRAINING,
+        "epochs": cfg["epochs"],
+        "seed": seed,
+        "size": size,
+        "simulator": data["simulator"],
+    }
     pt = workdir / "DNNModels" / f"{DEMO_MODEL}.pt"
     if pt.is_file() and pt.with_suffix(".json").is_file():
         if read_meta(pt).get("training") == training:
@@ -124,57 +472,52 @@ def step_train(
     return save_checkpoint(model, workdir / "DNNModels", DEMO_MODEL, meta)
 
 
-def step_test(
-    workdir: Path, data_root: Path, checkpoint: Path, device: str, progress: bool
-) -> dict[str, Any]:
-    """The TestModule over training and test sets; accuracy per planted region."""
-    model, meta = load_checkpoint(checkpoint)
-    summary = run_test(model, data_root, workdir, meta, device=device, progress=progress)
-    planted = accuracy_by_planted(data_root, "TestSet", workdir / RESULT_FILES["TestSet"])
-    return {"summary": summary, "planted": planted}
-
-
 def run_demo(
     workdir: str | Path,
     size: str = "small",
     seed: int = 0,
     *,
     device: str = "auto",
+    baselines: bool = True,
+    repeats: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """The simulator case study: generate → train → test (later HUDD steps follow)."""
+    """The simulator case study: generate → train → :func:`run_pipeline` (every step).
+
+    The retraining fine-tunes for ``SIZES[size]["retrain_epochs"]`` epochs (the reference
+    10 only at ``large``) so that the default run fits a few minutes on 2 cores; with
+    ``baselines`` BL1 and BL2 are retrained at the same labelling budget, ``repeats`` times.
+    """
     if size not in SIZES:
         raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"workdir": str(workdir)}
+    runlog = RunLog(workdir)
 
     t = time.perf_counter()
     data_root = step_generate(workdir, size, seed, progress)
-    record_step(workdir, "generate", time.perf_counter() - t, size=size, seed=seed)
-    result["data"] = str(data_root)
+    runlog.record("generate", None, time.perf_counter() - t, size=size, seed=seed)
 
     t = time.perf_counter()
     checkpoint = step_train(workdir, data_root, size, seed, device, progress)
-    record_step(workdir, "train", time.perf_counter() - t, checkpoint=str(checkpoint))
-    result["checkpoint"] = str(checkpoint)
+    runlog.record("train", None, time.perf_counter() - t, checkpoint=str(checkpoint))
 
-    t = time.perf_counter()
-    tested = step_test(workdir, data_root, checkpoint, device, progress)
-    record_step(workdir, "test", time.perf_counter() - t, **tested)
-    result["test"], result["planted"] = tested["summary"], tested["planted"]
-    result["heatmaps"] = heatmaps_step(workdir, data_root, checkpoint, device, progress)
-
-    from hudd_core.cluster import pipeline_step as cluster_step  # skipped without heatmaps
-
-    t = time.perf_counter()
-    clustered = cluster_step(workdir, data_root, device=device, seed=seed, progress=progress)
-    if clustered is not None:
-        record_step(workdir, "cluster", time.perf_counter() - t, **clustered)
-        result["cluster"] = clustered
-        from hudd_core.report import build_report  # keep last: it shows every step's results
-
-        t = time.perf_counter()
-        result["report"] = str(build_report(workdir, data_root))
-        record_step(workdir, "report", time.perf_counter() - t, path=result["report"])
+    cfg = load_config(
+        None,
+        {
+            "workdir": str(workdir),
+            "data": str(data_root),
+            "seed": seed,
+            "device": device,
+            "quiet": not progress,
+            "baselines": baselines,
+            "repeats": repeats,
+            "epochs": SIZES[size]["retrain_epochs"],
+        },
+    )
+    result = run_pipeline(cfg, checkpoint=checkpoint)
+    result["data"] = str(data_root)
+    if "test" in result:
+        result["planted"] = result["test"]["planted"]
+        result["test"] = result["test"]["summary"]
     return result

@@ -38,7 +38,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from hudd_core.assign import bootstrap_balance
 from hudd_core.data.datasets import ImageSet, load_image, read_labels, read_metadata
-from hudd_core.models.checkpoint import load_checkpoint, save_checkpoint
+from hudd_core.models.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from hudd_core.models.train import train
 from hudd_core.testing import DEFAULT_THRESHOLD, keypoint_errors, predict
 
@@ -283,7 +283,7 @@ def run_retrain(
     hp = {**REFERENCE_HP, **(hp or {})}
     if repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {repeats}")
-    checkpoint = _find_checkpoint(workdir, model_name)
+    checkpoint = find_checkpoint(workdir, model_name)
     model, meta = load_checkpoint(checkpoint)
     images, clusters, distances = read_unsafe_set(workdir)
     unsafe = Labelled(
@@ -372,19 +372,6 @@ def _largest_quota(workdir: Path, clusters: np.ndarray) -> int:
         if present.any():
             return math.ceil(2 * sizes[1][present].max())
     return int(np.bincount(clusters).max())
-
-
-def _find_checkpoint(workdir: Path, name: str | None) -> Path:
-    folder = workdir / "DNNModels"
-    if name:
-        path = folder / (name if name.endswith(".pt") else f"{name}.pt")
-        if not path.is_file():
-            raise FileNotFoundError(f"model checkpoint {path} does not exist")
-        return path
-    found = sorted(p for p in folder.glob("*.pt") if not p.stem.endswith("_retrained"))
-    if len(found) != 1:
-        raise ValueError(f"{folder} holds {len(found)} models; choose one with --model-name")
-    return found[0]
 
 
 def _baseline_pools(model, data_root: Path, meta, device: str, batch_size: int) -> dict:

@@ -88,6 +88,13 @@ def test_baselines_and_repeats(case):
     for method in ("hudd", "BL1", "BL2"):
         assert len(result[method]["accuracy"]["runs"]) == 2
         assert result[method]["accuracy"]["std"] >= 0.0
+    from hudd_core.report.html import retraining_section
+
+    page = retraining_section(result)  # what report.html shows
+    for method in ("hudd", "BL1", "BL2"):
+        acc = result[method]["accuracy"]
+        assert f"<td>{method}</td><td>{acc['mean']:.1%} ± {acc['std']:.1%}</td>" in page
+    assert "per planted region" in page and "per RCC" in page and "per class" in page
 
 
 def test_labels_from_folders_and_from_csv(case, tmp_path):

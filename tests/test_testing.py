@@ -229,7 +229,7 @@ def test_demo_tiny_end_to_end_and_resume(tmp_path, capsys):
     work = tmp_path / "demo"
     assert main(["demo", "--workdir", str(work), "--size", "tiny", "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "TestSet: accuracy" in out and "per planted region" in out and "timings:" in out
+    assert "TestSet accuracy" in out and "per planted region" in out and "timings:" in out
     pt = work / "DNNModels" / "demo_alexnet.pt"
     meta = json.loads(pt.with_suffix(".json").read_text())
     assert meta["classes"] == sim.CLASSES and meta["input_size"] == 32

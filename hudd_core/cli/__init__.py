@@ -11,7 +11,7 @@ import importlib
 import sys
 
 # Sub-command modules, in the order of the HUDD steps.
-COMMANDS = ["test", "heatmaps", "distance", "cluster", "report", "demo", "retrain"]
+COMMANDS = ["test", "heatmaps", "distance", "cluster", "assign", "retrain", "report", "run", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

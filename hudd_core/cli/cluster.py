@@ -5,17 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hudd_core.cli.common import add_common
-
-
-def parse_k_range(text: str) -> tuple[int, int]:
-    """``"2:500"`` → ``(2, 500)``."""
-    try:
-        lo, hi = (int(v) for v in text.split(":"))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected LO:HI, got {text!r}") from exc
-    if not 1 <= lo <= hi:
-        raise argparse.ArgumentTypeError(f"need 1 <= LO <= HI, got {text!r}")
-    return lo, hi
+from hudd_core.config import parse_k_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:

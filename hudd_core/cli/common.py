@@ -22,3 +22,21 @@ def add_common(p: argparse.ArgumentParser, *, model: bool = True, data: bool = T
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def setup_logging(quiet: bool, log_file: str | None) -> None:
+    """Step messages on stderr (warnings only with ``quiet``), and all of them in
+    ``log_file`` when given."""
+    import logging
+
+    log = logging.getLogger("hudd")
+    log.setLevel(logging.INFO)
+    log.handlers.clear()
+    console = logging.StreamHandler()
+    console.setLevel(logging.WARNING if quiet else logging.INFO)
+    console.setFormatter(logging.Formatter("hudd: %(message)s"))
+    log.addHandler(console)
+    if log_file:
+        handler = logging.FileHandler(log_file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(handler)

@@ -2,8 +2,8 @@
 
 Examples:
 
-    hudd demo --workdir demo_run              # small: well under 2 minutes on 2 CPU cores
-    hudd demo --workdir demo_run --size medium --seed 1
+    hudd demo --workdir demo_run              # small: a few minutes on 2 CPU cores
+    hudd demo --workdir demo_run --size medium --seed 1 --repeats 3
 """
 
 from __future__ import annotations
@@ -21,24 +21,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", default="small", choices=list(SIZES), help="images and epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--no-baselines", action="store_true", help="retrain HUDD's set only")
+    p.add_argument("--repeats", type=int, default=1, help="seeds per retraining method")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from hudd_core.cli.common import setup_logging
+    from hudd_core.cli.run import summarise
     from hudd_core.cli.test import print_planted
     from hudd_core.pipeline import run_demo
 
+    setup_logging(args.quiet, None)
     result = run_demo(
-        args.workdir, args.size, args.seed, device=args.device, progress=not args.quiet
+        args.workdir,
+        args.size,
+        args.seed,
+        device=args.device,
+        baselines=not args.no_baselines,
+        repeats=args.repeats,
+        progress=not args.quiet,
     )
     workdir = Path(args.workdir)
-    steps = json.loads((workdir / "run.json").read_text())["steps"]
     print(f"data:   {result['data']}")
     print(f"model:  {result['checkpoint']}")
-    for name, s in result["test"].items():
-        print(f"{name}: accuracy {s['accuracy']:.2%} ({s['wrong']} of {s['n']} wrong)")
     print(f"results: {workdir / 'trainResult.csv'}, {workdir / 'testResult.csv'}")
     print_planted(result["planted"])
+    summarise(
+        {k: v for k, v in result.items() if k != "test"} | {"test": {"summary": result["test"]}}
+    )
+    steps = json.loads((workdir / "run.json").read_text())["steps"]
     print("timings: " + ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in steps.items()))
     return 0

@@ -3,8 +3,9 @@
 ``DataSets/{TrainingSet,TestSet,ImprovementSet}/`` hold, for the classifier task, one
 sub-folder per class of PNGs; for the keypoint task, PNGs plus ``labels.csv``. Every set gets
 a ``metadata.csv`` (``image,<param>,...,planted``). The training set under-represents the
-planted regions (``simulator.TRAIN_RATES``); test and improvement sets sample them often
-(``simulator.TEST_RATES``). Output is deterministic for a seed.
+planted regions (``simulator.TRAIN_RATES``), the test set samples them often
+(``simulator.TEST_RATES``) and the improvement set, standing for field data, rarely
+(``simulator.FIELD_RATES``). Output is deterministic for a seed.
 
 Example:
     >>> import tempfile
@@ -34,8 +35,11 @@ CHUNK = 1024  # images rendered per step; each chunk has its own seed, so output
 
 
 def set_rates(name: str) -> dict[str, float]:
-    """Planted-region rates of a set: rare in training, frequent elsewhere."""
-    return sim.TRAIN_RATES if name == "TrainingSet" else sim.TEST_RATES
+    """Planted-region rates of a set: rare in training and in the improvement set (field
+    data), frequent in the test set."""
+    return {"TrainingSet": sim.TRAIN_RATES, "ImprovementSet": sim.FIELD_RATES}.get(
+        name, sim.TEST_RATES
+    )
 
 
 def simulator_version() -> str:
@@ -137,6 +141,7 @@ def generate(
         "sizes": sizes,
         "train_rates": sim.TRAIN_RATES,
         "test_rates": sim.TEST_RATES,
+        "field_rates": sim.FIELD_RATES,
         "simulator": simulator_version(),
     }
     marker = root / MARKER

@@ -60,7 +60,10 @@ BORDER_MARGIN = 0.3  # gaze closer than this (normalised units) to a class bound
 # Planted (under-represented) regions and how each is drawn.
 PLANTED = ["borderline_gaze", "dark", "glasses", "head_roll", "half_closed"]
 TRAIN_RATES = {name: 0.006 for name in PLANTED}  # ~0.6% each: rare, but not absent
-TEST_RATES = {name: 0.1 for name in PLANTED}  # test and improvement sets: 10% each
+TEST_RATES = {name: 0.1 for name in PLANTED}  # test set: 10% each, so errors are many
+# The improvement set stands for field data: the rare conditions are rare (3% each), so
+# labelling random images finds few of them, which is what HUDD's selection is for.
+FIELD_RATES = {name: 0.03 for name in PLANTED}
 
 
 def gaze_margin(gaze_h: np.ndarray, gaze_v: np.ndarray) -> np.ndarray:

@@ -53,6 +53,21 @@ def save_checkpoint(model: nn.Module, folder: str | Path, name: str, meta: dict[
     return pt
 
 
+def find_checkpoint(workdir: str | Path, name: str | None = None) -> Path:
+    """The model checkpoint of the work folder: ``T/DNNModels/<name>.pt``, or without a
+    name the only one there that is not a ``_retrained`` one."""
+    folder = Path(workdir) / "DNNModels"
+    if name:
+        path = folder / (name if name.endswith(".pt") else f"{name}.pt")
+        if not path.is_file():
+            raise FileNotFoundError(f"model checkpoint {path} does not exist")
+        return path
+    found = sorted(p for p in folder.glob("*.pt") if not p.stem.endswith("_retrained"))
+    if len(found) != 1:
+        raise ValueError(f"{folder} holds {len(found)} models; choose one with --model-name")
+    return found[0]
+
+
 def read_meta(path: str | Path) -> dict[str, Any]:
     """The sidecar of a checkpoint (``name.pt`` or ``name.json``)."""
     js = Path(path).with_suffix(".json")

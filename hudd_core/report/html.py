@@ -197,37 +197,52 @@ def _fmt(v, pct: bool = False) -> str:
     return f"{f:.1%}" if pct else f"{f:.4g}"
 
 
-def retraining_section(info: dict | None) -> str:
-    """HTML of the "Retraining" section.
+def _pct(s: dict) -> str:
+    return f"{s['mean']:.1%} ± {s['std']:.1%}"
 
-    EXTENSION POINT for the RetrainModule (steps 4–7): pass a dict such as
-    ``{"accuracy_before": 0.81, "accuracy_after": 0.9, "per_class": {...},
-    "baselines": {"random": {...}, ...}}`` (e.g. the content of ``T/retrain.json``); scalars
-    become a table, nested dicts become sub-tables. ``None``: a note that retraining has
-    not run yet.
-    """
+
+def _pp(s: dict) -> str:
+    return f"{s['mean'] * 100:+.1f} ± {s['std'] * 100:.1f} pp"
+
+
+def retraining_section(info: dict | None) -> str:
+    """HTML of the "Retraining" section from ``T/retrain.json``: test accuracy before and
+    after per method (HUDD, and the baselines BL1/BL2 at the same labelling budget) as
+    mean ± std over the repeats, then the same per planted region, RCC and class.
+    ``None``: a note that retraining has not run yet."""
     if not info:
         return (
             '<div class="retraining"><p class="muted">Retraining has not run yet '
-            "(<code>hudd retrain</code> adds accuracy before/after and the baseline "
-            "comparisons here).</p></div>"
+            "(<code>hudd retrain --baselines</code> adds accuracy before/after and the "
+            "baseline comparisons here).</p></div>"
         )
-    return f'<div class="retraining">{_dict_html(info)}</div>'
-
-
-def _dict_html(d: dict) -> str:
-    scalars = [
-        [k, _fmt(v) if isinstance(v, float) else v]
-        for k, v in d.items()
-        if not isinstance(v, (dict, list))
+    methods = [m for m in ("hudd", "BL1", "BL2") if m in info]
+    rows = [["before", f"{info['before']['overall']:.1%}", ""]]
+    rows += [[m, _pct(info[m]["accuracy"]), _pp(info[m]["gain"])] for m in methods]
+    parts = [
+        f"<p>Labelling budget {info['labelling_budget']} images "
+        f"({info['balanced_unsafe_set']} samples after bootstrap balancing), "
+        f"{info['repeats']} run(s) per method; model {html.escape(info['retrained_model'])}."
+        "</p>",
+        _table(["method", "test accuracy", "gain"], rows),
     ]
-    parts = [_table(["key", "value"], scalars)] if scalars else []
-    for k, v in d.items():
-        if isinstance(v, dict):
-            parts.append(f"<h4>{html.escape(str(k))}</h4>{_dict_html(v)}")
-        elif isinstance(v, list):
-            parts.append(f"<h4>{html.escape(str(k))}</h4><p>{html.escape(str(v))}</p>")
-    return "".join(parts)
+    for group in ("planted", "rcc", "class"):
+        if group not in info["before"]:
+            continue
+        names = list(info["before"][group])
+        table = [
+            [
+                name,
+                info["before"][group][name]["n"],
+                f"{info['before'][group][name]['accuracy']:.1%}",
+                *(_pct(info[m][group][name]) for m in methods),
+            ]
+            for name in names
+        ]
+        title = {"planted": "planted region", "rcc": "RCC", "class": "class"}[group]
+        parts.append(f"<h4>per {title}</h4>")
+        parts.append(_table([title, "n", "before", *methods], table))
+    return f'<div class="retraining">{"".join(parts)}</div>'
 
 
 def build_report(

@@ -1,0 +1,121 @@
+"""``hudd run``: every HUDD step in one resumable run, from CLI options or a TOML file.
+
+    hudd run --weights gaze.pt --model alexnet --data DataSets --workdir T
+    hudd run --config hudd.toml --device cuda --num-workers 8 --log-file T/hudd.log
+    hudd run --config hudd.toml --steps assign retrain report --baselines --repeats 3
+
+Options given on the command line override the file; the file's keys are the option
+names with underscores (docs/CONTRACTS.md). A rerun skips the steps that are complete and
+unchanged and resumes an interrupted one; ``T/run.json`` records what ran.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from hudd_core.config import DEFAULTS
+
+HELP = {
+    "model": "built-in name, file.py:factory or package.module:factory",
+    "weights": ".pt state_dict or .safetensors (copied to T/DNNModels)",
+    "trust_model_file": "allow unpickling a whole model file (only for files you trust)",
+    "data": "folder with TrainingSet/TestSet/ImprovementSet",
+    "workdir": "work folder (the paper's T/)",
+    "device": "auto, cpu or cuda",
+    "num_workers": "DataLoader decoding workers",
+    "limit": "only the first N improvement images",
+    "quiet": "warnings only, no progress bars",
+    "log_file": "also write the step messages to this file",
+    "layers": "layer names to record and cluster (default: all)",
+    "k_range": "numbers of clusters to scan, LO:HI",
+    "selection": "wicd-knee (reference) or silhouette",
+    "backend": "assign: auto, faiss, faiss-gpu, torch or numpy",
+    "labels": "CSV image,label for the unsafe set (default: the ImprovementSet's labels)",
+    "baselines": "also retrain BL1 and BL2 at the same labelling budget",
+    "repeats": "seeds per retraining method",
+    "steps": f"steps to run, in order (default: {' '.join(DEFAULTS['steps'])})",
+}
+# Options whose default is None: their type.
+TYPES = {
+    "model": str,
+    "weights": str,
+    "data": str,
+    "workdir": str,
+    "limit": int,
+    "log_file": str,
+    "image_size": int,
+    "mean": float,
+    "std": float,
+    "layers": str,
+    "labels": str,
+}
+LISTS = {"mean", "std", "layers", "steps"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="all steps, resumable, from options or a TOML file")
+    p.add_argument("--config", help="TOML file with the options (command line overrides it)")
+    for key, default in DEFAULTS.items():
+        flag = "--" + key.replace("_", "-")
+        if default is True:  # on by default: the option turns it off
+            p.add_argument(
+                "--no-" + key.replace("_", "-"),
+                dest=key,
+                action="store_false",
+                default=None,
+                help=f"no {key.replace('_', ' ')}",
+            )
+        elif default is False:
+            p.add_argument(flag, action="store_true", default=None, help=HELP.get(key))
+        else:
+            kind = TYPES.get(key) or (str if key in LISTS else type(default))
+            p.add_argument(
+                flag,
+                type=kind,
+                nargs="+" if key in LISTS else None,
+                default=None,
+                help=f"{HELP.get(key, '')} (default: {default})".strip(),
+            )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hudd_core.cli.common import setup_logging
+    from hudd_core.config import load_config
+    from hudd_core.pipeline import run_pipeline
+
+    cfg = load_config(args.config, {k: getattr(args, k) for k in DEFAULTS})
+    setup_logging(cfg["quiet"], cfg["log_file"])
+    result = run_pipeline(cfg)
+    summarise(result)
+    return 0
+
+
+def summarise(result: dict) -> None:
+    """The figures an engineer looks at first, one line a step."""
+    if "test" in result:
+        for name, s in result["test"]["summary"].items():
+            print(f"test: {name} accuracy {s['accuracy']:.2%} ({s['wrong']} of {s['n']} wrong)")
+    if "cluster" in result:
+        c = result["cluster"]
+        line = (
+            f"cluster: best layer {c['best_layer']}, {c['n_clusters']} RCCs of "
+            f"{c['n_images']} error images (inspect {c['inspect_share']:.1%})"
+        )
+        if "rq1_share_50pct" in c:
+            line += f", RQ1 {c['rq1_share_50pct']:.0%}"
+        print(line)
+    if "assign" in result:
+        a = result["assign"]
+        print(
+            f"assign: {a['selected']} of {a['improvement_images']} improvement images "
+            f"selected, {a['skipped']} skipped"
+        )
+    if "retrain" in result:
+        from hudd_core.cli.retrain import format_summary
+
+        print(format_summary(result["retrain"]))
+    if "stopped" in result:
+        print(f"stopped at {result['stopped']['step']}: {result['stopped']['reason']}")
+    if "report" in result:
+        print(f"report: {result['report']['path']}")
