@@ -22,7 +22,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ import torch
 
 from hudd_core._ext import cuda_usable
 from hudd_core.distance import cdist_tensor
+from hudd_core.fileio import atomic_write, fresh_tmp_dir, replace_dir, write_csv
 
 BACKENDS = ("auto", "faiss", "faiss-gpu", "torch", "numpy")
 
@@ -315,16 +315,17 @@ class CandidateStore:
     def save(self) -> None:
         images, idx, dist = self.arrays()
         self.image_idx, self.cluster_idx, self.distance = [images], [idx], [dist]
-        tmp = self.path.with_name(f".{self.path.name}.tmp.npz")
-        np.savez(
-            tmp,
-            image_idx=images,
-            cluster_idx=idx,
-            distance=dist,
-            done=self.done,
-            signature=json.dumps(self.signature),
+        atomic_write(
+            self.path,
+            lambda tmp: np.savez(
+                tmp,
+                image_idx=images,
+                cluster_idx=idx,
+                distance=dist,
+                done=self.done,
+                signature=json.dumps(self.signature),
+            ),
         )
-        os.replace(tmp, self.path)
 
 
 def run_assign(
@@ -359,7 +360,6 @@ def run_assign(
     from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
 
-    from hudd_core.cluster import write_csv_atomic
     from hudd_core.data.datasets import ImageFiles
     from hudd_core.data.robust import SkipLog, Skipping, collate_skipping
 
@@ -415,7 +415,7 @@ def run_assign(
     done_images, cand_idx, cand_dist = store.arrays()
     sel = greedy_select(index.clusters[cand_idx], cand_dist, quotas)
     chosen = [pool.ids[i] for i in done_images[sel.image]]
-    write_csv_atomic(
+    write_csv(
         workdir / "unsafe_set.csv",
         ["image", "cluster", "distance", "order"],
         [
@@ -441,7 +441,6 @@ def write_unsafe_folders(
 ) -> Path:
     """``T/UnsafeSet/<cluster>/`` with copies of the selected images and a GIF per cluster,
     built in a temporary folder then renamed into place."""
-    from hudd_core.cluster import fresh_tmp_dir, replace_dir
     from hudd_core.rcc import flat_name, write_gif
 
     final = Path(workdir) / "UnsafeSet"

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ import numpy as np
 from numba import njit
 
 from hudd_core import wicd as _wicd
+from hudd_core.fileio import atomic_write_json, fresh_tmp_dir, replace_dir, write_csv
 from hudd_core.knee import best_layer, choose_k
 
 DEFAULT_K_RANGE = (2, 500)
@@ -270,41 +270,6 @@ def read_heatmap_index(workdir: Path) -> tuple[list[dict], list[str]]:
     return meta["layers"], images
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes ``text`` to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Moves the finished folder ``tmp`` to ``final``, replacing what was there."""
-    old = final.with_name(f".{final.name}.old")
-    if old.exists():
-        shutil.rmtree(old)
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists():
-        shutil.rmtree(old)
-
-
-def fresh_tmp_dir(final: Path) -> Path:
-    """An empty sibling folder ``.<name>.tmp`` to build ``final`` in."""
-    tmp = final.with_name(f".{final.name}.tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def write_csv(path: Path, header: list[str], rows) -> None:
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-
-
 def _signature(
     heatmap: Path, n: int, lo: int, hi: int, selection: str, approx: bool, seed: int
 ) -> dict:
@@ -479,7 +444,7 @@ def run_cluster(
         },
     }
     chosen = results[best]
-    write_csv_atomic(
+    write_csv(
         workdir / "clusters.csv",
         ["image", "cluster", "layer"],
         [(img, int(c), best) for img, c in zip(images, chosen.labels, strict=True)],
@@ -489,7 +454,7 @@ def run_cluster(
     analysis = rq1.analyse(workdir, data, images, chosen.labels)
     if analysis is not None:
         summary["rq1"] = analysis
-    atomic_write_text(workdir / "ClusterAnalysis" / "summary.json", json.dumps(summary, indent=2))
+    atomic_write_json(workdir / "ClusterAnalysis" / "summary.json", summary)
     return summary
 
 
@@ -518,10 +483,3 @@ def _drop_previous_rccs(workdir: Path, best: str) -> None:
         return
     if all(p.name.startswith("Cluster_") for p in folder.iterdir()):
         shutil.rmtree(folder)
-
-
-def write_csv_atomic(path: Path, header: list[str], rows) -> None:
-    """:func:`write_csv` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    write_csv(tmp, header, rows)
-    os.replace(tmp, path)

@@ -16,13 +16,14 @@ Example:
 
 from __future__ import annotations
 
-import os
 import shutil
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from hudd_core.fileio import atomic_write, fresh_tmp_dir, replace_dir
 
 FRAME_MS = 600
 GIF_MAX_SIDE = 256
@@ -69,11 +70,12 @@ def write_gif(
         c.paste(f.convert(mode), ((w - f.width) // 2, (h - f.height) // 2))
         ImageDraw.Draw(c).text((3, h + 1), f"{i + 1}/{len(frames)}", fill=white)
         canvas.append(c)
-    tmp = out.with_name(f".{out.name}.tmp")
-    canvas[0].save(
-        tmp, format="GIF", save_all=True, append_images=canvas[1:], duration=frame_ms, loop=0
+    atomic_write(
+        out,
+        lambda tmp: canvas[0].save(
+            tmp, format="GIF", save_all=True, append_images=canvas[1:], duration=frame_ms, loop=0
+        ),
     )
-    os.replace(tmp, out)
     return len(canvas)
 
 
@@ -92,7 +94,6 @@ def write_rcc_folders(
     Images missing under ``data`` are skipped with one warning."""
     from tqdm.auto import tqdm
 
-    from hudd_core.cluster import fresh_tmp_dir, replace_dir
 
     final = Path(workdir) / layer
     tmp = fresh_tmp_dir(final)

@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from hudd_core.assign import bootstrap_balance
 from hudd_core.data.datasets import ImageSet, load_image, read_labels, read_metadata
+from hudd_core.fileio import atomic_write_json
 from hudd_core.models.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from hudd_core.models.train import train
 from hudd_core.testing import DEFAULT_THRESHOLD, keypoint_errors, predict
@@ -355,9 +354,7 @@ def run_retrain(
         "before": before,
         **{name: _summarise(runs, before) for name, runs in methods.items()},
     }
-    tmp = workdir / ".retrain.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2))
-    os.replace(tmp, workdir / "retrain.json")
+    atomic_write_json(workdir / "retrain.json", result)
     return result
 
 

@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import json
 from collections import Counter
 from pathlib import Path
 
@@ -95,7 +94,7 @@ def analyse(
 ) -> dict | None:
     """Writes the RQ1 tables and figure when ``<data>/<test_set>/metadata.csv`` exists;
     returns their summary (None without metadata)."""
-    from hudd_core.cluster import atomic_write_text, write_csv_atomic
+    from hudd_core.fileio import atomic_write_json, write_csv
     from hudd_core.report.plots import rq1_plot
 
     path = Path(data) / test_set / "metadata.csv"
@@ -119,7 +118,7 @@ def analyse(
             j = int(np.nanargmax(red[r]))
             best[r], best_param[r] = red[r, j], params[j]
     out = Path(workdir) / "ClusterAnalysis"
-    write_csv_atomic(
+    write_csv(
         out / "variance_reduction.csv",
         ["cluster", "size", *params, "max_reduction", "max_param"],
         [
@@ -151,7 +150,7 @@ def analyse(
     if any("planted" in row for row in meta.values()):
         regions = [meta[k].get("planted", "none") if k in meta else "none" for k in keys]
         rows = planted_purity_recall(regions, labels)
-        write_csv_atomic(
+        write_csv(
             out / "planted.csv",
             ["cluster", "size", "dominant", "purity", "recall"],
             [
@@ -160,7 +159,7 @@ def analyse(
             ],
         )
         summary["planted"] = _region_summary(regions, labels, rows)
-    atomic_write_text(out / "rq1.json", json.dumps(summary, indent=2))
+    atomic_write_json(out / "rq1.json", summary)
     return summary
 
 

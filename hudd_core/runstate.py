@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Any
+
+from hudd_core.fileio import atomic_write_json
 
 
 def _stat(path: Path) -> list:
@@ -89,7 +90,4 @@ class RunLog:
         self.save()
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(self.data, indent=2, default=str))
-        os.replace(tmp, self.path)
+        atomic_write_json(self.path, self.data)

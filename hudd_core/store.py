@@ -19,27 +19,22 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from hudd_core.fileio import atomic_write_json, write_csv
+
 PROGRESS = "progress.json"
 
 
 def _atomic_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(payload, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write_json(path, payload, fsync=True)
 
 
 def signature(images: Sequence[str], layers: Mapping[str, Sequence[int]], **extra) -> str:
@@ -108,12 +103,7 @@ class HeatmapStore:
                 dtype=np.dtype(dtype),
                 shape=(len(images), math.prod(shape)),
             ).flush()
-        tmp = folder / ".index.csv.tmp"
-        with open(tmp, "w", newline="") as fh:
-            w = csv.writer(fh, lineterminator="\n")
-            w.writerow(["row", "image"])
-            w.writerows(enumerate(images))
-        os.replace(tmp, folder / "index.csv")
+        write_csv(folder / "index.csv", ["row", "image"], enumerate(images))
         _atomic_json(folder / "layers.json", meta)
         _atomic_json(progress, {"signature": sig, "rows": 0, "complete": False})
         return cls(folder, images, layers, meta, 0)

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from hudd_core.data.datasets import ImageSet, read_metadata
+from hudd_core.fileio import write_csv
 from hudd_core.models.train import resolve_device
 
 RESULT_FILES = {"TrainingSet": "trainResult.csv", "TestSet": "testResult.csv"}
@@ -103,17 +104,6 @@ def keypoint_rows(
     return header, rows
 
 
-def write_csv_atomic(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    """Writes a CSV under a temporary name, then renames it: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(header)
-        w.writerows(rows)
-    tmp.replace(path)
-
-
 def run_test(
     model: nn.Module,
     data_root: str | Path,
@@ -156,7 +146,7 @@ def run_test(
         else:
             target = np.stack([ds[i][1].numpy() for i in range(len(ds))]) if len(ds) else out
             header, rows = keypoint_rows(ds.ids, out, target, threshold)
-        write_csv_atomic(workdir / RESULT_FILES.get(name, f"{name}Result.csv"), header, rows)
+        write_csv(workdir / RESULT_FILES.get(name, f"{name}Result.csv"), header, rows)
         wrong = sum(r[1] == "Wrong" for r in rows)
         summary[name] = {
             "n": len(rows),

@@ -17,7 +17,7 @@ def test_toml_then_command_line(tmp_path):
     assert (cfg["model"], cfg["workdir"], cfg["k_range"], cfg["seed"]) == (
         "alexnet",
         "T2",
-        "2:40",
+        (2, 40),
         0,
     )
 

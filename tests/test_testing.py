@@ -244,15 +244,3 @@ def test_demo_tiny_end_to_end_and_resume(tmp_path, capsys):
     assert {"generate", "train", "test"} <= set(run["steps"])
     result = run_demo(work, "tiny", seed=1, progress=False)  # another seed: regenerated
     assert pt.stat().st_mtime_ns != stamp
-
-
-def test_docstring_examples_run():
-    import doctest
-
-    from hudd_core import testing
-    from hudd_core.data import datasets, generate, simulator
-    from hudd_core.models import checkpoint, train
-
-    for module in (simulator, generate, datasets, checkpoint, train, testing):
-        failed, tried = doctest.testmod(module)
-        assert tried > 0 and failed == 0, module.__name__

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hudd_core.fileio import atomic_write
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("distance", help="condensed Euclidean distances of a .npy matrix")
@@ -28,8 +30,6 @@ def run(args: argparse.Namespace) -> int:
         result, _ = second_level_pdist(X, device=args.device, progress=not args.quiet)
     else:
         result = pdist(X, device=args.device, progress=not args.quiet)
-    tmp = args.output.with_suffix(".tmp.npy")
-    np.save(tmp, result)
-    tmp.replace(args.output)  # never a half-written output
+    atomic_write(args.output, lambda tmp: np.save(tmp, result))  # never half-written
     print(f"wrote {result.size} distances to {args.output}")
     return 0

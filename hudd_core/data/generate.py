@@ -28,6 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from hudd_core.data import simulator as sim
+from hudd_core.fileio import write_csv
 
 SETS = ["TrainingSet", "TestSet", "ImprovementSet"]
 MARKER = "simulator.json"  # records the configuration; marks a folder we may overwrite
@@ -98,17 +99,11 @@ def write_set(
     for f in pending:
         f.result()
     bar.close()
-    _write_csv(folder / "metadata.csv", ["image", *sim.PARAMS, "planted"], meta_rows)
+    write_csv(folder / "metadata.csv", ["image", *sim.PARAMS, "planted"], meta_rows)
     if task == "keypoints":
         header = ["image"] + [f"{a}{k}" for k in range(len(sim.KEYPOINTS)) for a in "xy"]
-        _write_csv(folder / "labels.csv", header, label_rows)
+        write_csv(folder / "labels.csv", header, label_rows)
     return n
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(",".join(r) for r in [header, *rows]) + "\n")
-    tmp.replace(path)
 
 
 def generate(

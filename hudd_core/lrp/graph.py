@@ -11,7 +11,7 @@ Example:
     >>> import torch
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
     >>> [(op.name, op.kind) for op in capture(net).ops]
-    [('input', 'input'), ('0', 'linear'), ('1', 'pass'), ('2', 'linear')]
+    [('input_1', 'input'), ('_0', 'linear'), ('_1', 'act'), ('_2', 'linear')]
 """
 
 from __future__ import annotations

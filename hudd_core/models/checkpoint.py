@@ -30,6 +30,7 @@ from PIL import Image
 from torch import nn
 
 from hudd_core.data.datasets import find_classes, read_labels
+from hudd_core.fileio import atomic_write, atomic_write_json
 from hudd_core.models.loading import load_model, resolve_factory
 
 REQUIRED = ("model", "kwargs", "task", "classes", "in_channels", "input_size")
@@ -46,10 +47,8 @@ def save_checkpoint(model: nn.Module, folder: str | Path, name: str, meta: dict[
     folder.mkdir(parents=True, exist_ok=True)
     pt, js = folder / f"{name}.pt", folder / f"{name}.json"
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(state, pt.with_suffix(".pt.tmp"))
-    pt.with_suffix(".pt.tmp").replace(pt)
-    js.with_suffix(".json.tmp").write_text(json.dumps(meta, indent=2))
-    js.with_suffix(".json.tmp").replace(js)
+    atomic_write(pt, lambda tmp: torch.save(state, tmp))
+    atomic_write_json(js, meta)
     return pt
 
 

@@ -20,12 +20,12 @@ import csv
 import html
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from hudd_core.fileio import atomic_write_text
 from hudd_core.report.plots import dendrogram_png, rq1_plot
 
 THUMB = 112
@@ -294,10 +294,7 @@ def build_report(
         + "</body></html>"
     )
     path = Path(out) if out else workdir / "report.html"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, page)
 
 
 def _summary_html(summary: dict, members: dict[int, list[str]]) -> str:

@@ -13,13 +13,14 @@ Example:
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from hudd_core.fileio import atomic_write_bytes
 
 
 def _png(fig: Figure, path: Path | None = None, dpi: int = 100) -> bytes:
@@ -28,9 +29,7 @@ def _png(fig: Figure, path: Path | None = None, dpi: int = 100) -> bytes:
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     data = buf.getvalue()
     if path is not None:
-        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, data)
     return data
 
 

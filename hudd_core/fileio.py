@@ -1,0 +1,91 @@
+"""Crash-safe writes for the work folder: every file is written under a temporary sibling
+name and renamed into place, so an interruption at any point (SIGINT, SIGTERM, kill -9)
+leaves the previous file or the new one, never half of one.
+
+Example:
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> path = write_csv(d / "a.csv", ["image", "cluster"], [["x.png", 1]])
+    >>> (d / "a.csv").read_text()
+    'image,cluster\\nx.png,1\\n'
+    >>> sorted(p.name for p in d.iterdir())
+    ['a.csv']
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+
+def temporary_sibling(path: Path) -> Path:
+    """``.<stem>.tmp<suffix>`` beside ``path`` (the suffix kept: writers such as
+    ``np.save`` and Pillow go by it)."""
+    return path.with_name(f".{path.stem}.tmp{path.suffix}")
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any], *, fsync: bool = False) -> Path:
+    """Calls ``write(tmp)`` on a temporary sibling of ``path``, then renames it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_sibling(path)
+    write(tmp)
+    if fsync:
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, *, fsync: bool = False) -> Path:
+    """``text`` (UTF-8) into ``path``, atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), fsync=fsync)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """``data`` into ``path``, atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_json(path: str | Path, payload: Any, *, fsync: bool = False) -> Path:
+    """``payload`` as indented JSON into ``path``, atomically."""
+    return atomic_write_text(path, json.dumps(payload, indent=2, default=str), fsync=fsync)
+
+
+def write_csv(path: str | Path, header: list[str], rows: Iterable[Iterable[Any]]) -> Path:
+    """A CSV file (``\\n`` line ends) with ``header`` and ``rows``, atomically."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(header)
+            w.writerows(rows)
+
+    return atomic_write(path, write)
+
+
+def fresh_tmp_dir(final: Path) -> Path:
+    """An empty sibling folder ``.<name>.tmp`` to build ``final`` in."""
+    tmp = final.with_name(f".{final.name}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Moves the finished folder ``tmp`` to ``final``, replacing what was there (the old
+    folder is renamed aside first, so ``final`` is never a mix of both)."""
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)
