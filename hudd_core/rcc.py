@@ -94,7 +94,6 @@ def write_rcc_folders(
     Images missing under ``data`` are skipped with one warning."""
     from tqdm.auto import tqdm
 
-
     final = Path(workdir) / layer
     tmp = fresh_tmp_dir(final)
     labels = np.asarray(labels)
