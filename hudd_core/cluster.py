@@ -39,9 +39,9 @@ from pathlib import Path
 
 import fastcluster
 import numpy as np
-from numba import njit
 
 from hudd_core import wicd as _wicd
+from hudd_core.distance import second_level_pdist
 from hudd_core.fileio import atomic_write_json, fresh_tmp_dir, replace_dir, write_csv
 from hudd_core.knee import best_layer, choose_k
 
@@ -92,68 +92,8 @@ def k_bounds(n: int, k_range: tuple[int, int] = DEFAULT_K_RANGE) -> tuple[int, i
     return lo, hi
 
 
-DENSE_SECOND_LEVEL_BYTES = 4 << 30  # the N × N float32 rows of the second level, at most
-
-
-@njit(cache=True)
-def normalised_square(d: np.ndarray, n: int) -> np.ndarray:
-    """The square distance matrix of a condensed vector with every row divided by its
-    maximum (rows of all zeros stay 0), as float32 (divided in float64, then rounded, as
-    ``hudd_core.distance.normalised_rows``). Filled tile by tile, so that writing the
-    lower triangle stays in cache."""
-    mx = np.zeros(n)
-    k = 0
-    for i in range(n):
-        for j in range(i + 1, n):
-            v = d[k]
-            k += 1
-            if v > mx[i]:
-                mx[i] = v
-            if v > mx[j]:
-                mx[j] = v
-    for i in range(n):
-        if mx[i] <= 0:
-            mx[i] = 1.0
-    R = np.empty((n, n), dtype=np.float32)
-    tile = 64
-    for a in range(0, n, tile):
-        for b in range(a, n, tile):
-            for i in range(a, min(a + tile, n)):
-                base = n * i - i * (i + 1) // 2 - i - 1
-                if b == a:
-                    R[i, i] = 0.0
-                for j in range(max(b, i + 1), min(b + tile, n)):
-                    v = d[base + j]
-                    R[i, j] = v / mx[i]
-                    R[j, i] = v / mx[j]
-    return R
-
-
-def second_level(X, device, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """``(second_level, first_level)`` condensed distances, as
-    :func:`hudd_core.distance.second_level_pdist`, but with the normalised rows built
-    once as a dense float32 matrix when it fits in ``DENSE_SECOND_LEVEL_BYTES``: the
-    second GEMM then reads plain arrays instead of per-block kernel calls (much faster
-    on busy machines)."""
-    from hudd_core.distance import DEFAULT_BLOCK_MEMORY, pdist, second_level_pdist
-
-    n = int(X.shape[0])
-    if 4 * n * n > DENSE_SECOND_LEVEL_BYTES:
-        return second_level_pdist(X, device=device, progress=progress)
-
-    # Working memory = the rows themselves: they stay resident and are multiplied in four
-    # row blocks against the later rows, 5/8 of the flops of one square GEMM.
-    def memory(dim: int) -> int:
-        return min(DEFAULT_BLOCK_MEMORY, max(1 << 20, 4 * n * dim))
-
-    first = pdist(X, device=device, progress=progress, block_memory=memory(int(X.shape[1])))
-    R = normalised_square(first, n)
-    second = pdist(R, device=device, progress=progress, block_memory=memory(n))
-    return second, first
-
-
 def _linkage_exact(X, device, progress: bool):
-    second, first = second_level(X, device, progress)
+    second, first = second_level_pdist(X, device=device, progress=progress)
     # Ward on the second level consumes its input (preserve_input=False saves N² memory);
     # the silhouette is measured on that same second-level distance, so copy it first.
     sil_d = second.copy()

@@ -37,6 +37,7 @@ from hudd_core._ext import _C, compiled_for, resolve_device, stream_of
 
 DEFAULT_TAU = 0.05
 DEFAULT_BLOCK_MEMORY = 1 << 30  # bytes for the working blocks of one GEMM
+DENSE_SECOND_LEVEL_BYTES = 4 << 30  # the N × N float32 rows of the second level, at most
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -464,6 +465,7 @@ def second_level_pdist(
     device: str | torch.device | None = None,
     tau: float = DEFAULT_TAU,
     block_memory: int = DEFAULT_BLOCK_MEMORY,
+    dense_bytes: int = DENSE_SECOND_LEVEL_BYTES,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """HUDD's clustering distance: ``D = pdist(X)``; each row of the square ``D`` divided
@@ -471,6 +473,11 @@ def second_level_pdist(
 
     Returns ``(second_level, first_level)``, both condensed float64 vectors: the first is
     what WICD is measured on, the second what Ward linkage runs on.
+
+    When the N × N float32 rows fit in ``dense_bytes`` they are built in one kernel call
+    and stay resident, and each level's GEMM runs in four row blocks against the later
+    rows (5/8 of a square GEMM's flops, no per-block conversions); otherwise the rows
+    are produced block by block from the condensed vector, in ``block_memory``.
 
     Example:
         >>> import numpy as np
@@ -480,9 +487,17 @@ def second_level_pdist(
         (array([1., 3., 2.]), array([0.601, 1.453, 1.302]))
     """
     rows = as_rows(X, "X", device)
-    first = pdist_rows(rows, tau=tau, block_memory=block_memory, progress=progress)
-    second = pdist_rows(normalised_rows(first, rows.n), tau=tau, block_memory=block_memory,
-                        progress=progress)  # fmt: skip
+    n = rows.n
+    dense = 4 * n * n <= dense_bytes
+
+    def memory(dim: int) -> int:  # dense: the working memory is the rows themselves
+        return min(block_memory, max(1 << 20, 4 * n * dim)) if dense else block_memory
+
+    first = pdist_rows(rows, tau=tau, block_memory=memory(rows.dim), progress=progress)
+    R = normalised_rows(first, n)
+    if dense:
+        R = as_rows(R.get(0, n), R.name)
+    second = pdist_rows(R, tau=tau, block_memory=memory(n), progress=progress)
     return _to_numpy(second), _to_numpy(first)
 
 

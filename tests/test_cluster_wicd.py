@@ -218,13 +218,12 @@ def test_float16_heatmaps_cluster_like_float32():
 
 
 @pytest.mark.parametrize(("n", "dim"), [(300, 20), (120, 900)])
-def test_dense_second_level_equals_distance_module(n, dim):
-    from hudd_core.cluster import second_level
+def test_dense_second_level_equals_streamed(n, dim):
     from hudd_core.distance import second_level_pdist
 
     X = np.abs(np.random.default_rng(n).normal(size=(n, dim))).astype(np.float32)
-    second, first = second_level(X, "cpu")
-    ref_second, ref_first = second_level_pdist(X, device="cpu")
+    second, first = second_level_pdist(X, device="cpu")  # dense rows
+    ref_second, ref_first = second_level_pdist(X, device="cpu", dense_bytes=0, block_memory=1 << 16)
     assert np.allclose(first, ref_first, rtol=1e-6, atol=1e-9)
     assert np.allclose(second, ref_second, rtol=1e-5, atol=1e-9)
     D = squareform(pdist(X.astype(np.float64)))
