@@ -113,25 +113,19 @@ class Run:
 # --- the steps ------------------------------------------------------------------------
 
 
+def pick(cfg: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """The options ``keys`` of ``cfg`` (they are named as the step functions' arguments)."""
+    return {k: cfg[k] for k in keys}
+
+
 def step_test(run: Run) -> dict[str, Any]:
     """The TestModule over TrainingSet and TestSet (accuracy per planted region too)."""
     from hudd_core.testing import RESULT_FILES, accuracy_by_planted, run_test
 
     cfg = run.cfg
     model, meta = load_checkpoint(run.checkpoint)
-    summary = run_test(
-        model,
-        run.data,
-        run.workdir,
-        meta,
-        batch_size=cfg["batch_size"],
-        device=cfg["device"],
-        threshold=cfg["threshold"],
-        image_size=cfg["image_size"],
-        mean=cfg["mean"],
-        std=cfg["std"],
-        progress=run.progress,
-    )
+    options = pick(cfg, "batch_size", "device", "threshold", "image_size", "mean", "std")
+    summary = run_test(model, run.data, run.workdir, meta, **options, progress=run.progress)
     result = run.workdir / RESULT_FILES["TestSet"]
     return {"summary": summary, "planted": accuracy_by_planted(run.data, "TestSet", result)}
 
@@ -145,22 +139,9 @@ def step_heatmaps(run: Run) -> dict[str, Any]:
     if not wrong_images(run.workdir / RESULT_FILES["TestSet"]):
         raise StopPipeline("the DNN gets every TestSet image right: nothing to debug")
     model, meta = load_checkpoint(run.checkpoint)
-    summary = run_heatmaps(
-        run.workdir,
-        run.data,
-        model,
-        meta,
-        image_size=cfg["image_size"],
-        mean=cfg["mean"],
-        std=cfg["std"],
-        composite=cfg["composite"],
-        layers=cfg["layers"],
-        float16=cfg["float16"],
-        batch_size=cfg["batch_size"],
-        device=cfg["device"],
-        num_workers=cfg["num_workers"],
-        progress=run.progress,
-    )
+    options = pick(cfg, "image_size", "mean", "std", "composite", "layers", "float16",
+                   "batch_size", "device", "num_workers")  # fmt: skip
+    summary = run_heatmaps(run.workdir, run.data, model, meta, **options, progress=run.progress)
     return {k: v for k, v in summary.items() if k != "seconds"}
 
 
@@ -172,18 +153,9 @@ def step_cluster(run: Run) -> dict[str, Any]:
     _, images = read_heatmap_index(run.workdir)
     if len(images) < 2:
         raise StopPipeline(f"{len(images)} error-inducing image: too few to cluster")
-    s = run_cluster(
-        run.workdir,
-        run.data,
-        layers=cfg["layers"],
-        k_range=cfg["k_range"],
-        selection=cfg["selection"],
-        device=cfg["device"],
-        approx_threshold=cfg["approx_threshold"],
-        seed=cfg["seed"],
-        gifs=cfg["gifs"],
-        progress=run.progress,
-    )
+    options = pick(cfg, "layers", "k_range", "selection", "device", "approx_threshold",
+                   "seed", "gifs")  # fmt: skip
+    s = run_cluster(run.workdir, run.data, **options, progress=run.progress)
     facts = {k: s[k] for k in ("best_layer", "n_images", "n_clusters", "inspect_share")}
     if "rq1" in s:
         facts["rq1_share_50pct"] = s["rq1"]["share_50pct"]
@@ -210,20 +182,11 @@ def step_assign(run: Run) -> dict[str, Any]:
         )
     relevance = batch_relevance(model, layer, composite=cfg["composite"], device=cfg["device"])
     size = cfg["image_size"] or meta["input_size"]
-    return run_assign(
-        run.workdir,
-        run.data,
-        relevance,
-        input_shape=(meta["in_channels"], size, size),
-        backend=cfg["backend"],
-        top=cfg["top"],
-        quota_factor=cfg["quota_factor"],
-        batch_size=cfg["batch_size"],
-        num_workers=cfg["num_workers"],
-        limit=cfg["limit"],
-        gifs=cfg["gifs"],
-        progress=run.progress,
-    )
+    options = pick(cfg, "backend", "top", "quota_factor", "batch_size", "num_workers", "limit",
+                   "gifs")  # fmt: skip
+    shape = (meta["in_channels"], size, size)
+    return run_assign(run.workdir, run.data, relevance, input_shape=shape, **options,
+                      progress=run.progress)  # fmt: skip
 
 
 def step_retrain(run: Run) -> dict[str, Any]:
@@ -231,26 +194,12 @@ def step_retrain(run: Run) -> dict[str, Any]:
     from hudd_core.retrain import run_retrain
 
     cfg = run.cfg
-    hp = {
-        "epochs": cfg["epochs"],
-        "lr": cfg["lr"],
-        "momentum": cfg["momentum"],
-        "weight_decay": cfg["weight_decay"],
-        "batch_size": cfg["train_batch_size"],
-    }
-    result = run_retrain(
-        run.workdir,
-        run.data,
-        model_name=run.checkpoint.stem,
-        labels_csv=cfg["labels"],
-        baselines=cfg["baselines"],
-        repeats=cfg["repeats"],
-        seed=cfg["seed"],
-        hp=hp,
-        device=cfg["device"],
-        eval_batch_size=cfg["batch_size"],
-        progress=run.progress,
-    )
+    hp = {**pick(cfg, "epochs", "lr", "momentum", "weight_decay"),
+          "batch_size": cfg["train_batch_size"]}  # fmt: skip
+    options = pick(cfg, "baselines", "repeats", "seed", "device")
+    result = run_retrain(run.workdir, run.data, model_name=run.checkpoint.stem,
+                         labels_csv=cfg["labels"], hp=hp, **options,
+                         eval_batch_size=cfg["batch_size"], progress=run.progress)  # fmt: skip
     keep = ("before", "hudd", "BL1", "BL2", "repeats", "labelling_budget", "retrained_model")
     return {k: result[k] for k in keep if k in result}
 
