@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 # Sub-command modules, in the order of the HUDD steps.
 COMMANDS = ["test", "heatmaps", "distance", "cluster", "assign", "retrain", "report", "run", "demo"]
@@ -24,8 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM (a scheduler's stop) ends like Ctrl-C: the step in progress stops between
+    # writes, every file in T/ is whole (written under a temporary name, then renamed).
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -34,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, TypeError) as exc:
         print(f"hudd {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
