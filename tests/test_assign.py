@@ -239,3 +239,15 @@ def test_run_assign_skips_and_records_bad_images(assign_case):
     assert summary["skipped"] == 2 and summary["improvement_images"] == 52
     chosen = {r["image"] for r in csv.DictReader(open(T / "unsafe_set.csv"))}
     assert not chosen & {"ImprovementSet/left/broken.png", "ImprovementSet/left/big.png"}
+
+
+@pytest.mark.gpu
+def test_torch_backend_runs_on_cuda_and_equals_numpy():
+    rng = np.random.default_rng(7)
+    members = rng.standard_normal((500, 300)).astype(np.float32)
+    labels = rng.integers(1, 40, size=500)
+    queries = rng.standard_normal((257, 300)).astype(np.float32)
+    index = A.NearestClusterIndex(members, labels, backend="torch")
+    assert index._device.type == "cuda"  # the GPU path needs no faiss-gpu wheel
+    ref = A.NearestClusterIndex(members, labels, backend="numpy").search(queries)
+    np.testing.assert_allclose(index.search(queries), ref, rtol=1e-4, atol=1e-4)
