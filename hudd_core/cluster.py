@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -42,7 +43,13 @@ import numpy as np
 
 from hudd_core import wicd as _wicd
 from hudd_core.distance import second_level_pdist
-from hudd_core.fileio import atomic_write_json, fresh_tmp_dir, replace_dir, write_csv
+from hudd_core.fileio import (
+    atomic_write_json,
+    fresh_tmp_dir,
+    replace_dir,
+    safe_component,
+    write_csv,
+)
 from hudd_core.knee import best_layer, choose_k
 
 DEFAULT_K_RANGE = (2, 500)
@@ -154,7 +161,8 @@ def cluster_layer(
     """Clusters the rows of ``X`` (N × D heatmaps) as HUDD does and picks k.
 
     Args:
-        X: N × D array or memmap (N ≥ 2).
+        X: N × D array or memmap (N ≥ 1; a single image is one cluster, ``k = 1``,
+            method ``single-image``, an empty linkage).
         k_range: ``(lo, hi)`` numbers of clusters to scan, capped by :func:`k_bounds`.
         selection: ``"wicd-knee"`` (reference) or ``"silhouette"``.
         device: where distances are computed (``"auto"``: the GPU when usable).
@@ -164,8 +172,10 @@ def cluster_layer(
         A :class:`LayerClustering`; ``labels`` are 1..k, numbered in dendrogram order.
     """
     n = int(X.shape[0])
-    if n < 2:
-        raise ValueError(f"{name}: clustering needs at least 2 error images, got {n}")
+    if n < 1:
+        raise ValueError(f"{name}: no error image to cluster")
+    if n == 1:
+        return single_image(name, X)
     lo, hi = k_bounds(n, k_range)
     points = None
     if n > approx_threshold:
@@ -191,6 +201,25 @@ def cluster_layer(
     )
 
 
+def single_image(name: str, X) -> LayerClustering:
+    """The clustering of one error image: one cluster (k = 1, WICD 0), no tree. Its
+    heatmap must still be finite (the same check as the distances')."""
+    if not np.isfinite(np.asarray(X[:1], dtype=np.float64)).all():
+        raise ValueError(f"{name}: row 0 contains NaN or inf")
+    zero = np.zeros(1)
+    return LayerClustering(
+        layer=name,
+        linkage=np.zeros((0, 4)),
+        ks=np.array([1]),
+        wicd=zero,
+        silhouette=zero.copy(),
+        gradient=zero.copy(),
+        k=1,
+        method="single-image",
+        labels=np.array([1], dtype=np.int64),
+    )
+
+
 # --- files -------------------------------------------------------------------------------
 
 
@@ -204,6 +233,9 @@ def read_heatmap_index(workdir: Path) -> tuple[list[dict], list[str]]:
     meta = json.loads(meta_path.read_text())
     if not meta.get("complete", False):
         raise ValueError(f"{meta_path} says the heatmaps are incomplete: rerun `hudd heatmaps`")
+    for layer in meta["layers"]:
+        if layer["file"] != safe_component(layer["file"]):
+            raise ValueError(f"{meta_path}: layer file {layer['file']!r} is not a plain file name")
     with open(index_path, newline="") as f:
         rows = sorted(csv.DictReader(f), key=lambda r: int(r["row"]))
     images = [r["image"] for r in rows]
@@ -296,8 +328,14 @@ def _cached(folder: Path, signature: dict) -> LayerClustering | None:
     return None
 
 
+# The files of T/ClusterAnalysis beside the layer folders.
+ANALYSIS_FILES = ("summary.json", "variance_reduction.csv", "rq1.png", "rq1.json", "planted.csv")
+
+
 def layer_folder(workdir: Path, layer: str) -> Path:
-    return Path(workdir) / "ClusterAnalysis" / layer
+    """``T/ClusterAnalysis/<layer>/`` (the layer's name made safe, never one of the
+    folder's own files)."""
+    return Path(workdir) / "ClusterAnalysis" / safe_component(layer, ANALYSIS_FILES)
 
 
 def run_cluster(
@@ -341,12 +379,15 @@ def run_cluster(
     unknown = [n for n in names if n not in by_name]
     if unknown:
         raise ValueError(f"unknown layers {unknown}; recorded: {list(by_name)}")
+    metadata = data / "TestSet" / "metadata.csv"
+    if metadata.is_file():  # a bad metadata.csv stops the step before it writes anything
+        rq1.read_metadata(metadata)
     (workdir / "ClusterAnalysis").mkdir(parents=True, exist_ok=True)
     results: dict[str, LayerClustering] = {}
     for name in tqdm(names, desc="cluster", unit="layer", disable=not progress):
         path = workdir / "Heatmaps" / by_name[name]["file"]
         X = np.load(path, mmap_mode="r")
-        if X.shape[0] != len(images):
+        if X.ndim != 2 or X.shape[0] != len(images):
             raise ValueError(f"{path}: {X.shape[0]} rows but index.csv lists {len(images)}")
         lo, hi = k_bounds(X.shape[0], k_range)
         approx = X.shape[0] > approx_threshold
@@ -354,15 +395,18 @@ def run_cluster(
         folder = layer_folder(workdir, name)
         res = _cached(folder, sig)
         if res is None:
-            res = cluster_layer(
-                X,
-                name=name,
-                k_range=k_range,
-                selection=selection,
-                device=device,
-                approx_threshold=approx_threshold,
-                seed=seed,
-            )
+            try:
+                res = cluster_layer(
+                    X,
+                    name=name,
+                    k_range=k_range,
+                    selection=selection,
+                    device=device,
+                    approx_threshold=approx_threshold,
+                    seed=seed,
+                )
+            except ValueError as exc:  # name the file and the image, not just a row
+                raise ValueError(f"cluster: {path}: {_name_rows(str(exc), images)}") from exc
             write_layer(folder, res, images, sig)
         results[name] = res
     best = best_layer({n: r.at_k() for n, r in results.items()}, selection)
@@ -398,6 +442,16 @@ def run_cluster(
     return summary
 
 
+def _name_rows(message: str, images: list[str]) -> str:
+    """``... row 12 ...`` → ``... row 12 (TestSet/x/1.png) ...``."""
+
+    def named(m: re.Match) -> str:
+        r = int(m.group(1))
+        return f"{m.group(0)} ({images[r]})" if 0 <= r < len(images) else m.group(0)
+
+    return re.sub(r"\brow (\d+)", named, message, count=1)
+
+
 def inspect_share(labels: np.ndarray, per_cluster: int = 5) -> float:
     """Share of the error images an engineer looks at when inspecting ``per_cluster``
     images per cluster (all of a smaller cluster), as in the paper's Table 1.
@@ -413,13 +467,15 @@ def inspect_share(labels: np.ndarray, per_cluster: int = 5) -> float:
 def _drop_previous_rccs(workdir: Path, best: str) -> None:
     """Removes ``T/<layer>/`` of an earlier run's best layer when another layer won now
     (only a folder that holds nothing but RCCs), so ``T`` shows one set of RCCs."""
+    from hudd_core import rcc
+
     try:
         previous = json.loads((workdir / "ClusterAnalysis" / "summary.json").read_text())
     except (OSError, ValueError):
         return
     old = previous.get("best_layer")
-    folder = workdir / old if old else None
-    if not old or old == best or not folder.is_dir():
+    folder = rcc.rcc_folder(workdir, old) if old else None
+    if not old or old == best or folder == rcc.rcc_folder(workdir, best) or not folder.is_dir():
         return
     if all(p.name.startswith("Cluster_") for p in folder.iterdir()):
         shutil.rmtree(folder)

@@ -15,12 +15,43 @@ Example:
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
+_MAX_BYTES = 200  # below the usual 255-byte file-name limit, with room for suffixes
+
+
+def safe_component(name: object, reserved: Collection[str] = ()) -> str:
+    """``name`` (a class, cluster, layer or image name read from the data, a CSV or a
+    model) as ONE path component that stays inside the folder it is joined to: path
+    separators, NUL and other control characters and characters Windows forbids become
+    ``_``; a name that is empty, starts with a dot (``..``, ``.``, hidden and temporary
+    names) or is one of ``reserved`` (case-insensitive: the folder's own files) gets a
+    ``_`` in front; a name longer than 200 bytes is cut and ends with a hash of the
+    whole. Ordinary names (``features.0``, ``closed``, ``000123.png``) are returned
+    unchanged. Every output path built from such a name goes through this function.
+
+    Example:
+        >>> [safe_component(n) for n in ["features.0", "../../x", "/etc/passwd", "..", "a\\0b"]]
+        ['features.0', '_.._.._x', '_etc_passwd', '_..', 'a_b']
+        >>> safe_component("Heatmaps", reserved={"heatmaps"})
+        '_Heatmaps'
+    """
+    text = _UNSAFE.sub("_", str(name))
+    if not text or text.startswith(".") or text.lower() in {r.lower() for r in reserved}:
+        text = "_" + text
+    if len(text.encode()) > _MAX_BYTES:
+        digest = hashlib.sha256(str(name).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        head = text.encode()[: _MAX_BYTES - 13].decode("utf-8", "ignore")
+        text = f"{head}~{digest}"
+    return text
 
 
 def temporary_sibling(path: Path) -> Path:

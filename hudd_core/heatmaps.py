@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from hudd_core._ext import resolve_device
+from hudd_core.data.robust import Skipping, collate_skipping
 from hudd_core.lrp import LRP
 from hudd_core.lrp.engine import layer_relevance
 from hudd_core.store import HeatmapStore
@@ -88,18 +89,29 @@ def compute_heatmaps(
     lrp = LRP(model, composite, layers)
     if len(dataset) == 0:
         raise ValueError("no images to compute heatmaps for")
-    shapes = lrp.shapes(tuple(dataset[0][0].shape))
+    shape = tuple(dataset[0][0].shape)
+    shapes = lrp.shapes(shape)
     store = HeatmapStore.open(out_dir, ids, shapes, composite=lrp.composite.name,
                               float16=float16, fingerprint=model_fingerprint(model))  # fmt: skip
     start, t0 = store.done, time.perf_counter()
-    loader = DataLoader(Subset(dataset, range(store.done, len(dataset))), batch_size=batch_size,
-                        num_workers=num_workers)  # fmt: skip
+    # Every row must be filled: an image that cannot be read now (or has another size)
+    # stops the step, naming it; the batches stored before it stay for the rerun.
+    items = Subset(Skipping(dataset, shape, ids), range(store.done, len(dataset)))
+    loader = DataLoader(items, batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=collate_skipping)  # fmt: skip
     with tqdm(total=len(dataset), initial=start, desc="heatmaps", unit="img",
               disable=not progress) as bar:  # fmt: skip
-        for x, target in loader:
+        for x, target, _, bad in loader:
+            if bad:
+                raise ValueError(
+                    f"heatmaps: {bad[0][1]} ({store.done} of {len(ids)} rows stored in "
+                    f"{out_dir} are kept; replace the image, or rerun `hudd test`, then rerun)"
+                )
             x = x.to(dev, non_blocking=True)
             kp = target.to(dev) if task == "keypoints" else None
-            store.write(lrp(x, keypoints=kp))
+            relevance = lrp(x, keypoints=kp)
+            _check_finite(relevance, ids, store.done, out_dir)
+            store.write(relevance)
             bar.update(len(x))
     store.finish()
     seconds = time.perf_counter() - t0
@@ -111,6 +123,20 @@ def compute_heatmaps(
         "seconds": round(seconds, 3),
         "images_per_s": round(done / seconds, 1) if done and seconds > 0 else None,
     }
+
+
+def _check_finite(relevance: dict, ids: Sequence[str], first: int, out_dir) -> None:
+    """Stops before a batch with NaN or inf relevance is stored, naming the image and
+    the layer (the rows stored before stay)."""
+    for name, r in relevance.items():
+        finite = torch.isfinite(r.reshape(len(r), -1)).all(dim=1)
+        if not bool(finite.all()):
+            row = int((~finite).nonzero()[0, 0])
+            raise ValueError(
+                f"heatmaps: NaN or inf relevance for image {ids[first + row]} at layer "
+                f"{name!r} (the model's output for it is not finite, or overflows; the "
+                f"{first} rows stored in {out_dir} before it are kept)"
+            )
 
 
 def batch_relevance(
@@ -136,12 +162,18 @@ def batch_relevance(
 
 
 def wrong_images(result_csv: str | Path) -> list[str]:
-    """The error-inducing images: ``Wrong`` rows of a TestModule result file, in order."""
+    """The error-inducing images: ``Wrong`` rows of a TestModule result file, in order.
+    A ValueError names the file when it lists an image twice."""
     path = Path(result_csv)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run `hudd test` first")
     with open(path, newline="") as fh:
-        return [r["image"] for r in csv.DictReader(fh) if r["result"] == "Wrong"]
+        rows = list(csv.DictReader(fh))
+    seen: set[str] = set()
+    dups = sorted({r["image"] for r in rows if r["image"] in seen or seen.add(r["image"])})
+    if dups:
+        raise ValueError(f"{path} lists {len(dups)} image(s) twice (first: {dups[0]})")
+    return [r["image"] for r in rows if r["result"] == "Wrong"]
 
 
 def run_heatmaps(
@@ -170,14 +202,21 @@ def run_heatmaps(
             raise ValueError("improvement heatmaps of a keypoint model need ground truth")
         pool = ImageFiles(data_root / "ImprovementSet", **load)
         return compute_heatmaps(model, pool, pool.ids, workdir / "ImprovementHeatmaps", **kwargs)
-    wrong = wrong_images(workdir / RESULT_FILES["TestSet"])
+    result = workdir / RESULT_FILES["TestSet"]
+    wrong = wrong_images(result)
     if not wrong:
-        raise ValueError("the test set has no error-inducing image: nothing to explain")
+        raise ValueError(
+            f"heatmaps: {result} has no Wrong image (the model gets every test image "
+            "right): nothing to explain"
+        )
     classes = meta["classes"] if meta["task"] == "classifier" else None
     ds = ImageSet(data_root / "TestSet", task=meta["task"], classes=classes, **load)
     pos = {img: i for i, img in enumerate(ds.ids)}
     missing = [w for w in wrong if w not in pos]
     if missing:
-        raise ValueError(f"{len(missing)} Wrong images are not in TestSet (first: {missing[0]})")
+        raise ValueError(
+            f"heatmaps: {len(missing)} Wrong images of {result} are not in "
+            f"{data_root / 'TestSet'} (first: {missing[0]}): rerun `hudd test`"
+        )
     subset = Subset(ds, [pos[w] for w in wrong])
     return compute_heatmaps(model, subset, wrong, workdir / "Heatmaps", task=meta["task"], **kwargs)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from hudd_core.fileio import atomic_write, fresh_tmp_dir, replace_dir
+from hudd_core.fileio import atomic_write, fresh_tmp_dir, replace_dir, safe_component
 
 FRAME_MS = 600
 GIF_MAX_SIDE = 256
@@ -32,9 +32,57 @@ COUNTER_STRIP = 14  # pixels below each frame for its "i/n" counter
 
 def flat_name(image: str) -> str:
     """File name of an image in its RCC folder: its path below the set, ``/`` → ``_``
-    (``TestSet/closed/000123.png`` → ``closed_000123.png``), unique within a set."""
+    (``TestSet/closed/000123.png`` → ``closed_000123.png``), made safe
+    (:func:`hudd_core.fileio.safe_component`: never a path, ``..`` or NUL).
+
+    Example:
+        >>> flat_name("TestSet/closed/000123.png"), flat_name("TestSet/..")
+        ('closed_000123.png', '_..')
+    """
     parts = image.split("/")
-    return "_".join(parts[1:] if len(parts) > 1 else parts)
+    return safe_component("_".join(parts[1:] if len(parts) > 1 else parts))
+
+
+def unique_flat_names(images: list[str]) -> list[str]:
+    """:func:`flat_name` of each image, a ``~2``, ``~3``, ... added before the extension
+    where two images would get the same name (``a/b_c.png`` and ``a_b/c.png``), so no
+    copy overwrites another.
+
+    Example:
+        >>> unique_flat_names(["T/a/b_c.png", "T/a_b/c.png", "T/d.png"])
+        ['a_b_c.png', 'a_b_c~2.png', 'd.png']
+    """
+    seen: dict[str, int] = {}
+    out = []
+    for image in images:
+        name = flat_name(image)
+        n = seen.get(name, 0) + 1
+        seen[name] = n
+        if n > 1:
+            stem, dot, ext = name.rpartition(".")
+            name = f"{stem}~{n}.{ext}" if dot and stem else f"{name}~{n}"
+        out.append(name)
+    return out
+
+
+# What else lives at the top of T/: a layer of that name gets a ``_`` before it, so its
+# RCC folder never replaces a step's output (module names such as ``clusters.csv`` exist).
+RESERVED = (
+    "Heatmaps", "ImprovementHeatmaps", "ClusterAnalysis", "DNNModels", "UnsafeSet", "Assign",
+    "DataSets", "run.json", "trainResult.csv", "testResult.csv", "clusters.csv",
+    "unsafe_set.csv", "retrain.json", "report.html", "skipped.csv",
+)  # fmt: skip
+
+
+def rcc_folder(workdir: str | Path, layer: str) -> Path:
+    """``T/<layer>/``, the RCC folders of ``layer``: its name made safe, and never one of
+    the work folder's own files or folders.
+
+    Example:
+        >>> rcc_folder("T", "features.10").as_posix(), rcc_folder("T", "Heatmaps").as_posix()
+        ('T/features.10', 'T/_Heatmaps')
+    """
+    return Path(workdir) / safe_component(layer, RESERVED)
 
 
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -94,23 +142,24 @@ def write_rcc_folders(
     Images missing under ``data`` are skipped with one warning."""
     from tqdm.auto import tqdm
 
-    final = Path(workdir) / layer
+    final = rcc_folder(workdir, layer)
     tmp = fresh_tmp_dir(final)
     labels = np.asarray(labels)
     missing = []
     for cid in tqdm(np.unique(labels).tolist(), desc="RCC folders", disable=not progress):
-        folder = tmp / f"Cluster_{cid}"
+        folder = tmp / f"Cluster_{int(cid)}"
         folder.mkdir()
         present = []
-        for i in np.flatnonzero(labels == cid):
+        rows = np.flatnonzero(labels == cid)
+        for i, name in zip(rows, unique_flat_names([images[i] for i in rows]), strict=True):
             src = Path(data) / images[i]
-            if not src.exists():
+            if not src.is_file():
                 missing.append(images[i])
                 continue
-            shutil.copyfile(src, folder / flat_name(images[i]))
+            shutil.copyfile(src, folder / name)
             present.append(src)
         if gifs and present:
-            write_gif(present, tmp / f"Cluster_{cid}.gif")
+            write_gif(present, tmp / f"Cluster_{int(cid)}.gif")
     if missing:
         warnings.warn(
             f"{len(missing)} clustered images are missing under {data} "

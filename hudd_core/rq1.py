@@ -31,10 +31,17 @@ import numpy as np
 
 
 def read_metadata(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
-    """``({image: row}, numeric parameter names)``; images keyed relative to the set."""
+    """``({image: row}, numeric parameter names)``; images keyed relative to the set.
+    A ValueError names the file when an image is listed twice (or no ``image`` column)."""
+    from hudd_core.data.datasets import check_names
+
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        rows = {r["image"]: r for r in reader}
+        if "image" not in (reader.fieldnames or []):
+            raise ValueError(f"{path}: expected a header 'image,<param>,...'")
+        listed = list(reader)
+        check_names(path, [r["image"] for r in listed])
+        rows = {r["image"]: r for r in listed}
         columns = [c for c in (reader.fieldnames or []) if c not in ("image", "planted")]
     numeric = []
     for c in columns:

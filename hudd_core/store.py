@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hudd_core.fileio import atomic_write_json, write_csv
+from hudd_core.fileio import atomic_write_json, safe_component, write_csv
 
 PROGRESS = "progress.json"
 
@@ -47,8 +47,14 @@ def signature(images: Sequence[str], layers: Mapping[str, Sequence[int]], **extr
 
 
 def layer_file(name: str) -> str:
-    """File name of a layer's heatmaps (module names are safe; '/' would not be)."""
-    return name.replace("/", "_") + ".npy"
+    """File name of a layer's heatmaps: the name made safe
+    (:func:`hudd_core.fileio.safe_component`) + ``.npy``.
+
+    Example:
+        >>> layer_file("features.0"), layer_file("../x")
+        ('features.0.npy', '_.._x.npy')
+    """
+    return safe_component(name + ".npy")
 
 
 class HeatmapStore:

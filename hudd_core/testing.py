@@ -24,22 +24,90 @@ Example:
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from hudd_core.data.datasets import ImageSet, read_metadata
+from hudd_core.data.robust import SkipLog, Skipping, collate_skipping, common_shape
 from hudd_core.fileio import write_csv
+from hudd_core.models.checkpoint import output_mismatch
 from hudd_core.models.train import resolve_device
+
+log = logging.getLogger("hudd")
 
 RESULT_FILES = {"TrainingSet": "trainResult.csv", "TestSet": "testResult.csv"}
 DEFAULT_THRESHOLD = 4.0  # pixels: keypoint predictions with a larger mean error are Wrong
+
+
+def predict_readable(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    shape: Sequence[int] | None = None,
+    ids: Sequence[str] | None = None,
+    batch_size: int = 64,
+    device: str = "auto",
+    progress: bool = True,
+    strict: bool = False,
+    check: Callable[[torch.Tensor], None] | None = None,
+    desc: str = "test",
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """The model's outputs for every readable item of ``dataset`` (items ``(x, y)``).
+
+    An item that cannot be read (corrupt, truncated, zero-byte, not an image) or whose
+    size differs from ``shape`` (default: the set's common size,
+    :func:`hudd_core.data.robust.common_shape`) is skipped; with ``strict`` the first one
+    raises a ValueError naming it instead. ``check`` sees the first batch's outputs (to
+    stop early when the model does not fit the data).
+
+    Returns:
+        ``(outputs (K, O) float32, targets (K, ...), positions (K,) int64, skipped)``
+        with ``skipped`` the ``(index, reason)`` of every item left out.
+    """
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    if shape is None:
+        shape = common_shape(dataset)
+    loader = DataLoader(Skipping(dataset, shape, ids), batch_size=batch_size, shuffle=False,
+                        collate_fn=collate_skipping)  # fmt: skip
+    outs, targets, positions, skipped = [], [], [], []
+    with torch.inference_mode():
+        for x, y, idx, bad in tqdm(loader, desc=desc, disable=not progress):
+            if bad and strict:
+                raise ValueError(bad[0][1])
+            skipped += bad
+            if x is None:
+                continue
+            try:
+                out = model(x.to(dev)).float().cpu()
+            except RuntimeError as exc:  # e.g. images of a size the model cannot take
+                first = Skipping(dataset, None, ids).name(int(idx[0]))
+                raise ValueError(
+                    f"{desc}: the model fails on images of size {tuple(x.shape[1:])} "
+                    f"(batch starting at {first}; --image-size resizes): {exc}"
+                ) from exc
+            if check is not None and not outs:
+                check(out)
+            outs.append(out)
+            targets.append(y)
+            positions.append(idx)
+    if not outs:
+        empty = np.zeros((0, 0), np.float32)
+        return empty, empty, np.zeros(0, np.int64), skipped
+    return (
+        torch.cat(outs).numpy(),
+        torch.cat(targets).numpy(),
+        torch.cat(positions).numpy(),
+        skipped,
+    )
 
 
 def predict(
@@ -50,26 +118,27 @@ def predict(
     device: str = "auto",
     progress: bool = True,
 ) -> np.ndarray:
-    """The model's outputs for every item of ``dataset``, in order: ``(N, outputs)`` float32."""
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    outs = []
-    with torch.inference_mode():
-        for x, _ in tqdm(loader, desc=f"test {dataset.folder.name}", disable=not progress):
-            outs.append(model(x.to(dev)).float().cpu())
-    return torch.cat(outs).numpy() if outs else np.zeros((0, 0), np.float32)
+    """The model's outputs for every item of ``dataset``, in order: ``(N, outputs)``
+    float32. An unreadable or odd-sized image stops it with a ValueError naming the image
+    (:func:`predict_readable` skips them instead)."""
+    folder = getattr(dataset, "folder", None)
+    out, _, _, _ = predict_readable(model, dataset, batch_size=batch_size, device=device,
+                                    progress=progress, strict=True,
+                                    desc=f"test {folder.name}" if folder else "test")  # fmt: skip
+    return out
 
 
 def classifier_rows(
     ids: Sequence[str], logits: np.ndarray, targets: np.ndarray, classes: Sequence[str]
 ) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a classifier result file (scores: softmax probabilities)."""
+    header = ["image", "result", "expected", "predicted", *(f"score_{c}" for c in classes)]
+    if len(ids) == 0:
+        return header, []
     z = logits - logits.max(axis=1, keepdims=True)
     prob = np.exp(z)
     prob /= prob.sum(axis=1, keepdims=True)
     pred = logits.argmax(axis=1)
-    header = ["image", "result", "expected", "predicted", *(f"score_{c}" for c in classes)]
     rows = [
         [i, "Correct" if p == t else "Wrong", classes[t], classes[p], *(f"{v:.6g}" for v in pr)]
         for i, p, t, pr in zip(ids, pred, targets, prob, strict=True)
@@ -92,11 +161,13 @@ def keypoint_rows(
     ids: Sequence[str], pred: np.ndarray, target: np.ndarray, threshold: float
 ) -> tuple[list[str], list[list[str]]]:
     """Header and rows of a keypoint result file (``Wrong``: mean error > threshold)."""
+    header = ["image", "result", "mean_error", "max_error", "worst_keypoint"]
+    if len(ids) == 0:
+        return header, []
     if pred.shape != target.shape:
         raise ValueError(f"model outputs {pred.shape[1]} values, labels have {target.shape[1]}")
     err = keypoint_errors(pred, target)
     mean, worst = err.mean(axis=1), err.argmax(axis=1)
-    header = ["image", "result", "mean_error", "max_error", "worst_keypoint"]
     rows = [
         [i, "Wrong" if m > threshold else "Correct", f"{m:.6g}", f"{mx:.6g}", str(w)]
         for i, m, mx, w in zip(ids, mean, err.max(axis=1), worst, strict=True)
@@ -118,16 +189,24 @@ def run_test(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     progress: bool = True,
+    model_file: str | Path | None = None,
 ) -> dict[str, dict[str, float]]:
     """Tests ``model`` on ``sets`` of ``data_root``, writes the result files into ``workdir``;
-    returns per set ``{"n", "wrong", "accuracy"}``.
+    returns per set ``{"n", "wrong", "accuracy", "skipped"}``.
 
-    ``meta`` is the checkpoint sidecar (``task``, ``classes``, ``in_channels``).
+    ``meta`` is the checkpoint sidecar (``task``, ``classes``, ``in_channels``). Images
+    that cannot be read (corrupt, truncated, zero-byte, not an image) or whose size
+    differs from the set's are left out of the result files and listed in
+    ``T/skipped.csv`` (step ``test``), as are non-image files in class folders. A model
+    whose outputs do not match the classes (or the keypoint labels) stops the step on the
+    first batch with a ValueError naming ``model_file`` (the weights) and the output layer.
     """
     data_root, workdir = Path(data_root), Path(workdir)
+    skips = SkipLog(workdir)
     summary = {}
-    for name in sets:
-        ds = ImageSet(
+    # Every set is listed (and its labels.csv checked) before anything is written.
+    datasets = {
+        name: ImageSet(
             data_root / name,
             task=meta["task"],
             channels=meta["in_channels"],
@@ -136,22 +215,44 @@ def run_test(
             std=std,
             classes=meta["classes"] if meta["task"] == "classifier" else None,
         )
-        out = predict(model, ds, batch_size=batch_size, device=device, progress=progress)
+        for name in sets
+    }
+    for name, ds in datasets.items():
         if meta["task"] == "classifier":
-            if len(ds) and out.shape[1] != len(meta["classes"]):
-                raise ValueError(
-                    f"model has {out.shape[1]} outputs, {len(meta['classes'])} classes expected"
-                )
-            header, rows = classifier_rows(ds.ids, out, ds.targets, meta["classes"])
+            want = len(meta["classes"])
+            what = f"{len(meta['classes'])} classes {list(meta['classes'])}"
         else:
-            target = np.stack([ds[i][1].numpy() for i in range(len(ds))]) if len(ds) else out
-            header, rows = keypoint_rows(ds.ids, out, target, threshold)
+            want = ds.targets.shape[1] if ds.targets.ndim == 2 else 0
+            what = f"{ds.folder / 'labels.csv'} has {want} coordinates per image"
+
+        def check(out: torch.Tensor, want=want, what=what) -> None:
+            width = out.shape[1] if out.ndim == 2 else tuple(out.shape[1:])
+            if width != want:
+                raise ValueError("test: " + output_mismatch(model, meta, width, model_file, what))
+
+        out, target, positions, skipped = predict_readable(
+            model, ds, batch_size=batch_size, device=device, progress=progress,
+            check=check, desc=f"test {name}",
+        )  # fmt: skip
+        for i in ds.other_files:
+            skips.add("test", f"{ds.folder.name}/{i}", f"{ds.folder / i}: not an image file")
+        for i, reason in skipped:
+            skips.add("test", ds.ids[i], reason)
+        if skipped:
+            log.warning("test: %d image(s) of %s skipped (unreadable or of another size), "
+                        "listed in %s", len(skipped), name, skips.path)  # fmt: skip
+        ids = [ds.ids[i] for i in positions]
+        if meta["task"] == "classifier":
+            header, rows = classifier_rows(ids, out, ds.targets[positions], meta["classes"])
+        else:
+            header, rows = keypoint_rows(ids, out, target, threshold)
         write_csv(workdir / RESULT_FILES.get(name, f"{name}Result.csv"), header, rows)
         wrong = sum(r[1] == "Wrong" for r in rows)
         summary[name] = {
             "n": len(rows),
             "wrong": wrong,
             "accuracy": 1 - wrong / len(rows) if rows else float("nan"),
+            "skipped": len(skipped),
         }
     return summary
 

@@ -198,11 +198,14 @@ def test_tiny_inputs_cluster_without_warnings(n):
     assert sorted(set(res.labels)) == [1, 2]
 
 
-def test_one_image_is_an_error():
+def test_one_image_is_one_cluster_and_none_is_an_error():
     from hudd_core.cluster import cluster_layer
 
-    with pytest.raises(ValueError, match="at least 2"):
-        cluster_layer(np.ones((1, 4), dtype=np.float32))
+    res = cluster_layer(np.ones((1, 4), dtype=np.float32))
+    assert (res.k, res.method, res.labels.tolist()) == (1, "single-image", [1])
+    assert res.linkage.shape == (0, 4) and res.at_k() == (0.0, 0.0)
+    with pytest.raises(ValueError, match="no error image"):
+        cluster_layer(np.ones((0, 4), dtype=np.float32))
 
 
 def test_float16_heatmaps_cluster_like_float32():

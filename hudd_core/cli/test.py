@@ -63,10 +63,14 @@ def run(args: argparse.Namespace) -> int:
         mean=args.mean,
         std=args.std,
         progress=not args.quiet,
+        model_file=args.weights,
     )
     for name, s in summary.items():
+        skipped = (
+            f", {s['skipped']} skipped (see {workdir / 'skipped.csv'})" if s["skipped"] else ""
+        )
         print(
-            f"{name}: {s['n']} images, {s['wrong']} wrong, accuracy {s['accuracy']:.2%} "
+            f"{name}: {s['n']} images, {s['wrong']} wrong, accuracy {s['accuracy']:.2%}{skipped} "
             f"-> {workdir / RESULT_FILES[name]}"
         )
     if "TestSet" in summary:

@@ -43,6 +43,43 @@ def _images_under(folder: Path) -> list[str]:
     )
 
 
+def _other_files_under(folder: Path) -> list[str]:
+    """Files under ``folder`` that are no image by their extension (hidden ones aside)."""
+    return sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.suffix.lower() not in IMG_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+    )
+
+
+def _first(items: Sequence[str], n: int = 5) -> str:
+    shown = ", ".join(repr(i) for i in items[:n])
+    return shown + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
+def check_names(path: Path, names: Sequence[str]) -> None:
+    """The ``image`` column of a set's CSV (``labels.csv``, ``metadata.csv``): every name
+    once, and relative to the set folder (no absolute path, no ``..``); a ValueError
+    naming the file and the offending names otherwise."""
+    seen: set[str] = set()
+    dups = [n for n in names if n in seen or seen.add(n)]
+    if dups:
+        raise ValueError(f"{path}: duplicate image names {_first(sorted(set(dups)))}")
+    bad = [
+        n
+        for n in names
+        if not n
+        or "\0" in n
+        or n.startswith(("/", "\\"))
+        or ".." in n.replace("\\", "/").split("/")
+        or (len(n) > 1 and n[1] == ":")
+    ]
+    if bad:
+        raise ValueError(
+            f"{path}: image names must be paths relative to the set folder, got {_first(bad)}"
+        )
+
+
 def read_labels(folder: Path) -> tuple[list[str], np.ndarray]:
     """``labels.csv`` of a keypoint set (``folder`` is the set, or the CSV file itself):
     image names and an ``(N, 2K)`` float32 array."""
@@ -53,11 +90,17 @@ def read_labels(folder: Path) -> tuple[list[str], np.ndarray]:
         rows = list(csv.reader(fh))
     if not rows or rows[0][0] != "image":
         raise ValueError(f"{path}: expected a header 'image,x0,y0,...'")
+    width = len(rows[0])
+    short = [r[0] if r else "(empty line)" for r in rows[1:] if len(r) != width]
+    if short:
+        raise ValueError(f"{path}: rows without {width} fields: {_first(short)}")
     try:
         values = np.array([[float(v) for v in r[1:]] for r in rows[1:]], dtype=np.float32)
     except ValueError as exc:
         raise ValueError(f"{path}: non-numeric coordinate ({exc})") from exc
-    return [r[0] for r in rows[1:]], values.reshape(len(rows) - 1, len(rows[0]) - 1)
+    names = [r[0] for r in rows[1:]]
+    check_names(path, names)
+    return names, values.reshape(len(rows) - 1, width - 1)
 
 
 def read_metadata(folder: str | Path) -> tuple[list[str], dict[str, np.ndarray]] | None:
@@ -68,7 +111,10 @@ def read_metadata(folder: str | Path) -> tuple[list[str], dict[str, np.ndarray]]
         return None
     with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
+    if not rows or not rows[0] or rows[0][0] != "image":
+        raise ValueError(f"{path}: expected a header 'image,<param>,...'")
     header, body = rows[0], rows[1:]
+    check_names(path, [r[0] if r else "" for r in body])
     columns = {}
     for j, name in enumerate(header[1:], start=1):
         raw = [r[j] for r in body]
@@ -112,7 +158,11 @@ class ImageSet(Dataset):
 
     Attributes: ``task`` ("classifier"/"keypoints"), ``ids`` (image paths relative to the
     DataSets root, as in every file under T/), ``names`` (relative to the set folder),
-    ``classes`` (classifier), ``targets``.
+    ``classes`` (classifier), ``targets``, ``other_files`` (classifier: files in the class
+    folders that are no image by their extension; they are not items).
+
+    A keypoint set's ``labels.csv`` must name every image once, relative to the set, and
+    every named image must exist: otherwise a ValueError names the CSV and the images.
     """
 
     def __init__(
@@ -144,11 +194,20 @@ class ImageSet(Dataset):
                     f"the model's classes {self.classes}"
                 )
             self.names = [f"{c}/{n}" for c in found for n in _images_under(self.folder / c)]
+            self.other_files = [
+                f"{c}/{n}" for c in found for n in _other_files_under(self.folder / c)
+            ]
             index = {c: i for i, c in enumerate(self.classes)}
             self.targets = np.array([index[n.split("/", 1)[0]] for n in self.names], np.int64)
         elif task == "keypoints":
-            self.classes = []
+            self.classes, self.other_files = [], []
             self.names, self.targets = read_labels(self.folder)
+            missing = [n for n in self.names if not (self.folder / n).is_file()]
+            if missing:
+                raise ValueError(
+                    f"{self.folder / 'labels.csv'} names {len(missing)} image(s) that do not "
+                    f"exist in {self.folder}: {_first(missing)}"
+                )
             if image_size is not None and self.names:
                 with Image.open(self.folder / self.names[0]) as im:
                     self.scale = image_size / im.size[0]

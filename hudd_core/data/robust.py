@@ -37,13 +37,19 @@ from torch.utils.data import Dataset, default_collate
 class Skipping(Dataset):
     """Wraps ``dataset`` (items ``(x, y)``): items become ``(x, y, index, None)``, or
     ``(None, None, index, reason)`` when reading fails with a ``ValueError`` or
-    ``OSError`` (the messages name the file) or when ``x`` does not have ``shape``."""
+    ``OSError`` (the messages name the file) or when ``x`` does not have ``shape``.
+    ``ids`` name the items in messages (default: the dataset's ``ids``, else the index)."""
 
     dataset: Dataset
     shape: Sequence[int] | None = None
+    ids: Sequence[str] | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def name(self, i: int) -> str:
+        ids = self.ids if self.ids is not None else getattr(self.dataset, "ids", None)
+        return str(ids[i]) if ids is not None else f"item {i}"
 
     def __getitem__(self, i: int):
         try:
@@ -51,17 +57,39 @@ class Skipping(Dataset):
         except (ValueError, OSError) as exc:
             return None, None, i, str(exc)
         if self.shape is not None and tuple(x.shape) != tuple(self.shape):
-            name = getattr(self.dataset, "ids", [str(i)] * (i + 1))[i]
             return (
                 None,
                 None,
                 i,
                 (
-                    f"{name}: size {tuple(x.shape)}, the model takes {tuple(self.shape)} "
+                    f"{self.name(i)}: size {tuple(x.shape)}, expected {tuple(self.shape)} "
                     "(use --image-size to resize)"
                 ),
             )
         return x, y, i, None
+
+
+def common_shape(dataset: Dataset, look: int = 64, enough: int = 16) -> tuple[int, ...] | None:
+    """The most common item shape among the first readable items of ``dataset`` (up to
+    ``enough`` of them within the first ``look``): the size a set's images should have,
+    so that one odd image is skipped rather than all the others. None when none is read.
+
+    Example:
+        >>> import torch
+        >>> common_shape([(torch.zeros(1, 5, 4), 0), *[(torch.zeros(1, 4, 4), 0)] * 2])
+        (1, 4, 4)
+    """
+    shapes: dict[tuple[int, ...], int] = {}
+    for i in range(min(look, len(dataset))):
+        try:
+            x, _ = dataset[i]
+        except (ValueError, OSError):
+            continue
+        shape = tuple(x.shape)
+        shapes[shape] = shapes.get(shape, 0) + 1
+        if sum(shapes.values()) >= enough:
+            break
+    return max(shapes, key=shapes.get) if shapes else None
 
 
 def collate_skipping(batch):

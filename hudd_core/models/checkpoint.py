@@ -31,7 +31,7 @@ from torch import nn
 
 from hudd_core.data.datasets import find_classes, read_labels
 from hudd_core.fileio import atomic_write, atomic_write_json
-from hudd_core.models.loading import load_model, resolve_factory
+from hudd_core.models.loading import load_model, output_layer, resolve_factory
 
 REQUIRED = ("model", "kwargs", "task", "classes", "in_channels", "input_size")
 
@@ -80,10 +80,56 @@ def read_meta(path: str | Path) -> dict[str, Any]:
 
 
 def load_checkpoint(path: str | Path, *, trust: bool = False) -> tuple[nn.Module, dict[str, Any]]:
-    """The model (eval mode, CPU) and its sidecar metadata from ``name.pt`` or ``name.json``."""
+    """The model (eval mode, CPU) and its sidecar metadata from ``name.pt`` or ``name.json``;
+    a ValueError (naming the file and the layer) when the weights do not fit the
+    architecture or the model's outputs do not match the sidecar's classes."""
     meta = read_meta(path)
-    model = load_model(meta["model"], Path(path).with_suffix(".pt"), trust=trust, **meta["kwargs"])
+    pt = Path(path).with_suffix(".pt")
+    model = load_model(meta["model"], pt, trust=trust, **meta["kwargs"])
+    check_outputs(model, meta, pt)
     return model, meta
+
+
+def check_outputs(model: nn.Module, meta: dict[str, Any], source: str | Path | None) -> None:
+    """Stops (ValueError naming ``source``, the model and its output layer) when a
+    classifier's output width differs from its number of classes. One forward pass of a
+    blank image of the sidecar's size; models that cannot take it are checked on the first
+    real batch by the TestModule instead.
+
+    Example:
+        >>> from hudd_core.models import alexnet
+        >>> meta = {"model": "alexnet", "task": "classifier", "classes": ["a", "b", "c"],
+        ...         "in_channels": 1, "input_size": 32}
+        >>> check_outputs(alexnet(2, 1, 32), meta, "m.pt")
+        Traceback (most recent call last):
+        ...
+        ValueError: m.pt: the model 'alexnet' has 2 outputs (output layer 'classifier.7'), but 3 classes ['a', 'b', 'c']
+    """  # noqa: E501
+    if meta.get("task") != "classifier" or not meta.get("input_size"):
+        return
+    size = int(meta["input_size"])
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(1, int(meta["in_channels"]), size, size))
+    except Exception:  # e.g. a model needing another size: checked on the first batch
+        return
+    if not isinstance(out, torch.Tensor):
+        return
+    width = out.shape[1] if out.ndim == 2 else tuple(out.shape[1:])
+    if width != len(meta["classes"]):
+        raise ValueError(output_mismatch(model, meta, width, source))
+
+
+def output_mismatch(
+    model: nn.Module, meta: dict[str, Any], width, source: str | Path | None, what: str = ""
+) -> str:
+    """The message for a model whose outputs do not match ``meta``'s classes (or ``what``)."""
+    where = f"{source}: " if source else ""
+    what = what or f"{len(meta['classes'])} classes {list(meta['classes'])}"
+    return (
+        f"{where}the model {meta.get('model')!r} has {width} outputs "
+        f"(output layer {output_layer(model)!r}), but {what}"
+    )
 
 
 def _accepted(factory, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -142,4 +188,5 @@ def resolve_model(
         "in_channels": in_channels,
         "input_size": image_size,
     }
+    check_outputs(model, meta, weights)
     return model, meta

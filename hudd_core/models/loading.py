@@ -51,6 +51,8 @@ def read_weights(path: str | Path, *, trust: bool = False) -> dict[str, torch.Te
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"weights file {path} is empty (0 bytes)")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -98,6 +100,12 @@ def load_model(
         if isinstance(state, nn.Module):
             model = state
         else:
+            problems = state_dict_mismatch(model, state)
+            if problems:
+                raise ValueError(
+                    f"weights {weights} do not match the architecture {spec!r}: "
+                    + "; ".join(problems)
+                )
             try:
                 model.load_state_dict(state)
             except RuntimeError as exc:
@@ -105,3 +113,58 @@ def load_model(
                     f"weights {weights} do not match the architecture {spec!r}: {exc}"
                 ) from exc
     return model.eval()
+
+
+def _layer(key: str) -> str:
+    return key.rsplit(".", 1)[0] if "." in key else key
+
+
+def _listed(keys: list[str], n: int = 4) -> str:
+    shown = ", ".join(repr(k) for k in keys[:n])
+    return shown + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def state_dict_mismatch(model: nn.Module, state: dict) -> list[str]:
+    """What keeps ``state`` from loading into ``model``, one line per problem, each naming
+    the layer: shape differences first, then missing and unexpected entries. Empty when
+    it fits.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+        >>> state = {**net.state_dict(), "2.weight": torch.zeros(5, 3)}
+        >>> state_dict_mismatch(net, state)
+        ["layer '2': weight has shape (5, 3) in the file, (2, 3) in the model"]
+    """
+    own = model.state_dict()
+    shapes: dict[str, list[str]] = {}
+    for k, v in state.items():
+        if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape):
+            shapes.setdefault(_layer(k), []).append(
+                f"{k.rsplit('.', 1)[-1]} has shape {tuple(v.shape)} in the file, "
+                f"{tuple(own[k].shape)} in the model"
+            )
+    problems = [f"layer {layer!r}: {', '.join(what)}" for layer, what in shapes.items()]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing:
+        layers = sorted({_layer(k) for k in missing}, key=list(map(_layer, own)).index)
+        problems.append(f"layers {_listed(layers)} have no weights in the file "
+                        f"(missing {_listed(missing)})")  # fmt: skip
+    if unexpected:
+        problems.append(f"the file has weights the model has no place for: {_listed(unexpected)}")
+    return problems
+
+
+def output_layer(model: nn.Module) -> str:
+    """The qualified name of the last module (in definition order) holding parameters:
+    the layer whose width makes the model's outputs, for error messages.
+
+    Example:
+        >>> output_layer(nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2), nn.ReLU()))
+        '2'
+    """
+    last = ""
+    for name, module in model.named_modules():
+        if any(True for _ in module.parameters(recurse=False)):
+            last = name
+    return last or type(model).__name__

@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from hudd_core.cluster import layer_folder
 from hudd_core.fileio import atomic_write_text
+from hudd_core.rcc import rcc_folder
 from hudd_core.report.plots import dendrogram_png, rq1_plot
 
 THUMB = 112
@@ -342,7 +344,7 @@ def _clusters_html(workdir: Path, data: Path, best: str, members, samples: int) 
         for r in _read_csv(workdir / "ClusterAnalysis" / "variance_reduction.csv")
     }
     planted = {int(r["cluster"]): r for r in _read_csv(workdir / "ClusterAnalysis" / "planted.csv")}
-    gifs = {cid: workdir / best / f"Cluster_{cid}.gif" for cid in members}
+    gifs = {cid: rcc_folder(workdir, best) / f"Cluster_{cid}.gif" for cid in members}
     # a page that stays openable: lighter GIFs past GIF_PAGE_BUDGET, fewer samples past
     # MANY_CLUSTERS clusters
     light = sum(p.stat().st_size for p in gifs.values() if p.exists()) > GIF_PAGE_BUDGET
@@ -397,7 +399,7 @@ def _layers_html(workdir: Path, summary: dict) -> str:
     parts = [_table(["layer", "k", "chosen by", "WICD at k", "silhouette at k"], rows)]
     best = summary["best_layer"]
     for name in [best, *(n for n in summary["layers"] if n != best)]:  # best first, open
-        png = workdir / "ClusterAnalysis" / name / "knee.png"
+        png = layer_folder(workdir, name) / "knee.png"
         if png.exists():
             parts.append(
                 f'<details class="plot"{" open" if name == best else ""}>'
@@ -409,8 +411,8 @@ def _layers_html(workdir: Path, summary: dict) -> str:
 
 def _dendrogram_html(workdir: Path, summary: dict) -> str:
     best = summary["best_layer"]
-    path = workdir / "ClusterAnalysis" / best / "linkage.npy"
-    if not path.exists():
+    path = layer_folder(workdir, best) / "linkage.npy"
+    if not path.exists() or summary["layers"][best]["k"] < 2:
         return "<p class='muted'>no linkage</p>"
     png = dendrogram_png(np.load(path), summary["layers"][best]["k"])
     return f'<div class="plot">{_img_tag(data_uri(png, "image/png"), "dendrogram")}</div>'
