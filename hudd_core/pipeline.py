@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from hudd_core.config import DEFAULTS, load_config
 from hudd_core.data import simulator
 from hudd_core.data.datasets import ImageSet
 from hudd_core.data.generate import MARKER, generate
+from hudd_core.fileio import safe_component
 from hudd_core.models.checkpoint import (
     find_checkpoint,
     load_checkpoint,
@@ -125,7 +125,8 @@ def step_test(run: Run) -> dict[str, Any]:
     cfg = run.cfg
     model, meta = load_checkpoint(run.checkpoint)
     options = pick(cfg, "batch_size", "device", "threshold", "image_size", "mean", "std")
-    summary = run_test(model, run.data, run.workdir, meta, **options, progress=run.progress)
+    summary = run_test(model, run.data, run.workdir, meta, **options, model_file=run.checkpoint,
+                       progress=run.progress)  # fmt: skip
     result = run.workdir / RESULT_FILES["TestSet"]
     return {"summary": summary, "planted": accuracy_by_planted(run.data, "TestSet", result)}
 
@@ -151,8 +152,8 @@ def step_cluster(run: Run) -> dict[str, Any]:
 
     cfg = run.cfg
     _, images = read_heatmap_index(run.workdir)
-    if len(images) < 2:
-        raise StopPipeline(f"{len(images)} error-inducing image: too few to cluster")
+    if not images:
+        raise StopPipeline("T/Heatmaps holds no error-inducing image: nothing to cluster")
     options = pick(cfg, "layers", "k_range", "selection", "device", "approx_threshold",
                    "seed", "gifs")  # fmt: skip
     s = run_cluster(run.workdir, run.data, **options, progress=run.progress)
@@ -276,11 +277,6 @@ SPECS: dict[str, StepSpec] = {
 # --- chaining --------------------------------------------------------------------------
 
 
-def _safe_name(text: str) -> str:
-    """A file-name stem made of ``[A-Za-z0-9_.-]`` only (never a path)."""
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", text).lstrip(".") or "model"
-
-
 def prepare_checkpoint(cfg: dict[str, Any]) -> Path:
     """The model as a checkpoint in ``T/DNNModels`` (where the retraining also saves):
     ``--weights`` (with ``--model`` when it has no sidecar) copied there once, or without
@@ -298,7 +294,7 @@ def prepare_checkpoint(cfg: dict[str, Any]) -> Path:
         return weights
     st = weights.stat()
     source = [str(weights.resolve()), st.st_size, st.st_mtime_ns]
-    name = _safe_name(weights.stem)
+    name = safe_component(weights.stem)
     dest = folder / f"{name}.pt"
     if dest.is_file() and dest.with_suffix(".json").is_file():
         if read_meta(dest).get("source") == source:

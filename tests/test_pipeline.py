@@ -90,6 +90,25 @@ def test_no_error_inducing_image_stops_cleanly(demo, tmp_path):
     assert (work / "Heatmaps" / "index.csv").is_file()  # earlier results are kept
 
 
+def test_single_error_image_clusters_then_stops_at_assign(demo, tmp_path):
+    import shutil
+
+    work = tmp_path / "T"
+    shutil.copytree(demo, work)
+    path = work / "testResult.csv"
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    first = next(i for i, r in enumerate(rows) if r[1] == "Wrong")
+    rows[1:] = [[r[0], "Wrong" if i == first else "Correct", *r[2:]]
+                for i, r in enumerate(rows[1:], start=1)]  # fmt: skip
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    result = run_pipeline(_cfg(work, steps=["heatmaps", "cluster", "assign", "report"]))
+    assert result["cluster"]["n_clusters"] == 1 and result["cluster"]["n_images"] == 1
+    assert result["stopped"]["step"] == "assign" and "single image" in result["stopped"]["reason"]
+    assert (work / "report.html").is_file()
+
+
 def test_hudd_run_with_a_config_file(demo, tmp_path, capsys):
     import shutil
 

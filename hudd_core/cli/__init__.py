@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
         print("hudd: interrupted; completed work is kept, rerun to resume", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, TypeError) as exc:
-        print(f"hudd {args.command}: error: {exc}", file=sys.stderr)
+        # Messages that already start with the step's name are not prefixed twice.
+        message = str(exc).removeprefix(f"{args.command}: ")
+        print(f"hudd {args.command}: error: {message}", file=sys.stderr)
         return 2
     finally:
         if main_thread:
