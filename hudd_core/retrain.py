@@ -32,14 +32,20 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from hudd_core.assign import bootstrap_balance
 from hudd_core.data.datasets import ImageSet, load_image, read_labels, read_metadata
 from hudd_core.fileio import atomic_write_json
 from hudd_core.models.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from hudd_core.models.train import train
-from hudd_core.testing import DEFAULT_THRESHOLD, keypoint_errors, predict
+from hudd_core.testing import (
+    DEFAULT_THRESHOLD,
+    RESULT_FILES,
+    keypoint_errors,
+    predict_readable,
+    read_results,
+)
 
 REFERENCE_HP = {"epochs": 10, "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128}
 
@@ -149,6 +155,16 @@ def _read_label_csv(path: Path) -> dict[str, str]:
     return seen
 
 
+def tested_only(dataset: ImageSet, result_csv: Path) -> Dataset:
+    """The images of ``dataset`` that ``hudd test`` read (those it skipped as unreadable
+    or oddly sized are not in its result file); all of them without that file."""
+    if not result_csv.is_file():
+        return dataset
+    tested = read_results(result_csv)
+    keep = [i for i, img in enumerate(dataset.ids) if img in tested]
+    return dataset if len(keep) == len(dataset) else Subset(dataset, keep)
+
+
 def correct_mask(
     model: nn.Module,
     dataset: ImageSet,
@@ -157,13 +173,17 @@ def correct_mask(
     batch_size: int,
     device: str,
     threshold: float = DEFAULT_THRESHOLD,
-) -> np.ndarray:
-    """Per image of ``dataset``: whether ``model`` gets it right (classifier: the label;
-    keypoints: mean pixel error within ``threshold``)."""
-    out = predict(model, dataset, batch_size=batch_size, device=device, progress=False)
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(correct, positions)``: for every readable image of ``dataset`` (its position),
+    whether ``model`` gets it right (classifier: the label; keypoints: mean pixel error
+    within ``threshold``). Images ``hudd test`` skipped (unreadable, odd size) are left
+    out here too, so they never stop the retraining."""
+    out, targets, positions, _ = predict_readable(
+        model, dataset, batch_size=batch_size, device=device, progress=False
+    )
     if meta["task"] == "classifier":
-        return out.argmax(axis=1) == np.asarray(dataset.targets)
-    return keypoint_errors(out, np.asarray(dataset.targets)).mean(axis=1) <= threshold
+        return out.argmax(axis=1) == np.asarray(targets), positions
+    return keypoint_errors(out, np.asarray(targets)).mean(axis=1) <= threshold, positions
 
 
 def accuracy_table(
@@ -293,17 +313,19 @@ def run_retrain(
         meta["task"],
     )
     classes = meta["classes"] if meta["task"] == "classifier" else None
-    train_set = ImageSet(
-        data_root / "TrainingSet", task=meta["task"], channels=meta["in_channels"], classes=classes
-    )
+    train_set = tested_only(
+        ImageSet(data_root / "TrainingSet", task=meta["task"], channels=meta["in_channels"],
+                 classes=classes),
+        workdir / RESULT_FILES["TrainingSet"],
+    )  # fmt: skip
     test_set = ImageSet(
         data_root / "TestSet", task=meta["task"], channels=meta["in_channels"], classes=classes
     )
     groups = test_groups(workdir, data_root, test_set, meta)
 
     def evaluate(m: nn.Module) -> dict[str, Any]:
-        ok = correct_mask(m, test_set, meta, batch_size=eval_batch_size, device=device)
-        return accuracy_table(ok, test_set.ids, groups)
+        ok, pos = correct_mask(m, test_set, meta, batch_size=eval_batch_size, device=device)
+        return accuracy_table(ok, [test_set.ids[i] for i in pos], groups)
 
     before = evaluate(model)
     target = _largest_quota(workdir, clusters)
@@ -388,8 +410,8 @@ def _baseline_pools(model, data_root: Path, meta, device: str, batch_size: int) 
         meta["in_channels"],
         meta["task"],
     )
-    ok = correct_mask(model, improvement, meta, batch_size=batch_size, device=device)
-    return {"BL1": everything.subset(np.flatnonzero(~ok)), "BL2": everything}
+    ok, pos = correct_mask(model, improvement, meta, batch_size=batch_size, device=device)
+    return {"BL1": everything.subset(pos[~ok]), "BL2": everything.subset(pos)}
 
 
 def _baseline_sample(pool: Labelled, budget: int, samples: int, seed: int) -> Labelled:

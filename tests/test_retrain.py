@@ -134,3 +134,21 @@ def test_accuracy_table():
     )
     assert table["overall"] == pytest.approx(2 / 3)
     assert table["rcc"] == {"1": {"n": 2, "accuracy": 0.5}}
+
+
+def test_retrain_leaves_out_images_the_test_skipped(case, tmp_path):
+    import shutil
+
+    from hudd_core.testing import run_test
+
+    data, T = case
+    data2, T2 = tmp_path / "DataSets", tmp_path / "T"
+    shutil.copytree(data, data2)
+    shutil.copytree(T, T2)
+    for set_name in ("TestSet", "TrainingSet"):
+        next(iter(sorted((data2 / set_name).rglob("*.png")))).write_bytes(b"not a png")
+    model, meta = load_checkpoint(T2 / "DNNModels" / "m.pt")
+    run_test(model, data2, T2, meta, progress=False)
+    assert "TestSet" in (T2 / "skipped.csv").read_text()
+    result = R.run_retrain(T2, data2, hp=HP, baselines=True, progress=False)
+    assert sum(g["n"] for g in result["before"]["class"].values()) == 24 - 1
