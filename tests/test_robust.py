@@ -63,3 +63,23 @@ def test_skiplog_appends_once_per_step(tmp_path):
         ("assign", "TestSet/a.png"),
     ]
     assert again.images("assign") == ["TestSet/a.png"]
+
+
+def test_a_file_list_chooses_the_pool(tmp_path):
+    import pytest
+
+    pool = tmp_path / "ImprovementSet"
+    make_pool(pool)
+    (pool / "files.txt").write_text("# chosen images\nok3.png\n\nok1.png\nmissing.png\n")
+    ds = ImageFiles(pool)
+    assert ds.ids == ["ImprovementSet/ok3.png", "ImprovementSet/ok1.png",
+                      "ImprovementSet/missing.png"]  # fmt: skip
+    x, _, idx, skipped = collate_skipping([Skipping(ds, (1, 16, 16))[i] for i in range(3)])
+    assert idx.tolist() == [0, 1] and x.shape[0] == 2
+    assert skipped[0][0] == 2 and "missing.png" in skipped[0][1]
+    (pool / "files.txt").write_text("ok1.png\n../T/run.json\n")
+    with pytest.raises(ValueError, match=r"files\.txt, line 2: '\.\./T/run\.json'"):
+        ImageFiles(pool)
+    (pool / "files.txt").write_text("ok1.png\nok1.png\n")
+    with pytest.raises(ValueError, match=r"more than once: 'ok1\.png'"):
+        ImageFiles(pool)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -41,6 +41,30 @@ def _images_under(folder: Path) -> list[str]:
         for p in folder.rglob("*")
         if p.suffix.lower() in IMG_EXTENSIONS and p.is_file()
     )
+
+
+FILE_LIST = "files.txt"  # optional: the images of a folder listed instead of scanned
+
+
+def _listed_images(folder: Path) -> list[str]:
+    """The image paths (relative to ``folder``) listed in ``folder/files.txt``, in its
+    order; blank lines and ``#`` comments ignored. Listing a pool of millions of images
+    once saves scanning the tree on every run and lets the engineer choose them."""
+    path = folder / FILE_LIST
+    names: list[str] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        rel = PurePosixPath(entry)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"{path}, line {number}: {entry!r} is not a path inside {folder}")
+        names.append(rel.as_posix())
+    seen: set[str] = set()
+    twice = [n for n in names if n in seen or seen.add(n)]
+    if twice:
+        raise ValueError(f"{path} lists images more than once: {_first(twice)}")
+    return names
 
 
 def _other_files_under(folder: Path) -> list[str]:
@@ -228,8 +252,10 @@ class ImageSet(Dataset):
 
 
 class ImageFiles(Dataset):
-    """Every image under ``folder`` (recursively, sorted), unlabeled: items are
-    ``(image tensor, index)``. For the improvement pool, which needs no labels.
+    """Every image under ``folder`` (recursively, sorted; or the ones ``folder/files.txt``
+    lists, in its order), unlabeled: items are ``(image tensor, index)``. For the
+    improvement pool, which needs no labels. A listed file that is missing or unreadable
+    is skipped where it is read (``T/skipped.csv``), as a corrupt image is.
 
     ``ids`` are relative to ``folder``'s parent (the DataSets root), as in files under T/.
     """
@@ -246,7 +272,8 @@ class ImageFiles(Dataset):
         self.folder = Path(folder)
         if not self.folder.is_dir():
             raise FileNotFoundError(f"image folder {self.folder} does not exist")
-        self.names = _images_under(self.folder)
+        listed = (self.folder / FILE_LIST).is_file()
+        self.names = _listed_images(self.folder) if listed else _images_under(self.folder)
         self.ids = [f"{self.folder.name}/{n}" for n in self.names]
         self.channels, self.image_size, self.mean, self.std = channels, image_size, mean, std
 
