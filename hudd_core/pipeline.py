@@ -124,7 +124,8 @@ def step_test(run: Run) -> dict[str, Any]:
 
     cfg = run.cfg
     model, meta = load_checkpoint(run.checkpoint)
-    options = pick(cfg, "batch_size", "device", "threshold", "image_size", "mean", "std")
+    options = pick(cfg, "batch_size", "device", "threshold", "image_size", "mean", "std",
+                   "num_workers")  # fmt: skip
     summary = run_test(model, run.data, run.workdir, meta, **options, model_file=run.checkpoint,
                        progress=run.progress)  # fmt: skip
     result = run.workdir / RESULT_FILES["TestSet"]

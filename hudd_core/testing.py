@@ -59,6 +59,7 @@ def predict_readable(
     strict: bool = False,
     check: Callable[[torch.Tensor], None] | None = None,
     desc: str = "test",
+    num_workers: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, str]]]:
     """The model's outputs for every readable item of ``dataset`` (items ``(x, y)``).
 
@@ -77,7 +78,7 @@ def predict_readable(
     if shape is None:
         shape = common_shape(dataset)
     loader = DataLoader(Skipping(dataset, shape, ids), batch_size=batch_size, shuffle=False,
-                        collate_fn=collate_skipping)  # fmt: skip
+                        collate_fn=collate_skipping, num_workers=num_workers)  # fmt: skip
     outs, targets, positions, skipped = [], [], [], []
     with torch.inference_mode():
         for x, y, idx, bad in tqdm(loader, desc=desc, disable=not progress):
@@ -190,6 +191,7 @@ def run_test(
     std: Sequence[float] | None = None,
     progress: bool = True,
     model_file: str | Path | None = None,
+    num_workers: int = 0,
 ) -> dict[str, dict[str, float]]:
     """Tests ``model`` on ``sets`` of ``data_root``, writes the result files into ``workdir``;
     returns per set ``{"n", "wrong", "accuracy", "skipped"}``.
@@ -232,7 +234,7 @@ def run_test(
 
         out, target, positions, skipped = predict_readable(
             model, ds, batch_size=batch_size, device=device, progress=progress,
-            check=check, desc=f"test {name}",
+            check=check, desc=f"test {name}", num_workers=num_workers,
         )  # fmt: skip
         for i in ds.other_files:
             skips.add("test", f"{ds.folder.name}/{i}", f"{ds.folder / i}: not an image file")

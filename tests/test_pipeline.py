@@ -119,10 +119,12 @@ def test_hudd_run_with_a_config_file(demo, tmp_path, capsys):
         f'workdir = "{work}"\ndata = "{work / "DataSets"}"\n'
         '[cluster]\nk_range = "2:4"\n[assign]\ntop = 3\n'
     )
-    code = main(["run", "--config", str(toml), "--steps", "cluster", "assign", "report",
-                 "--quiet", "--log-file", str(tmp_path / "hudd.log")])  # fmt: skip
+    steps = ["--steps", "test", "cluster", "assign", "report"]
+    log = ["--quiet", "--log-file", str(tmp_path / "hudd.log")]
+    code = main(["run", "--config", str(toml), *steps, "--num-workers", "2", *log])
     assert code == 0
     out = capsys.readouterr().out
+    assert "test: TestSet accuracy" in out  # images decoded in 2 DataLoader workers
     assert "cluster: best layer" in out and "assign:" in out and "report:" in out
     run = json.loads((work / "run.json").read_text())
     assert run["config"]["k_range"] == [2, 4] and run["config"]["top"] == 3
