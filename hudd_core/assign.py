@@ -414,10 +414,13 @@ def run_assign(
                 skips.add("assign", pool.ids[i], reason)
             if x is not None:
                 rel = relevance(x).reshape(len(x), -1)
-                if not bool(torch.isfinite(rel).all()):
+                finite = torch.isfinite(rel).all(dim=1)
+                if not bool(finite.all()):
+                    bad = pool.ids[int(positions[int((~finite).nonzero()[0])])]
+                    store.save()
                     raise ValueError(
-                        "assign: NaN or inf relevance in the batch starting at "
-                        f"{pool.ids[int(positions[0])]}"
+                        f"assign: NaN or inf relevance at layer {layer} for {bad} (candidates "
+                        "of the images before it are saved; a rerun resumes there)"
                     )
                 idx, dist = top_candidates(index.search(rel), top)
                 store.add(positions.numpy(), idx, dist)
@@ -457,16 +460,17 @@ def write_unsafe_folders(
 ) -> Path:
     """``T/UnsafeSet/<cluster>/`` with copies of the selected images and a GIF per cluster,
     built in a temporary folder then renamed into place."""
-    from hudd_core.rcc import flat_name, write_gif
+    from hudd_core.rcc import unique_flat_names, write_gif
 
     final = Path(workdir) / "UnsafeSet"
     tmp = fresh_tmp_dir(final)
     for c in np.unique(clusters).tolist():
         folder = tmp / str(c)
         folder.mkdir()
-        members = [data_root / img for img, k in zip(images, clusters, strict=True) if k == c]
-        for src in members:
-            shutil.copyfile(src, folder / flat_name(str(src.relative_to(data_root))))
+        chosen = [img for img, k in zip(images, clusters, strict=True) if k == c]
+        members = [data_root / img for img in chosen]
+        for src, name in zip(members, unique_flat_names(chosen), strict=True):
+            shutil.copyfile(src, folder / name)
         if gifs and members:
             write_gif(members, tmp / f"Cluster_{c}.gif")
     replace_dir(tmp, final)

@@ -219,6 +219,24 @@ def test_run_assign_errors(assign_case):
         A.run_assign(T, data, _relevance, progress=False)
 
 
+def test_nan_relevance_stops_assign_naming_image_and_layer_keeping_candidates(assign_case):
+    data, T, _, _ = assign_case
+    seen = []
+
+    def poisoned(x):
+        rel = _relevance(x)
+        if sum(seen) + len(x) > 20:  # the 21st image of the pool
+            rel[20 - sum(seen)] = float("nan")
+        seen.append(len(x))
+        return rel
+
+    pool = sorted(p.relative_to(data).as_posix() for p in (data / "ImprovementSet").rglob("*.png"))
+    with pytest.raises(ValueError, match=rf"layer features\.3 for {pool[20]}"):
+        A.run_assign(T, data, poisoned, batch_size=8, save_every=100, progress=False)
+    with np.load(T / "Assign" / "candidates.npz") as z:
+        assert int(z["done"]) == 16  # the two whole batches before it are kept
+
+
 def test_run_assign_skips_and_records_bad_images(assign_case):
     import csv
 
