@@ -353,7 +353,7 @@ def test_image_broken_since_the_test_stops_heatmaps_keeping_rows(kind, model_wor
     else:
         Image.fromarray(np.zeros((20, 32), np.uint8)).save(victim)
     code, _, err = _heatmaps(w, capsys, "--batch-size", "2")
-    assert code == 2 and "hudd heatmaps: error: heatmaps:" in err
+    assert code == 2 and "hudd heatmaps: error: heatmaps" not in err  # step named once
     assert victim.name in err and "4 of" in err
     assert json.loads((w.T / "Heatmaps" / "progress.json").read_text())["rows"] == 4
     victim.write_bytes(original)
