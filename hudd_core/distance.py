@@ -38,6 +38,7 @@ from hudd_core._ext import _C, compiled_for, resolve_device, stream_of
 DEFAULT_TAU = 0.05
 DEFAULT_BLOCK_MEMORY = 1 << 30  # bytes for the working blocks of one GEMM
 DENSE_SECOND_LEVEL_BYTES = 4 << 30  # the N × N float32 rows of the second level, at most
+SYRK_BYTES = 2 << 30  # CPU: resident rows whose N × N Gram fits here use one syrk call
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -223,6 +224,25 @@ class _GramBuffer:
         return torch.mm(bi.centred, bj.centred.T, out=self.buf[: r * c].view(r, c))
 
 
+def syrk_upper(x: torch.Tensor) -> torch.Tensor:
+    """``x @ x.T`` for a CPU matrix, upper triangle only (the lower one is zeros), with
+    the BLAS symmetric rank-k update: half the flops of a GEMM. torch has no syrk, so
+    this is SciPy's BLAS; the result is a C-contiguous tensor sharing its memory.
+
+    >>> x = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    >>> syrk_upper(x)
+    tensor([[ 5., 11.],
+            [ 0., 25.]])
+    """
+    from scipy.linalg import blas
+
+    a = x.numpy().T  # Fortran-ordered D × N view: syrk(trans=1) gives aᵀa = x xᵀ
+    syrk = blas.dsyrk if x.dtype == torch.float64 else blas.ssyrk
+    # The lower triangle of a Fortran-ordered result is the upper one of its C-ordered
+    # transpose, which is what the epilogue reads.
+    return torch.from_numpy(syrk(1.0, a, trans=1, lower=1).T)
+
+
 def _dtype_name(t: torch.Tensor) -> str:
     return "float64" if t.dtype == torch.float64 else "float32"
 
@@ -298,6 +318,10 @@ def pdist_rows(
         raise ValueError(f"out must be a contiguous float64 vector of {n_pairs} entries")
     step = _block_rows(rows, block_memory, gram_cols=rows.n)
     read, resident = _block_reader(rows, shift_row(rows), step, block_memory)
+    if resident and rows.device.type == "cpu" and rows.n**2 * rows.itemsize <= SYRK_BYTES:
+        whole = read(0, rows.n)
+        _pdist_epilogue(syrk_upper(whole.centred), whole, whole, rows.n, tau, out)
+        return out
     spans = _spans(rows.n, step)
     total = len(spans) if resident else len(spans) * (len(spans) + 1) // 2
     gram = _GramBuffer(step * (rows.n if resident else step), rows.dtype, rows.device)

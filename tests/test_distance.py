@@ -26,16 +26,24 @@ def rel_err(ours: np.ndarray, ref: np.ndarray) -> float:
     return float(np.max(np.abs(ours[nz] - ref[nz]) / ref[nz])) if nz.any() else 0.0
 
 
-@pytest.mark.parametrize("block_memory", [1 << 30, 1 << 16])  # resident and streamed
-def test_pdist_random_matches_scipy(rng, block_memory):
+# resident rows with one syrk call, resident rows in GEMM blocks, streamed blocks
+PATHS = pytest.mark.parametrize(
+    ("block_memory", "syrk_bytes"), [(1 << 30, 1 << 30), (1 << 30, 0), (1 << 16, 1 << 30)]
+)
+
+
+@PATHS
+def test_pdist_random_matches_scipy(rng, block_memory, syrk_bytes, monkeypatch):
+    monkeypatch.setattr(hd, "SYRK_BYTES", syrk_bytes)
     X = rng.standard_normal((300, 700)).astype(np.float32)
     ours = hd.pdist(X, block_memory=block_memory)
     assert ours.dtype == np.float64 and ours.shape == (300 * 299 // 2,)
     assert rel_err(ours, scipy_pdist(X.astype(np.float64))) < bound(700)
 
 
-@pytest.mark.parametrize("block_memory", [1 << 30, 1 << 16])
-def test_pdist_duplicate_heavy(rng, block_memory):
+@PATHS
+def test_pdist_duplicate_heavy(rng, block_memory, syrk_bytes, monkeypatch):
+    monkeypatch.setattr(hd, "SYRK_BYTES", syrk_bytes)
     base = rng.standard_normal((20, 500)).astype(np.float32) + 10.0  # far from the origin
     X = np.repeat(base, 6, axis=0)
     X[1::3] += (1e-5 * rng.standard_normal(X[1::3].shape)).astype(np.float32)
