@@ -10,11 +10,12 @@ import pytest
 
 import hudd_core
 
-MODULES = sorted(
+SUBMODULES = sorted(
     m.name
     for m in pkgutil.walk_packages(hudd_core.__path__, "hudd_core.")
     if not m.name.endswith("._C") and ".cli" not in m.name
 )
+MODULES = ["hudd_core", *SUBMODULES]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -44,3 +45,8 @@ def test_the_step_modules_have_examples():
         finder = doctest.DocTestFinder()
         tests = finder.find(importlib.import_module(f"hudd_core.{name}"))
         assert sum(len(t.examples) for t in tests) > 0, name
+
+
+def test_the_package_exports_every_step():
+    for name in hudd_core.__all__:
+        assert callable(getattr(hudd_core, name)) or name == "__version__", name
