@@ -1,10 +1,12 @@
 """Pairwise Euclidean distances between heatmaps (HUDD step 3), computed as GEMM.
 
 ``d(x, y)² = ‖x‖² + ‖y‖² − 2 x·y``: the dot products go through the BLAS/cuBLAS that
-torch uses, block by block, and a compiled epilogue (``csrc/*/distance_epilogue``) clamps,
-takes the square root and writes SciPy's condensed vector directly, so no N×N float64
-matrix is ever built. Inputs may be NumPy arrays, memmaps (read block by block, so X may
-be larger than RAM) or torch tensors on the CPU or a GPU.
+torch uses, block by block (on the CPU, rows that fit in memory take one BLAS ``syrk``:
+only pairs i < j are needed, half a GEMM's flops), and a compiled epilogue
+(``csrc/*/distance_epilogue``) clamps, takes the square root and writes SciPy's condensed
+vector directly, so no N×N float64 matrix is ever built. Inputs may be NumPy arrays,
+memmaps (read block by block, so X may be larger than RAM) or torch tensors on the CPU or
+a GPU.
 
 Accuracy. The GEMM form cancels when two rows are close compared with their norms. Rows
 are first centred on the mean of X (distances do not change, norms shrink), and every pair
