@@ -72,7 +72,9 @@ def test_rerun_skips_complete_steps_and_reruns_changed_ones(demo, tmp_path):
     assert after["retrain.json"] != before["retrain.json"]
 
 
-def test_no_error_inducing_image_stops_cleanly(demo, tmp_path):
+def _copy_with_wrong(demo: Path, tmp_path: Path, keep_wrong: int) -> Path:
+    """A copy of the demo's work folder whose testResult.csv keeps only the first
+    ``keep_wrong`` Wrong rows (the others become Correct)."""
     import shutil
 
     work = tmp_path / "T"
@@ -80,29 +82,24 @@ def test_no_error_inducing_image_stops_cleanly(demo, tmp_path):
     path = work / "testResult.csv"
     with open(path, newline="") as fh:
         rows = list(csv.reader(fh))
-    rows[1:] = [[r[0], "Correct", *r[2:]] for r in rows[1:]]
+    wrong = [i for i, r in enumerate(rows) if r[1] == "Wrong"][:keep_wrong]
+    rows[1:] = [[r[0], "Wrong" if i in wrong else "Correct", *r[2:]]
+                for i, r in enumerate(rows[1:], start=1)]  # fmt: skip
     with open(path, "w", newline="") as fh:
         csv.writer(fh).writerows(rows)
-    cfg = _cfg(work, steps=["heatmaps", "cluster"])
-    result = run_pipeline(cfg)
+    return work
+
+
+def test_no_error_inducing_image_stops_cleanly(demo, tmp_path):
+    work = _copy_with_wrong(demo, tmp_path, 0)
+    result = run_pipeline(_cfg(work, steps=["heatmaps", "cluster"]))
     assert result["stopped"]["step"] == "heatmaps"
     assert "nothing to debug" in result["stopped"]["reason"]
     assert (work / "Heatmaps" / "index.csv").is_file()  # earlier results are kept
 
 
 def test_single_error_image_clusters_then_stops_at_assign(demo, tmp_path):
-    import shutil
-
-    work = tmp_path / "T"
-    shutil.copytree(demo, work)
-    path = work / "testResult.csv"
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
-    first = next(i for i, r in enumerate(rows) if r[1] == "Wrong")
-    rows[1:] = [[r[0], "Wrong" if i == first else "Correct", *r[2:]]
-                for i, r in enumerate(rows[1:], start=1)]  # fmt: skip
-    with open(path, "w", newline="") as fh:
-        csv.writer(fh).writerows(rows)
+    work = _copy_with_wrong(demo, tmp_path, 1)
     result = run_pipeline(_cfg(work, steps=["heatmaps", "cluster", "assign", "report"]))
     assert result["cluster"]["n_clusters"] == 1 and result["cluster"]["n_images"] == 1
     assert result["stopped"]["step"] == "assign" and "single image" in result["stopped"]["reason"]
