@@ -20,8 +20,7 @@ from hudd_core.lrp.composites import COMPOSITES
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("assign", help="step 4: the improvement images closest to the RCCs")
-    add_common(p, model=False)
-    p.add_argument("--model-name", help="checkpoint in T/DNNModels (default: the only one)")
+    add_common(p, model=False, checkpoint=True)
     p.add_argument(
         "--backend",
         default="auto",

@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 
 
-def add_common(p: argparse.ArgumentParser, *, model: bool = True, data: bool = True) -> None:
-    """Adds the options every pipeline step takes."""
+def add_common(
+    p: argparse.ArgumentParser, *, model: bool = True, data: bool = True, checkpoint: bool = False
+) -> None:
+    """Adds the options every pipeline step takes; ``checkpoint``: the model is a checkpoint
+    of the work folder (``--model-name``), for the steps after clustering."""
     p.add_argument("--workdir", default="T", help="work folder (the paper's T/)")
+    if checkpoint:
+        p.add_argument("--model-name", help="checkpoint in T/DNNModels (default: the only one)")
     if model:
         p.add_argument("--model", help="built-in name, file.py:factory or package.module:factory")
         p.add_argument("--weights", help=".pt state_dict or .safetensors")

@@ -10,8 +10,7 @@ from hudd_core.retrain import REFERENCE_HP
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("retrain", help="retrain the DNN on TrainingSet + balanced unsafe set")
-    add_common(p, model=False)
-    p.add_argument("--model-name", help="checkpoint in T/DNNModels (default: the only one)")
+    add_common(p, model=False, checkpoint=True)
     p.add_argument(
         "--labels",
         help="CSV image,label for the unsafe set (default: the "
