@@ -231,7 +231,7 @@ def retraining_section(info: dict | None) -> str:
     for group in ("planted", "rcc", "class"):
         if group not in info["before"]:
             continue
-        names = list(info["before"][group])
+        names = sorted(info["before"][group], key=lambda g: (not g.isdigit(), g.zfill(9)))
         table = [
             [
                 name,
