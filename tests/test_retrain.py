@@ -152,3 +152,28 @@ def test_retrain_leaves_out_images_the_test_skipped(case, tmp_path):
     assert "TestSet" in (T2 / "skipped.csv").read_text()
     result = R.run_retrain(T2, data2, hp=HP, baselines=True, progress=False)
     assert sum(g["n"] for g in result["before"]["class"].values()) == 24 - 1
+
+
+def test_keypoint_model_retrains_with_mse_and_pixel_error_accuracy(model_workdir, monkeypatch):
+    w = model_workdir({"TrainingSet": 24, "TestSet": 16, "ImprovementSet": 12}, task="keypoints")
+    improvement = sorted(p.relative_to(w.data).as_posix()
+                         for p in (w.data / "ImprovementSet").glob("*.png"))  # fmt: skip
+    tests = sorted(p.relative_to(w.data).as_posix() for p in (w.data / "TestSet").glob("*.png"))
+    rccs = [(img, 1 + i % 2, "features.3") for i, img in enumerate(tests[:6])]
+    unsafe = [(img, 1 + i % 2, 0.1 * (i + 1), 0) for i, img in enumerate(improvement[:6])]
+    write(w.T / "clusters.csv", ["image", "cluster", "layer"], rccs)
+    write(w.T / "unsafe_set.csv", ["image", "cluster", "distance", "order"], unsafe)
+    calls = []
+    real_train = R.train
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["loss"])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(R, "train", spy)
+    result = R.run_retrain(w.T, w.data, hp=HP, baselines=True, progress=False)
+    assert calls == ["mse"] * 3  # HUDD, BL1, BL2
+    model, meta = load_checkpoint(w.T / "DNNModels" / "m_retrained.pt")
+    assert meta["task"] == "keypoints"
+    assert model(torch.rand(2, 1, SIZE, SIZE)).shape == (2, 2 * len(simulator.KEYPOINTS))
+    assert 0.0 <= result["hudd"]["accuracy"]["mean"] <= 1.0  # mean pixel error ≤ 4 px
