@@ -333,18 +333,15 @@ def run_retrain(
     pools = _baseline_pools(model, data_root, meta, device, eval_batch_size) if baselines else {}
     for name in pools:
         methods[name] = []
+
+    def tune(added: Dataset, s: int) -> nn.Module:  # every method: TrainingSet + its images
+        data = ConcatDataset([train_set, added])
+        return fine_tune(model, data, meta, hp, seed=s, device=device, progress=progress)
+
     for r in range(repeats):
         s = seed + r
         balanced = unsafe.subset(bootstrap_balance(clusters, distances, target, seed=s))
-        tuned = fine_tune(
-            model,
-            ConcatDataset([train_set, balanced]),
-            meta,
-            hp,
-            seed=s,
-            device=device,
-            progress=progress,
-        )
+        tuned = tune(balanced, s)
         methods["hudd"].append(evaluate(tuned))
         if r == 0:
             saved = save_checkpoint(
@@ -355,16 +352,7 @@ def run_retrain(
             )
         for name, pool in pools.items():
             extra = _baseline_sample(pool, len(images), len(balanced), s)
-            tuned_bl = fine_tune(
-                model,
-                ConcatDataset([train_set, extra]),
-                meta,
-                hp,
-                seed=s,
-                device=device,
-                progress=progress,
-            )
-            methods[name].append(evaluate(tuned_bl))
+            methods[name].append(evaluate(tune(extra, s)))
     result = {
         "model": checkpoint.name,
         "retrained_model": saved.name,

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from hudd_core.cli.common import add_common
+from hudd_core.cli.common import add_common, model_from_args
 from hudd_core.lrp.composites import COMPOSITES
 
 
@@ -44,17 +43,9 @@ def run(args: argparse.Namespace) -> int:
 
     from hudd_core.heatmaps import run_heatmaps
     from hudd_core.lrp import LRP
-    from hudd_core.models.checkpoint import resolve_model
 
     torch.manual_seed(args.seed)
-    model, meta = resolve_model(
-        args.model,
-        args.weights,
-        Path(args.data),
-        trust=args.trust_model_file,
-        in_channels=args.in_channels,
-        image_size=args.image_size,
-    )
+    model, meta = model_from_args(args)
     if args.list_layers:
         lrp = LRP(model.eval(), args.composite, args.layers)
         size = args.image_size or meta.get("input_size") or 64

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hudd_core.cli.common import add_common
+from hudd_core.cli.common import add_common, model_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hudd_core.models import BUILTIN
-    from hudd_core.models.checkpoint import resolve_model
     from hudd_core.testing import RESULT_FILES, accuracy_by_planted, run_test
 
     data, workdir = Path(args.data), Path(args.workdir)
@@ -43,14 +42,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"hudd test: warning: no --weights, testing an untrained {args.model}", file=sys.stderr
         )
-    model, meta = resolve_model(
-        args.model,
-        args.weights,
-        data,
-        trust=args.trust_model_file,
-        in_channels=args.in_channels,
-        image_size=args.image_size,
-    )
+    model, meta = model_from_args(args)
     summary = run_test(
         model,
         data,
