@@ -102,6 +102,15 @@ def _check_key(key: str, source: Path | str) -> str:
     return key
 
 
+def pick(cfg: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """The options ``keys`` of ``cfg`` (named as the step functions' arguments).
+
+    >>> pick({"top": 5, "seed": 0, "device": "cpu"}, "top", "device")
+    {'top': 5, 'device': 'cpu'}
+    """
+    return {k: cfg[k] for k in keys}
+
+
 def parse_k_range(text: str | tuple[int, int] | list[int]) -> tuple[int, int]:
     """``"2:500"`` (or a pair) → ``(2, 500)``; ``ValueError`` naming the option otherwise.
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hudd_core.config import DEFAULTS, load_config
+from hudd_core.config import DEFAULTS, load_config, pick
 from hudd_core.data import simulator
 from hudd_core.data.datasets import ImageSet
 from hudd_core.data.generate import MARKER, generate
@@ -111,11 +111,6 @@ class Run:
 
 
 # --- the steps ------------------------------------------------------------------------
-
-
-def pick(cfg: dict[str, Any], *keys: str) -> dict[str, Any]:
-    """The options ``keys`` of ``cfg`` (they are named as the step functions' arguments)."""
-    return {k: cfg[k] for k in keys}
 
 
 def step_test(run: Run) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import argparse
 import json
 
 from hudd_core.cli.common import add_common, model_from_args
+from hudd_core.config import pick
 from hudd_core.lrp.composites import COMPOSITES
 
 
@@ -52,21 +53,9 @@ def run(args: argparse.Namespace) -> int:
         for name, shape in lrp.shapes((meta["in_channels"], size, size)).items():
             print(f"{name}\t{list(shape)}")
         return 0
-    summary = run_heatmaps(
-        args.workdir,
-        args.data,
-        model,
-        meta,
-        image_size=args.image_size,
-        mean=args.mean,
-        std=args.std,
-        composite=args.composite,
-        layers=args.layers,
-        float16=args.float16,
-        improvement=args.improvement,
-        batch_size=args.batch_size,
-        device=args.device,
-        progress=not args.quiet,
-    )
+    options = pick(vars(args), "image_size", "mean", "std", "composite", "layers", "float16",
+                   "improvement", "batch_size", "device")  # fmt: skip
+    summary = run_heatmaps(args.workdir, args.data, model, meta, **options,
+                           progress=not args.quiet)  # fmt: skip
     print(json.dumps(summary))
     return 0

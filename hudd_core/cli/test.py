@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from hudd_core.cli.common import add_common, model_from_args
+from hudd_core.config import pick
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -43,17 +44,13 @@ def run(args: argparse.Namespace) -> int:
             f"hudd test: warning: no --weights, testing an untrained {args.model}", file=sys.stderr
         )
     model, meta = model_from_args(args)
+    options = pick(vars(args), "batch_size", "device", "threshold", "image_size", "mean", "std")
     summary = run_test(
         model,
         data,
         workdir,
         meta,
-        batch_size=args.batch_size,
-        device=args.device,
-        threshold=args.threshold,
-        image_size=args.image_size,
-        mean=args.mean,
-        std=args.std,
+        **options,
         progress=not args.quiet,
         model_file=args.weights,
     )
