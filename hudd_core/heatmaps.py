@@ -25,7 +25,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,16 +39,8 @@ from hudd_core._ext import resolve_device
 from hudd_core.data.robust import Skipping, collate_skipping
 from hudd_core.lrp import LRP
 from hudd_core.lrp.engine import layer_relevance
+from hudd_core.models.checkpoint import model_fingerprint
 from hudd_core.store import HeatmapStore
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """Hash of the model's parameters and buffers (stale heatmaps are never resumed)."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def compute_heatmaps(

@@ -24,27 +24,74 @@ Example:
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from hudd_core.data.datasets import ImageSet, read_metadata
 from hudd_core.data.robust import SkipLog, Skipping, collate_skipping, common_shape
-from hudd_core.fileio import write_csv
-from hudd_core.models.checkpoint import output_mismatch
+from hudd_core.fileio import atomic_write, write_csv
+from hudd_core.models.checkpoint import model_fingerprint, output_mismatch
 from hudd_core.models.train import resolve_device
 
 log = logging.getLogger("hudd")
 
 RESULT_FILES = {"TrainingSet": "trainResult.csv", "TestSet": "testResult.csv"}
 DEFAULT_THRESHOLD = 4.0  # pixels: keypoint predictions with a larger mean error are Wrong
+
+
+@dataclass
+class PartialResults:
+    """The outputs of the batches tested so far, saved every few batches (atomically) so
+    that an interrupted test of a large set resumes where it stopped; ``signature`` (the
+    model's weights, the set, the input shape) must match for a saved file to be used."""
+
+    path: Path
+    signature: dict
+    outs: list = field(default_factory=list)
+    targets: list = field(default_factory=list)
+    positions: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
+    done: int = 0  # items processed, skipped ones included
+
+    @classmethod
+    def open(cls, path: Path, signature: dict) -> PartialResults:
+        part = cls(path, signature)
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as z:
+                if json.loads(str(z["signature"])) == signature:
+                    part.outs, part.targets = (
+                        [torch.from_numpy(z["outs"])],
+                        [torch.from_numpy(z["targets"])],
+                    )
+                    part.positions = [torch.from_numpy(z["positions"])]
+                    part.skipped = list(
+                        zip(z["skip_index"].tolist(), z["skip_reason"].tolist(), strict=True)
+                    )
+                    part.done = int(z["done"])
+        return part
+
+    def save(self) -> None:
+        if not self.outs:
+            return
+        arrays = {"outs": torch.cat(self.outs).numpy(), "targets": torch.cat(self.targets).numpy(),
+                  "positions": torch.cat(self.positions).numpy()}  # fmt: skip
+        for name in ("outs", "targets", "positions"):  # in place: callers hold these lists
+            getattr(self, name)[:] = [torch.from_numpy(arrays[name])]
+        index = np.array([i for i, _ in self.skipped], np.int64)
+        reason = np.array([r for _, r in self.skipped], dtype=str)
+        signature = json.dumps(self.signature)
+        atomic_write(self.path, lambda tmp: np.savez(tmp, **arrays, skip_index=index,
+                     skip_reason=reason, done=self.done, signature=signature))  # fmt: skip
 
 
 def predict_readable(
@@ -60,6 +107,8 @@ def predict_readable(
     check: Callable[[torch.Tensor], None] | None = None,
     desc: str = "test",
     num_workers: int = 0,
+    resume: Path | None = None,
+    save_every: int = 50,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, str]]]:
     """The model's outputs for every readable item of ``dataset`` (items ``(x, y)``).
 
@@ -67,7 +116,9 @@ def predict_readable(
     size differs from ``shape`` (default: the set's common size,
     :func:`hudd_core.data.robust.common_shape`) is skipped; with ``strict`` the first one
     raises a ValueError naming it instead. ``check`` sees the first batch's outputs (to
-    stop early when the model does not fit the data).
+    stop early when the model does not fit the data). With ``resume`` (a file path), the
+    results so far are saved there every ``save_every`` batches and a rerun continues
+    after the last saved batch (:class:`PartialResults`).
 
     Returns:
         ``(outputs (K, O) float32, targets (K, ...), positions (K,) int64, skipped)``
@@ -77,29 +128,42 @@ def predict_readable(
     model = model.to(dev).eval()
     if shape is None:
         shape = common_shape(dataset)
-    loader = DataLoader(Skipping(dataset, shape, ids), batch_size=batch_size, shuffle=False,
+    if resume:
+        names = list(ids if ids is not None else getattr(dataset, "ids", []))
+        signature = {"n": len(dataset), "ids": names[:1] + names[-1:], "shape": list(shape),
+                     "model": model_fingerprint(model)}  # fmt: skip
+        part = PartialResults.open(resume, signature)
+    else:
+        part = PartialResults(Path(), {})
+    items = Subset(Skipping(dataset, shape, ids), range(part.done, len(dataset)))
+    loader = DataLoader(items, batch_size=batch_size, shuffle=False,
                         collate_fn=collate_skipping, num_workers=num_workers)  # fmt: skip
-    outs, targets, positions, skipped = [], [], [], []
+    outs, targets, positions, skipped = part.outs, part.targets, part.positions, part.skipped
+    checked = bool(outs)
+    bar = tqdm(loader, desc=desc, disable=not progress, total=len(loader))
     with torch.inference_mode():
-        for x, y, idx, bad in tqdm(loader, desc=desc, disable=not progress):
+        for b, (x, y, idx, bad) in enumerate(bar, start=1):
             if bad and strict:
                 raise ValueError(bad[0][1])
             skipped += bad
-            if x is None:
-                continue
-            try:
-                out = model(x.to(dev)).float().cpu()
-            except RuntimeError as exc:  # e.g. images of a size the model cannot take
-                first = Skipping(dataset, None, ids).name(int(idx[0]))
-                raise ValueError(
-                    f"{desc}: the model fails on images of size {tuple(x.shape[1:])} "
-                    f"(batch starting at {first}; --image-size resizes): {exc}"
-                ) from exc
-            if check is not None and not outs:
-                check(out)
-            outs.append(out)
-            targets.append(y)
-            positions.append(idx)
+            if x is not None:
+                try:
+                    out = model(x.to(dev)).float().cpu()
+                except RuntimeError as exc:  # e.g. images of a size the model cannot take
+                    first = Skipping(dataset, None, ids).name(int(idx[0]))
+                    raise ValueError(
+                        f"{desc}: the model fails on images of size {tuple(x.shape[1:])} "
+                        f"(batch starting at {first}; --image-size resizes): {exc}"
+                    ) from exc
+                if check is not None and not checked:
+                    check(out)
+                    checked = True
+                outs.append(out)
+                targets.append(y)
+                positions.append(idx)
+            part.done = max([part.done, *(int(i) + 1 for i in idx), *(i + 1 for i, _ in bad)])
+            if resume and b % save_every == 0:
+                part.save()
     if not outs:
         empty = np.zeros((0, 0), np.float32)
         return empty, empty, np.zeros(0, np.int64), skipped
@@ -199,7 +263,9 @@ def run_test(
     ``meta`` is the checkpoint sidecar (``task``, ``classes``, ``in_channels``). Images
     that cannot be read (corrupt, truncated, zero-byte, not an image) or whose size
     differs from the set's are left out of the result files and listed in
-    ``T/skipped.csv`` (step ``test``), as are non-image files in class folders. A model
+    ``T/skipped.csv`` (step ``test``), as are non-image files in class folders. The
+    results so far are saved every 50 batches (``T/.partial/``): an interrupted run resumes
+    after the last saved batch of the set it was testing. A model
     whose outputs do not match the classes (or the keypoint labels) stops the step on the
     first batch with a ValueError naming ``model_file`` (the weights) and the output layer.
     """
@@ -232,9 +298,10 @@ def run_test(
             if width != want:
                 raise ValueError("test: " + output_mismatch(model, meta, width, model_file, what))
 
+        partial = workdir / ".partial" / f"test_{name}.npz"  # resume point of this set
         out, target, positions, skipped = predict_readable(
             model, ds, batch_size=batch_size, device=device, progress=progress,
-            check=check, desc=f"test {name}", num_workers=num_workers,
+            check=check, desc=f"test {name}", num_workers=num_workers, resume=partial,
         )  # fmt: skip
         for i in ds.other_files:
             skips.add("test", f"{ds.folder.name}/{i}", f"{ds.folder / i}: not an image file")
@@ -249,6 +316,7 @@ def run_test(
         else:
             header, rows = keypoint_rows(ids, out, target, threshold)
         write_csv(workdir / RESULT_FILES.get(name, f"{name}Result.csv"), header, rows)
+        partial.unlink(missing_ok=True)  # the set is complete
         wrong = sum(r[1] == "Wrong" for r in rows)
         summary[name] = {
             "n": len(rows),

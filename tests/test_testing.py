@@ -244,3 +244,40 @@ def test_demo_tiny_end_to_end_and_resume(tmp_path, capsys):
     assert {"generate", "train", "test"} <= set(run["steps"])
     result = run_demo(work, "tiny", seed=1, progress=False)  # another seed: regenerated
     assert pt.stat().st_mtime_ns != stamp
+
+
+def test_interrupted_test_resumes_after_the_last_saved_batch(model_workdir):
+    import numpy as np
+    import torch
+
+    from hudd_core.data.datasets import ImageSet
+    from hudd_core.models.checkpoint import load_checkpoint
+    from hudd_core.testing import predict_readable, run_test
+
+    w = model_workdir({"TestSet": 40})
+    model, meta = load_checkpoint(w.pt)
+    ds = ImageSet(w.data / "TestSet", classes=meta["classes"])
+    calls, resuming = [], False
+
+    class Interrupted(torch.nn.Module):  # Ctrl-C while the 5th batch runs
+        def forward(self, x):
+            calls.append(len(x))
+            if len(calls) == 5 and not resuming:
+                raise KeyboardInterrupt
+            return model(x)
+
+    partial = w.T / ".partial" / "test_TestSet.npz"
+    with pytest.raises(KeyboardInterrupt):
+        predict_readable(Interrupted(), ds, batch_size=4, resume=partial, save_every=2,
+                         progress=False)  # fmt: skip
+    with np.load(partial) as z:
+        assert int(z["done"]) == 16  # batches 1-4 saved
+    calls.clear()
+    resuming = True
+    resumed = predict_readable(Interrupted(), ds, batch_size=4, resume=partial, progress=False)
+    assert len(calls) == 6  # only the 24 images after the saved ones
+    once = predict_readable(model, ds, batch_size=4, progress=False)
+    for a, b in zip(resumed[:3], once[:3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    run_test(model, w.data, w.T, meta, sets=("TestSet",), progress=False)
+    assert not partial.exists()  # a complete set leaves no resume file

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 from pathlib import Path
@@ -34,6 +35,15 @@ from hudd_core.fileio import atomic_write, atomic_write_json
 from hudd_core.models.loading import load_model, output_layer, resolve_factory
 
 REQUIRED = ("model", "kwargs", "task", "classes", "in_channels", "input_size")
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """Hash of the model's parameters and buffers (stale heatmaps are never resumed)."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def save_checkpoint(model: nn.Module, folder: str | Path, name: str, meta: dict[str, Any]) -> Path:
