@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import json
 import math
 import shutil
 from collections.abc import Callable, Mapping
@@ -32,7 +31,13 @@ import torch
 
 from hudd_core._ext import cuda_usable
 from hudd_core.distance import cdist_tensor
-from hudd_core.fileio import atomic_write, fresh_tmp_dir, replace_dir, write_csv
+from hudd_core.fileio import (
+    fresh_tmp_dir,
+    load_signed_npz,
+    replace_dir,
+    save_signed_npz,
+    write_csv,
+)
 
 BACKENDS = ("auto", "faiss", "faiss-gpu", "torch", "numpy")
 
@@ -307,12 +312,10 @@ class CandidateStore:
     @classmethod
     def open(cls, path: Path, signature: dict) -> CandidateStore:
         store = cls(path, signature)
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as z:
-                if json.loads(str(z["signature"])) == signature:
-                    store.image_idx = [z["image_idx"]]
-                    store.cluster_idx, store.distance = [z["cluster_idx"]], [z["distance"]]
-                    store.done = int(z["done"])
+        z = load_signed_npz(path, signature)
+        if z is not None:
+            store.image_idx, store.cluster_idx = [z["image_idx"]], [z["cluster_idx"]]
+            store.distance, store.done = [z["distance"]], int(z["done"])
         return store
 
     def add(self, images: np.ndarray, idx: np.ndarray, dist: np.ndarray) -> None:
@@ -331,17 +334,8 @@ class CandidateStore:
     def save(self) -> None:
         images, idx, dist = self.arrays()
         self.image_idx, self.cluster_idx, self.distance = [images], [idx], [dist]
-        atomic_write(
-            self.path,
-            lambda tmp: np.savez(
-                tmp,
-                image_idx=images,
-                cluster_idx=idx,
-                distance=dist,
-                done=self.done,
-                signature=json.dumps(self.signature),
-            ),
-        )
+        save_signed_npz(self.path, self.signature, image_idx=images, cluster_idx=idx,
+                        distance=dist, done=self.done)  # fmt: skip
 
 
 def run_assign(

@@ -24,6 +24,8 @@ from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 _MAX_BYTES = 200  # below the usual 255-byte file-name limit, with room for suffixes
 
@@ -98,6 +100,23 @@ def write_csv(path: str | Path, header: list[str], rows: Iterable[Iterable[Any]]
             w.writerows(rows)
 
     return atomic_write(path, write)
+
+
+def save_signed_npz(path: Path, signature: dict, **arrays: Any) -> Path:
+    """``arrays`` and a JSON ``signature`` into ``path`` (a resume point), atomically."""
+    sig = json.dumps(signature, sort_keys=True)
+    return atomic_write(path, lambda tmp: np.savez(tmp, signature=sig, **arrays))
+
+
+def load_signed_npz(path: Path, signature: dict) -> dict[str, np.ndarray] | None:
+    """The arrays :func:`save_signed_npz` wrote to ``path``, or None when there is no such
+    file or it was saved for another ``signature`` (other inputs: start afresh)."""
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        if json.loads(str(z["signature"])) != signature:
+            return None
+        return {k: z[k] for k in z.files if k != "signature"}
 
 
 def fresh_tmp_dir(final: Path) -> Path:

@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from tqdm import tqdm
 
 from hudd_core.data.datasets import ImageSet, read_metadata
 from hudd_core.data.robust import SkipLog, Skipping, collate_skipping, common_shape
-from hudd_core.fileio import atomic_write, write_csv
+from hudd_core.fileio import load_signed_npz, save_signed_npz, write_csv
 from hudd_core.models.checkpoint import model_fingerprint, output_mismatch
 from hudd_core.models.train import resolve_device
 
@@ -66,32 +65,27 @@ class PartialResults:
     @classmethod
     def open(cls, path: Path, signature: dict) -> PartialResults:
         part = cls(path, signature)
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as z:
-                if json.loads(str(z["signature"])) == signature:
-                    part.outs, part.targets = (
-                        [torch.from_numpy(z["outs"])],
-                        [torch.from_numpy(z["targets"])],
-                    )
-                    part.positions = [torch.from_numpy(z["positions"])]
-                    part.skipped = list(
-                        zip(z["skip_index"].tolist(), z["skip_reason"].tolist(), strict=True)
-                    )
-                    part.done = int(z["done"])
+        z = load_signed_npz(path, signature)
+        if z is not None:
+            for name in ("outs", "targets", "positions"):
+                getattr(part, name).append(torch.from_numpy(z[name]))
+            part.skipped = list(
+                zip(z["skip_index"].tolist(), z["skip_reason"].tolist(), strict=True)
+            )
+            part.done = int(z["done"])
         return part
 
     def save(self) -> None:
         if not self.outs:
             return
-        arrays = {"outs": torch.cat(self.outs).numpy(), "targets": torch.cat(self.targets).numpy(),
-                  "positions": torch.cat(self.positions).numpy()}  # fmt: skip
-        for name in ("outs", "targets", "positions"):  # in place: callers hold these lists
+        arrays = {name: torch.cat(getattr(self, name)).numpy()
+                  for name in ("outs", "targets", "positions")}  # fmt: skip
+        for name in arrays:  # in place: callers hold these lists
             getattr(self, name)[:] = [torch.from_numpy(arrays[name])]
         index = np.array([i for i, _ in self.skipped], np.int64)
         reason = np.array([r for _, r in self.skipped], dtype=str)
-        signature = json.dumps(self.signature)
-        atomic_write(self.path, lambda tmp: np.savez(tmp, **arrays, skip_index=index,
-                     skip_reason=reason, done=self.done, signature=signature))  # fmt: skip
+        save_signed_npz(self.path, self.signature, **arrays, skip_index=index,
+                        skip_reason=reason, done=self.done)  # fmt: skip
 
 
 def predict_readable(
