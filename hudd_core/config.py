@@ -26,7 +26,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from hudd_core.retrain import REFERENCE_HP
+# The reference tool's fine-tuning hyper-parameters (the RetrainModule's defaults).
+REFERENCE_HP = {"epochs": 10, "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128}
 
 DEFAULTS: dict[str, Any] = {
     # shared

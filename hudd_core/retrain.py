@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from hudd_core.assign import bootstrap_balance
+from hudd_core.config import REFERENCE_HP
 from hudd_core.data.datasets import ImageSet, load_image, read_labels, read_metadata
 from hudd_core.fileio import atomic_write_json
 from hudd_core.models.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
@@ -46,8 +47,6 @@ from hudd_core.testing import (
     predict_readable,
     read_results,
 )
-
-REFERENCE_HP = {"epochs": 10, "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128}
 
 
 @dataclass

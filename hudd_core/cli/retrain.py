@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hudd_core.cli.common import add_common
-from hudd_core.retrain import REFERENCE_HP
+from hudd_core.config import REFERENCE_HP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
