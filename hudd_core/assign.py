@@ -38,6 +38,7 @@ from hudd_core.fileio import (
     save_signed_npz,
     write_csv,
 )
+from hudd_core.runstate import NothingToDo
 
 BACKENDS = ("auto", "faiss", "faiss-gpu", "torch", "numpy")
 
@@ -378,7 +379,10 @@ def run_assign(
     sizes = dict(zip(*np.unique(labels, return_counts=True), strict=True))
     quotas = cluster_quotas({int(c): int(n) for c, n in sizes.items()}, quota_factor)
     if not quotas:
-        raise ValueError("every RCC has a single member: nothing to assign (reference rule)")
+        raise NothingToDo(
+            "every RCC has a single member (a single image each): nothing to assign "
+            "(reference rule)"
+        )
     keep = np.isin(labels, list(quotas))
     members = member_heatmaps(workdir, layer, [i for i, k in zip(images, keep, strict=True) if k])
     index = NearestClusterIndex(members, labels[keep], backend)

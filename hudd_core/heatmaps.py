@@ -40,6 +40,7 @@ from hudd_core.data.robust import Skipping, collate_skipping
 from hudd_core.lrp import LRP
 from hudd_core.lrp.engine import layer_relevance
 from hudd_core.models.checkpoint import model_fingerprint
+from hudd_core.runstate import NothingToDo
 from hudd_core.store import HeatmapStore
 
 
@@ -196,9 +197,9 @@ def run_heatmaps(
     result = workdir / RESULT_FILES["TestSet"]
     wrong = wrong_images(result)
     if not wrong:
-        raise ValueError(
+        raise NothingToDo(
             f"heatmaps: {result} has no Wrong image (the model gets every test image "
-            "right): nothing to explain"
+            "right): nothing to debug"
         )
     classes = meta["classes"] if meta["task"] == "classifier" else None
     ds = ImageSet(data_root / "TestSet", task=meta["task"], classes=classes, **load)

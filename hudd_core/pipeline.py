@@ -41,7 +41,7 @@ from hudd_core.models.checkpoint import (
 )
 from hudd_core.models.loading import load_model
 from hudd_core.models.train import he_init, train
-from hudd_core.runstate import RunLog, fingerprint
+from hudd_core.runstate import NothingToDo, RunLog, fingerprint
 
 log = logging.getLogger("hudd")
 
@@ -85,11 +85,6 @@ DEMO_TRAINING = {
 }
 
 
-class StopPipeline(Exception):
-    """A step found nothing to work on (e.g. no error-inducing image): not an error, the
-    chain ends there and says why."""
-
-
 @dataclass
 class Run:
     """What every step gets: the configuration, the folders and the model checkpoint."""
@@ -129,12 +124,9 @@ def step_test(run: Run) -> dict[str, Any]:
 
 def step_heatmaps(run: Run) -> dict[str, Any]:
     """LRP heatmaps of every (or the configured) layer for the Wrong test images."""
-    from hudd_core.heatmaps import run_heatmaps, wrong_images
-    from hudd_core.testing import RESULT_FILES
+    from hudd_core.heatmaps import run_heatmaps
 
     cfg = run.cfg
-    if not wrong_images(run.workdir / RESULT_FILES["TestSet"]):
-        raise StopPipeline("the DNN gets every TestSet image right: nothing to debug")
     model, meta = load_checkpoint(run.checkpoint)
     options = pick(cfg, "image_size", "mean", "std", "composite", "layers", "float16",
                    "batch_size", "device", "num_workers")  # fmt: skip
@@ -144,12 +136,9 @@ def step_heatmaps(run: Run) -> dict[str, Any]:
 
 def step_cluster(run: Run) -> dict[str, Any]:
     """Per-layer clustering, the best layer and its RCCs."""
-    from hudd_core.cluster import read_heatmap_index, run_cluster
+    from hudd_core.cluster import run_cluster
 
     cfg = run.cfg
-    _, images = read_heatmap_index(run.workdir)
-    if not images:
-        raise StopPipeline("T/Heatmaps holds no error-inducing image: nothing to cluster")
     options = pick(cfg, "layers", "k_range", "selection", "device", "approx_threshold",
                    "seed", "gifs")  # fmt: skip
     s = run_cluster(run.workdir, run.data, **options, progress=run.progress)
@@ -162,15 +151,11 @@ def step_cluster(run: Run) -> dict[str, Any]:
 
 def step_assign(run: Run) -> dict[str, Any]:
     """The improvement images closest to the RCCs, at the selected layer."""
-    import numpy as np
-
     from hudd_core.assign import read_rccs, run_assign
     from hudd_core.heatmaps import batch_relevance
 
     cfg = run.cfg
-    layer, _, labels = read_rccs(run.workdir)
-    if np.bincount(labels - labels.min()).max() < 2:
-        raise StopPipeline("every RCC has a single image: nothing to assign (reference rule)")
+    layer = read_rccs(run.workdir)[0]
     model, meta = load_checkpoint(run.checkpoint)
     if meta["task"] != "classifier":
         raise ValueError(
@@ -341,7 +326,7 @@ def run_pipeline(cfg: dict[str, Any], *, checkpoint: Path | None = None) -> dict
         t = time.perf_counter()
         try:
             facts = spec.func(run)
-        except StopPipeline as stop:
+        except NothingToDo as stop:
             log.warning("%s: %s; the pipeline stops here", name, stop)
             result["stopped"] = {"step": name, "reason": str(stop)}
             if name in ("assign", "retrain") and "report" in cfg["steps"]:

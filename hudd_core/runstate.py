@@ -31,6 +31,12 @@ from typing import Any
 from hudd_core.fileio import atomic_write_json
 
 
+class NothingToDo(ValueError):
+    """A step found no work: no error-inducing image to explain, only single-image RCCs to
+    assign to. An error for the step run alone (``hudd heatmaps``); ``hudd run`` ends the
+    chain there, keeping what was computed, and says why."""
+
+
 def _stat(path: Path) -> list:
     if path.is_file():
         st = path.stat()
