@@ -36,7 +36,7 @@ from hudd_core.models.checkpoint import (
     find_checkpoint,
     load_checkpoint,
     read_meta,
-    resolve_model,
+    resolve_model_from,
     save_checkpoint,
 )
 from hudd_core.models.loading import load_model
@@ -280,14 +280,7 @@ def prepare_checkpoint(cfg: dict[str, Any]) -> Path:
     if dest.is_file() and dest.with_suffix(".json").is_file():
         if read_meta(dest).get("source") == source:
             return dest
-    model, meta = resolve_model(
-        cfg["model"],
-        weights,
-        cfg["data"],
-        trust=cfg["trust_model_file"],
-        in_channels=cfg["in_channels"],
-        image_size=cfg["image_size"],
-    )
+    model, meta = resolve_model_from(cfg)
     return save_checkpoint(model, folder, name, {**meta, "source": source})
 
 

@@ -45,14 +45,3 @@ def setup_logging(quiet: bool, log_file: str | None) -> None:
         handler = logging.FileHandler(log_file)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
-
-
-def model_from_args(args: argparse.Namespace):
-    """``(model, meta)`` from ``--model``/``--weights`` (checkpoint sidecar, or the
-    architecture plus what the data tell: see :func:`hudd_core.models.checkpoint.resolve_model`)."""
-    from pathlib import Path
-
-    from hudd_core.models.checkpoint import resolve_model
-
-    return resolve_model(args.model, args.weights, Path(args.data), trust=args.trust_model_file,
-                         in_channels=args.in_channels, image_size=args.image_size)  # fmt: skip

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hudd_core.cli.common import add_common, model_from_args
+from hudd_core.cli.common import add_common
 from hudd_core.config import pick
 from hudd_core.lrp.composites import COMPOSITES
 
@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     from hudd_core.lrp import LRP
 
     torch.manual_seed(args.seed)
-    model, meta = model_from_args(args)
+    from hudd_core.models.checkpoint import resolve_model_from
+
+    model, meta = resolve_model_from(vars(args))
     if args.list_layers:
         lrp = LRP(model.eval(), args.composite, args.layers)
         size = args.image_size or meta.get("input_size") or 64

@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hudd_core.cli.common import add_common, model_from_args
+from hudd_core.cli.common import add_common
 from hudd_core.config import pick
 
 
@@ -43,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"hudd test: warning: no --weights, testing an untrained {args.model}", file=sys.stderr
         )
-    model, meta = model_from_args(args)
+    from hudd_core.models.checkpoint import resolve_model_from
+
+    model, meta = resolve_model_from(vars(args))
     options = pick(vars(args), "batch_size", "device", "threshold", "image_size", "mean", "std")
     summary = run_test(
         model,

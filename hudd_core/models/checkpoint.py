@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +201,12 @@ def resolve_model(
     }
     check_outputs(model, meta, weights)
     return model, meta
+
+
+def resolve_model_from(options: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:
+    """:func:`resolve_model` with the options named as on the command line and in the
+    configuration (``model``, ``weights``, ``data``, ``trust_model_file``, ``in_channels``,
+    ``image_size``)."""
+    return resolve_model(options["model"], options["weights"], options["data"],
+                         trust=options["trust_model_file"], in_channels=options["in_channels"],
+                         image_size=options["image_size"])  # fmt: skip
