@@ -501,9 +501,10 @@ def second_level_pdist(
     what WICD is measured on, the second what Ward linkage runs on.
 
     When the N × N float32 rows fit in ``dense_bytes`` they are built in one kernel call
-    and stay resident, and each level's GEMM runs in four row blocks against the later
-    rows (5/8 of a square GEMM's flops, no per-block conversions); otherwise the rows
-    are produced block by block from the condensed vector, in ``block_memory``.
+    and stay resident, so each level's products read plain resident rows (on the CPU one
+    ``syrk``, on a GPU four row blocks against the later rows: 5/8 of a square GEMM's
+    flops); otherwise the rows are produced block by block from the condensed vector, in
+    ``block_memory``.
 
     Example:
         >>> import numpy as np
