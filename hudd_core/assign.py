@@ -6,8 +6,11 @@ global selection takes order 0 first (each image's closest cluster), smallest di
 first, while the cluster's quota ``ceil(2 × its error count)`` is not full; an image goes
 to one cluster at most; clusters with a single member are skipped (the reference rule).
 
-Only the ``top`` closest clusters of each image are kept, so memory is bounded by
-``N × top`` whatever the heatmap size, and improvement heatmaps are never all in memory.
+Every cluster is ranked for every image (the reference); ``top`` keeps only each image's
+``top`` closest clusters, bounding memory by ``N × top`` for very many RCCs. Improvement
+heatmaps are never all in memory. Keypoint regressors: an unlabeled image has no worst
+keypoint, so each RCC is searched with the relevance of the keypoint its members most
+often fail on (one relevance pass per distinct such keypoint).
 
 Example:
     >>> import numpy as np
@@ -25,6 +28,7 @@ import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -235,35 +239,6 @@ def greedy_select(
     return Selection(image, cluster, distance, order_)
 
 
-def bootstrap_balance(
-    clusters: np.ndarray, distances: np.ndarray, target: int, seed: int = 0
-) -> np.ndarray:
-    """Indices into the unsafe set after bootstrap balancing (HUDD step 6).
-
-    Every cluster is resampled with replacement up to ``target`` images (the size of the
-    largest cluster's quota), image i drawn with weight ``1 − d_i / Σd`` (closer images
-    more often). A cluster whose distances are all 0, or with one image, draws uniformly.
-    A cluster already holding ``target`` images or more is kept as it is.
-
-    >>> idx = bootstrap_balance(np.array([1, 1, 2]), np.array([0.1, 0.3, 0.2]), 4, seed=0)
-    >>> sorted(np.bincount(np.array([1, 1, 2])[idx]).tolist())
-    [0, 4, 4]
-    """
-    rng = np.random.default_rng(seed)
-    out = []
-    for c in np.unique(clusters):
-        idx = np.flatnonzero(clusters == c)
-        if len(idx) >= target:
-            out.append(idx)
-            continue
-        d = distances[idx].astype(np.float64)
-        w = 1.0 - d / d.sum() if d.sum() > 0 and len(idx) > 1 else np.ones(len(idx))
-        w = w / w.sum() if w.sum() > 0 else np.full(len(idx), 1.0 / len(idx))
-        extra = rng.choice(idx, size=target - len(idx), replace=True, p=w)
-        out.append(np.concatenate([idx, extra]))
-    return np.concatenate(out) if out else np.array([], dtype=np.int64)
-
-
 # --- the step over the work folder -------------------------------------------------------
 
 
@@ -282,9 +257,38 @@ def read_rccs(workdir: Path) -> tuple[str, list[str], np.ndarray]:
     return layers.pop(), [r["image"] for r in rows], np.array([int(r["cluster"]) for r in rows])
 
 
+def rcc_keypoints(result_csv: Path, images: list[str], labels: np.ndarray) -> dict[int, int]:
+    """Per RCC of a keypoint regressor, the keypoint its members most often fail on
+    (``worst_keypoint`` of ``T/testResult.csv``; ties: the lowest keypoint index).
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "testResult.csv"
+        >>> _ = p.write_text("image,result,mean_error,max_error,worst_keypoint\n"
+        ...                  "a,Wrong,5,9,2\nb,Wrong,6,8,2\nc,Wrong,7,9,0\n")
+        >>> rcc_keypoints(p, ["a", "b", "c"], np.array([1, 1, 2]))
+        {1: 2, 2: 0}
+    """
+    if not Path(result_csv).is_file():
+        raise FileNotFoundError(f"{result_csv} does not exist: run `hudd test` first")
+    with open(result_csv, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if "worst_keypoint" not in (reader.fieldnames or []):
+            raise ValueError(f"{result_csv} has no worst_keypoint column (not a keypoint model's)")
+        worst = {r["image"]: int(r["worst_keypoint"]) for r in reader}
+    missing = [img for img in images if img not in worst]
+    if missing:
+        raise ValueError(f"{result_csv}: no row for the clustered image {missing[0]}")
+    out: dict[int, int] = {}
+    for c in np.unique(labels).tolist():
+        kps = [worst[img] for img, k in zip(images, labels, strict=True) if k == c]
+        out[int(c)] = int(np.bincount(kps).argmax())
+    return out
+
+
 def member_heatmaps(workdir: Path, layer: str, images: list[str]) -> np.ndarray:
     """The RCC members' rows of ``T/Heatmaps/<layer>.npy``, in the order of ``images``."""
-    from hudd_core.cluster import read_heatmap_index
+    from hudd_core.store import read_heatmap_index
 
     layers, index = read_heatmap_index(workdir)
     entry = next((e for e in layers if e["name"] == layer), None)
@@ -339,14 +343,60 @@ class CandidateStore:
                         distance=dist, done=self.done)  # fmt: skip
 
 
+Relevance = Callable[[torch.Tensor], torch.Tensor]
+
+
+def digest(array: np.ndarray) -> str:
+    """A short hash of an array's bytes and shape (what a resume signature compares)."""
+    import hashlib
+
+    a = np.ascontiguousarray(array)
+    return hashlib.sha256(repr(a.shape).encode() + a.tobytes()).hexdigest()[:16]
+
+
+class GroupedIndex:
+    """The nearest-member search of every cluster, with one relevance function per group
+    of clusters (one group for classifiers; one per explained keypoint for regressors)."""
+
+    def __init__(
+        self,
+        members: np.ndarray,
+        labels: np.ndarray,
+        groups: Mapping[Relevance, list[int]] | Relevance,
+        backend: str,
+    ) -> None:
+        if callable(groups):
+            groups = {groups: sorted({int(c) for c in labels})}
+        self.clusters = np.array(sorted({int(c) for c in labels}), dtype=np.int64)
+        self.parts: list[tuple[Relevance, NearestClusterIndex, np.ndarray]] = []
+        for relevance, clusters in groups.items():
+            keep = np.isin(labels, clusters)
+            index = NearestClusterIndex(members[keep], labels[keep], backend)
+            columns = np.searchsorted(self.clusters, index.clusters)
+            self.parts.append((relevance, index, columns))
+        self.backend = self.parts[0][1].backend
+
+    def search(self, x: torch.Tensor) -> tuple[np.ndarray, str | None]:
+        """B × C distances of the images ``x`` to every cluster, or ``(None, reason)``
+        naming the group whose relevance is not finite."""
+        out = np.empty((len(x), len(self.clusters)), dtype=np.float32)
+        for relevance, index, columns in self.parts:
+            rel = relevance(x).reshape(len(x), -1)
+            finite = torch.isfinite(rel).all(dim=1)
+            if not bool(finite.all()):
+                return None, int((~finite).nonzero()[0])
+            out[:, columns] = index.search(rel)
+        return out, None
+
+
 def run_assign(
     workdir: str | Path,
     data_root: str | Path,
-    relevance: Callable[[torch.Tensor], torch.Tensor],
+    relevance: Relevance | Mapping[Relevance, list[int]],
     *,
     input_shape: tuple[int, int, int] | None = None,
     backend: str = "auto",
-    top: int = 5,
+    top: int | None = None,
     quota_factor: float = 2.0,
     batch_size: int = 256,
     num_workers: int = 0,
@@ -354,19 +404,30 @@ def run_assign(
     limit: int | None = None,
     gifs: bool = True,
     progress: bool = True,
+    image_size: int | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    explained_by: Mapping[str, Any] | None = None,
 ) -> dict:
     """The AssignModule over the work folder: writes ``T/unsafe_set.csv`` and
     ``T/UnsafeSet/<cluster>/`` (image copies, ``Cluster_<id>.gif``); returns a summary.
 
     Args:
         relevance: maps a batch of improvement images to their flattened relevance at the
-            selected layer, ``(B, D)`` (see :func:`hudd_core.heatmaps.layer_relevance`).
+            selected layer, ``(B, D)`` (see :func:`hudd_core.heatmaps.batch_relevance`);
+            or ``{relevance: [cluster ids]}`` when clusters are explained differently
+            (keypoint regressors: one relevance per explained keypoint).
         input_shape: ``(channels, H, W)`` the model takes; images of another size are
             skipped and recorded in ``T/skipped.csv``, as unreadable ones are.
         backend: nearest-member search (:data:`BACKENDS`).
-        top: closest clusters kept per image (memory: N × top).
+        top: closest clusters kept per image (default: all of them, the reference;
+            memory: N × top).
         save_every: batches between saves of the candidates (resume granularity).
         limit: only the first ``limit`` improvement images.
+        image_size, mean, std: the preprocessing of ``hudd test`` (resize, normalise).
+        explained_by: what the relevance depends on (model weights, composite, ...): with
+            the member heatmaps and the preprocessing, part of the resume signature, so a
+            rerun never reuses candidates computed for another model.
     """
     from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
@@ -385,20 +446,33 @@ def run_assign(
         )
     keep = np.isin(labels, list(quotas))
     members = member_heatmaps(workdir, layer, [i for i, k in zip(images, keep, strict=True) if k])
-    index = NearestClusterIndex(members, labels[keep], backend)
-    pool = ImageFiles(data_root / "ImprovementSet", channels=input_shape[0] if input_shape else 1)
+    if not callable(relevance):  # single-member clusters are never searched
+        relevance = {f: [c for c in cl if c in quotas] for f, cl in relevance.items()}
+        relevance = {f: cl for f, cl in relevance.items() if cl}
+    index = GroupedIndex(members, labels[keep], relevance, backend)
+    top = len(index.clusters) if top is None else top
+    if top < 1:
+        raise ValueError(f"--top must be at least 1, got {top}")
+    channels = input_shape[0] if input_shape else 1
+    pool = ImageFiles(data_root / "ImprovementSet", channels=channels, image_size=image_size,
+                      mean=mean, std=std)  # fmt: skip
     n = len(pool) if limit is None else min(limit, len(pool))
     if n == 0:
         raise ValueError(f"{data_root / 'ImprovementSet'} holds no image")
     work = workdir / "Assign"
     work.mkdir(parents=True, exist_ok=True)
     signature = {
+        "version": 2,
         "layer": layer,
         "clusters": index.clusters.tolist(),
         "n": n,
         "top": top,
         "members": int(keep.sum()),
+        "member_heatmaps": digest(members),
+        "member_labels": digest(labels[keep]),
         "pool": pool.ids[:1] + pool.ids[n - 1 : n],
+        "preprocessing": {"image_size": image_size, "mean": mean, "std": std},
+        "explained_by": dict(explained_by or {}),
     }
     store = CandidateStore.open(work / "candidates.npz", signature)
     skips = SkipLog(workdir)
@@ -411,16 +485,15 @@ def run_assign(
             for i, reason in skipped:
                 skips.add("assign", pool.ids[i], reason)
             if x is not None:
-                rel = relevance(x).reshape(len(x), -1)
-                finite = torch.isfinite(rel).all(dim=1)
-                if not bool(finite.all()):
-                    bad = pool.ids[int(positions[int((~finite).nonzero()[0])])]
+                distances, bad_row = index.search(x)
+                if distances is None:
+                    bad = pool.ids[int(positions[bad_row])]
                     store.save()
                     raise ValueError(
                         f"assign: NaN or inf relevance at layer {layer} for {bad} (candidates "
                         "of the images before it are saved; a rerun resumes there)"
                     )
-                idx, dist = top_candidates(index.search(rel), top)
+                idx, dist = top_candidates(distances, top)
                 store.add(positions.numpy(), idx, dist)
             store.done = max(
                 [store.done, *(int(p) + 1 for p in positions), *(i + 1 for i, _ in skipped)]
@@ -450,6 +523,7 @@ def run_assign(
         "quotas": quotas,
         "per_cluster": per,
         "backend": index.backend,
+        "top": top,
     }
 
 

@@ -7,11 +7,17 @@ Per layer, the reference scheme (DESIGN.md): D = Euclidean distances of the heat
 maximum; Ward linkage (fastcluster) on the Euclidean distances between those rows. Then
 WICD (on the raw distances D) and the silhouette (on the second-level distances Ward ran
 on) for every k in the range come from one walk up the tree (:mod:`hudd_core.wicd`), and
-k is the knee of the WICD gradient (:mod:`hudd_core.knee`). The best layer has the lowest
-WICD at its k; ``input`` is never chosen.
+k is the knee of the gradient of the WICD measured on the row-normalised matrix S (each
+row of D divided by its maximum, S[i][j] for j > i, as the published toolset's
+clusterModule.HACluster) (:mod:`hudd_core.knee`). The best layer has the lowest WICD on
+the raw D at its k; ``input`` is never chosen.
 
-Above ``approx_threshold`` error images the N² condensed matrices no longer fit, and an
-approximate path runs instead, announced by a warning: the heatmaps are projected to
+The exact path needs about :data:`BYTES_PER_PAIR` bytes per pair of error images (the
+condensed first and second levels, the silhouette's copy and, while the second level is
+built, the dense normalised rows and their Gram matrix). It runs whenever that fits in
+the memory available; otherwise, or above ``approx_threshold`` error images when one is
+given, an approximate path runs instead, announced by a warning and recorded in the
+summary (``clustering``): the heatmaps are projected to
 ``approx_dims`` dimensions (Gaussian random projection, which keeps Euclidean distances
 within a small factor), Ward runs on them with ``fastcluster.linkage_vector`` (no second
 level: it needs N² memory), and WICD/silhouette are estimated on a random sample of
@@ -42,6 +48,7 @@ import fastcluster
 import numpy as np
 
 from hudd_core import wicd as _wicd
+from hudd_core.config import DEFAULTS, parse_k_range
 from hudd_core.distance import second_level_pdist
 from hudd_core.fileio import (
     atomic_write_json,
@@ -51,10 +58,12 @@ from hudd_core.fileio import (
     write_csv,
 )
 from hudd_core.knee import best_layer, choose_k
+from hudd_core.store import read_heatmap_index
 
-DEFAULT_K_RANGE = (2, 500)
-DEFAULT_APPROX_THRESHOLD = 20000
-_SIGNATURE_VERSION = 1
+DEFAULT_K_RANGE = parse_k_range(DEFAULTS["k_range"])
+BYTES_PER_PAIR = 32  # peak working memory of the exact path, per pair of error images
+MEMORY_HEADROOM = 0.8  # share of the available memory the exact path may plan to use
+_SIGNATURE_VERSION = 2
 
 
 @dataclass
@@ -64,7 +73,8 @@ class LayerClustering:
     layer: str
     linkage: np.ndarray
     ks: np.ndarray
-    wicd: np.ndarray
+    wicd: np.ndarray  # on the row-normalised S: the curve behind the knee
+    wicd_raw: np.ndarray  # on the raw D: what the best layer compares
     silhouette: np.ndarray
     gradient: np.ndarray
     k: int
@@ -78,9 +88,9 @@ class LayerClustering:
         return self.labels.shape[0]
 
     def at_k(self) -> tuple[float, float]:
-        """``(WICD, silhouette)`` at the chosen k."""
+        """``(WICD on the raw distances, silhouette)`` at the chosen k."""
         i = int(self.k - self.ks[0])
-        return float(self.wicd[i]), float(self.silhouette[i])
+        return float(self.wicd_raw[i]), float(self.silhouette[i])
 
 
 def k_bounds(n: int, k_range: tuple[int, int] = DEFAULT_K_RANGE) -> tuple[int, int]:
@@ -97,6 +107,47 @@ def k_bounds(n: int, k_range: tuple[int, int] = DEFAULT_K_RANGE) -> tuple[int, i
     hi = min(hi, max(2, n // 2), n)
     lo = min(lo, hi)
     return lo, hi
+
+
+def exact_memory(n: int) -> int:
+    """Bytes the exact path needs for ``n`` error images (:data:`BYTES_PER_PAIR` a pair).
+
+    Example:
+        >>> exact_memory(20000) / 2**30  # GiB
+        5.96...
+    """
+    return BYTES_PER_PAIR * n * (n - 1) // 2
+
+
+def available_memory() -> int:
+    """The memory the system can still give (``MemAvailable``), in bytes."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def approximate_reason(n: int, approx_threshold: int | None, memory: int | None = None) -> str:
+    """Why ``n`` error images take the approximate path, or ``""`` for the exact one:
+    ``approx_threshold`` (when given) is exceeded, or the exact path's memory does not
+    fit in ``MEMORY_HEADROOM`` of ``memory`` (default: what is available now)."""
+    if approx_threshold is not None and n > approx_threshold:
+        return f"{n} error images exceed --approx-threshold {approx_threshold}"
+    need = exact_memory(n)
+    have = available_memory() if memory is None else memory
+    if need > MEMORY_HEADROOM * have:
+        return (
+            f"the exact clustering of {n} error images needs {need / 2**30:.1f} GiB "
+            f"({BYTES_PER_PAIR} bytes a pair), more than {MEMORY_HEADROOM:.0%} of the "
+            f"{have / 2**30:.1f} GiB available"
+        )
+    return ""
 
 
 def _linkage_exact(X, device, progress: bool):
@@ -126,12 +177,12 @@ def random_projection(X, dims: int, seed: int, device: str | None = "auto") -> n
     return out
 
 
-def _linkage_approximate(X, dims, sample, seed, device, name):
+def _linkage_approximate(X, dims, sample, seed, device, name, reason):
     from hudd_core.distance import pdist
 
     n = X.shape[0]
     warnings.warn(
-        f"{name}: {n} error images exceed the exact-path threshold; approximate clustering "
+        f"{name}: {reason}; approximate clustering "
         f"(random projection to {min(dims, X.shape[1])} dims, fastcluster.linkage_vector Ward, "
         f"WICD/silhouette estimated on {min(sample, n)} sampled images)",
         RuntimeWarning,
@@ -152,7 +203,7 @@ def cluster_layer(
     k_range: tuple[int, int] = DEFAULT_K_RANGE,
     selection: str = "wicd-knee",
     device: str | None = "auto",
-    approx_threshold: int = DEFAULT_APPROX_THRESHOLD,
+    approx_threshold: int | None = None,
     approx_dims: int = 256,
     approx_sample: int = 4000,
     seed: int = 0,
@@ -166,7 +217,8 @@ def cluster_layer(
         k_range: ``(lo, hi)`` numbers of clusters to scan, capped by :func:`k_bounds`.
         selection: ``"wicd-knee"`` (reference) or ``"silhouette"``.
         device: where distances are computed (``"auto"``: the GPU when usable).
-        approx_threshold: above this many rows, the approximate path (with a warning).
+        approx_threshold: above this many rows, the approximate path (with a warning);
+            ``None``: only when the exact path does not fit in memory.
 
     Returns:
         A :class:`LayerClustering`; ``labels`` are 1..k, numbered in dendrogram order.
@@ -178,26 +230,29 @@ def cluster_layer(
         return single_image(name, X)
     lo, hi = k_bounds(n, k_range)
     points = None
-    if n > approx_threshold:
+    reason = approximate_reason(n, approx_threshold)
+    if reason:
         Z, first, sil_d, points = _linkage_approximate(
-            X, approx_dims, approx_sample, seed, device, name
+            X, approx_dims, approx_sample, seed, device, name, reason
         )
     else:
         Z, first, sil_d = _linkage_exact(X, device, progress)
-    ks, wicd = _wicd.wicd_curve(Z, first, lo, hi, points)
+    ks, wicd_raw, wicd_s = _wicd.wicd_curves(Z, first, lo, hi, points)
     _, sil = _wicd.silhouette_curve(Z, sil_d, lo, hi, points)
-    choice = choose_k(ks, wicd, sil, selection, name)
+    choice = choose_k(ks, wicd_s, sil, selection, name)
     return LayerClustering(
         layer=name,
         linkage=Z,
         ks=ks,
-        wicd=wicd,
+        wicd=wicd_s,
+        wicd_raw=wicd_raw,
         silhouette=sil,
         gradient=choice.gradient,
         k=choice.k,
         method=choice.method,
         labels=_wicd.labels_at(Z, choice.k),
         approximate=points is not None,
+        extra={"approximate_reason": reason} if reason else {},
     )
 
 
@@ -212,6 +267,7 @@ def single_image(name: str, X) -> LayerClustering:
         linkage=np.zeros((0, 4)),
         ks=np.array([1]),
         wicd=zero,
+        wicd_raw=zero.copy(),
         silhouette=zero.copy(),
         gradient=zero.copy(),
         k=1,
@@ -221,25 +277,6 @@ def single_image(name: str, X) -> LayerClustering:
 
 
 # --- files -------------------------------------------------------------------------------
-
-
-def read_heatmap_index(workdir: Path) -> tuple[list[dict], list[str]]:
-    """``(layers, images)`` from ``T/Heatmaps/layers.json`` and ``index.csv`` (row order)."""
-    hm = Path(workdir) / "Heatmaps"
-    meta_path, index_path = hm / "layers.json", hm / "index.csv"
-    for p in (meta_path, index_path):
-        if not p.exists():
-            raise FileNotFoundError(f"{p} does not exist: run `hudd heatmaps` first")
-    meta = json.loads(meta_path.read_text())
-    if not meta.get("complete", False):
-        raise ValueError(f"{meta_path} says the heatmaps are incomplete: rerun `hudd heatmaps`")
-    for layer in meta["layers"]:
-        if layer["file"] != safe_component(layer["file"]):
-            raise ValueError(f"{meta_path}: layer file {layer['file']!r} is not a plain file name")
-    with open(index_path, newline="") as f:
-        rows = sorted(csv.DictReader(f), key=lambda r: int(r["row"]))
-    images = [r["image"] for r in rows]
-    return meta["layers"], images
 
 
 def _signature(
@@ -270,10 +307,10 @@ def write_layer(folder: Path, res: LayerClustering, images: list[str], signature
     np.save(tmp / "linkage.npy", res.linkage)
     write_csv(
         tmp / "wicd.csv",
-        ["k", "wicd", "silhouette"],
+        ["k", "wicd", "wicd_raw", "silhouette"],
         (
-            [int(k), repr(float(w)), repr(float(s))]
-            for k, w, s in zip(res.ks, res.wicd, res.silhouette, strict=True)
+            [int(k), repr(float(w)), repr(float(r)), repr(float(s))]
+            for k, w, r, s in zip(res.ks, res.wicd, res.wicd_raw, res.silhouette, strict=True)
         ),
     )
     write_csv(
@@ -289,6 +326,7 @@ def write_layer(folder: Path, res: LayerClustering, images: list[str], signature
         "wicd": wicd_k,
         "silhouette": sil_k,
         "approximate": res.approximate,
+        "approximate_reason": res.extra.get("approximate_reason", ""),
         "signature": signature,
     }
     (tmp / "layer.json").write_text(json.dumps(info, indent=2))
@@ -308,13 +346,17 @@ def load_layer(folder: Path) -> LayerClustering:
         linkage=np.load(folder / "linkage.npy"),
         ks=table[:, 0].astype(np.int64),
         wicd=table[:, 1],
-        silhouette=table[:, 2],
+        wicd_raw=table[:, 2],
+        silhouette=table[:, 3],
         gradient=gradient4(table[:, 1]),
         k=int(info["k"]),
         method=info["method"],
         labels=labels,
         approximate=bool(info["approximate"]),
-        extra={"signature": info.get("signature")},
+        extra={
+            "signature": info.get("signature"),
+            "approximate_reason": info.get("approximate_reason", ""),
+        },
     )
 
 
@@ -346,7 +388,7 @@ def run_cluster(
     k_range: tuple[int, int] = DEFAULT_K_RANGE,
     selection: str = "wicd-knee",
     device: str | None = "auto",
-    approx_threshold: int = DEFAULT_APPROX_THRESHOLD,
+    approx_threshold: int | None = None,
     seed: int = 0,
     gifs: bool = True,
     progress: bool = True,
@@ -390,7 +432,7 @@ def run_cluster(
         if X.ndim != 2 or X.shape[0] != len(images):
             raise ValueError(f"{path}: {X.shape[0]} rows but index.csv lists {len(images)}")
         lo, hi = k_bounds(X.shape[0], k_range)
-        approx = X.shape[0] > approx_threshold
+        approx = bool(approximate_reason(X.shape[0], approx_threshold))
         sig = _signature(path, X.shape[0], lo, hi, selection, approx, seed)
         folder = layer_folder(workdir, name)
         res = _cached(folder, sig)
@@ -426,6 +468,7 @@ def run_cluster(
             }
             for n, r in results.items()
         },
+        "clustering": _path_summary(results),
     }
     chosen = results[best]
     write_csv(
@@ -440,6 +483,13 @@ def run_cluster(
         summary["rq1"] = analysis
     atomic_write_json(workdir / "ClusterAnalysis" / "summary.json", summary)
     return summary
+
+
+def _path_summary(results: dict[str, LayerClustering]) -> dict:
+    """``{"path": "exact" | "approximate", "reason", "bytes_per_pair"}`` over the layers."""
+    reasons = {r.extra.get("approximate_reason", "") for r in results.values()} - {""}
+    path = "approximate" if reasons else "exact"
+    return {"path": path, "reason": "; ".join(sorted(reasons)), "bytes_per_pair": BYTES_PER_PAIR}
 
 
 def _name_rows(message: str, images: list[str]) -> str:

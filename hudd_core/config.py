@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     # shared
     "model": None,
     "weights": None,
+    "model_name": None,
     "trust_model_file": False,
     "data": "DataSets",
     "workdir": "T",
@@ -44,7 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "quiet": False,
     "log_file": None,
     "image_size": None,
-    "in_channels": 1,
+    "in_channels": None,
     "mean": None,
     "std": None,
     # test
@@ -56,11 +57,12 @@ DEFAULTS: dict[str, Any] = {
     # cluster
     "k_range": "2:500",
     "selection": "wicd-knee",
-    "approx_threshold": 20000,
+    "approx_threshold": None,
     "gifs": True,
+    "export_distances": None,
     # assign
     "backend": "auto",
-    "top": 5,
+    "top": None,
     "quota_factor": 2.0,
     # retrain
     "labels": None,
@@ -138,6 +140,8 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> dict[str,
         if value is not None:
             cfg[key] = value
     cfg["k_range"] = parse_k_range(cfg["k_range"])
+    if cfg["baselines"] == []:  # `--baselines` without names: the paper's BL1 and BL2
+        cfg["baselines"] = True
     unknown = [s for s in cfg["steps"] if s not in DEFAULTS["steps"]]
     if unknown:
         raise ValueError(f"unknown steps {unknown}; the steps are {DEFAULTS['steps']}")

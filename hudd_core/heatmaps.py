@@ -131,11 +131,33 @@ def _check_finite(relevance: dict, ids: Sequence[str], first: int, out_dir) -> N
             )
 
 
+def keypoint_start(output: torch.Tensor, keypoint: int) -> torch.Tensor:
+    """The start relevance of a keypoint regressor's ``keypoint``: its two outputs
+    (``x``, ``y`` of ``[x0, y0, x1, y1, ...]``) keep their value, the others are zeroed.
+
+    Example:
+        >>> keypoint_start(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), 1)
+        tensor([[0., 0., 3., 4.]])
+    """
+    if not 0 <= 2 * keypoint + 1 < output.shape[1]:
+        raise ValueError(f"keypoint {keypoint} is not among the model's {output.shape[1] // 2}")
+    mask = torch.zeros_like(output)
+    mask[:, 2 * keypoint : 2 * keypoint + 2] = 1
+    return output * mask
+
+
 def batch_relevance(
-    model: nn.Module, layer: str, *, composite: str = "hudd", device: str = "auto"
+    model: nn.Module,
+    layer: str,
+    *,
+    composite: str = "hudd",
+    device: str = "auto",
+    keypoint: int | None = None,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A function mapping a batch of images to its flattened relevance at ``layer``,
     ``(B, D)`` float32 on the CPU, computed on ``device`` (what the AssignModule streams).
+    ``keypoint``: a keypoint regressor's images are explained by that keypoint (unlabeled
+    images have no worst keypoint).
 
     Example:
         >>> from hudd_core.models import alexnet
@@ -145,7 +167,14 @@ def batch_relevance(
     """
     param = next(model.parameters(), None)
     dev = resolve_device(device, param.device if param is not None else torch.device("cpu"))
-    relevance = layer_relevance(model.to(dev).eval(), layer, composite)
+    if keypoint is None:
+        relevance = layer_relevance(model.to(dev).eval(), layer, composite)
+    else:
+        lrp = LRP(model.to(dev).eval(), composite, layers=[layer])
+
+        def relevance(x: torch.Tensor) -> torch.Tensor:
+            rel = lrp(x, start=lambda out: keypoint_start(out, keypoint))[layer]
+            return rel.reshape(len(x), -1)
 
     def on_device(x: torch.Tensor) -> torch.Tensor:
         return relevance(x.to(dev, non_blocking=True)).float().cpu()

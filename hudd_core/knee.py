@@ -10,7 +10,7 @@ Example:
     >>> ks = np.arange(2, 30)
     >>> wicd = 1.0 / ks  # steep, then flat: the gradient rises and levels off
     >>> choose_k(ks, wicd, np.zeros(len(ks))).k
-    6
+    7
 """
 
 from __future__ import annotations
@@ -23,28 +23,27 @@ import numpy as np
 SELECTIONS = ("wicd-knee", "silhouette")
 
 
-def gradient4(y: np.ndarray) -> np.ndarray:
-    """First derivative of ``y`` (unit spacing) with 4th-order accurate finite differences:
-    the 5-point central stencil inside, 5-point one-sided stencils at the two ends on
-    each side; ``np.gradient`` (2nd order) when there are fewer than 5 points.
+def gradient4(y: np.ndarray, spacing: float = 1.0) -> np.ndarray:
+    """The published toolset's ``gradientO4``: the 5-point central difference
+    ``(y[i-2] − 8y[i-1] + 8y[i+1] − y[i+2]) / 12`` inside and plain first differences
+    at the two ends (``out[0:2] = y[1:3] − y[0:2]``, ``out[-2:] = y[-2:] − y[-3:-1]``),
+    divided by ``spacing``. The toolset passes a spacing of 4; kneed rescales the curve
+    to [0, 1], so the spacing never moves the knee.
 
     Example:
         >>> gradient4(np.arange(6.0) ** 3).round(6).tolist()
-        [0.0, 3.0, 12.0, 27.0, 48.0, 75.0]
+        [1.0, 7.0, 12.0, 27.0, 37.0, 61.0]
     """
     y = np.asarray(y, dtype=np.float64)
     n = y.shape[0]
+    g = np.zeros(n)
     if n < 2:
-        return np.zeros(n)
-    if n < 5:
-        return np.gradient(y)
-    g = np.empty(n)
+        return g
     g[2:-2] = (y[:-4] - 8 * y[1:-3] + 8 * y[3:-1] - y[4:]) / 12
-    g[0] = (-25 * y[0] + 48 * y[1] - 36 * y[2] + 16 * y[3] - 3 * y[4]) / 12
-    g[1] = (-3 * y[0] - 10 * y[1] + 18 * y[2] - 6 * y[3] + y[4]) / 12
-    g[-1] = (25 * y[-1] - 48 * y[-2] + 36 * y[-3] - 16 * y[-4] + 3 * y[-5]) / 12
-    g[-2] = (3 * y[-1] + 10 * y[-2] - 18 * y[-3] + 6 * y[-4] - y[-5]) / 12
-    return g
+    # the toolset's slices as written (for 2 points NumPy broadcasts them: [0, y1 − y0])
+    g[:2] = y[1:3] - y[:2]
+    g[-2:] = y[-2:] - y[-3:-1]
+    return g / spacing
 
 
 def knee_of(ks: np.ndarray, values: np.ndarray) -> int | None:

@@ -31,12 +31,10 @@ from hudd_core.config import DEFAULTS, load_config, pick
 from hudd_core.data import simulator
 from hudd_core.data.datasets import ImageSet
 from hudd_core.data.generate import MARKER, generate
-from hudd_core.fileio import safe_component
 from hudd_core.models.checkpoint import (
-    find_checkpoint,
     load_checkpoint,
+    prepare_checkpoint,
     read_meta,
-    resolve_model_from,
     save_checkpoint,
 )
 from hudd_core.models.loading import load_model
@@ -150,39 +148,46 @@ def step_cluster(run: Run) -> dict[str, Any]:
 
 
 def step_assign(run: Run) -> dict[str, Any]:
-    """The improvement images closest to the RCCs, at the selected layer."""
-    from hudd_core.assign import read_rccs, run_assign
+    """The improvement images closest to the RCCs, at the selected layer. Keypoint
+    regressors explain each RCC by the keypoint its members most often fail on."""
+    from hudd_core.assign import rcc_keypoints, read_rccs, run_assign
     from hudd_core.heatmaps import batch_relevance
+    from hudd_core.models.checkpoint import model_fingerprint
 
     cfg = run.cfg
-    layer = read_rccs(run.workdir)[0]
+    layer, images, labels = read_rccs(run.workdir)
     model, meta = load_checkpoint(run.checkpoint)
-    if meta["task"] != "classifier":
-        raise ValueError(
-            f"assign: {run.checkpoint.name} is a keypoint model; explaining unlabeled "
-            "improvement images needs a classifier (the start relevance is the prediction)"
-        )
-    relevance = batch_relevance(model, layer, composite=cfg["composite"], device=cfg["device"])
+    explain = {"composite": cfg["composite"], "device": cfg["device"]}
+    if meta["task"] == "classifier":
+        relevance = batch_relevance(model, layer, **explain)
+    else:
+        keypoint_of = rcc_keypoints(run.workdir / "testResult.csv", images, labels)
+        relevance = {}
+        for kp in sorted(set(keypoint_of.values())):
+            f = batch_relevance(model, layer, keypoint=kp, **explain)
+            relevance[f] = [c for c, k in keypoint_of.items() if k == kp]
     size = cfg["image_size"] or meta["input_size"]
     options = pick(cfg, "backend", "top", "quota_factor", "batch_size", "num_workers", "limit",
-                   "gifs")  # fmt: skip
+                   "gifs", "image_size", "mean", "std")  # fmt: skip
     shape = (meta["in_channels"], size, size)
+    by = {"weights": model_fingerprint(model), "composite": cfg["composite"]}
     return run_assign(run.workdir, run.data, relevance, input_shape=shape, **options,
-                      progress=run.progress)  # fmt: skip
+                      explained_by=by, progress=run.progress)  # fmt: skip
 
 
 def step_retrain(run: Run) -> dict[str, Any]:
     """Labels, bootstrap balancing and fine-tuning (and the baselines when asked)."""
-    from hudd_core.retrain import run_retrain
+    from hudd_core.retrain import BASELINES, run_retrain
 
     cfg = run.cfg
     hp = {**pick(cfg, "epochs", "lr", "momentum", "weight_decay"),
           "batch_size": cfg["train_batch_size"]}  # fmt: skip
-    options = pick(cfg, "baselines", "repeats", "seed", "device")
+    options = pick(cfg, "baselines", "repeats", "seed", "device", "quota_factor", "image_size",
+                   "mean", "std")  # fmt: skip
     result = run_retrain(run.workdir, run.data, model_name=run.checkpoint.stem,
                          labels_csv=cfg["labels"], hp=hp, **options,
                          eval_batch_size=cfg["batch_size"], progress=run.progress)  # fmt: skip
-    keep = ("before", "hudd", "BL1", "BL2", "repeats", "labelling_budget", "retrained_model")
+    keep = ("before", "hudd", *BASELINES, "repeats", "labelling_budget", "retrained_model")
     return {k: result[k] for k in keep if k in result}
 
 
@@ -225,7 +230,7 @@ SPECS: dict[str, StepSpec] = {
     ),
     "assign": StepSpec(
         step_assign,
-        ("composite", "top", "quota_factor", "limit", "gifs", "image_size"),
+        ("composite", "top", "quota_factor", "limit", "gifs", "image_size", "mean", "std"),
         lambda r: [r.checkpoint, r.workdir / "clusters.csv", r.data / "ImprovementSet"],
         ("unsafe_set.csv",),
     ),
@@ -241,6 +246,10 @@ SPECS: dict[str, StepSpec] = {
             "baselines",
             "repeats",
             "seed",
+            "quota_factor",
+            "image_size",
+            "mean",
+            "std",
         ),
         lambda r: [
             r.checkpoint,
@@ -256,32 +265,6 @@ SPECS: dict[str, StepSpec] = {
 
 
 # --- chaining --------------------------------------------------------------------------
-
-
-def prepare_checkpoint(cfg: dict[str, Any]) -> Path:
-    """The model as a checkpoint in ``T/DNNModels`` (where the retraining also saves):
-    ``--weights`` (with ``--model`` when it has no sidecar) copied there once, or without
-    ``--weights`` the one checkpoint already there."""
-    workdir = Path(cfg["workdir"])
-    if cfg["weights"] is None:
-        if cfg["model"] is not None:
-            raise ValueError("--model needs --weights: HUDD debugs a trained model")
-        return find_checkpoint(workdir)
-    weights = Path(cfg["weights"])
-    if not weights.is_file():
-        raise FileNotFoundError(f"--weights {weights} does not exist")
-    folder = workdir / "DNNModels"
-    if weights.parent.resolve() == folder.resolve() and weights.with_suffix(".json").is_file():
-        return weights
-    st = weights.stat()
-    source = [str(weights.resolve()), st.st_size, st.st_mtime_ns]
-    name = safe_component(weights.stem)
-    dest = folder / f"{name}.pt"
-    if dest.is_file() and dest.with_suffix(".json").is_file():
-        if read_meta(dest).get("source") == source:
-            return dest
-    model, meta = resolve_model_from(cfg)
-    return save_checkpoint(model, folder, name, {**meta, "source": source})
 
 
 def run_pipeline(cfg: dict[str, Any], *, checkpoint: Path | None = None) -> dict[str, Any]:

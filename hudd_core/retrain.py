@@ -3,15 +3,21 @@
 Step 5, labels: from the ImprovementSet's class folders (or ``labels.csv`` for keypoints),
 or from a CSV the engineer filled in (``--labels``: ``image,label`` with a class name or
 index; keypoints: ``image,x0,y0,...``). Step 6: bootstrap balancing
-(:func:`hudd_core.assign.bootstrap_balance`, seeded). Step 7: fine-tune from the current
-weights on TrainingSet ∪ balanced unsafe set with the reference hyper-parameters (SGD lr
-1e-3, momentum 0.9, weight decay 5e-4, batch 128, 10 epochs; all options).
+(:mod:`hudd_core.balance`, seeded). Step 7: fine-tune from the current weights on
+TrainingSet ∪ balanced unsafe set with the reference hyper-parameters (SGD lr 1e-3,
+momentum 0.9, weight decay 5e-4, batch 128, 10 epochs; all options).
 
-Baselines at the same labelling budget B = the number of distinct unsafe-set images:
-BL2 labels B random improvement images; BL1 B random improvement images among those the
-model gets wrong. So that only the choice of images differs, each baseline's B images are
-resampled uniformly to the same number of added training samples as HUDD's balanced set.
-Every method is repeated over ``repeats`` seeds; the report gives mean and std.
+Baselines at the same labelling budget B = the number of distinct unsafe-set images
+(:data:`BASELINES`), as the paper and the published toolset define them:
+
+* ``BL1``: label B random improvement images and keep those the model gets wrong;
+* ``BL2``: B random improvement images;
+* ``BL1-oracle`` (an extra, not the paper's): B random images among all those the model
+  gets wrong, which needs the whole pool labelled.
+
+So that only the choice of images differs, each baseline's images are resampled uniformly
+to the same number of added training samples as HUDD's balanced set. Every method is
+repeated over ``repeats`` seeds; the report gives mean and std.
 
 Example (after ``hudd assign``)::
 
@@ -25,7 +31,7 @@ import copy
 import csv
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +40,7 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from hudd_core.assign import bootstrap_balance
+from hudd_core.balance import bootstrap_balance, bootstrap_target
 from hudd_core.config import REFERENCE_HP
 from hudd_core.data.datasets import ImageSet, load_image, read_labels, read_metadata
 from hudd_core.fileio import atomic_write_json
@@ -59,12 +65,13 @@ class Labelled(Dataset):
     targets: np.ndarray
     channels: int
     task: str
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # image_size, mean, std
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = load_image(self.data_root / self.ids[i], self.channels)
+        x = load_image(self.data_root / self.ids[i], self.channels, **self.preprocessing)
         t = self.targets[i]
         return x, torch.tensor(t) if self.task == "classifier" else torch.from_numpy(t)
 
@@ -75,6 +82,7 @@ class Labelled(Dataset):
             self.targets[index],
             self.channels,
             self.task,
+            self.preprocessing,
         )
 
 
@@ -271,18 +279,40 @@ def _summarise(runs: list[dict[str, Any]], before: dict[str, Any]) -> dict[str, 
     return out
 
 
+BASELINES = ("BL1", "BL2", "BL1-oracle")
+
+
+def baseline_names(baselines: bool | Sequence[str] | None) -> list[str]:
+    """The baselines asked for: ``True`` → the paper's BL1 and BL2; names are checked.
+
+    >>> baseline_names(True), baseline_names(["BL1-oracle"]), baseline_names(False)
+    (['BL1', 'BL2'], ['BL1-oracle'], [])
+    """
+    if baselines is True:
+        return ["BL1", "BL2"]
+    names = list(baselines or [])
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise ValueError(f"--baselines: unknown {unknown}; the baselines are {list(BASELINES)}")
+    return names
+
+
 def run_retrain(
     workdir: str | Path,
     data_root: str | Path,
     *,
     model_name: str | None = None,
     labels_csv: str | Path | None = None,
-    baselines: bool = False,
+    baselines: bool | Sequence[str] = False,
     repeats: int = 1,
     seed: int = 0,
     hp: dict[str, Any] | None = None,
     device: str = "auto",
     eval_batch_size: int = 256,
+    quota_factor: float = 2.0,
+    image_size: int | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """HUDD's retraining and (optionally) the baselines; writes
@@ -293,33 +323,37 @@ def run_retrain(
             ``_retrained`` one).
         labels_csv: the engineer's labels of the unsafe set (default: the ImprovementSet's
             class folders / labels.csv).
-        baselines: also run BL1 and BL2 at the same labelling budget.
+        baselines: ``True`` for the paper's BL1 and BL2, or names of :data:`BASELINES`.
         repeats: seeds ``seed, seed+1, ...`` for every method.
         hp: hyper-parameters overriding :data:`REFERENCE_HP`.
+        quota_factor: the assignment's quota factor (the bootstrap target is the largest
+            cluster's quota).
+        image_size, mean, std: the preprocessing of ``hudd test``, for every image the
+            retraining reads and evaluates.
     """
     workdir, data_root = Path(workdir), Path(data_root)
     hp = {**REFERENCE_HP, **(hp or {})}
     if repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {repeats}")
+    names = baseline_names(baselines)
     checkpoint = find_checkpoint(workdir, model_name)
     model, meta = load_checkpoint(checkpoint)
     images, clusters, distances = read_unsafe_set(workdir)
+    prep = {"image_size": image_size, "mean": mean, "std": std}
     unsafe = Labelled(
         data_root,
         images,
         label_images(data_root, images, meta, labels_csv),
         meta["in_channels"],
         meta["task"],
+        prep,
     )
     classes = meta["classes"] if meta["task"] == "classifier" else None
+    sets = {"task": meta["task"], "channels": meta["in_channels"], "classes": classes, **prep}
     train_set = tested_only(
-        ImageSet(data_root / "TrainingSet", task=meta["task"], channels=meta["in_channels"],
-                 classes=classes),
-        workdir / RESULT_FILES["TrainingSet"],
-    )  # fmt: skip
-    test_set = ImageSet(
-        data_root / "TestSet", task=meta["task"], channels=meta["in_channels"], classes=classes
+        ImageSet(data_root / "TrainingSet", **sets), workdir / RESULT_FILES["TrainingSet"]
     )
+    test_set = ImageSet(data_root / "TestSet", **sets)
     groups = test_groups(workdir, data_root, test_set, meta)
 
     def evaluate(m: nn.Module) -> dict[str, Any]:
@@ -327,11 +361,14 @@ def run_retrain(
         return accuracy_table(ok, [test_set.ids[i] for i in pos], groups)
 
     before = evaluate(model)
-    target = _largest_quota(workdir, clusters)
+    target = _bootstrap_target(workdir, clusters, quota_factor)
     methods: dict[str, list[dict[str, Any]]] = {"hudd": []}
-    pools = _baseline_pools(model, data_root, meta, device, eval_batch_size) if baselines else {}
-    for name in pools:
+    pool = None
+    if names:
+        pool = _improvement_pool(model, data_root, meta, sets, device, eval_batch_size)
+    for name in names:
         methods[name] = []
+    kept: dict[str, list[int]] = {name: [] for name in names}
 
     def tune(added: Dataset, s: int) -> nn.Module:  # every method: TrainingSet + its images
         data = ConcatDataset([train_set, added])
@@ -349,8 +386,9 @@ def run_retrain(
                 f"{checkpoint.stem}_retrained",
                 {**meta, "retrained_from": checkpoint.name, "hp": hp},
             )
-        for name, pool in pools.items():
-            extra = _baseline_sample(pool, len(images), len(balanced), s)
+        for name in names:
+            extra, labelled_wrong = baseline_sample(name, pool, len(images), len(balanced), s)
+            kept[name].append(labelled_wrong)
             methods[name].append(evaluate(tune(extra, s)))
     result = {
         "model": checkpoint.name,
@@ -363,47 +401,66 @@ def run_retrain(
         "before": before,
         **{name: _summarise(runs, before) for name, runs in methods.items()},
     }
+    for name in names:  # how many distinct images each baseline added (per repeat)
+        result[name]["distinct_images"] = kept[name]
     atomic_write_json(workdir / "retrain.json", result)
     return result
 
 
-def _largest_quota(workdir: Path, clusters: np.ndarray) -> int:
-    """The largest RCC quota ceil(2 × errors), from ``T/clusters.csv`` (the bootstrap target);
-    falls back to the largest unsafe-set cluster when that file is absent."""
+def _bootstrap_target(workdir: Path, clusters: np.ndarray, quota_factor: float) -> int:
+    """The bootstrap target from ``T/clusters.csv``'s cluster sizes (the RCCs present in
+    the unsafe set); the largest unsafe-set cluster when that file is absent."""
     path = workdir / "clusters.csv"
     if path.is_file():
         with open(path, newline="") as fh:
-            sizes = np.unique([int(r["cluster"]) for r in csv.DictReader(fh)], return_counts=True)
-        present = np.isin(sizes[0], clusters)
-        if present.any():
-            return math.ceil(2 * sizes[1][present].max())
+            ids, counts = np.unique([int(r["cluster"]) for r in csv.DictReader(fh)],
+                                    return_counts=True)  # fmt: skip
+        sizes = {int(c): int(n) for c, n in zip(ids, counts, strict=True) if c in clusters}
+        if sizes:
+            return bootstrap_target(sizes, quota_factor)
     return int(np.bincount(clusters).max())
 
 
-def _baseline_pools(model, data_root: Path, meta, device: str, batch_size: int) -> dict:
-    """The labelled improvement images each baseline draws from: BL2 all of them, BL1
-    those the model gets wrong."""
-    classes = meta["classes"] if meta["task"] == "classifier" else None
-    improvement = ImageSet(
-        data_root / "ImprovementSet",
-        task=meta["task"],
-        channels=meta["in_channels"],
-        classes=classes,
-    )
-    everything = Labelled(
-        data_root,
-        improvement.ids,
-        np.asarray(improvement.targets),
-        meta["in_channels"],
-        meta["task"],
-    )
+@dataclass
+class Pool:
+    """The labelled, readable improvement images and whether the model gets each right
+    (the oracle knowledge only ``BL1-oracle`` uses in full; BL1 reads it for the images
+    it labels)."""
+
+    images: Labelled
+    correct: np.ndarray
+
+
+def _improvement_pool(model, data_root: Path, meta, sets: dict, device: str, batch_size: int):
+    improvement = ImageSet(data_root / "ImprovementSet", **sets)
+    everything = Labelled(data_root, improvement.ids, np.asarray(improvement.targets),
+                          meta["in_channels"], meta["task"],
+                          {k: sets[k] for k in ("image_size", "mean", "std")})  # fmt: skip
     ok, pos = correct_mask(model, improvement, meta, batch_size=batch_size, device=device)
-    return {"BL1": everything.subset(pos[~ok]), "BL2": everything.subset(pos)}
+    return Pool(everything.subset(pos), ok)
 
 
-def _baseline_sample(pool: Labelled, budget: int, samples: int, seed: int) -> Labelled:
-    """``budget`` distinct random images of ``pool``, resampled uniformly to ``samples``."""
+def baseline_sample(
+    name: str, pool: Pool, budget: int, samples: int, seed: int
+) -> tuple[Labelled, int]:
+    """A baseline's added training images at labelling budget ``budget``, resampled
+    uniformly to ``samples``; also the number of distinct images it keeps.
+
+    * ``BL1``: ``budget`` random pool images are labelled; those the model gets wrong
+      are kept (possibly none: then nothing is added);
+    * ``BL2``: ``budget`` random pool images;
+    * ``BL1-oracle``: ``budget`` random images among all those the model gets wrong.
+    """
     rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(pool), size=min(budget, len(pool)), replace=False)
+    n = len(pool.images)
+    if name == "BL1-oracle":
+        wrong = np.flatnonzero(~pool.correct)
+        chosen = rng.choice(wrong, size=min(budget, len(wrong)), replace=False)
+    else:
+        chosen = rng.choice(n, size=min(budget, n), replace=False)
+        if name == "BL1":
+            chosen = chosen[~pool.correct[chosen]]
+    if len(chosen) == 0:
+        return pool.images.subset(np.zeros(0, dtype=np.int64)), 0
     extra = rng.choice(chosen, size=max(samples - len(chosen), 0), replace=True)
-    return pool.subset(np.concatenate([chosen, extra]))
+    return pool.images.subset(np.concatenate([chosen, extra])), len(chosen)

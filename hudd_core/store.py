@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import math
@@ -148,3 +149,22 @@ class HeatmapStore:
         state = json.loads((self.folder / PROGRESS).read_text())
         _atomic_json(self.folder / PROGRESS, {**state, "complete": True})
         _atomic_json(self.folder / "layers.json", self.meta)
+
+
+def read_heatmap_index(workdir: Path) -> tuple[list[dict], list[str]]:
+    """``(layers, images)`` from ``T/Heatmaps/layers.json`` and ``index.csv`` (row order)."""
+    hm = Path(workdir) / "Heatmaps"
+    meta_path, index_path = hm / "layers.json", hm / "index.csv"
+    for p in (meta_path, index_path):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} does not exist: run `hudd heatmaps` first")
+    meta = json.loads(meta_path.read_text())
+    if not meta.get("complete", False):
+        raise ValueError(f"{meta_path} says the heatmaps are incomplete: rerun `hudd heatmaps`")
+    for layer in meta["layers"]:
+        if layer["file"] != safe_component(layer["file"]):
+            raise ValueError(f"{meta_path}: layer file {layer['file']!r} is not a plain file name")
+    with open(index_path, newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: int(r["row"]))
+    images = [r["image"] for r in rows]
+    return meta["layers"], images

@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from hudd_core.config import DEFAULTS
 from hudd_core.data.datasets import ImageSet, read_metadata
 from hudd_core.data.robust import SkipLog, Skipping, collate_skipping, common_shape
 from hudd_core.fileio import load_signed_npz, save_signed_npz, write_csv
@@ -45,7 +46,7 @@ from hudd_core.models.train import resolve_device
 log = logging.getLogger("hudd")
 
 RESULT_FILES = {"TrainingSet": "trainResult.csv", "TestSet": "testResult.csv"}
-DEFAULT_THRESHOLD = 4.0  # pixels: keypoint predictions with a larger mean error are Wrong
+DEFAULT_THRESHOLD = DEFAULTS["threshold"]  # pixels: a larger mean keypoint error is Wrong
 
 
 @dataclass

@@ -77,22 +77,30 @@ def _sparse_table(gap: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True)
-def _cross_sums(table: np.ndarray, log2: np.ndarray, pos: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Σ d(i, j) over the pairs first joined by each merge (pairs of the ``pos`` subset).
-    Serial on purpose: one streaming pass (about 1 ns a pair), and no second OpenMP
-    runtime competing with torch's threads."""
+def _cross_sums(
+    table: np.ndarray, log2: np.ndarray, pos: np.ndarray, d: np.ndarray, row_scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Σ d(i, j) and Σ d(i, j) / row_scale[i] (i < j in the subset's order) over the pairs
+    first joined by each merge. One pass gives both: the raw sums (best-layer WICD) and
+    the row-normalised ones (the WICD behind the knee). Serial on purpose: one streaming
+    pass (about 1 ns a pair), and no second OpenMP runtime competing with torch's threads."""
     s = pos.shape[0]
-    out = np.zeros(table.shape[1], dtype=np.float64)
+    raw = np.zeros(table.shape[1], dtype=np.float64)
+    scaled = np.zeros(table.shape[1], dtype=np.float64)
     for i in range(s - 1):
         base = s * i - i * (i + 1) // 2 - i - 1
         pi = pos[i]
+        inv = 1.0 / row_scale[i] if row_scale[i] > 0 else 0.0
         for j in range(i + 1, s):
             pj = pos[j]
             lo, hi = (pi, pj) if pi < pj else (pj, pi)
             lev = log2[hi - lo]
             a, b = table[lev, lo], table[lev, hi - (1 << lev)]
-            out[a if a > b else b] += d[base + j]
-    return out
+            m = a if a > b else b
+            v = d[base + j]
+            raw[m] += v
+            scaled[m] += v * inv
+    return raw, scaled
 
 
 @njit(cache=True)
@@ -171,6 +179,57 @@ def _check_range(n: int, k_lo: int, k_hi: int) -> None:
         raise ValueError(f"k range {k_lo}..{k_hi} is not within 1..{n}")
 
 
+def wicd_curves(
+    Z: np.ndarray,
+    d: np.ndarray,
+    k_lo: int,
+    k_hi: int,
+    points: np.ndarray | None = None,
+    row_scale: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """WICD of the cut into k clusters for every k in ``k_lo..k_hi``, on the raw
+    distances and on the row-normalised ones, from one pass over the pairs.
+
+    The published toolset (clusterModule.HACluster, mode WICDWard) finds the knee on the
+    WICD of S, each row of D divided by its maximum, reading S[i][j] for j > i (S is not
+    symmetric); the best layer compares the WICD of the raw D.
+
+    Args:
+        Z: SciPy/fastcluster linkage of N leaves (cuts follow the merge order, as
+            ``scipy.cluster.hierarchy.cut_tree``; equal to ``fcluster(maxclust=k)``
+            unless merge heights tie).
+        d: condensed raw distances among all N leaves, or among ``points`` when given.
+        points: optional subset of leaves (sorted or not); WICD is then estimated on
+            them (cluster sizes and N counted within the subset).
+        row_scale: per point (subset order) the divisor of its row, the maximum of its
+            row of D; default: the row maxima of ``d``.
+
+    Returns:
+        ``(ks, wicd_raw, wicd_normalised)``: int64 and two float64 arrays.
+    """
+    Z, n, pts = _prepare(Z, points, np.asarray(d))
+    _check_range(n, k_lo, k_hi)
+    d = np.ascontiguousarray(d, dtype=np.float64)
+    if row_scale is None:
+        import torch
+
+        from hudd_core.distance import condensed_row_max
+
+        row_scale = condensed_row_max(torch.from_numpy(d), pts.shape[0]).numpy()
+    row_scale = np.ascontiguousarray(row_scale, dtype=np.float64)
+    if row_scale.shape != (pts.shape[0],):
+        raise ValueError(f"row_scale: expected {pts.shape[0]} values, got {row_scale.shape}")
+    pos_all, gap, _ = _tree_layout(Z)
+    count = np.zeros(n, dtype=np.float64)
+    count[pts] = 1.0
+    if n > 1:
+        raw, scaled = _cross_sums(_sparse_table(gap), _log2_table(n), pos_all[pts], d, row_scale)
+    else:
+        raw = scaled = np.zeros(0)
+    ks = np.arange(k_lo, k_hi + 1, dtype=np.int64)
+    return ks, _wicd_walk(Z, raw, count, k_lo, k_hi), _wicd_walk(Z, scaled, count, k_lo, k_hi)
+
+
 def wicd_curve(
     Z: np.ndarray,
     d: np.ndarray,
@@ -178,32 +237,14 @@ def wicd_curve(
     k_hi: int,
     points: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """WICD of the cut into k clusters for every k in ``k_lo..k_hi`` (one tree walk).
-
-    Args:
-        Z: SciPy/fastcluster linkage of N leaves (cuts follow the merge order, as
-            ``scipy.cluster.hierarchy.cut_tree``; equal to ``fcluster(maxclust=k)``
-            unless merge heights tie).
-        d: condensed distances WICD is measured on (the raw heatmap distances), among
-            all N leaves, or among ``points`` when given.
-        points: optional subset of leaves (sorted or not); WICD is then estimated on
-            them (cluster sizes and N counted within the subset).
+    """WICD of the cut into k clusters for every k in ``k_lo..k_hi`` on the distances
+    ``d`` as given (one tree walk); see :func:`wicd_curves` for the arguments.
 
     Returns:
         ``(ks, wicd)``: int64 and float64 arrays of length ``k_hi − k_lo + 1``.
     """
-    Z, n, pts = _prepare(Z, points, np.asarray(d))
-    _check_range(n, k_lo, k_hi)
-    d = np.ascontiguousarray(d, dtype=np.float64)
-    pos_all, gap, _ = _tree_layout(Z)
-    count = np.zeros(n, dtype=np.float64)
-    count[pts] = 1.0
-    if n > 1:
-        cross = _cross_sums(_sparse_table(gap), _log2_table(n), pos_all[pts], d)
-    else:
-        cross = np.zeros(0)
-    values = _wicd_walk(Z, cross, count, k_lo, k_hi)
-    return np.arange(k_lo, k_hi + 1, dtype=np.int64), values
+    ks, raw, _ = wicd_curves(Z, d, k_lo, k_hi, points)
+    return ks, raw
 
 
 @njit(cache=True)

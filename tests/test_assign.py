@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from hudd_core import assign as A
+from hudd_core import balance as B
 
 # Distances of 5 improvement images to clusters 1 and 2 (hand-made example).
 DIST = np.array(
@@ -98,13 +99,13 @@ def test_search_rejects_bad_shapes():
 def test_bootstrap_sizes_weights_and_seed():
     clusters = np.array([1] * 3 + [2] * 1 + [3] * 8)
     dist = np.r_[0.1, 0.2, 10.0, 0.5, np.linspace(0.1, 1, 8)]
-    idx = A.bootstrap_balance(clusters, dist, target=8, seed=3)
+    idx = B.bootstrap_balance(clusters, dist, target=8, seed=3)
     counts = np.bincount(clusters[idx])
     assert counts[1:].tolist() == [8, 8, 8]
     assert set(np.flatnonzero(clusters == 1)) <= set(idx)  # originals kept
-    np.testing.assert_array_equal(idx, A.bootstrap_balance(clusters, dist, 8, seed=3))
+    np.testing.assert_array_equal(idx, B.bootstrap_balance(clusters, dist, 8, seed=3))
     # The far image (d=10) has weight 1 - 10/10.3: it is drawn far less often.
-    many = A.bootstrap_balance(clusters[:3], dist[:3], target=3000, seed=0)
+    many = B.bootstrap_balance(clusters[:3], dist[:3], target=3000, seed=0)
     drawn = np.bincount(many, minlength=3)
     assert drawn[2] < drawn[0] / 10
 

@@ -108,45 +108,41 @@ def test_invalid_ranges_and_lengths_raise():
         wicd_curve(Z, d[:-1], 2, 5)
 
 
-def test_gradient4_is_exact_for_quartics():
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6, 12, 40])
+def test_gradient4_is_the_toolsets_gradient_o4(n):
+    from toolset_oracle import gradient_o4
+
+    y = np.random.default_rng(n).normal(size=n).cumsum()
+    assert np.allclose(gradient4(y, spacing=4.0), gradient_o4(y, dx=4.0), rtol=1e-12, atol=0)
+    assert np.allclose(gradient4(y), gradient_o4(y, dx=1.0), rtol=1e-12, atol=0)
+    # inside, the 5-point stencil is exact for quartics; the ends are first differences
     x = np.arange(12.0)
     c = np.array([0.3, -1.2, 0.7, 2.0, -0.05])
-    y = np.polyval(c, x)
-    assert np.allclose(gradient4(y), np.polyval(np.polyder(c), x), atol=1e-9)
-    assert np.allclose(gradient4(np.array([1.0, 4.0, 9.0])), np.gradient([1.0, 4.0, 9.0]))
+    q = gradient4(np.polyval(c, x))
+    assert np.allclose(q[2:-2], np.polyval(np.polyder(c), x)[2:-2], atol=1e-9)
+    assert q[0] == pytest.approx(np.polyval(c, 1.0) - np.polyval(c, 0.0))
 
 
-def _gradient4_loops(y):
-    n, g = len(y), []
-    for i in range(n):
-        if 2 <= i < n - 2:
-            g.append((y[i - 2] - 8 * y[i - 1] + 8 * y[i + 1] - y[i + 2]) / 12)
-        elif i == 0:
-            g.append((-25 * y[0] + 48 * y[1] - 36 * y[2] + 16 * y[3] - 3 * y[4]) / 12)
-        elif i == 1:
-            g.append((-3 * y[0] - 10 * y[1] + 18 * y[2] - 6 * y[3] + y[4]) / 12)
-        elif i == n - 2:
-            g.append((3 * y[-1] + 10 * y[-2] - 18 * y[-3] + 6 * y[-4] - y[-5]) / 12)
-        else:
-            g.append((25 * y[-1] - 48 * y[-2] + 36 * y[-3] - 16 * y[-4] + 3 * y[-5]) / 12)
-    return np.array(g)
+def test_knee_wicd_is_measured_on_the_row_normalised_matrix():
+    from toolset_oracle import wicd
+
+    from hudd_core.wicd import wicd_curves
+
+    Z, d, _ = _fixture(5, 40)
+    D = squareform(d)
+    S = D / D.max(axis=1, keepdims=True)  # not symmetric: the upper triangle is read
+    ks, raw, scaled = wicd_curves(Z, d, 2, 20)
+    for k, r, s_ in zip(ks, raw, scaled, strict=True):
+        labels = fcluster(Z, int(k), criterion="maxclust")
+        assert r == pytest.approx(wicd(D, labels), rel=1e-10)
+        assert s_ == pytest.approx(wicd(S, labels), rel=1e-10)
+    assert not np.allclose(scaled, wicd_curves(Z, d, 2, 20, row_scale=np.ones(40))[2])
 
 
-def reference_layer_choice(X: np.ndarray) -> tuple[int, float]:
-    """DESIGN.md's rules with SciPy and loops: (k, WICD at k) of one layer."""
-    from kneed import KneeLocator
-
-    D = squareform(pdist(X.astype(np.float64)))
-    Z = linkage(pdist(D / D.max(axis=1, keepdims=True)), method="ward")
-    n = len(X)
-    ks = list(range(2, min(500, max(2, n // 2)) + 1))
-    w = [wicd_direct(D, fcluster(Z, k, criterion="maxclust")) for k in ks]
-    knee = KneeLocator(ks, _gradient4_loops(w), curve="concave", direction="increasing").knee
-    return int(knee), w[ks.index(int(knee))]
-
-
-def test_k_and_best_layer_match_reference_rules(tmp_path):
+def test_k_and_best_layer_match_the_toolset_rule():
     from cluster_fixtures import planted_layer
+    from toolset_oracle import best_layer as toolset_best
+    from toolset_oracle import layer_choice
 
     from hudd_core.cluster import cluster_layer
 
@@ -155,16 +151,17 @@ def test_k_and_best_layer_match_reference_rules(tmp_path):
         "input": planted_layer(rng, [15, 11, 8, 6], 64, 1.0)[0],
         "conv": planted_layer(rng, [15, 11, 8, 6], 48, 2.0)[0],
         "fc": planted_layer(rng, [15, 11, 8, 6], 24, 5.0)[0],
+        "noisy": planted_layer(rng, [9, 9, 9, 9, 4], 30, 0.7)[0],
     }
     ref, ours = {}, {}
     for name, X in layers.items():
-        k_ref, w_ref = reference_layer_choice(X)
+        ref[name] = layer_choice(X)
         res = cluster_layer(X, name=name, device="cpu")
-        assert res.k == k_ref
-        assert res.at_k()[0] == pytest.approx(w_ref, rel=1e-6)
-        ref[name], ours[name] = w_ref, res.at_k()
-    plain_best = min((n for n in ref if n != "input"), key=ref.get)
-    assert best_layer(ours) == plain_best
+        assert res.k == ref[name]["k"], name
+        assert np.allclose(res.wicd, ref[name]["wicd_s"], rtol=1e-6)
+        assert res.at_k()[0] == pytest.approx(ref[name]["wicd_raw"], rel=1e-6)
+        ours[name] = res.at_k()
+    assert best_layer(ours) == toolset_best(ref)
 
 
 def test_knee_fallback_is_announced():

@@ -2,11 +2,13 @@
 
     hudd assign --workdir T --data DataSets
     hudd assign --workdir T --data DataSets --backend torch --num-workers 4 --limit 100000
+    hudd assign --model m.py:factory --weights w.pt --data DataSets --workdir T
 
-Streams the improvement images through the model in batches, keeps each image's closest
-RCCs (nearest member at the selected layer), applies the reference greedy quota rule and
+Streams the improvement images through the model in batches, ranks every RCC for each
+image (nearest member at the selected layer), applies the reference greedy quota rule and
 writes T/unsafe_set.csv and T/UnsafeSet/<cluster>/ (with a GIF each). An interrupted run
 resumes from the last saved batch; unreadable images are skipped into T/skipped.csv.
+The model: ``--model``/``--weights``, or the checkpoint an earlier step stored in T.
 """
 
 from __future__ import annotations
@@ -14,28 +16,40 @@ from __future__ import annotations
 import argparse
 
 from hudd_core.assign import BACKENDS
-from hudd_core.cli.common import add_common, setup_logging
+from hudd_core.cli.common import (
+    add_channels,
+    add_common,
+    add_preprocessing,
+    setup_logging,
+    step_checkpoint,
+)
+from hudd_core.config import DEFAULTS
 from hudd_core.lrp.composites import COMPOSITES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("assign", help="step 4: the improvement images closest to the RCCs")
-    add_common(p, model=False, checkpoint=True)
+    add_common(p)
     p.add_argument(
         "--backend",
-        default="auto",
+        default=DEFAULTS["backend"],
         choices=BACKENDS,
         help="nearest-member search (auto: FAISS, on the GPU when possible)",
     )
-    p.add_argument("--top", type=int, default=5, help="closest clusters kept per image")
+    p.add_argument(
+        "--top",
+        type=int,
+        help="keep only each image's TOP closest clusters (default: all, the reference)",
+    )
     p.add_argument(
         "--quota-factor",
         type=float,
-        default=2.0,
+        default=DEFAULTS["quota_factor"],
         help="a cluster takes up to ceil(factor × its error images)",
     )
-    p.add_argument("--composite", default="hudd", choices=sorted(COMPOSITES))
-    p.add_argument("--image-size", type=int, help="resize images to this square side")
+    p.add_argument("--composite", default=DEFAULTS["composite"], choices=sorted(COMPOSITES))
+    add_preprocessing(p)
+    add_channels(p)
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader decoding workers")
     p.add_argument("--limit", type=int, help="only the first N improvement images")
     p.add_argument("--no-gifs", action="store_true", help="skip the animated GIFs")
@@ -44,27 +58,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hudd_core.config import load_config
-    from hudd_core.models.checkpoint import find_checkpoint
     from hudd_core.pipeline import Run, step_assign
 
     setup_logging(args.quiet, None)
-    options = (
-        "workdir",
-        "data",
-        "device",
-        "batch_size",
-        "seed",
-        "quiet",
-        "backend",
-        "top",
-        "quota_factor",
-        "composite",
-        "image_size",
-        "num_workers",
-        "limit",
-    )
+    options = ("workdir", "data", "device", "batch_size", "seed", "quiet", "backend", "top",
+               "quota_factor", "composite", "image_size", "mean", "std", "num_workers",
+               "limit")  # fmt: skip
     cfg = load_config(None, {k: getattr(args, k) for k in options} | {"gifs": not args.no_gifs})
-    s = step_assign(Run(cfg, find_checkpoint(args.workdir, args.model_name)))
+    s = step_assign(Run(cfg, step_checkpoint(args)))
     print(
         f"{s['selected']} of {s['improvement_images']} improvement images selected at layer "
         f"{s['layer']} ({s['backend']}), {s['skipped']} skipped -> {args.workdir}/unsafe_set.csv"

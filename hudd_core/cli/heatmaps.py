@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from hudd_core.cli.common import add_common
+from hudd_core.cli.common import add_channels, add_common, add_preprocessing, step_checkpoint
 from hudd_core.config import pick
 from hudd_core.lrp.composites import COMPOSITES
 
@@ -32,10 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="every ImprovementSet image into T/ImprovementHeatmaps instead",
     )
-    p.add_argument("--image-size", type=int, help="resize images to this square side")
-    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean to subtract")
-    p.add_argument("--std", type=float, nargs="+", help="per-channel std to divide by")
-    p.add_argument("--in-channels", type=int, default=1, help="without a sidecar: 1 or 3")
+    add_preprocessing(p)
+    add_channels(p)
     p.set_defaults(func=run)
 
 
@@ -46,9 +44,12 @@ def run(args: argparse.Namespace) -> int:
     from hudd_core.lrp import LRP
 
     torch.manual_seed(args.seed)
-    from hudd_core.models.checkpoint import resolve_model_from
+    from hudd_core.models.checkpoint import load_checkpoint, resolve_model_from
 
-    model, meta = resolve_model_from(vars(args))
+    if args.list_layers and args.weights is None and args.model is not None:
+        model, meta = resolve_model_from(vars(args))  # the layers of an untrained model
+    else:
+        model, meta = load_checkpoint(step_checkpoint(args), trust=args.trust_model_file)
     if args.list_layers:
         lrp = LRP(model.eval(), args.composite, args.layers)
         size = args.image_size or meta.get("input_size") or 64

@@ -1,16 +1,22 @@
-"""``hudd retrain``: HUDD steps 5–7 (labels, bootstrap balancing, fine-tuning), baselines."""
+"""``hudd retrain``: HUDD steps 5–7 (labels, bootstrap balancing, fine-tuning), baselines.
+
+hudd retrain --workdir T --data DataSets --baselines --repeats 3
+hudd retrain --model m.py:factory --weights w.pt --data DataSets --workdir T
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from hudd_core.cli.common import add_common
-from hudd_core.config import REFERENCE_HP
+from hudd_core.cli.common import add_channels, add_common, add_preprocessing, step_checkpoint
+from hudd_core.config import DEFAULTS, REFERENCE_HP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from hudd_core.retrain import BASELINES
+
     p = sub.add_parser("retrain", help="retrain the DNN on TrainingSet + balanced unsafe set")
-    add_common(p, model=False, checkpoint=True)
+    add_common(p)
     p.add_argument(
         "--labels",
         help="CSV image,label for the unsafe set (default: the "
@@ -21,8 +27,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--momentum", type=float, default=REFERENCE_HP["momentum"])
     p.add_argument("--weight-decay", type=float, default=REFERENCE_HP["weight_decay"])
     p.add_argument("--train-batch-size", type=int, default=REFERENCE_HP["batch_size"])
-    p.add_argument("--baselines", action="store_true", help="also BL1 and BL2, same budget")
+    p.add_argument(
+        "--baselines",
+        nargs="*",
+        metavar="NAME",
+        help=f"also retrain baselines at the same labelling budget: {', '.join(BASELINES)} "
+        "(no name: the paper's BL1 and BL2)",
+    )
     p.add_argument("--repeats", type=int, default=1, help="seeds per method (mean ± std)")
+    p.add_argument(
+        "--quota-factor",
+        type=float,
+        default=DEFAULTS["quota_factor"],
+        help="the assignment's quota factor (the bootstrap target is the largest quota)",
+    )
+    add_preprocessing(p)
+    add_channels(p)
     p.set_defaults(func=run)
 
 
@@ -36,17 +56,22 @@ def run(args: argparse.Namespace) -> int:
         "weight_decay": args.weight_decay,
         "batch_size": args.train_batch_size,
     }
+    baselines = True if args.baselines == [] else (args.baselines or False)
     result = run_retrain(
         args.workdir,
         args.data,
-        model_name=args.model_name,
+        model_name=step_checkpoint(args).stem,
         labels_csv=args.labels,
-        baselines=args.baselines,
+        baselines=baselines,
         repeats=args.repeats,
         seed=args.seed,
         hp=hp,
         device=args.device,
         eval_batch_size=args.batch_size,
+        quota_factor=args.quota_factor,
+        image_size=args.image_size,
+        mean=args.mean,
+        std=args.std,
         progress=not args.quiet,
     )
     print(format_summary(result))
@@ -59,12 +84,14 @@ def run(args: argparse.Namespace) -> int:
 
 def format_summary(result: dict) -> str:
     """Test accuracy before and after, per method, with the gain (mean ± std)."""
+    from hudd_core.retrain import BASELINES
+
     lines = [f"test accuracy before retraining: {result['before']['overall']:.2%}"]
-    for method in ("hudd", "BL1", "BL2"):
+    for method in ("hudd", *BASELINES):
         if method in result:
             acc, gain = result[method]["accuracy"], result[method]["gain"]
             lines.append(
-                f"{method:>4}: {acc['mean']:.2%} ± {acc['std']:.2%} "
+                f"{method:>10}: {acc['mean']:.2%} ± {acc['std']:.2%} "
                 f"(gain {gain['mean'] * 100:+.1f} ± {gain['std'] * 100:.1f} pp, "
                 f"{result['repeats']} runs)"
             )

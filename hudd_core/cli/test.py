@@ -5,7 +5,8 @@
 
 With a checkpoint sidecar (``<name>.json`` beside the weights) the model is rebuilt from it;
 otherwise ``--model`` names the architecture and the classes (or keypoint count) come from
-the data.
+the data. The model is stored in ``T/DNNModels`` (checkpoint + sidecar), where the later
+steps find it without ``--model``/``--weights``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hudd_core.cli.common import add_common
+from hudd_core.cli.common import add_channels, add_common, add_preprocessing, step_checkpoint
 from hudd_core.config import pick
 
 
@@ -27,10 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=4.0,
         help="keypoint models: Wrong when the mean pixel error exceeds this",
     )
-    p.add_argument("--image-size", type=int, help="resize images to this square side")
-    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean to subtract")
-    p.add_argument("--std", type=float, nargs="+", help="per-channel std to divide by")
-    p.add_argument("--in-channels", type=int, default=1, help="without a sidecar: 1 or 3")
+    add_preprocessing(p)
+    add_channels(p)
     p.set_defaults(func=run)
 
 
@@ -43,9 +42,14 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"hudd test: warning: no --weights, testing an untrained {args.model}", file=sys.stderr
         )
-    from hudd_core.models.checkpoint import resolve_model_from
+    from hudd_core.models.checkpoint import load_checkpoint, resolve_model_from
 
-    model, meta = resolve_model_from(vars(args))
+    if args.weights is None and args.model is not None:
+        model, meta = resolve_model_from(vars(args))
+        model_file = None
+    else:
+        model_file = step_checkpoint(args)
+        model, meta = load_checkpoint(model_file, trust=args.trust_model_file)
     options = pick(vars(args), "batch_size", "device", "threshold", "image_size", "mean", "std")
     summary = run_test(
         model,
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         meta,
         **options,
         progress=not args.quiet,
-        model_file=args.weights,
+        model_file=model_file,
     )
     for name, s in summary.items():
         skipped = (

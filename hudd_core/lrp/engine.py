@@ -231,11 +231,12 @@ class LRP:
         x: torch.Tensor,
         target: int | torch.Tensor | None = None,
         keypoints: torch.Tensor | None = None,
-        start: torch.Tensor | None = None,
+        start: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Relevance at every recorded layer for the batch ``x`` (``{name: (B, ...)}``).
 
-        ``start`` overrides the start relevance (default: :func:`start_relevance`)."""
+        ``start`` overrides the start relevance (default: :func:`start_relevance`): a
+        tensor, or a function of the model's output."""
         if not x.dtype.is_floating_point:
             raise TypeError(f"LRP input must be floating point, got {x.dtype}")
         x = x.contiguous()
@@ -243,6 +244,8 @@ class LRP:
             prep = self._prepare(x.dtype, x.device)
             env, saved = self._forward(x, prep)
             out = env[self.graph.output]
+            if callable(start):
+                start = start(out)
             r0 = start if start is not None else start_relevance(out, target, keypoints)
             return self._backward(env, saved, prep, r0.to(out))
 

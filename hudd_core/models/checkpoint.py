@@ -32,8 +32,8 @@ from PIL import Image
 from torch import nn
 
 from hudd_core.data.datasets import find_classes, read_labels
-from hudd_core.fileio import atomic_write, atomic_write_json
-from hudd_core.models.loading import load_model, output_layer, resolve_factory
+from hudd_core.fileio import atomic_write, atomic_write_json, safe_component
+from hudd_core.models.loading import load_model, output_layer, read_weights, resolve_factory
 
 REQUIRED = ("model", "kwargs", "task", "classes", "in_channels", "input_size")
 
@@ -151,20 +151,45 @@ def _accepted(factory, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in sig.parameters}
 
 
+def first_layer_channels(model: nn.Module) -> int | None:
+    """The channels the model's first convolution takes (None for a model without one).
+
+    Example:
+        >>> first_layer_channels(nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU()))
+        3
+    """
+    conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+    return next((int(m.in_channels) for m in model.modules() if isinstance(m, conv)), None)
+
+
+def weights_channels(weights: str | Path | None, trust: bool = False) -> int | None:
+    """The input channels of the first convolution kernel in a weights file (its first
+    4-D tensor, in the state_dict's order, which follows the modules'), or None."""
+    if weights is None:
+        return None
+    state = read_weights(weights, trust=trust)
+    if isinstance(state, nn.Module):
+        return first_layer_channels(state)
+    return next((int(t.shape[1]) for t in state.values() if t.ndim == 4), None)
+
+
 def resolve_model(
     spec: str | None,
     weights: str | Path | None,
     data_root: str | Path,
     *,
     trust: bool = False,
-    in_channels: int = 1,
+    in_channels: int | None = None,
     image_size: int | None = None,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The model a CLI step works on, and its metadata.
 
     With a sidecar beside ``weights`` the model is rebuilt from it. Otherwise ``spec`` is
     built with what the data tell: the classes (sorted class folders) or the keypoint count
-    (``labels.csv``), ``in_channels`` and the input size (``image_size`` or the first image's).
+    (``labels.csv``) and the input size (``image_size`` or the first image's). The images
+    get as many channels as the model's first layer takes (DESIGN.md): ``in_channels``
+    when given, else what the weights' first kernel or the built model's first
+    convolution takes (1 for a model without a convolution).
     """
     if weights is not None and Path(weights).with_suffix(".json").is_file():
         model, meta = load_checkpoint(weights, trust=trust)
@@ -188,9 +213,17 @@ def resolve_model(
     if image_size is None and first is not None:
         with Image.open(first) as im:
             image_size = im.size[0]
-    kwargs = {**count, "in_channels": in_channels, "input_size": image_size or 64}
-    kwargs = _accepted(resolve_factory(spec), kwargs)
+    factory = resolve_factory(spec)
+    if in_channels is None:
+        in_channels = weights_channels(weights, trust)
+    kwargs = {**count, "input_size": image_size or 64}
+    if in_channels is not None:
+        kwargs["in_channels"] = in_channels
+    kwargs = _accepted(factory, kwargs)
     model = load_model(spec, weights, trust=trust, **kwargs)
+    in_channels = first_layer_channels(model) or in_channels or 1
+    if "in_channels" in _accepted(factory, {"in_channels": 0}):
+        kwargs["in_channels"] = in_channels  # the sidecar rebuilds the same model
     meta = {
         "model": spec,
         "kwargs": kwargs,
@@ -208,5 +241,37 @@ def resolve_model_from(options: Mapping[str, Any]) -> tuple[nn.Module, dict[str,
     configuration (``model``, ``weights``, ``data``, ``trust_model_file``, ``in_channels``,
     ``image_size``)."""
     return resolve_model(options["model"], options["weights"], options["data"],
-                         trust=options["trust_model_file"], in_channels=options["in_channels"],
-                         image_size=options["image_size"])  # fmt: skip
+                         trust=options.get("trust_model_file", False),
+                         in_channels=options.get("in_channels"),
+                         image_size=options.get("image_size"))  # fmt: skip
+
+
+def prepare_checkpoint(options: Mapping[str, Any]) -> Path:
+    """The model every step works on, as a checkpoint in ``T/DNNModels`` (where the
+    retraining also saves it): ``weights`` (with ``model`` when it has no sidecar) copied
+    there once, or without ``weights`` the checkpoint an earlier step stored there
+    (``model_name`` when several are).
+
+    ``options`` are named as on the command line: ``workdir``, ``weights``, ``model``,
+    ``model_name``, and what :func:`resolve_model_from` reads.
+    """
+    workdir = Path(options["workdir"])
+    if options.get("weights") is None:
+        if options.get("model") is not None:
+            raise ValueError("--model needs --weights: HUDD debugs a trained model")
+        return find_checkpoint(workdir, options.get("model_name"))
+    weights = Path(options["weights"])
+    if not weights.is_file():
+        raise FileNotFoundError(f"--weights {weights} does not exist")
+    folder = workdir / "DNNModels"
+    if weights.parent.resolve() == folder.resolve() and weights.with_suffix(".json").is_file():
+        return weights
+    st = weights.stat()
+    source = [str(weights.resolve()), st.st_size, st.st_mtime_ns]
+    name = safe_component(weights.stem)
+    dest = folder / f"{name}.pt"
+    if dest.is_file() and dest.with_suffix(".json").is_file():
+        if read_meta(dest).get("source") == source:
+            return dest
+    model, meta = resolve_model_from(options)
+    return save_checkpoint(model, folder, name, {**meta, "source": source})
