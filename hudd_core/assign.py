@@ -430,10 +430,10 @@ def run_assign(
             rerun never reuses candidates computed for another model.
     """
     from torch.utils.data import DataLoader, Subset
-    from tqdm.auto import tqdm
 
     from hudd_core.data.datasets import ImageFiles
     from hudd_core.data.robust import SkipLog, Skipping, collate_skipping
+    from hudd_core.progress import bar as progress_bar
 
     workdir, data_root = Path(workdir), Path(data_root)
     layer, images, labels = read_rccs(workdir)
@@ -480,7 +480,8 @@ def run_assign(
     loader = DataLoader(
         items, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping
     )
-    with tqdm(total=n, initial=store.done, desc="assign", unit="img", disable=not progress) as bar:
+    with progress_bar(total=n, initial=store.done, desc="assign", unit="img",
+                      enabled=progress) as bar:  # fmt: skip
         for b, (x, _, positions, skipped) in enumerate(loader, start=1):
             for i, reason in skipped:
                 skips.add("assign", pool.ids[i], reason)

@@ -370,6 +370,46 @@ def _cached(folder: Path, signature: dict) -> LayerClustering | None:
     return None
 
 
+# Largest number of error images whose distance matrix --export-distances writes.
+EXPORT_LIMITS = {"csv": 5000, "xlsx": 1000}
+
+
+def export_distances(folder: Path, X, images: list[str], fmt: str) -> Path:
+    """The layer's N × N heatmap distance matrix (Euclidean, as clustered) with the image
+    names as the header row and first column, as the published ClusterModule exports it:
+    ``<folder>/distances.csv`` or ``distances.xlsx`` (needs openpyxl). Up to
+    :data:`EXPORT_LIMITS` images (a CSV of 5000² distances is about 250 MB)."""
+    from hudd_core.distance import cdist
+    from hudd_core.fileio import atomic_write
+
+    if fmt not in EXPORT_LIMITS:
+        raise ValueError(f"--export-distances must be csv or xlsx, got {fmt!r}")
+    n = len(images)
+    if n > EXPORT_LIMITS[fmt]:
+        raise ValueError(
+            f"--export-distances {fmt}: {n} error images exceed the limit of "
+            f"{EXPORT_LIMITS[fmt]} for {fmt} (the matrix has N² entries)"
+        )
+    D = cdist(np.asarray(X, dtype=np.float32), np.asarray(X, dtype=np.float32))
+    np.fill_diagonal(D, 0.0)
+    path = Path(folder) / f"distances.{fmt}"
+    if fmt == "csv":
+        rows = ([img, *(repr(float(v)) for v in row)] for img, row in zip(images, D, strict=True))
+        write_csv(path, ["image", *images], rows)
+        return path
+    try:
+        from openpyxl import Workbook
+    except ImportError as exc:
+        raise ValueError("--export-distances xlsx needs openpyxl (pip install openpyxl)") from exc
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet("distances")
+    sheet.append(["image", *images])
+    for img, row in zip(images, D, strict=True):
+        sheet.append([img, *row.tolist()])
+    atomic_write(path, lambda tmp: book.save(tmp))
+    return path
+
+
 # The files of T/ClusterAnalysis beside the layer folders.
 ANALYSIS_FILES = ("summary.json", "variance_reduction.csv", "rq1.png", "rq1.json", "planted.csv")
 
@@ -391,6 +431,7 @@ def run_cluster(
     approx_threshold: int | None = None,
     seed: int = 0,
     gifs: bool = True,
+    export: str | None = None,
     progress: bool = True,
 ) -> dict:
     """The whole ClusterModule over ``T/Heatmaps``: every (or the given) layer clustered,
@@ -401,6 +442,8 @@ def run_cluster(
     Args:
         workdir: the work folder ``T``.
         data: the DataSets root (the images' paths in ``T`` are relative to it).
+        export: ``"csv"`` or ``"xlsx"``: also each layer's distance matrix
+            (:func:`export_distances`), checked before anything is clustered.
 
     Returns:
         The summary written to ``T/ClusterAnalysis/summary.json``.
@@ -410,9 +453,8 @@ def run_cluster(
         summary = run_cluster("T", "DataSets")
         print(summary["best_layer"], summary["layers"][summary["best_layer"]]["k"])
     """
-    from tqdm.auto import tqdm
-
     from hudd_core import rcc, rq1
+    from hudd_core.progress import bar
 
     workdir, data = Path(workdir), Path(data)
     meta, images = read_heatmap_index(workdir)
@@ -421,12 +463,14 @@ def run_cluster(
     unknown = [n for n in names if n not in by_name]
     if unknown:
         raise ValueError(f"unknown layers {unknown}; recorded: {list(by_name)}")
+    if export is not None and len(images) > EXPORT_LIMITS.get(export, 0):
+        export_distances(workdir, np.zeros((0, 1)), images, export)  # raises, naming why
     metadata = data / "TestSet" / "metadata.csv"
     if metadata.is_file():  # a bad metadata.csv stops the step before it writes anything
         rq1.read_metadata(metadata)
     (workdir / "ClusterAnalysis").mkdir(parents=True, exist_ok=True)
     results: dict[str, LayerClustering] = {}
-    for name in tqdm(names, desc="cluster", unit="layer", disable=not progress):
+    for name in bar(names, desc="cluster", unit="layer", enabled=progress):
         path = workdir / "Heatmaps" / by_name[name]["file"]
         X = np.load(path, mmap_mode="r")
         if X.ndim != 2 or X.shape[0] != len(images):
@@ -450,6 +494,8 @@ def run_cluster(
             except ValueError as exc:  # name the file and the image, not just a row
                 raise ValueError(f"cluster: {path}: {_name_rows(str(exc), images)}") from exc
             write_layer(folder, res, images, sig)
+        if export is not None:
+            export_distances(folder, X, images, export)
         results[name] = res
     best = best_layer({n: r.at_k() for n, r in results.items()}, selection)
     summary = {

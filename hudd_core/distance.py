@@ -26,14 +26,12 @@ Example:
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from hudd_core._ext import _C, compiled_for, resolve_device, stream_of
 
@@ -298,8 +296,10 @@ def _cdist_epilogue(gram: torch.Tensor, bi: _Block, bj: _Block, tau: float, out:
     )  # fmt: skip
 
 
-def _progress(total: int, desc: str, enabled: bool) -> tqdm:
-    return tqdm(total=total, desc=desc, unit="block", disable=not enabled, leave=False)
+def _progress(total: int, desc: str, enabled: bool):
+    from hudd_core.progress import bar
+
+    return bar(total=total, desc=desc, unit="block", enabled=enabled, leave=False)
 
 
 def pdist_rows(
@@ -531,11 +531,3 @@ def second_level_pdist(
 def condensed_size(n: int) -> int:
     """Number of pairs of ``n`` points (length of the condensed vector)."""
     return n * (n - 1) // 2
-
-
-def points_of_condensed(m: int) -> int:
-    """Number of points behind a condensed vector of length ``m``."""
-    n = round((1 + math.sqrt(1 + 8 * m)) / 2)
-    if condensed_size(n) != m:
-        raise ValueError(f"{m} is not the length of a condensed distance vector")
-    return n

@@ -33,13 +33,13 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm.auto import tqdm
 
 from hudd_core._ext import resolve_device
 from hudd_core.data.robust import Skipping, collate_skipping
 from hudd_core.lrp import LRP
 from hudd_core.lrp.engine import layer_relevance
 from hudd_core.models.checkpoint import model_fingerprint
+from hudd_core.progress import bar as progress_bar
 from hudd_core.runstate import NothingToDo
 from hudd_core.store import HeatmapStore
 
@@ -91,8 +91,8 @@ def compute_heatmaps(
     items = Subset(Skipping(dataset, shape, ids), range(store.done, len(dataset)))
     loader = DataLoader(items, batch_size=batch_size, num_workers=num_workers,
                         collate_fn=collate_skipping)  # fmt: skip
-    with tqdm(total=len(dataset), initial=start, desc="heatmaps", unit="img",
-              disable=not progress) as bar:  # fmt: skip
+    with progress_bar(total=len(dataset), initial=start, desc="heatmaps", unit="img",
+                      enabled=progress) as bar:  # fmt: skip
         for x, target, _, bad in loader:
             if bad:
                 raise ValueError(

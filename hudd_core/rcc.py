@@ -140,13 +140,13 @@ def write_rcc_folders(
     """Builds ``T/<layer>/`` (one ``Cluster_<id>/`` folder of image copies and one
     ``Cluster_<id>.gif`` per cluster) in a temporary folder, then renames it into place.
     Images missing under ``data`` are skipped with one warning."""
-    from tqdm.auto import tqdm
+    from hudd_core.progress import bar
 
     final = rcc_folder(workdir, layer)
     tmp = fresh_tmp_dir(final)
     labels = np.asarray(labels)
     missing = []
-    for cid in tqdm(np.unique(labels).tolist(), desc="RCC folders", disable=not progress):
+    for cid in bar(np.unique(labels).tolist(), desc="RCC folders", enabled=progress):
         folder = tmp / f"Cluster_{int(cid)}"
         folder.mkdir()
         present = []

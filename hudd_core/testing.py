@@ -34,7 +34,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
 from hudd_core.config import DEFAULTS
 from hudd_core.data.datasets import ImageSet, read_metadata
@@ -42,6 +41,7 @@ from hudd_core.data.robust import SkipLog, Skipping, collate_skipping, common_sh
 from hudd_core.fileio import load_signed_npz, save_signed_npz, write_csv
 from hudd_core.models.checkpoint import model_fingerprint, output_mismatch
 from hudd_core.models.train import resolve_device
+from hudd_core.progress import bar as progress_bar
 
 log = logging.getLogger("hudd")
 
@@ -135,7 +135,7 @@ def predict_readable(
                         collate_fn=collate_skipping, num_workers=num_workers)  # fmt: skip
     outs, targets, positions, skipped = part.outs, part.targets, part.positions, part.skipped
     checked = bool(outs)
-    bar = tqdm(loader, desc=desc, disable=not progress, total=len(loader))
+    bar = progress_bar(loader, desc=desc, enabled=progress, total=len(loader))
     with torch.inference_mode():
         for b, (x, y, idx, bad) in enumerate(bar, start=1):
             if bad and strict:

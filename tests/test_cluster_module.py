@@ -39,7 +39,7 @@ def test_per_layer_artefacts(clustered):
         Z = np.load(folder / "linkage.npy")
         assert Z.shape == (clustered["n"] - 1, 4)
         wicd = _rows(folder / "wicd.csv")
-        assert list(wicd[0]) == ["k", "wicd", "silhouette"]
+        assert list(wicd[0]) == ["k", "wicd", "wicd_raw", "silhouette"]
         assert [int(r["k"]) for r in wicd] == list(range(2, clustered["n"] // 2 + 1))
         rows = _rows(folder / "clusters.csv")
         assert [r["image"] for r in rows] == clustered["images"]

@@ -8,7 +8,7 @@ import warnings
 import fastcluster
 import numpy as np
 import pytest
-from scipy.cluster.hierarchy import cut_tree, fcluster, linkage
+from scipy.cluster.hierarchy import cut_tree, fcluster
 from scipy.spatial.distance import pdist, squareform
 
 from hudd_core.knee import best_layer, choose_k, gradient4

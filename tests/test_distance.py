@@ -160,12 +160,6 @@ def test_cdist_dimension_mismatch():
         hd.cdist(np.zeros((2, 3)), np.zeros((2, 4)))
 
 
-def test_points_of_condensed():
-    assert hd.points_of_condensed(hd.condensed_size(1234)) == 1234
-    with pytest.raises(ValueError):
-        hd.points_of_condensed(4)
-
-
 @pytest.mark.gpu
 def test_cuda_matches_cpu_and_scipy(rng):
     X = rng.standard_normal((400, 900)).astype(np.float32)

@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hudd: interrupted; completed work is kept, rerun to resume", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, TypeError) as exc:
+    except (ValueError, OSError) as exc:
+        # Bad input (a value, a file, a full disk) is one line naming it; anything else
+        # (TypeError, RuntimeError, ...) is a bug and keeps its traceback.
         # Messages that already start with the step's name are not prefixed twice.
         message = str(exc).removeprefix(f"{args.command}: ")
         print(f"hudd {args.command}: error: {message}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hudd_core.cli.common import add_common
-from hudd_core.config import parse_k_range
+from hudd_core.config import DEFAULTS, parse_k_range
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--k-range",
         type=parse_k_range,
-        default=(2, 500),
+        default=DEFAULTS["k_range"],
         metavar="LO:HI",
         help="numbers of clusters to scan, also capped at N/2 (default 2:500)",
     )
@@ -31,8 +31,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--approx-threshold",
         type=int,
-        default=20000,
-        help="above this many error images, approximate clustering (announced)",
+        help="above this many error images, approximate clustering (announced; default: "
+        "only when the exact path does not fit in memory, 32 bytes a pair of images)",
+    )
+    p.add_argument(
+        "--export-distances",
+        choices=["csv", "xlsx"],
+        help="also write each layer's distance matrix to T/ClusterAnalysis/<layer>/ "
+        "(up to 5000 error images for csv, 1000 for xlsx)",
     )
     p.add_argument("--no-gifs", action="store_true", help="skip the animated GIFs")
     p.add_argument("--no-report", action="store_true", help="do not (re)write T/report.html")
@@ -52,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         approx_threshold=args.approx_threshold,
         seed=args.seed,
         gifs=not args.no_gifs,
+        export=args.export_distances,
         progress=not args.quiet,
     )
     best = summary["best_layer"]
@@ -59,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         f"best layer {best}: {summary['n_clusters']} clusters of {summary['n_images']} error "
         f"images (inspect {summary['inspect_share']:.1%} at 5 per cluster)"
     )
+    if summary["clustering"]["path"] == "approximate":
+        print(f"clustering: approximate ({summary['clustering']['reason']})")
     if "rq1" in summary:
         rq1 = summary["rq1"]
         print(

@@ -4,6 +4,7 @@ Examples:
 
     hudd demo --workdir demo_run              # small: a few minutes on 2 CPU cores
     hudd demo --workdir demo_run --size medium --seed 1 --repeats 3
+    hudd demo --workdir demo_kp --task keypoints   # KpNet keypoint regressor (FLD-style)
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workdir", default="demo_run", help="work folder (DataSets/ goes inside)")
     p.add_argument("--size", default="small", choices=list(SIZES), help="images and epochs")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--task",
+        default="classifier",
+        choices=["classifier", "keypoints"],
+        help="the gaze classifier, or the eye-keypoint regressor (the paper's FLD case)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-baselines", action="store_true", help="retrain HUDD's set only")
     p.add_argument("--repeats", type=int, default=1, help="seeds per retraining method")
@@ -42,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         baselines=not args.no_baselines,
         repeats=args.repeats,
         progress=not args.quiet,
+        task=args.task,
     )
     workdir = Path(args.workdir)
     print(f"data:   {result['data']}")

@@ -30,15 +30,18 @@ HELP = {
     "batch_size": "images per batch (test, heatmaps, assign)",
     "seed": "seed of clustering tie-breaks, bootstrap and retraining",
     "image_size": "resize images to this square side",
-    "in_channels": "without a sidecar: 1 or 3",
+    "in_channels": "without a sidecar: 1 or 3 (default: what the model's first layer takes)",
+    "model_name": "checkpoint in T/DNNModels when several are there",
+    "export_distances": "cluster: also write each layer's distance matrix as csv or xlsx",
     "mean": "per-channel mean to subtract",
     "std": "per-channel std to divide by",
     "threshold": "keypoint models: Wrong above this mean pixel error",
     "composite": "LRP rules: hudd (reference), epsilon-plus, ...",
     "float16": "store float16 heatmaps",
-    "approx_threshold": "above this many error images, approximate clustering (announced)",
+    "approx_threshold": "above this many error images, approximate clustering (announced; "
+    "default: only when the exact path does not fit in memory)",
     "gifs": "the animated GIFs of the RCCs and the unsafe set",
-    "top": "assign: closest clusters kept per image",
+    "top": "assign: closest clusters kept per image (default: all, the reference)",
     "quota_factor": "assign: a cluster takes up to ceil(factor x its error images)",
     "epochs": "retrain: fine-tuning epochs",
     "lr": "retrain: SGD learning rate",
@@ -49,7 +52,8 @@ HELP = {
     "selection": "wicd-knee (reference) or silhouette",
     "backend": "assign: auto, faiss, faiss-gpu, torch or numpy",
     "labels": "CSV image,label for the unsafe set (default: the ImprovementSet's labels)",
-    "baselines": "also retrain BL1 and BL2 at the same labelling budget",
+    "baselines": "also retrain baselines at the same labelling budget: BL1, BL2, BL1-oracle "
+    "(no name: the paper's BL1 and BL2)",
     "repeats": "seeds per retraining method",
     "steps": f"steps to run, in order (default: {' '.join(DEFAULTS['steps'])})",
 }
@@ -66,6 +70,11 @@ TYPES = {
     "std": float,
     "layers": str,
     "labels": str,
+    "model_name": str,
+    "in_channels": int,
+    "approx_threshold": int,
+    "top": int,
+    "export_distances": str,
 }
 LISTS = {"mean", "std", "layers", "steps"}
 
@@ -75,7 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="TOML file with the options (command line overrides it)")
     for key, default in DEFAULTS.items():
         flag = "--" + key.replace("_", "-")
-        if default is True:  # on by default: the option turns it off
+        if key == "baselines":  # a flag that may name the baselines
+            p.add_argument(flag, nargs="*", default=None, metavar="NAME", help=HELP[key])
+        elif default is True:  # on by default: the option turns it off
             p.add_argument(
                 "--no-" + key.replace("_", "-"),
                 dest=key,

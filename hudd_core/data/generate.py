@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from hudd_core.data import simulator as sim
 from hudd_core.fileio import write_csv
+from hudd_core.progress import bar as progress_bar
 
 SETS = ["TrainingSet", "TestSet", "ImprovementSet"]
 MARKER = "simulator.json"  # records the configuration; marks a folder we may overwrite
@@ -75,7 +75,7 @@ def write_set(
         for c in sim.CLASSES:
             (folder / c).mkdir(exist_ok=True)
     meta_rows, label_rows, pending = [], [], []
-    bar = tqdm(total=n, desc=f"generate {folder.name}", disable=not progress, unit="img")
+    bar = progress_bar(total=n, desc=f"generate {folder.name}", enabled=progress, unit="img")
     for start in range(0, n, CHUNK):
         m = min(CHUNK, n - start)
         rng = np.random.default_rng([seed, set_index, start // CHUNK])

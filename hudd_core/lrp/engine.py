@@ -135,10 +135,6 @@ class LRP:
         self.layers = [name for name in known if name in set(layers)]
         self._prepared: dict[tuple, dict[str, tuple]] = {}
 
-    def refresh(self) -> None:
-        """Forgets the derived weights (after the model's weights changed)."""
-        self._prepared.clear()
-
     def _prepare(self, dtype: torch.dtype, device: torch.device) -> dict[str, tuple]:
         key = (dtype, device)
         if key not in self._prepared:

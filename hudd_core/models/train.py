@@ -21,7 +21,8 @@ import math
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+
+from hudd_core.progress import bar as progress_bar
 
 LOSSES = {"cross_entropy": nn.CrossEntropyLoss, "mse": nn.MSELoss}
 
@@ -92,7 +93,7 @@ def train(
         )
         for epoch in range(epochs):
             total, count = 0.0, 0
-            bar = tqdm(loader, desc=f"train epoch {epoch + 1}/{epochs}", disable=not progress)
+            bar = progress_bar(loader, desc=f"train epoch {epoch + 1}/{epochs}", enabled=progress)
             for x, y in bar:
                 x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
                 out = model(x)
