@@ -264,8 +264,8 @@ def rcc_keypoints(result_csv: Path, images: list[str], labels: np.ndarray) -> di
     Example:
         >>> import tempfile
         >>> p = Path(tempfile.mkdtemp()) / "testResult.csv"
-        >>> _ = p.write_text("image,result,mean_error,max_error,worst_keypoint\n"
-        ...                  "a,Wrong,5,9,2\nb,Wrong,6,8,2\nc,Wrong,7,9,0\n")
+        >>> _ = p.write_text("image,result,mean_error,max_error,worst_keypoint\\n"
+        ...                  "a,Wrong,5,9,2\\nb,Wrong,6,8,2\\nc,Wrong,7,9,0\\n")
         >>> rcc_keypoints(p, ["a", "b", "c"], np.array([1, 1, 2]))
         {1: 2, 2: 0}
     """
