@@ -72,7 +72,8 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": REFERENCE_HP["weight_decay"],
     "train_batch_size": REFERENCE_HP["batch_size"],
     "baselines": False,
-    "repeats": 1,
+    "repeats": 5,
+    "group_by": None,
     "steps": ["test", "heatmaps", "cluster", "assign", "retrain", "report"],
 }
 STEP_TABLES = {"test", "heatmaps", "cluster", "assign", "retrain", "report", "run"}

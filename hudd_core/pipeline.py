@@ -185,17 +185,19 @@ def step_assign(run: Run) -> dict[str, Any]:
 
 def step_retrain(run: Run) -> dict[str, Any]:
     """Labels, bootstrap balancing and fine-tuning (and the baselines when asked)."""
-    from hudd_core.retrain import BASELINES, run_retrain
+    from hudd_core.baselines import BASELINES
+    from hudd_core.retrain import run_retrain
 
     cfg = run.cfg
     hp = {**pick(cfg, "epochs", "lr", "momentum", "weight_decay"),
           "batch_size": cfg["train_batch_size"]}  # fmt: skip
     options = pick(cfg, "baselines", "repeats", "seed", "device", "quota_factor", "image_size",
-                   "mean", "std")  # fmt: skip
+                   "mean", "std", "group_by")  # fmt: skip
     result = run_retrain(run.workdir, run.data, model_name=run.checkpoint.stem,
                          labels_csv=cfg["labels"], hp=hp, **options,
                          eval_batch_size=cfg["batch_size"], progress=run.progress)  # fmt: skip
-    keep = ("before", "hudd", *BASELINES, "repeats", "labelling_budget", "retrained_model")
+    keep = ("before", "hudd", *BASELINES, "versus", "repeats", "labelling_budget",
+            "retrained_model")  # fmt: skip
     return {k: result[k] for k in keep if k in result}
 
 
@@ -253,6 +255,7 @@ SPECS: dict[str, StepSpec] = {
             "train_batch_size",
             "baselines",
             "repeats",
+            "group_by",
             "seed",
             "quota_factor",
             "image_size",
@@ -279,9 +282,9 @@ def validate(cfg: dict[str, Any]) -> None:
     """Checks every option value before the first step runs (a ValueError naming the
     option), so that a typo never surfaces hours later at the step that reads it."""
     from hudd_core.assign import BACKENDS
+    from hudd_core.baselines import baseline_names
     from hudd_core.knee import SELECTIONS
     from hudd_core.lrp.composites import COMPOSITES
-    from hudd_core.retrain import baseline_names
 
     choices = {"backend": BACKENDS, "selection": SELECTIONS, "composite": tuple(COMPOSITES),
                "export_distances": (None, "csv", "xlsx")}  # fmt: skip

@@ -8,16 +8,11 @@ TrainingSet ∪ balanced unsafe set with the reference hyper-parameters (SGD lr 
 momentum 0.9, weight decay 5e-4, batch 128, 10 epochs; all options).
 
 Baselines at the same labelling budget B = the number of distinct unsafe-set images
-(:data:`BASELINES`), as the paper and the published toolset define them:
-
-* ``BL1``: label B random improvement images and keep those the model gets wrong;
-* ``BL2``: B random improvement images;
-* ``BL1-oracle`` (an extra, not the paper's): B random images among all those the model
-  gets wrong, which needs the whole pool labelled.
-
-So that only the choice of images differs, each baseline's images are resampled uniformly
-to the same number of added training samples as HUDD's balanced set. Every method is
-repeated over ``repeats`` seeds; the report gives mean and std.
+(:mod:`hudd_core.baselines`: the paper's BL1 and BL2, the uncertainty baselines, the
+BL1-oracle extra), each resampled to the same number of added training samples as HUDD's
+balanced set. Every method is repeated over ``repeats`` seeds; ``retrain.json`` gives
+mean and std, and HUDD's Vargha–Delaney A12 and Mann–Whitney p-value against each
+baseline (``versus``).
 
 Example (after ``hudd assign``)::
 
@@ -31,18 +26,17 @@ import copy
 import csv
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from hudd_core.balance import bootstrap_balance, bootstrap_target
+from hudd_core.baselines import baseline_names, baseline_sample, improvement_pool, versus
 from hudd_core.config import REFERENCE_HP
-from hudd_core.data.datasets import ImageSet, load_image, read_labels, read_metadata
+from hudd_core.data.datasets import ImageSet, LabelledImages, read_labels, read_metadata
 from hudd_core.fileio import atomic_write_json
 from hudd_core.models.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from hudd_core.models.train import train
@@ -53,37 +47,6 @@ from hudd_core.testing import (
     predict_readable,
     read_results,
 )
-
-
-@dataclass
-class Labelled(Dataset):
-    """Images of the DataSets root (ids relative to it) with their targets, possibly
-    repeated (bootstrap duplicates)."""
-
-    data_root: Path
-    ids: list[str]
-    targets: np.ndarray
-    channels: int
-    task: str
-    preprocessing: dict[str, Any] = field(default_factory=dict)  # image_size, mean, std
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = load_image(self.data_root / self.ids[i], self.channels, **self.preprocessing)
-        t = self.targets[i]
-        return x, torch.tensor(t) if self.task == "classifier" else torch.from_numpy(t)
-
-    def subset(self, index: np.ndarray) -> Labelled:
-        return Labelled(
-            self.data_root,
-            [self.ids[i] for i in index],
-            self.targets[index],
-            self.channels,
-            self.task,
-            self.preprocessing,
-        )
 
 
 def read_unsafe_set(workdir: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -210,8 +173,15 @@ def accuracy_table(
     return table
 
 
-def test_groups(workdir: Path, data_root: Path, test_set: ImageSet, meta) -> dict[str, dict]:
-    """Groupings of the test images for the accuracy tables: class, RCC, planted region."""
+def test_groups(
+    workdir: Path,
+    data_root: Path,
+    test_set: ImageSet,
+    meta,
+    group_by: Sequence[str] | None = None,
+) -> dict[str, dict]:
+    """Groupings of the test images for the accuracy tables: class, RCC, and each
+    ``group_by`` column of ``TestSet/metadata.csv`` (default: ``planted`` when present)."""
     groups: dict[str, dict[str, str]] = {}
     if meta["task"] == "classifier":
         groups["class"] = {
@@ -222,9 +192,17 @@ def test_groups(workdir: Path, data_root: Path, test_set: ImageSet, meta) -> dic
         with open(clusters, newline="") as fh:
             groups["rcc"] = {r["image"]: r["cluster"] for r in csv.DictReader(fh)}
     md = read_metadata(data_root / "TestSet")
-    if md is not None and "planted" in md[1]:
-        groups["planted"] = {
-            f"TestSet/{n}": str(p) for n, p in zip(md[0], md[1]["planted"], strict=True)
+    columns = md[1] if md is not None else {}
+    if group_by is None:
+        group_by = ["planted"] if "planted" in columns else []
+    for column in group_by:
+        if column not in columns:
+            raise ValueError(
+                f"--group-by {column}: {data_root / 'TestSet' / 'metadata.csv'} has no such "
+                f"column (columns: {sorted(columns)})"
+            )
+        groups[column] = {
+            f"TestSet/{n}": str(v) for n, v in zip(md[0], columns[column], strict=True)
         }
     return groups
 
@@ -279,24 +257,6 @@ def _summarise(runs: list[dict[str, Any]], before: dict[str, Any]) -> dict[str, 
     return out
 
 
-BASELINES = ("BL1", "BL2", "BL1-oracle")
-
-
-def baseline_names(baselines: bool | Sequence[str] | None) -> list[str]:
-    """The baselines asked for: ``True`` → the paper's BL1 and BL2; names are checked.
-
-    >>> baseline_names(True), baseline_names(["BL1-oracle"]), baseline_names(False)
-    (['BL1', 'BL2'], ['BL1-oracle'], [])
-    """
-    if baselines is True:
-        return ["BL1", "BL2"]
-    names = list(baselines or [])
-    unknown = [n for n in names if n not in BASELINES]
-    if unknown:
-        raise ValueError(f"--baselines: unknown {unknown}; the baselines are {list(BASELINES)}")
-    return names
-
-
 def run_retrain(
     workdir: str | Path,
     data_root: str | Path,
@@ -313,6 +273,7 @@ def run_retrain(
     image_size: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    group_by: Sequence[str] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """HUDD's retraining and (optionally) the baselines; writes
@@ -323,13 +284,16 @@ def run_retrain(
             ``_retrained`` one).
         labels_csv: the engineer's labels of the unsafe set (default: the ImprovementSet's
             class folders / labels.csv).
-        baselines: ``True`` for the paper's BL1 and BL2, or names of :data:`BASELINES`.
+        baselines: ``True`` for the paper's BL1 and BL2, or baseline names
+            (:data:`hudd_core.baselines.BASELINES`).
         repeats: seeds ``seed, seed+1, ...`` for every method.
         hp: hyper-parameters overriding :data:`REFERENCE_HP`.
         quota_factor: the assignment's quota factor (the bootstrap target is the largest
             cluster's quota).
         image_size, mean, std: the preprocessing of ``hudd test``, for every image the
             retraining reads and evaluates.
+        group_by: categorical columns of ``TestSet/metadata.csv`` to report the accuracy
+            per group of (default: ``planted`` when the column exists).
     """
     workdir, data_root = Path(workdir), Path(data_root)
     hp = {**REFERENCE_HP, **(hp or {})}
@@ -340,7 +304,7 @@ def run_retrain(
     model, meta = load_checkpoint(checkpoint)
     images, clusters, distances = read_unsafe_set(workdir)
     prep = {"image_size": image_size, "mean": mean, "std": std}
-    unsafe = Labelled(
+    unsafe = LabelledImages(
         data_root,
         images,
         label_images(data_root, images, meta, labels_csv),
@@ -354,7 +318,7 @@ def run_retrain(
         ImageSet(data_root / "TrainingSet", **sets), workdir / RESULT_FILES["TrainingSet"]
     )
     test_set = ImageSet(data_root / "TestSet", **sets)
-    groups = test_groups(workdir, data_root, test_set, meta)
+    groups = test_groups(workdir, data_root, test_set, meta, group_by)
 
     def evaluate(m: nn.Module) -> dict[str, Any]:
         ok, pos = correct_mask(m, test_set, meta, batch_size=eval_batch_size, device=device)
@@ -365,7 +329,7 @@ def run_retrain(
     methods: dict[str, list[dict[str, Any]]] = {"hudd": []}
     pool = None
     if names:
-        pool = _improvement_pool(model, data_root, meta, sets, device, eval_batch_size)
+        pool = improvement_pool(model, data_root, meta, sets, device, eval_batch_size)
     for name in names:
         methods[name] = []
     kept: dict[str, list[int]] = {name: [] for name in names}
@@ -403,6 +367,9 @@ def run_retrain(
     }
     for name in names:  # how many distinct images each baseline added (per repeat)
         result[name]["distinct_images"] = kept[name]
+    if names:  # HUDD's gains against each baseline's: effect size and significance
+        gains = {m: result[m]["gain"]["runs"] for m in methods}
+        result["versus"] = versus(gains.pop("hudd"), gains)
     atomic_write_json(workdir / "retrain.json", result)
     return result
 
@@ -419,48 +386,3 @@ def _bootstrap_target(workdir: Path, clusters: np.ndarray, quota_factor: float) 
         if sizes:
             return bootstrap_target(sizes, quota_factor)
     return int(np.bincount(clusters).max())
-
-
-@dataclass
-class Pool:
-    """The labelled, readable improvement images and whether the model gets each right
-    (the oracle knowledge only ``BL1-oracle`` uses in full; BL1 reads it for the images
-    it labels)."""
-
-    images: Labelled
-    correct: np.ndarray
-
-
-def _improvement_pool(model, data_root: Path, meta, sets: dict, device: str, batch_size: int):
-    improvement = ImageSet(data_root / "ImprovementSet", **sets)
-    everything = Labelled(data_root, improvement.ids, np.asarray(improvement.targets),
-                          meta["in_channels"], meta["task"],
-                          {k: sets[k] for k in ("image_size", "mean", "std")})  # fmt: skip
-    ok, pos = correct_mask(model, improvement, meta, batch_size=batch_size, device=device)
-    return Pool(everything.subset(pos), ok)
-
-
-def baseline_sample(
-    name: str, pool: Pool, budget: int, samples: int, seed: int
-) -> tuple[Labelled, int]:
-    """A baseline's added training images at labelling budget ``budget``, resampled
-    uniformly to ``samples``; also the number of distinct images it keeps.
-
-    * ``BL1``: ``budget`` random pool images are labelled; those the model gets wrong
-      are kept (possibly none: then nothing is added);
-    * ``BL2``: ``budget`` random pool images;
-    * ``BL1-oracle``: ``budget`` random images among all those the model gets wrong.
-    """
-    rng = np.random.default_rng(seed)
-    n = len(pool.images)
-    if name == "BL1-oracle":
-        wrong = np.flatnonzero(~pool.correct)
-        chosen = rng.choice(wrong, size=min(budget, len(wrong)), replace=False)
-    else:
-        chosen = rng.choice(n, size=min(budget, n), replace=False)
-        if name == "BL1":
-            chosen = chosen[~pool.correct[chosen]]
-    if len(chosen) == 0:
-        return pool.images.subset(np.zeros(0, dtype=np.int64)), 0
-    extra = rng.choice(chosen, size=max(samples - len(chosen), 0), replace=True)
-    return pool.images.subset(np.concatenate([chosen, extra])), len(chosen)

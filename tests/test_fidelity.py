@@ -115,10 +115,11 @@ def test_rcc_keypoints_and_keypoint_start():
 
 
 def test_bl1_labels_the_budget_and_keeps_the_failing_ones(tmp_path):
-    from hudd_core.retrain import Labelled, Pool, baseline_sample
+    from hudd_core.baselines import Pool, baseline_sample
+    from hudd_core.data.datasets import LabelledImages
 
     n = 200
-    images = Labelled(tmp_path, [f"ImprovementSet/{i}.png" for i in range(n)],
+    images = LabelledImages(tmp_path, [f"ImprovementSet/{i}.png" for i in range(n)],
                       np.zeros(n, dtype=np.int64), 1, "classifier")  # fmt: skip
     correct = np.ones(n, dtype=bool)
     correct[::10] = False  # 20 wrong images
@@ -327,3 +328,55 @@ def test_steps_import_only_earlier_steps():
         for f in files:
             bad = {m for m in _imports(f) if any(m == s or m.startswith(s + ".") for s in later)}
             assert not bad, f"{f.name} imports later steps {sorted(bad)}"
+
+
+def _pool(tmp_path, n=50, classes=4, seed=0):
+    from hudd_core.baselines import Pool
+    from hudd_core.data.datasets import LabelledImages
+
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, classes)) * rng.uniform(0.1, 3, (n, 1))
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    images = LabelledImages(tmp_path, [f"ImprovementSet/{i}.png" for i in range(n)],
+                            np.zeros(n, dtype=np.int64), 1, "classifier")  # fmt: skip
+    return Pool(images, rng.random(n) > 0.3, probs), probs
+
+
+@pytest.mark.parametrize("name", ["entropy", "margin", "deepgini"])
+def test_uncertainty_baselines_take_the_b_most_uncertain(tmp_path, name):
+    from hudd_core.baselines import baseline_sample
+
+    pool, p = _pool(tmp_path)
+    score = {  # written from the definitions, one image at a time
+        "entropy": [-sum(q * np.log(q) for q in row) for row in p],
+        "margin": [-(sorted(row)[-1] - sorted(row)[-2]) for row in p],
+        "deepgini": [1 - sum(q * q for q in row) for row in p],
+    }[name]
+    expected = {f"ImprovementSet/{i}.png" for i in np.argsort(score)[::-1][:12]}
+    added, distinct = baseline_sample(name, pool, 12, 40, seed=3)
+    assert distinct == 12 and set(added.ids) == expected and len(added) == 40
+
+
+def test_a12_and_mann_whitney_on_known_inputs():
+    from hudd_core.baselines import mann_whitney_p, vargha_delaney_a12, versus
+
+    x, y = [0.05, 0.04, 0.06, 0.05], [0.01, 0.05, 0.02, 0.00]
+    wins = sum((a > b) + 0.5 * (a == b) for a in x for b in y) / 16
+    assert vargha_delaney_a12(x, y) == pytest.approx(wins) == pytest.approx(0.875)
+    # complete separation of 5 and 5: exact two-sided p = 2 / C(10, 5)
+    assert mann_whitney_p([1, 2, 3, 4, 5], [6, 7, 8, 9, 10]) == pytest.approx(2 / 252)
+    assert mann_whitney_p([1.0, 1.0], [1.0, 1.0]) == 1.0
+    assert versus(x, {"BL2": y})["BL2"]["a12"] == pytest.approx(0.875)
+
+
+def test_group_by_names_a_missing_column(model_workdir):
+    from hudd_core.data.datasets import ImageSet
+    from hudd_core.retrain import test_groups
+
+    ws = model_workdir({"TestSet": 12}, name="groups")
+    test_set = ImageSet(ws.data / "TestSet", classes=ws.meta["classes"])
+    groups = test_groups(ws.T, ws.data, test_set, ws.meta, ["glasses"])
+    assert set(groups["glasses"].values()) <= {"0", "1", "0.0", "1.0", "True", "False"}
+    assert "planted" in test_groups(ws.T, ws.data, test_set, ws.meta)
+    with pytest.raises(ValueError, match="no such column"):
+        test_groups(ws.T, ws.data, test_set, ws.meta, ["weather"])

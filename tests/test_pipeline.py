@@ -31,6 +31,7 @@ def _cfg(work: Path, **options) -> dict:
             "data": str(work / "DataSets"),
             "quiet": True,
             "epochs": 1,
+            "repeats": 1,
             **options,
         },
     )

@@ -13,7 +13,7 @@ from hudd_core.config import DEFAULTS, REFERENCE_HP
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from hudd_core.retrain import BASELINES
+    from hudd_core.baselines import BASELINES
 
     p = sub.add_parser("retrain", help="retrain the DNN on TrainingSet + balanced unsafe set")
     add_common(p)
@@ -34,7 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"also retrain baselines at the same labelling budget: {', '.join(BASELINES)} "
         "(no name: the paper's BL1 and BL2)",
     )
-    p.add_argument("--repeats", type=int, default=1, help="seeds per method (mean ± std)")
+    p.add_argument(
+        "--repeats", type=int, default=DEFAULTS["repeats"], help="seeds per method (mean ± std)"
+    )
+    p.add_argument(
+        "--group-by",
+        nargs="+",
+        metavar="COLUMN",
+        help="TestSet/metadata.csv columns to give the accuracy per group of "
+        "(default: planted when present)",
+    )
     p.add_argument(
         "--quota-factor",
         type=float,
@@ -72,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         mean=args.mean,
         std=args.std,
+        group_by=args.group_by,
         progress=not args.quiet,
     )
     print(format_summary(result))
@@ -84,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
 def format_summary(result: dict) -> str:
     """Test accuracy before and after, per method, with the gain (mean ± std)."""
-    from hudd_core.retrain import BASELINES
+    from hudd_core.baselines import BASELINES
 
     lines = [f"test accuracy before retraining: {result['before']['overall']:.2%}"]
     for method in ("hudd", *BASELINES):
@@ -95,4 +105,6 @@ def format_summary(result: dict) -> str:
                 f"(gain {gain['mean'] * 100:+.1f} ± {gain['std'] * 100:.1f} pp, "
                 f"{result['repeats']} runs)"
             )
+    for method, s in result.get("versus", {}).items():
+        lines.append(f"hudd vs {method}: A12 {s['a12']:.2f}, Mann-Whitney p {s['p_value']:.3g}")
     return "\n".join(lines)

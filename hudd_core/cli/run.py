@@ -55,6 +55,8 @@ HELP = {
     "baselines": "also retrain baselines at the same labelling budget: BL1, BL2, BL1-oracle "
     "(no name: the paper's BL1 and BL2)",
     "repeats": "seeds per retraining method",
+    "group_by": "retrain: metadata.csv columns to give the accuracy per group of "
+    "(default: planted when present)",
     "steps": f"steps to run, in order (default: {' '.join(DEFAULTS['steps'])})",
 }
 # Options whose default is None: their type.
@@ -76,7 +78,7 @@ TYPES = {
     "top": int,
     "export_distances": str,
 }
-LISTS = {"mean", "std", "layers", "steps"}
+LISTS = {"mean", "std", "layers", "steps", "group_by"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -21,7 +21,9 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import torch
@@ -299,3 +301,34 @@ class ImageFiles(Dataset):
         x = load_image(self.folder / self.names[i], self.channels, self.image_size,
                        self.mean, self.std)  # fmt: skip
         return x, i
+
+
+@dataclass
+class LabelledImages(Dataset):
+    """Images of the DataSets root (ids relative to it) with their targets, possibly
+    repeated (bootstrap duplicates)."""
+
+    data_root: Path
+    ids: list[str]
+    targets: np.ndarray
+    channels: int
+    task: str
+    preprocessing: dict[str, Any] = field(default_factory=dict)  # image_size, mean, std
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = load_image(self.data_root / self.ids[i], self.channels, **self.preprocessing)
+        t = self.targets[i]
+        return x, torch.tensor(t) if self.task == "classifier" else torch.from_numpy(t)
+
+    def subset(self, index: np.ndarray) -> LabelledImages:
+        return LabelledImages(
+            self.data_root,
+            [self.ids[i] for i in index],
+            self.targets[index],
+            self.channels,
+            self.task,
+            self.preprocessing,
+        )

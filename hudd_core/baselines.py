@@ -1,0 +1,154 @@
+"""Same-budget baselines of the retraining (HUDD step 7) and the statistics that compare
+HUDD with them.
+
+B, the labelling budget, is the number of distinct unsafe images HUDD had labelled. Each
+baseline picks its images from the ImprovementSet (:data:`BASELINES`):
+
+* ``BL1`` (the paper's and the published toolset's): label B random improvement images
+  and keep those the model gets wrong;
+* ``BL2``: B random improvement images;
+* ``entropy``, ``margin``, ``deepgini``: the B most uncertain pool images by the softmax
+  of one forward pass (entropy −Σ p log p, the top-1 − top-2 margin, DeepGini's
+  1 − Σ p²); Weiss & Tonella (ISSTA 2022) found these as strong as any (classifiers);
+* ``BL1-oracle`` (an extra, not the paper's): B random images among all those the model
+  gets wrong, which needs the whole pool labelled.
+
+Each is resampled uniformly to the same number of added samples as HUDD's balanced set,
+so only the choice of images differs.
+
+Example:
+    >>> import numpy as np
+    >>> p = np.array([[0.9, 0.1], [0.5, 0.5], [0.6, 0.4]])
+    >>> uncertainty(p, "margin").round(2).tolist()  # higher = more uncertain
+    [-0.8, -0.0, -0.2]
+    >>> vargha_delaney_a12([3.0, 4.0], [1.0, 2.0]), vargha_delaney_a12([1.0], [1.0])
+    (1.0, 0.5)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hudd_core.data.datasets import ImageSet, LabelledImages
+
+UNCERTAINTY = ("entropy", "margin", "deepgini")
+BASELINES = ("BL1", "BL2", *UNCERTAINTY, "BL1-oracle")
+
+
+def baseline_names(baselines: bool | Sequence[str] | None) -> list[str]:
+    """The baselines asked for: ``True`` → the paper's BL1 and BL2; names are checked.
+
+    >>> baseline_names(True), baseline_names(["BL1-oracle"]), baseline_names(False)
+    (['BL1', 'BL2'], ['BL1-oracle'], [])
+    """
+    if baselines is True:
+        return ["BL1", "BL2"]
+    names = list(baselines or [])
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise ValueError(f"--baselines: unknown {unknown}; the baselines are {list(BASELINES)}")
+    return names
+
+
+def uncertainty(probs: np.ndarray, measure: str) -> np.ndarray:
+    """Per row of softmax ``probs`` (N × C), how uncertain the model is (higher = more):
+    ``entropy``, ``margin`` (minus the top-1 − top-2 gap) or ``deepgini``."""
+    p = np.asarray(probs, dtype=np.float64)
+    if measure == "entropy":
+        return -(p * np.log(np.clip(p, 1e-300, None))).sum(axis=1)
+    if measure == "margin":
+        top = np.sort(p, axis=1)
+        return -(top[:, -1] - top[:, -2])
+    if measure == "deepgini":
+        return 1.0 - (p**2).sum(axis=1)
+    raise ValueError(f"unknown uncertainty measure {measure!r}; one of {UNCERTAINTY}")
+
+
+@dataclass
+class Pool:
+    """The labelled, readable improvement images, whether the model gets each right (the
+    oracle knowledge BL1 reads only for the images it labels) and, for classifiers, the
+    softmax of the forward pass (the uncertainty baselines)."""
+
+    images: LabelledImages
+    correct: np.ndarray
+    probs: np.ndarray | None = None
+
+
+def improvement_pool(
+    model, data_root: Path, meta: dict[str, Any], sets: dict, device: str, batch_size: int
+) -> Pool:
+    """One forward pass over the ImprovementSet (``sets``: the ImageSet options), shared
+    by every baseline of every repeat."""
+    import torch
+
+    from hudd_core.testing import DEFAULT_THRESHOLD, keypoint_errors, predict_readable
+
+    improvement = ImageSet(Path(data_root) / "ImprovementSet", **sets)
+    prep = {k: sets[k] for k in ("image_size", "mean", "std")}
+    out, targets, pos, _ = predict_readable(model, improvement, batch_size=batch_size,
+                                            device=device, progress=False)  # fmt: skip
+    everything = LabelledImages(Path(data_root), improvement.ids, np.asarray(improvement.targets),
+                                meta["in_channels"], meta["task"], prep)  # fmt: skip
+    if meta["task"] == "classifier":
+        probs = torch.softmax(torch.as_tensor(out, dtype=torch.float64), dim=1).numpy()
+        return Pool(everything.subset(pos), out.argmax(axis=1) == np.asarray(targets), probs)
+    ok = keypoint_errors(out, np.asarray(targets)).mean(axis=1) <= DEFAULT_THRESHOLD
+    return Pool(everything.subset(pos), ok)
+
+
+def baseline_sample(
+    name: str, pool: Pool, budget: int, samples: int, seed: int
+) -> tuple[LabelledImages, int]:
+    """A baseline's added training images at labelling budget ``budget``, resampled
+    uniformly to ``samples``; also the number of distinct images it keeps (BL1 may keep
+    none: then nothing is added)."""
+    rng = np.random.default_rng(seed)
+    n = len(pool.images)
+    if name == "BL1-oracle":
+        wrong = np.flatnonzero(~pool.correct)
+        chosen = rng.choice(wrong, size=min(budget, len(wrong)), replace=False)
+    elif name in UNCERTAINTY:
+        if pool.probs is None:
+            raise ValueError(f"--baselines {name}: needs a classifier's softmax outputs")
+        score = uncertainty(pool.probs, name)
+        chosen = np.argsort(-score, kind="stable")[: min(budget, n)]
+    elif name in ("BL1", "BL2"):
+        chosen = rng.choice(n, size=min(budget, n), replace=False)
+        if name == "BL1":
+            chosen = chosen[~pool.correct[chosen]]
+    else:
+        raise ValueError(f"unknown baseline {name!r}; one of {BASELINES}")
+    if len(chosen) == 0:
+        return pool.images.subset(np.zeros(0, dtype=np.int64)), 0
+    extra = rng.choice(chosen, size=max(samples - len(chosen), 0), replace=True)
+    return pool.images.subset(np.concatenate([chosen, extra])), len(chosen)
+
+
+def vargha_delaney_a12(x: Sequence[float], y: Sequence[float]) -> float:
+    """Vargha–Delaney A12: the probability that a run of ``x`` beats one of ``y`` (ties
+    count half). 0.5: no difference; ≥ 0.71 is conventionally a large effect."""
+    a, b = np.asarray(x, dtype=np.float64)[:, None], np.asarray(y, dtype=np.float64)[None, :]
+    return float(((a > b).sum() + 0.5 * (a == b).sum()) / (a.size * b.size))
+
+
+def mann_whitney_p(x: Sequence[float], y: Sequence[float]) -> float:
+    """Two-sided Mann–Whitney U p-value (SciPy); 1.0 when the samples cannot differ."""
+    from scipy.stats import mannwhitneyu
+
+    if np.ptp(np.concatenate([np.asarray(x, float), np.asarray(y, float)])) == 0:
+        return 1.0
+    return float(mannwhitneyu(x, y, alternative="two-sided").pvalue)
+
+
+def versus(hudd: Sequence[float], others: dict[str, Sequence[float]]) -> dict[str, dict]:
+    """HUDD's gains against each baseline's: ``{name: {"a12", "p_value"}}``."""
+    return {
+        name: {"a12": vargha_delaney_a12(hudd, runs), "p_value": mann_whitney_p(hudd, runs)}
+        for name, runs in others.items()
+    }
