@@ -27,8 +27,8 @@ from PIL import Image
 
 from hudd_core.cluster import layer_folder
 from hudd_core.fileio import atomic_write_text
-from hudd_core.rcc import rcc_folder
 from hudd_core.plots import dendrogram_png, rq1_plot
+from hudd_core.rcc import rcc_folder
 
 THUMB = 112
 GIF_EMBED_LIMIT = 2 << 20  # larger GIFs are re-rendered smaller for the page
