@@ -63,6 +63,20 @@ window.__probe = {errors: [], t0: performance.now()};
       for (let i = 0; i < d.length; i += 4) if (d[i] || d[i + 1] || d[i + 2]) return true;
       return false;
     }).length;
+    const sel = document.getElementById("sort-key"), min = document.getElementById("min-size");
+    if (sel && min) {  // the clusters' navigation: default order, then sorted by id and filtered
+      const ids = () => Array.from(document.querySelectorAll("#cluster-table tbody tr"))
+        .filter((r) => !r.hidden).map((r) => Number(r.dataset.id));
+      const cards = () => Array.from(document.querySelectorAll("#cluster-cards .card"))
+        .filter((c) => !c.hidden).map((c) => Number(c.dataset.id));
+      p.order = {default: ids()};
+      sel.value = "id";
+      sel.dispatchEvent(new Event("input"));
+      min.value = String(window.__probe_min_size || 0);
+      min.dispatchEvent(new Event("input"));
+      p.order.by_id_filtered = ids();
+      p.order.cards_by_id_filtered = cards();
+    }
     document.documentElement.setAttribute("data-probe", JSON.stringify(p));
   });
 })();
@@ -85,13 +99,18 @@ def _run(browser: str, args: list[str], timeout: float) -> subprocess.CompletedP
         )
 
 
-def probe(page: Path, browser: str, *, budget_ms: int = 20000, timeout: float = 120) -> dict:
+def probe(
+    page: Path, browser: str, *, min_size: int = 0, budget_ms: int = 20000, timeout: float = 120
+) -> dict:
     """Loads ``page`` with the probe; returns its findings plus ``console`` (Chromium's
-    console lines that read as errors) and ``wall_s`` (the browser's run, start to exit)."""
+    console lines that read as errors) and ``wall_s`` (the browser's run, start to exit).
+    ``order``: the clusters shown (overview rows, ids) as the page first sorts them, then
+    sorted by id and filtered to ``min_size`` members or more (rows, and the cards)."""
     page = Path(page).resolve()
     text = page.read_text()
     copy = page.with_name(page.stem + ".probe.html")
-    copy.write_text(text.replace("<head>", "<head>" + PROBE, 1))
+    setting = f"<script>window.__probe_min_size = {int(min_size)};</script>"
+    copy.write_text(text.replace("<head>", "<head>" + setting + PROBE, 1))
     try:
         t = time.perf_counter()
         res = _run(

@@ -177,12 +177,18 @@ def test_report_in_headless_chromium(case, tmp_path):
         if os.environ.get("CI") == "true":
             pytest.fail("chromium is missing on CI (.ci/run installs it with apt-get)")
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    found = probe(case["page"], browser)
+    ids, sizes = np.unique(case["labels"], return_counts=True)
+    cut = int(np.median(sizes))
+    found = probe(case["page"], browser, min_size=cut)
     assert found["errors"] == [] and found["console"] == []
     assert found["broken"] == [] and found["images"] >= 2 * len(np.unique(case["labels"]))
     assert found["sections"] == SECTIONS and found["toc"] == [f"#{s}" for s in SECTIONS]
     assert {"eyes closed at night", "<b>glare</b> & co"} <= set(found["root_causes"])
     assert found["canvases_drawn"] >= 1
+    by_size = sorted(ids.tolist(), key=lambda c: (-sizes[ids == c][0], c))
+    assert found["order"]["default"] == by_size  # largest first
+    kept = [c for c, n in zip(ids.tolist(), sizes.tolist(), strict=True) if n >= cut]
+    assert found["order"]["by_id_filtered"] == kept == found["order"]["cards_by_id_filtered"]
     png = screenshot(case["page"], tmp_path / "report.png", browser)
     with Image.open(png) as im:
         rgb = np.asarray(im.convert("RGB"))

@@ -101,9 +101,9 @@ def summary(workdir: Path, cluster_summary: dict, n_clusters: int) -> dict:
         ["root-cause clusters", n_clusters],
         ["best layer", best],
         ["number of clusters chosen by", info["method"]],
-        ["WICD at k", _num(info["wicd"])],
-        ["silhouette at k", _num(info["silhouette"])],
-        ["images to inspect (5 per cluster)", _pct(cluster_summary.get("inspect_share"))],
+        ["WICD at k", fmt_num(info["wicd"])],
+        ["silhouette at k", fmt_num(info["silhouette"])],
+        ["images to inspect (5 per cluster)", fmt_pct(cluster_summary.get("inspect_share"))],
     ]
     if info.get("approximate"):
         rows.append(["clustering", "APPROXIMATE (large N: random projection + sampling)"])
@@ -112,7 +112,7 @@ def summary(workdir: Path, cluster_summary: dict, n_clusters: int) -> dict:
         rows.append(
             [
                 "clusters with ≥ 50% variance reduction in some parameter",
-                f"{_pct(rq1['share_50pct'])} ({rq1['n_with_50pct_reduction']} of "
+                f"{fmt_pct(rq1['share_50pct'])} ({rq1['n_with_50pct_reduction']} of "
                 f"{rq1['n_evaluated']} non-singletons)",
             ]
         )
@@ -120,7 +120,7 @@ def summary(workdir: Path, cluster_summary: dict, n_clusters: int) -> dict:
             rows.append(
                 [
                     "… counting only parameters with more than two values",
-                    f"{_pct(rq1.get('share_50pct_continuous'))} (leaving out "
+                    f"{fmt_pct(rq1.get('share_50pct_continuous'))} (leaving out "
                     f"{', '.join(rq1['binary_params'])})",
                 ]
             )
@@ -387,7 +387,8 @@ def left_out(
     return items
 
 
-def _num(v) -> str:
+def fmt_num(v) -> str:
+    """A number in 4 significant digits (``–`` for NaN; anything else as text)."""
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -395,12 +396,18 @@ def _num(v) -> str:
     return "–" if math.isnan(f) else f"{f:.4g}"
 
 
-def _pct(v) -> str:
+def fmt_pct(v, digits: int = 1) -> str:
+    """A share as a percentage (``–`` for NaN or no number).
+
+    Example:
+        >>> fmt_pct(0.4567), fmt_pct(float("nan")), fmt_pct(None), fmt_num(2 / 3)
+        ('45.7%', '–', '–', '0.6667')
+    """
     try:
         f = float(v)
     except (TypeError, ValueError):
         return "–"
-    return "–" if math.isnan(f) else f"{f:.1%}"
+    return "–" if math.isnan(f) else f"{f:.{digits}%}"
 
 
 def gather(

@@ -18,7 +18,6 @@ Example (after ``hudd cluster``)::
 
 from __future__ import annotations
 
-import math
 from functools import cache
 from pathlib import Path
 
@@ -41,22 +40,6 @@ SECTIONS = [  # (id, title, template); a section whose data is None is left out
 ]
 
 
-def _pct(v, digits: int = 1) -> str:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return "–"
-    return "–" if math.isnan(f) else f"{f:.{digits}%}"
-
-
-def _num(v) -> str:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return str(v)
-    return "–" if math.isnan(f) else f"{f:.4g}"
-
-
 @cache
 def environment() -> Environment:
     """The templates' environment: autoescaped, strict about undefined names, with the
@@ -70,9 +53,9 @@ def environment() -> Environment:
         lstrip_blocks=True,
     )
     env.filters.update(
-        pct=_pct,
-        pct0=lambda v: _pct(v, 0),
-        num=_num,
+        pct=G.fmt_pct,
+        pct0=lambda v: G.fmt_pct(v, 0),
+        num=G.fmt_num,
         pct_pm=lambda s: f"{s['mean']:.1%} ± {s['std']:.1%}",
         pp=lambda s: f"{s['mean'] * 100:+.1f} ± {s['std'] * 100:.1f} pp",
     )
