@@ -140,3 +140,18 @@ def test_bad_entries_name_the_file_and_line(work):
     _write(T / "inspection.csv", ["cluster", "notes"], [[1, "x"]])
     with pytest.raises(ValueError, match=r"inspection.csv: missing columns \['root_cause'"):
         update_inspection(T, data)
+
+
+def test_hudd_cluster_writes_the_template(tmp_path):
+    import numpy as np
+    from cluster_fixtures import make_workdir
+
+    from hudd_core.cli import main
+
+    fx = make_workdir(tmp_path, np.random.default_rng(0))
+    args = ["--workdir", str(fx["T"]), "--data", str(fx["data"]), "--device", "cpu", "--quiet"]
+    assert main(["cluster", *args, "--layers", "fc", "--no-report"]) == 0
+    rows = _rows(fx["T"] / "inspection.csv")
+    labels = [int(r["cluster"]) for r in _rows(fx["T"] / "clusters.csv")]
+    assert [int(r["cluster"]) for r in rows] == sorted(set(labels))
+    assert all(r["top_parameters"].startswith("angle") for r in rows if int(r["size"]) > 1)
