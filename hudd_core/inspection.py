@@ -8,7 +8,8 @@ After clustering, ``T/inspection.csv`` is written as a template, one row per RCC
 ``top_parameters`` (the parameters whose variance the cluster reduces most, with the
 cluster's mean against the mean over all error images; only with a ``metadata.csv``) and
 ``dominant_pairs`` (the most frequent true → predicted class pairs) help the engineer;
-``root_cause``, ``unsafe`` (``yes``/``no``) and ``notes`` are theirs to fill. ``members``
+``root_cause``, ``unsafe`` (``yes``/``no``) and ``notes`` are theirs to fill (and any
+column they add, kept like those). ``members``
 is a digest of the cluster's images, by which a later clustering recognises it.
 
 Rewriting never loses what the engineer wrote: a cluster whose members are unchanged keeps
@@ -198,9 +199,10 @@ def read_inspection(workdir: str | Path) -> list[dict]:
         missing = [c for c in ("cluster", *ENGINEER) if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path}: missing columns {missing} (expected {','.join(FIELDS)})")
+        columns = FIELDS + [c for c in (reader.fieldnames or []) if c and c not in FIELDS]
         rows = []
         for line, row in enumerate(reader, start=2):
-            row = {k: (row.get(k) or "").strip() for k in FIELDS}
+            row = {k: (row.get(k) or "").strip() for k in columns}
             row["unsafe"] = row["unsafe"].lower()
             if row["unsafe"] not in UNSAFE_VALUES:
                 raise ValueError(
@@ -216,9 +218,15 @@ def read_inspection(workdir: str | Path) -> list[dict]:
     return rows
 
 
+def engineer_columns(row: dict) -> list[str]:
+    """The row's columns that are the engineer's: ``root_cause``, ``unsafe``, ``notes``
+    and any column they added (kept like those)."""
+    return [*ENGINEER, *(k for k in row if k not in FIELDS)]
+
+
 def filled(row: dict) -> bool:
     """Whether the engineer wrote anything in the row."""
-    return any(row.get(k) for k in ENGINEER)
+    return any(row.get(k) for k in engineer_columns(row))
 
 
 def _carry(cid: int, images: list[str], digest: str, old: list[dict], previous: dict):
@@ -227,7 +235,7 @@ def _carry(cid: int, images: list[str], digest: str, old: list[dict], previous: 
     for row in old:  # the same members: the words stay, and so does a flag not yet cleared
         if row["members"] == digest:
             status = row["status"] if row["status"].startswith("CHANGED") else ""
-            return {k: row[k] for k in ENGINEER}, status, row
+            return {k: row[k] for k in engineer_columns(row)}, status, row
     mine = set(images)
     best, shared = None, 0
     for row in old:
@@ -241,7 +249,7 @@ def _carry(cid: int, images: list[str], digest: str, old: list[dict], previous: 
         f"CHANGED: entry of cluster {best['cluster']} ({was} images) of the previous "
         f"clustering; {shared} of them are among this cluster's {len(images)}: check it"
     )
-    return {k: best[k] for k in ENGINEER}, status, best
+    return {k: best[k] for k in engineer_columns(best)}, status, best
 
 
 def update_inspection(workdir: str | Path, data: str | Path) -> Path:
@@ -292,12 +300,14 @@ def update_inspection(workdir: str | Path, data: str | Path) -> Path:
 
 
 def _csv_text(rows: list[dict]) -> str:
+    """The file's text: our columns, then those the engineer added (in their order)."""
     import io
 
+    columns = list(dict.fromkeys([*FIELDS, *(k for r in rows for k in r)]))
     buf = io.StringIO()
-    w = csv.DictWriter(buf, FIELDS, lineterminator="\n")
+    w = csv.DictWriter(buf, columns, lineterminator="\n")
     w.writeheader()
-    w.writerows({k: ("" if r[k] is None else r[k]) for k in FIELDS} for r in rows)
+    w.writerows({k: ("" if r.get(k) is None else r[k]) for k in columns} for r in rows)
     return buf.getvalue()
 
 

@@ -131,6 +131,23 @@ def test_entries_without_a_cluster_are_kept(work):
     assert read_inspection(T)[1]["root_cause"] == "left gaze"
 
 
+def test_columns_the_engineer_adds_are_kept(work):
+    T, data = work
+    update_inspection(T, data)
+    rows = _rows(T / "inspection.csv")
+    for r in rows:
+        r["reviewer"] = f"A. Engineer {r['cluster']}"
+    _write(T / "inspection.csv", list(rows[0]), [list(r.values()) for r in rows])
+    clusters = _rows(T / "clusters.csv")
+    for r in clusters:  # ids swap: the added column follows the members
+        r["cluster"] = "2" if r["cluster"] == "1" else "1"
+    _write(T / "clusters.csv", list(clusters[0]), [list(r.values()) for r in clusters])
+    update_inspection(T, data)
+    rows = _rows(T / "inspection.csv")
+    assert list(rows[0])[-1] == "reviewer"
+    assert [r["reviewer"] for r in rows] == ["A. Engineer 2", "A. Engineer 1"]
+
+
 def test_bad_entries_name_the_file_and_line(work):
     T, data = work
     update_inspection(T, data)
