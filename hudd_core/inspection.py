@@ -9,8 +9,8 @@ After clustering, ``T/inspection.csv`` is written as a template, one row per RCC
 cluster's mean against the mean over all error images; only with a ``metadata.csv``) and
 ``dominant_pairs`` (the most frequent true → predicted class pairs) help the engineer;
 ``root_cause``, ``unsafe`` (``yes``/``no``) and ``notes`` are theirs to fill (and any
-column they add, kept like those). ``members``
-is a digest of the cluster's images, by which a later clustering recognises it.
+column they add, kept like those). ``members`` is a digest of the cluster's images, by
+which a later clustering recognises it.
 
 Rewriting never loses what the engineer wrote: a cluster whose members are unchanged keeps
 its entries (whatever its id is now); a cluster that shares images with a filled-in entry
