@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Headless Chromium screenshot of a report page, to check that it renders offline.
+# Headless Chromium screenshot of a report page, to check that it renders offline (5 s of
+# virtual time first, so that the clusters' animations have drawn).
 # Usage: bash benchmarks/screenshot_report.sh T/report.html [out.png] [width,height]
 # Needs Debian's chromium (apt-get install -y chromium).
 set -euo pipefail
@@ -13,5 +14,6 @@ trap 'rm -rf "$profile"' EXIT
 "$browser" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
   --user-data-dir="$profile" --screenshot="$out" --window-size="$size" \
+  --virtual-time-budget=5000 \
   "file://$page" >/dev/null 2>&1
 echo "$out"

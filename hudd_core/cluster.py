@@ -301,7 +301,7 @@ def _signature(
 def write_layer(folder: Path, res: LayerClustering, images: list[str], signature: dict) -> None:
     """``T/ClusterAnalysis/<layer>/``: linkage.npy, wicd.csv, clusters.csv, knee.png and
     layer.json (written last in a temporary folder renamed into place)."""
-    from hudd_core.report.plots import knee_plot
+    from hudd_core.plots import knee_plot
 
     tmp = fresh_tmp_dir(folder)
     np.save(tmp / "linkage.npy", res.linkage)

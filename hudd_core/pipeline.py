@@ -141,12 +141,14 @@ def step_heatmaps(run: Run) -> dict[str, Any]:
 def step_cluster(run: Run) -> dict[str, Any]:
     """Per-layer clustering, the best layer and its RCCs."""
     from hudd_core.cluster import run_cluster
+    from hudd_core.inspection import update_inspection
 
     cfg = run.cfg
     options = pick(cfg, "layers", "k_range", "selection", "device", "approx_threshold",
                    "seed", "gifs")  # fmt: skip
     s = run_cluster(run.workdir, run.data, **options, export=cfg["export_distances"],
                     progress=run.progress)  # fmt: skip
+    update_inspection(run.workdir, run.data)  # T/inspection.csv, the engineer's template
     facts = {k: s[k] for k in ("best_layer", "n_images", "n_clusters", "inspect_share")}
     facts["clustering"] = s["clustering"]
     if "rq1" in s:

@@ -70,7 +70,7 @@ def unique_flat_names(images: list[str]) -> list[str]:
 RESERVED = (
     "Heatmaps", "ImprovementHeatmaps", "ClusterAnalysis", "DNNModels", "UnsafeSet", "Assign",
     "DataSets", "run.json", "trainResult.csv", "testResult.csv", "clusters.csv",
-    "unsafe_set.csv", "retrain.json", "report.html", "skipped.csv",
+    "unsafe_set.csv", "retrain.json", "report.html", "skipped.csv", "inspection.csv",
 )  # fmt: skip
 
 

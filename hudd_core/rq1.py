@@ -102,7 +102,7 @@ def analyse(
     """Writes the RQ1 tables and figure when ``<data>/<test_set>/metadata.csv`` exists;
     returns their summary (None without metadata)."""
     from hudd_core.fileio import atomic_write_json, write_csv
-    from hudd_core.report.plots import rq1_plot
+    from hudd_core.plots import rq1_plot
 
     path = Path(data) / test_set / "metadata.csv"
     if not path.exists():

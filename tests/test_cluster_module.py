@@ -1,14 +1,12 @@
 """The ClusterModule end to end on a small synthetic work folder: files and formats,
-RCC folders and GIFs, resumption, RQ1 tables, the report, the CLI and the approximate
-path."""
+RCC folders and GIFs, resumption, RQ1 tables, the CLI (with the report) and the
+approximate path. The report itself: tests/test_report.py."""
 
 from __future__ import annotations
 
 import csv
 import json
-import re
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -114,19 +112,6 @@ def test_rq1_files(clustered):
     assert (T / "ClusterAnalysis" / "rq1.png").exists()
 
 
-def test_report_is_self_contained(clustered):
-    from hudd_core.report import build_report
-
-    T = clustered["T"]
-    page = build_report(T, clustered["data"]).read_text()
-    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", page)
-    assert "<link" not in page and "<script" not in page
-    for c in range(1, clustered["summary"]["n_clusters"] + 1):
-        assert f'id="cluster-{c}"' in page
-    assert page.count("data:image/gif;base64,") == clustered["summary"]["n_clusters"]
-    assert "Retraining has not run yet" in page and "Dendrogram" in page
-
-
 def test_cli_cluster_and_report(clustered, tmp_path):
     from hudd_core.cli import main
 
@@ -157,30 +142,3 @@ def test_approximate_path_is_announced():
     groups = np.repeat([0, 1, 2], 40)
     assert res.approximate and res.labels.shape == (120,)
     assert all(len(set(groups[res.labels == c])) == 1 for c in range(1, res.k + 1))
-
-
-@pytest.mark.slow
-def test_report_screenshot(clustered, tmp_path):
-    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
-        pytest.skip("chromium is not installed")
-    from hudd_core.report import build_report
-
-    page = build_report(clustered["T"], clustered["data"])
-    png = tmp_path / "report.png"
-    subprocess.run(
-        ["bash", "benchmarks/screenshot_report.sh", str(page), str(png)], check=True, timeout=120
-    )
-    with Image.open(png) as im:
-        rgb = np.asarray(im.convert("RGB"))
-    assert rgb.shape[:2] == (3000, 1400) and rgb.std() > 10  # something was drawn
-
-
-def test_report_stays_light_for_big_runs(clustered, tmp_path, monkeypatch):
-    from hudd_core.report import build_report, html
-
-    monkeypatch.setattr(html, "GIF_PAGE_BUDGET", 0)
-    monkeypatch.setattr(html, "MANY_CLUSTERS", 1)
-    page = build_report(clustered["T"], clustered["data"], out=tmp_path / "r.html").read_text()
-    k = clustered["summary"]["n_clusters"]
-    assert page.count("page shows") == k  # every GIF re-rendered lighter, with a note
-    assert page.count('class="lbl">image<') == 2 * k  # two samples per cluster

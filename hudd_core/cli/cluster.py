@@ -47,6 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hudd_core.cluster import run_cluster
+    from hudd_core.inspection import update_inspection
 
     summary = run_cluster(
         args.workdir,
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"RQ1: {rq1['share_50pct']:.0%} of clusters reduce some parameter's variance by ≥ 50%"
         )
+    print(f"inspection template: {update_inspection(args.workdir, args.data)}")
     if not args.no_report:
         from hudd_core.report import build_report
 

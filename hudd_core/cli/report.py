@@ -11,7 +11,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="write T/report.html (one self-contained page)")
     add_common(p, model=False)
     p.add_argument("--output", help="where to write the page (default T/report.html)")
-    p.add_argument("--samples", type=int, default=6, help="sample images per cluster")
+    p.add_argument(
+        "--samples", type=int, default=3, help="members per cluster shown with heatmap overlays"
+    )
     p.set_defaults(func=run)
 
 

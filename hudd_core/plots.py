@@ -1,7 +1,9 @@
-"""Figures of the ClusterModule and the report (matplotlib, Agg canvas, no pyplot state).
+"""Figures of the ClusterModule, RQ1 and the report (matplotlib, Agg canvas, no pyplot state).
 
 Every function draws on its own :class:`matplotlib.figure.Figure` and writes a PNG (to a
-path, atomically, or returns its bytes), so it is safe in headless runs and threads.
+path, atomically, or returns its bytes), so it is safe in headless runs and threads. It
+sits below the steps (the ClusterModule, RQ1 and the report all draw with it), so that no
+step imports a later one.
 
 Example:
     >>> import numpy as np, fastcluster

@@ -1,0 +1,446 @@
+"""What the report shows, gathered from the work folder's files as plain dicts (one per
+section; :mod:`hudd_core.report.html` renders them with the section templates).
+
+The page's size is bounded by design, whatever the number of error images: per cluster
+one contact sheet of at most ``SHEET_FRAMES`` members (fewer when there are many
+clusters: ``PAGE_FRAMES`` in all), overlays for ``samples`` members, the ``SELECTED``
+closest selected improvement images; everything else is linked, and the "left out"
+section says what and where.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+
+from hudd_core.cluster import layer_folder
+from hudd_core.inspection import cluster_facts, inspection_by_cluster, read_inspection
+from hudd_core.plots import dendrogram_png, rq1_plot
+from hudd_core.rcc import rcc_folder
+from hudd_core.report import media
+
+PAGE_FRAMES = 10_000  # contact-sheet cells on the whole page (100 clusters × 100)
+MIN_FRAMES = 12
+SELECTED = 20  # selected improvement images shown per cluster (the closest)
+SELECTED_CELL = 40
+DENDROGRAM_LEAVES = 60
+MANY_CLUSTERS = 100  # past this, overlays for one member per cluster
+
+
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a CSV file (empty list when it does not exist)."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+class Links:
+    """Relative links from the page's folder to files of the work folder (URL-quoted;
+    None for a file that does not exist)."""
+
+    def __init__(self, workdir: Path, page: Path):
+        self.workdir, self.base = workdir, page.resolve().parent
+
+    def __call__(self, path: Path) -> str | None:
+        if not path.exists():
+            return None
+        return quote(Path(os.path.relpath(path.resolve(), self.base)).as_posix())
+
+    def show(self, path: Path) -> str:
+        """``path`` as the engineer finds it: relative to the work folder's parent."""
+        try:
+            return path.relative_to(self.workdir.parent).as_posix()
+        except ValueError:
+            return path.as_posix()
+
+
+def frames_per_cluster(n_clusters: int, cap: int = media.SHEET_FRAMES) -> int:
+    """Contact-sheet cells per cluster: ``cap``, fewer past ``PAGE_FRAMES`` in all.
+
+    Example:
+        >>> frames_per_cluster(100), frames_per_cluster(400), frames_per_cluster(5000)
+        (100, 25, 12)
+    """
+    return max(MIN_FRAMES, min(cap, PAGE_FRAMES // max(1, n_clusters)))
+
+
+def _sheet(data: Path, images: list[str], n: int, cell: int) -> dict | None:
+    """A contact sheet of ``n`` evenly spaced ``images`` (those that open)."""
+    thumbs = [media.load_thumbnail(data / i, cell) for i in media.pick_evenly(images, n)]
+    thumbs = [t for t in thumbs if t is not None]
+    if not thumbs:
+        return None
+    sheet, count = media.contact_sheet(thumbs, cell)
+    cols = sheet.width // cell
+    return {
+        "uri": media.encoded_uri(sheet),
+        "n": count,
+        "cols": cols,
+        "cell": cell,
+        "width": sheet.width,
+        "height": sheet.height,
+    }
+
+
+def summary(workdir: Path, cluster_summary: dict, n_clusters: int) -> dict:
+    best = cluster_summary["best_layer"]
+    info = cluster_summary["layers"][best]
+    rows = [
+        ["error-inducing images", cluster_summary.get("n_images", "")],
+        ["root-cause clusters", n_clusters],
+        ["best layer", best],
+        ["number of clusters chosen by", info["method"]],
+        ["WICD at k", fmt_num(info["wicd"])],
+        ["silhouette at k", fmt_num(info["silhouette"])],
+        ["images to inspect (5 per cluster)", fmt_pct(cluster_summary.get("inspect_share"))],
+    ]
+    if info.get("approximate"):
+        rows.append(["clustering", "APPROXIMATE (large N: random projection + sampling)"])
+    rq1 = cluster_summary.get("rq1")
+    if rq1:
+        rows.append(
+            [
+                "clusters with ≥ 50% variance reduction in some parameter",
+                f"{fmt_pct(rq1['share_50pct'])} ({rq1['n_with_50pct_reduction']} of "
+                f"{rq1['n_evaluated']} non-singletons)",
+            ]
+        )
+        if rq1.get("binary_params"):
+            rows.append(
+                [
+                    "… counting only parameters with more than two values",
+                    f"{fmt_pct(rq1.get('share_50pct_continuous'))} (leaving out "
+                    f"{', '.join(rq1['binary_params'])})",
+                ]
+            )
+    return {"rows": rows, "workdir": str(workdir.resolve())}
+
+
+def clusters(
+    workdir: Path, data: Path, best: str, links: Links, samples: int, selected: dict[int, int]
+) -> list[dict]:
+    """One dict per RCC: its facts (:func:`hudd_core.inspection.cluster_facts`), contact
+    sheet, overlay strip, links to its folder and full GIF, planted region, the
+    engineer's entry and the number of selected improvement images."""
+    facts = cluster_facts(workdir, data)
+    words = inspection_by_cluster(workdir)
+    planted = {int(r["cluster"]): r for r in read_csv(workdir / "ClusterAnalysis" / "planted.csv")}
+    hm = media.Heatmaps(workdir)
+    n_frames = frames_per_cluster(len(facts))
+    if len(facts) > MANY_CLUSTERS:
+        samples = min(samples, 1)
+    overlay_layers = [x for x in ("input", best) if x in hm.layers] or [best]
+    folder = rcc_folder(workdir, best)
+    out = []
+    for cid, f in facts.items():
+        strip = (
+            media.overlay_strip(data, media.pick_evenly(f["images"], samples), hm, overlay_layers)
+            if samples > 0
+            else None
+        )
+        params = [p for p in f["params"] if not np.isnan(p["reduction"])]
+        entry = words.get(cid, {})
+        out.append(
+            {
+                "id": cid,
+                "size": f["size"],
+                "sheet": _sheet(data, f["images"], n_frames, media.SHEET_CELL),
+                "gif": links(folder / f"Cluster_{cid}.gif"),
+                "folder": links(folder / f"Cluster_{cid}"),
+                "folder_shown": links.show(folder / f"Cluster_{cid}"),
+                "overlays": None
+                if strip is None
+                else {
+                    "uri": media.encoded_uri(strip[0]),
+                    "images": strip[1],
+                    "labels": ["image", *(f"{x} relevance" for x in overlay_layers)],
+                },
+                "pairs": [
+                    {"true": t, "pred": p, "n": n, "share": n / f["size"]}
+                    for t, p, n in f["pairs"][:3]
+                ],
+                "purity": f["purity"],
+                "params": params[:3],
+                "max_reduction": params[0]["reduction"] if params else None,
+                "planted": planted.get(cid),
+                "root_cause": entry.get("root_cause", ""),
+                "unsafe": entry.get("unsafe", ""),
+                "notes": entry.get("notes", ""),
+                "status": entry.get("status", ""),
+                "selected": selected.get(cid, 0),
+            }
+        )
+    return out
+
+
+def assignment(workdir: Path, data: Path, cards: list[dict], links: Links) -> dict | None:
+    """The unsafe set per cluster (``T/unsafe_set.csv``): how many images were selected
+    against the quota ceil(2 × size), their distances, the ``SELECTED`` closest as a
+    contact sheet, the folder, and the unsafe condition the engineer named."""
+    rows = read_csv(workdir / "unsafe_set.csv")
+    if not rows:
+        return None
+    by: dict[int, list[dict]] = {}
+    for r in rows:
+        by.setdefault(int(r["cluster"]), []).append(r)
+    groups = []
+    for card in cards:
+        picked = sorted(by.get(card["id"], []), key=lambda r: float(r["distance"]))
+        dist = np.array([float(r["distance"]) for r in picked])
+        folder = workdir / "UnsafeSet" / str(card["id"])
+        groups.append(
+            {
+                "id": card["id"],
+                "size": card["size"],
+                "n": len(picked),
+                "quota": math.ceil(2 * card["size"]) if card["size"] > 1 else 0,
+                "distance": [float(dist.min()), float(np.median(dist)), float(dist.max())]
+                if len(dist)
+                else None,
+                "closest_share": float(np.mean([r["order"] == "0" for r in picked]))
+                if picked
+                else None,
+                "sheet": _sheet(data, [r["image"] for r in picked], SELECTED, SELECTED_CELL)
+                if picked
+                else None,
+                "folder": links(folder),
+                "folder_shown": links.show(folder),
+                "gif": links(workdir / "UnsafeSet" / f"Cluster_{card['id']}.gif"),
+                "root_cause": card["root_cause"],
+                "unsafe": card["unsafe"],
+            }
+        )
+    return {"groups": groups, "total": len(rows), "csv": links(workdir / "unsafe_set.csv")}
+
+
+def retraining(info: dict | None, cards_or_words: dict[int, dict]) -> dict | None:
+    """``T/retrain.json`` as tables: overall and per group, the RCC table with the
+    engineer's root cause beside each cluster, and the accuracy per named root cause
+    (clusters of one name pooled, weighted by their test images, run by run)."""
+    if not info:
+        return None
+    methods = [m for m in ("hudd", "BL1", "BL2") if m in info]
+    groups = []
+    for group in ("planted", "rcc", "class"):
+        if group not in info["before"]:
+            continue
+        names = sorted(info["before"][group], key=lambda g: (not g.isdigit(), g.zfill(9)))
+        rows = [
+            {
+                "name": n,
+                "n": info["before"][group][n]["n"],
+                "before": info["before"][group][n]["accuracy"],
+                "after": [info[m][group][n] for m in methods],
+                "root_cause": _words(cards_or_words, n, "root_cause"),
+                "unsafe": _words(cards_or_words, n, "unsafe"),
+            }
+            for n in names
+        ]
+        title = {"planted": "planted region", "rcc": "RCC", "class": "class"}[group]
+        groups.append({"key": group, "title": title, "rows": rows})
+    return {
+        "info": info,
+        "methods": methods,
+        "groups": groups,
+        "named": _named_root_causes(info, methods, cards_or_words),
+    }
+
+
+def _words(words: dict[int, dict], name: str, key: str) -> str:
+    return words.get(int(name), {}).get(key, "") if name.isdigit() else ""
+
+
+def _named_root_causes(info: dict, methods: list[str], words: dict[int, dict]) -> list[dict]:
+    rcc = info["before"].get("rcc", {})
+    named: dict[str, list[str]] = {}
+    for name in rcc:
+        cause = _words(words, name, "root_cause")
+        if cause:
+            named.setdefault(cause, []).append(name)
+    out = []
+    for cause, names in sorted(named.items()):
+        n = np.array([rcc[c]["n"] for c in names], dtype=float)
+        if n.sum() == 0:
+            continue
+        before = float(np.dot(n, [rcc[c]["accuracy"] for c in names]) / n.sum())
+        after = []
+        for m in methods:
+            runs = np.array([info[m]["rcc"][c]["runs"] for c in names], dtype=float)
+            pooled = n @ runs / n.sum()  # one accuracy per run
+            std = float(pooled.std(ddof=1)) if len(pooled) > 1 else 0.0
+            after.append({"mean": float(pooled.mean()), "std": std})
+        out.append(
+            {"cause": cause, "clusters": names, "n": int(n.sum()), "before": before, "after": after}
+        )
+    return out
+
+
+def layers(workdir: Path, cluster_summary: dict) -> dict:
+    best = cluster_summary["best_layer"]
+    rows = [{"name": n, "best": n == best, **i} for n, i in cluster_summary["layers"].items()]
+    plots = []
+    for name in [best, *(n for n in cluster_summary["layers"] if n != best)]:  # best first
+        png = layer_folder(workdir, name) / "knee.png"
+        if png.exists():
+            plots.append(
+                {"name": name, "best": name == best, "uri": media.plot_uri(png.read_bytes())}
+            )
+    return {"rows": rows, "plots": plots}
+
+
+def dendrogram(workdir: Path, cluster_summary: dict) -> dict:
+    best = cluster_summary["best_layer"]
+    k = cluster_summary["layers"][best]["k"]
+    path = layer_folder(workdir, best) / "linkage.npy"
+    if not path.exists() or k < 2:
+        return {"uri": None, "n": None}
+    Z = np.load(path)
+    png = dendrogram_png(Z, k, leaves=DENDROGRAM_LEAVES)
+    return {"uri": media.plot_uri(png), "n": Z.shape[0] + 1}
+
+
+def rq1(workdir: Path) -> dict | None:
+    rows = read_csv(workdir / "ClusterAnalysis" / "variance_reduction.csv")
+    info = read_json(workdir / "ClusterAnalysis" / "rq1.json")
+    if not rows or info is None:
+        return None
+    share = info["share_50pct"]
+    ids = [int(r["cluster"]) for r in rows]
+    best = np.array([float(r["max_reduction"]) if r["max_reduction"] else np.nan for r in rows])
+    png = rq1_plot(best, ids, 0.0 if share != share else share)
+    return {"uri": media.plot_uri(png), "planted": info.get("planted") or {}}
+
+
+def left_out(
+    workdir: Path,
+    cards: list[dict],
+    best: str,
+    assign: dict | None,
+    dendro: dict,
+    cluster_summary: dict,
+    links: Links,
+) -> list[dict]:
+    """What the page leaves out, how much of it it shows, and where the full material is."""
+    total = sum(c["size"] for c in cards)
+    shown = sum(c["sheet"]["n"] for c in cards if c["sheet"])
+    folder = links.show(rcc_folder(workdir, best))
+    items = [
+        {
+            "what": "cluster members (contact sheets and their animation)",
+            "shown": shown,
+            "total": total,
+            "where": f"{folder}/Cluster_<id>/ (every image) and "
+            f"{folder}/Cluster_<id>.gif (every image, 600 ms each)",
+        }
+    ]
+    overlays = sum(len(c["overlays"]["images"]) for c in cards if c["overlays"])
+    heatmaps = links.show(workdir / "Heatmaps")
+    items.append(
+        {
+            "what": "heatmap overlays",
+            "shown": overlays,
+            "total": total,
+            "where": f"{heatmaps}/<layer>.npy (row r = image r of {heatmaps}/index.csv)",
+        }
+    )
+    if assign:
+        sel = sum(g["sheet"]["n"] for g in assign["groups"] if g["sheet"])
+        unsafe = links.show(workdir / "UnsafeSet")
+        items.append(
+            {
+                "what": "selected improvement images",
+                "shown": sel,
+                "total": assign["total"],
+                "where": f"{unsafe}/<cluster>/ and {links.show(workdir / 'unsafe_set.csv')}",
+            }
+        )
+    if dendro["n"] and dendro["n"] > DENDROGRAM_LEAVES:
+        items.append(
+            {
+                "what": "dendrogram leaves (the last merges are drawn)",
+                "shown": DENDROGRAM_LEAVES,
+                "total": dendro["n"],
+                "where": links.show(layer_folder(workdir, best) / "linkage.npy"),
+            }
+        )
+    others = [n for n in cluster_summary["layers"] if n != best]
+    if others:
+        items.append(
+            {
+                "what": "clusters of the other layers",
+                "shown": 0,
+                "total": len(others),
+                "where": f"{links.show(workdir / 'ClusterAnalysis')}/<layer>/clusters.csv",
+            }
+        )
+    return items
+
+
+def fmt_num(v) -> str:
+    """A number in 4 significant digits (``–`` for NaN; anything else as text)."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return "–" if math.isnan(f) else f"{f:.4g}"
+
+
+def fmt_pct(v, digits: int = 1) -> str:
+    """A share as a percentage (``–`` for NaN or no number).
+
+    Example:
+        >>> fmt_pct(0.4567), fmt_pct(float("nan")), fmt_pct(None), fmt_num(2 / 3)
+        ('45.7%', '–', '–', '0.6667')
+    """
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return "–"
+    return "–" if math.isnan(f) else f"{f:.{digits}%}"
+
+
+def gather(
+    workdir: Path, data: Path, page: Path, retraining_info: dict | None, samples: int
+) -> dict:
+    """Every section's data (see the module docstring)."""
+    summary_path = workdir / "ClusterAnalysis" / "summary.json"
+    cluster_summary = read_json(summary_path)
+    if cluster_summary is None:
+        raise FileNotFoundError(f"{summary_path} does not exist: run `hudd cluster` first")
+    best = cluster_summary["best_layer"]
+    links = Links(workdir, page)
+    selected: dict[int, int] = {}
+    for r in read_csv(workdir / "unsafe_set.csv"):
+        selected[int(r["cluster"])] = selected.get(int(r["cluster"]), 0) + 1
+    cards = clusters(workdir, data, best, links, samples, selected)
+    assign = assignment(workdir, data, cards, links)
+    dendro = dendrogram(workdir, cluster_summary)
+    removed = [r for r in read_inspection(workdir) if r["cluster"] is None]
+    return {
+        "summary": summary(workdir, cluster_summary, len(cards)),
+        "clusters": {
+            "cards": cards,
+            "best": best,
+            "removed": removed,
+            "frames": frames_per_cluster(len(cards)),
+            "inspection": links(workdir / "inspection.csv"),
+            "inspection_shown": links.show(workdir / "inspection.csv"),
+        },
+        "assignment": assign,
+        "retraining": retraining(retraining_info, {c["id"]: c for c in cards}),
+        "rq1": rq1(workdir),
+        "layers": layers(workdir, cluster_summary),
+        "dendrogram": dendro,
+        "left_out": left_out(workdir, cards, best, assign, dendro, cluster_summary, links),
+    }
