@@ -73,7 +73,7 @@ def _cluster_files(
     wicd = 1.0 / np.sqrt(ks)
     for layer in ("input", "conv"):
         res = LayerClustering(
-            layer, Z, ks, wicd, wicd / 2, np.gradient(wicd), k, "wicd-knee", labels
+            layer, Z, ks, wicd, wicd, wicd / 2, np.gradient(wicd), k, "wicd-knee", labels
         )
         write_layer(layer_folder(T, layer), res, images, {"synthetic": True})
     summary = {

@@ -230,9 +230,12 @@ def retraining(info: dict | None, cards_or_words: dict[int, dict]) -> dict | Non
     (clusters of one name pooled, weighted by their test images, run by run)."""
     if not info:
         return None
-    methods = [m for m in ("hudd", "BL1", "BL2") if m in info]
+    from hudd_core.baselines import BASELINES
+
+    methods = [m for m in ("hudd", *BASELINES) if m in info]
     groups = []
-    for group in ("planted", "rcc", "class"):
+    extra = [g for g in info["before"] if g not in ("overall", "planted", "rcc", "class")]
+    for group in ("planted", "rcc", "class", *extra):
         if group not in info["before"]:
             continue
         names = sorted(info["before"][group], key=lambda g: (not g.isdigit(), g.zfill(9)))
@@ -247,7 +250,7 @@ def retraining(info: dict | None, cards_or_words: dict[int, dict]) -> dict | Non
             }
             for n in names
         ]
-        title = {"planted": "planted region", "rcc": "RCC", "class": "class"}[group]
+        title = {"planted": "planted region", "rcc": "RCC", "class": "class"}.get(group, group)
         groups.append({"key": group, "title": title, "rows": rows})
     return {
         "info": info,
