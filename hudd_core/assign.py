@@ -284,7 +284,7 @@ def read_rccs(workdir: Path) -> tuple[str, list[str], np.ndarray]:
 
 def member_heatmaps(workdir: Path, layer: str, images: list[str]) -> np.ndarray:
     """The RCC members' rows of ``T/Heatmaps/<layer>.npy``, in the order of ``images``."""
-    from hudd_core.cluster import read_heatmap_index
+    from hudd_core.store import read_heatmap_index
 
     layers, index = read_heatmap_index(workdir)
     entry = next((e for e in layers if e["name"] == layer), None)

@@ -51,6 +51,7 @@ from hudd_core.fileio import (
     write_csv,
 )
 from hudd_core.knee import best_layer, choose_k
+from hudd_core.store import read_heatmap_index
 
 DEFAULT_K_RANGE = (2, 500)
 DEFAULT_APPROX_THRESHOLD = 20000
@@ -221,25 +222,6 @@ def single_image(name: str, X) -> LayerClustering:
 
 
 # --- files -------------------------------------------------------------------------------
-
-
-def read_heatmap_index(workdir: Path) -> tuple[list[dict], list[str]]:
-    """``(layers, images)`` from ``T/Heatmaps/layers.json`` and ``index.csv`` (row order)."""
-    hm = Path(workdir) / "Heatmaps"
-    meta_path, index_path = hm / "layers.json", hm / "index.csv"
-    for p in (meta_path, index_path):
-        if not p.exists():
-            raise FileNotFoundError(f"{p} does not exist: run `hudd heatmaps` first")
-    meta = json.loads(meta_path.read_text())
-    if not meta.get("complete", False):
-        raise ValueError(f"{meta_path} says the heatmaps are incomplete: rerun `hudd heatmaps`")
-    for layer in meta["layers"]:
-        if layer["file"] != safe_component(layer["file"]):
-            raise ValueError(f"{meta_path}: layer file {layer['file']!r} is not a plain file name")
-    with open(index_path, newline="") as f:
-        rows = sorted(csv.DictReader(f), key=lambda r: int(r["row"]))
-    images = [r["image"] for r in rows]
-    return meta["layers"], images
 
 
 def _signature(

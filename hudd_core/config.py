@@ -45,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "log_file": None,
     "image_size": None,
     "in_channels": 1,
+    "verify": "full",
     "mean": None,
     "std": None,
     # test
