@@ -416,6 +416,11 @@ def read_index(folder: str | Path) -> tuple[list[dict], list[str]]:
         range(len(rows))
     ):
         raise ValueError(f"{index_path} is damaged (rows are not 0..N-1 once each): {again}")
+    if meta.get("rows", len(images)) != len(images):
+        raise ValueError(
+            f"{index_path} is damaged ({len(images)} rows, {LAYERS} records {meta['rows']}): "
+            f"{again}"
+        )
     return meta["layers"], images
 
 

@@ -1,0 +1,320 @@
+"""Work-folder integrity (issue 15): damaged or partial intermediates are detected and
+recomputed (or stop with an error naming the file and the way forward), a full disk is a
+clean error, one writer per work folder, and damaged bookkeeping never turns into a
+wrong result."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hudd_core import store as store_mod
+from hudd_core.fileio import load_signed_npz, read_json, save_signed_npz
+from hudd_core.lock import WorkdirBusy, workdir_lock
+from hudd_core.runstate import RunLog
+from hudd_core.store import HeatmapStore, check_npy, read_heatmap_index, verify_folder
+
+SHAPES = {"input": (1, 4, 4), "fc": (3,)}
+IMAGES = [f"TestSet/c/{i}.png" for i in range(10)]
+
+
+def _fill(folder: Path, rng, *, finish: bool = True, rows: int = 10) -> dict[str, np.ndarray]:
+    """A heatmap folder of ``rows`` rows stored in batches of 4 (finished when all are)."""
+    full = {k: rng.standard_normal((10, *s)).astype(np.float32) for k, s in SHAPES.items()}
+    s = HeatmapStore.open(folder, IMAGES, SHAPES, composite="hudd")
+    for a in range(0, rows, 4):
+        s.write({k: v[a : min(a + 4, rows)] for k, v in full.items()})
+    if finish:
+        s.finish()
+    return {k: v.reshape(10, -1) for k, v in full.items()}
+
+
+def _workdir(tmp_path: Path, rng) -> tuple[Path, dict]:
+    T = tmp_path / "T"
+    full = _fill(T / "Heatmaps", rng)
+    return T, full
+
+
+def _flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+# --- heatmap files: size, header, checksum ---------------------------------------------------
+
+
+def test_finished_folder_records_size_and_checksum(tmp_path, rng):
+    T, _ = _workdir(tmp_path, rng)
+    meta = json.loads((T / "Heatmaps" / "layers.json").read_text())
+    assert meta["bounds"] == [4, 8, 10] and meta["complete"]
+    for e in meta["layers"]:
+        assert e["bytes"] == (T / "Heatmaps" / e["file"]).stat().st_size
+        assert len(e["blake2b"]) == 32
+    assert verify_folder(T / "Heatmaps", full=True) == []
+    layers, images = read_heatmap_index(T, verify="full")
+    assert images == IMAGES and [e["name"] for e in layers] == ["input", "fc"]
+
+
+def test_truncated_heatmap_file_is_an_error_naming_it_and_is_never_extended(tmp_path, rng):
+    T, _ = _workdir(tmp_path, rng)
+    path = T / "Heatmaps" / "fc.npy"
+    with open(path, "r+b") as fh:
+        fh.truncate(140)
+    with pytest.raises(ValueError, match=r"fc\.npy is 140 bytes.*truncated.*rerun `hudd heatmaps`"):
+        read_heatmap_index(T)
+    assert path.stat().st_size == 140  # reading never zero-extends it back to full size
+
+
+def test_truncated_heatmap_file_is_recomputed_on_resume(tmp_path, rng, caplog):
+    T, full = _workdir(tmp_path, rng)
+    folder = T / "Heatmaps"
+    with open(folder / "fc.npy", "r+b") as fh:
+        fh.truncate(1000 // 10)
+    with caplog.at_level(logging.WARNING, logger="hudd"):
+        s = HeatmapStore.open(folder, IMAGES, SHAPES, composite="hudd")
+    assert s.done == 0  # started afresh, not resumed over the damaged file
+    assert "fc.npy" in caplog.text and "computed again" in caplog.text
+    for a in range(0, 10, 5):
+        s.write({k: v[a : a + 5] for k, v in full.items()})
+    s.finish()
+    np.testing.assert_array_equal(np.load(folder / "fc.npy"), full["fc"])
+
+
+def test_flipped_byte_is_caught_by_the_full_check_only(tmp_path, rng, caplog):
+    T, _ = _workdir(tmp_path, rng)
+    path = T / "Heatmaps" / "input.npy"
+    _, _, offset = store_mod.npy_layout(path)
+    _flip(path, offset + 37)
+    assert verify_folder(T / "Heatmaps") == []  # quick: size and header are fine
+    (problem,) = verify_folder(T / "Heatmaps", full=True)
+    assert "input.npy does not match the checksum" in problem
+    with pytest.raises(ValueError, match=r"input\.npy does not match"):
+        read_heatmap_index(T, verify="full")
+    with caplog.at_level(logging.WARNING, logger="hudd"):
+        s = HeatmapStore.open(T / "Heatmaps", IMAGES, SHAPES, composite="hudd")
+    assert s.done == 0 and "input.npy does not match its checksum" in caplog.text
+
+
+def test_flipped_byte_in_a_partial_file_restarts_instead_of_resuming(tmp_path, rng):
+    folder = tmp_path / "H"
+    _fill(folder, rng, finish=False, rows=8)
+    assert HeatmapStore.open(folder, IMAGES, SHAPES, composite="hudd").done == 8
+    path = folder / "fc.npy"
+    _, _, offset = store_mod.npy_layout(path)
+    _flip(path, offset + 4 * 3 * 5)  # row 5: a stored one
+    assert HeatmapStore.open(folder, IMAGES, SHAPES, composite="hudd").done == 0
+
+
+def test_damaged_header_is_named(tmp_path, rng):
+    T, _ = _workdir(tmp_path, rng)
+    path = T / "Heatmaps" / "fc.npy"
+    _flip(path, 2)  # inside the magic string
+    assert "has no valid .npy header" in check_npy(path)
+    with pytest.raises(ValueError, match=r"fc\.npy has no valid \.npy header"):
+        read_heatmap_index(T)
+
+
+@pytest.mark.parametrize("victim", ["layers.json", "index.csv", "progress.json"])
+def test_damaged_bookkeeping_of_the_store_is_rebuilt_or_recomputed(victim, tmp_path, rng):
+    T, full = _workdir(tmp_path, rng)
+    folder = T / "Heatmaps"
+    good = {p.name: p.read_bytes() for p in folder.iterdir()}
+    (folder / victim).write_bytes(good[victim][: len(good[victim]) // 2])
+    if victim != "progress.json":  # the readers name the file and the way forward
+        with pytest.raises(
+            ValueError, match=rf"{victim.replace('.', '[.]')}.*rerun `hudd heatmaps`"
+        ):
+            read_heatmap_index(T)
+    s = HeatmapStore.open(folder, IMAGES, SHAPES, composite="hudd")
+    if victim == "progress.json":  # the resume state is lost: computed again
+        assert s.done == 0
+        return
+    assert s.done == 10  # the layer files are whole: rebuilt from them, nothing recomputed
+    assert (folder / victim).read_bytes() == good[victim]
+    assert read_heatmap_index(T, verify="full")[1] == IMAGES
+    np.testing.assert_array_equal(np.load(folder / "fc.npy"), full["fc"])
+
+
+# --- disk space ------------------------------------------------------------------------------
+
+
+def test_heatmaps_that_do_not_fit_stop_before_writing(tmp_path, monkeypatch):
+    real = shutil.disk_usage
+    monkeypatch.setattr("hudd_core.fileio.shutil.disk_usage", lambda p: real(p)._replace(free=1000))
+    with pytest.raises(ValueError) as info:
+        HeatmapStore.open(tmp_path / "H", IMAGES, SHAPES, composite="hudd")
+    message = str(info.value)
+    assert "heatmaps:" in message and "10 images x 19 relevance values of 2 layers" in message
+    assert "needs" in message and "1000 B are free" in message
+    assert "--layers" in message and "--float16" in message and "--workdir" in message
+    assert not list((tmp_path / "H").glob("*.npy"))
+
+
+def test_full_disk_while_reserving_space_is_a_clean_error(tmp_path, monkeypatch):
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("hudd_core.fileio.os.posix_fallocate", full)
+    with pytest.raises(ValueError, match=r"cannot be reserved \(No space left on device"):
+        HeatmapStore.open(tmp_path / "H", IMAGES, SHAPES, composite="hudd")
+
+
+def test_without_fallocate_the_space_is_written(tmp_path, monkeypatch, rng):
+    def unsupported(fd, offset, length):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr("hudd_core.fileio.os.posix_fallocate", unsupported)
+    full = _fill(tmp_path / "H", rng)
+    np.testing.assert_array_equal(np.load(tmp_path / "H" / "input.npy"), full["input"])
+    size = (tmp_path / "H" / "input.npy").stat()
+    assert size.st_blocks * 512 >= size.st_size - 4096  # not sparse: the blocks are there
+
+
+def test_cli_reports_a_full_disk_as_an_error_keeping_work(tmp_path, monkeypatch, capsys):
+    from hudd_core.cli import main, report
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "T" / "x.png"))
+
+    monkeypatch.setattr(report, "run", full)
+    assert main(["report", "--workdir", str(tmp_path / "T")]) == 2
+    err = capsys.readouterr().err
+    assert "hudd report: error: no space left on the device for" in err and "x.png" in err
+    assert "completed work is kept" in err
+
+
+# --- resume points and run.json ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_damaged_resume_point_is_recomputed(damage, tmp_path, caplog):
+    path = tmp_path / "candidates.npz"
+    save_signed_npz(path, {"a": 1}, x=np.arange(1000))
+    assert load_signed_npz(path, {"a": 1})["x"].sum() == 499500
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        _flip(path, len(data) // 2)
+    with caplog.at_level(logging.WARNING, logger="hudd"):
+        assert load_signed_npz(path, {"a": 1}) is None
+    assert "candidates.npz is damaged" in caplog.text and "recomputed" in caplog.text
+
+
+def test_read_json_names_the_file_and_the_way_forward(tmp_path):
+    path = tmp_path / "summary.json"
+    path.write_text('{"a": \x01}')
+    with pytest.raises(ValueError, match=r"summary\.json is damaged .*: rerun it"):
+        read_json(path, "rerun it")
+
+
+def test_damaged_run_json_is_set_aside_and_announced(tmp_path, caplog):
+    (tmp_path / "run.json").write_text('{"steps": {"te\x01st": 1}}')
+    with caplog.at_level(logging.WARNING, logger="hudd"):
+        log = RunLog(tmp_path, {"seed": 0})
+    assert log.data["steps"] == {} and "run.json is damaged" in caplog.text
+    assert (tmp_path / "run.json.damaged").is_file()
+    log.record("test", "fp", 1.0)
+    assert RunLog(tmp_path).data["steps"]["test"]["fingerprint"] == "fp"
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncate", "flip"])
+def test_a_changed_output_makes_the_step_run_again(damage, tmp_path, caplog):
+    out = tmp_path / "clusters.csv"
+    out.write_text("image,cluster,layer\na.png,1,fc\nb.png,2,fc\n")
+    RunLog(tmp_path).record("cluster", "fp", 1.0, [out])
+    assert RunLog(tmp_path).fresh("cluster", "fp", [out])
+    if damage == "missing":
+        out.unlink()
+    elif damage == "truncate":
+        out.write_text("image,cluster,layer\na.png,1,fc\n")
+    else:
+        st = out.stat()
+        out.write_text("image,cluster,layer\na.png,1,fc\nb.png,3,fc\n")
+        os.utime(out, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size and time: bit rot
+    with caplog.at_level(logging.WARNING, logger="hudd"):
+        assert not RunLog(tmp_path).fresh("cluster", "fp", [out])
+    assert "clusters.csv" in caplog.text and "cluster and the steps after it" in caplog.text
+
+
+def test_a_damaged_heatmap_file_makes_the_heatmaps_step_run_again(tmp_path, rng, caplog):
+    T, _ = _workdir(tmp_path, rng)
+    outputs = [T / "Heatmaps" / "index.csv", T / "Heatmaps" / "layers.json"]
+    RunLog(T).record("heatmaps", "fp", 1.0, outputs)
+    path = T / "Heatmaps" / "fc.npy"
+    _, _, offset = store_mod.npy_layout(path)
+    _flip(path, offset + 1)
+    assert RunLog(T).fresh("heatmaps", "fp", outputs, verify="quick")  # headers only
+    with caplog.at_level(logging.WARNING, logger="hudd"):
+        assert not RunLog(T).fresh("heatmaps", "fp", outputs, verify="full")
+    assert "fc.npy does not match" in caplog.text
+    with pytest.raises(ValueError, match="verify must be"):
+        RunLog(T).fresh("heatmaps", "fp", outputs, verify="some")
+
+
+# --- one writer per work folder ---------------------------------------------------------------
+
+
+def test_second_writer_is_refused_naming_the_first(tmp_path):
+    with workdir_lock(tmp_path / "T"):
+        with pytest.raises(WorkdirBusy, match=rf"T is in use by pid {os.getpid()} since 20"):
+            with workdir_lock(tmp_path / "T"):
+                pass
+        with pytest.raises(WorkdirBusy):
+            with workdir_lock(tmp_path / "T", shared=True):
+                pass
+    with workdir_lock(tmp_path / "T"):  # released with the block
+        pass
+
+
+def test_readers_share_the_lock_and_keep_writers_out(tmp_path):
+    with workdir_lock(tmp_path, shared=True), workdir_lock(tmp_path, shared=True):
+        with pytest.raises(WorkdirBusy, match="in use by a read-only hudd command"):
+            with workdir_lock(tmp_path):
+                pass
+
+
+def test_lock_of_a_killed_process_does_not_block(tmp_path):
+    code = textwrap.dedent(f"""
+        import sys, time
+        from hudd_core.lock import workdir_lock
+        with workdir_lock({str(tmp_path)!r}):
+            print("held", flush=True)
+            time.sleep(60)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env)
+    assert proc.stdout.readline().strip() == b"held"
+    with pytest.raises(WorkdirBusy, match=f"pid {proc.pid} since"):
+        with workdir_lock(tmp_path):
+            pass
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+    assert (tmp_path / ".lock").is_file()  # left behind ...
+    with workdir_lock(tmp_path):  # ... and no obstacle
+        pass
+
+
+def test_cli_refuses_a_second_run_on_the_same_work_folder(tmp_path, capsys):
+    from hudd_core.cli import main
+
+    T = tmp_path / "T"
+    with workdir_lock(T):
+        code = main(["run", "--workdir", str(T), "--data", str(tmp_path), "--quiet"])
+        assert main(["cluster", "--workdir", str(T), "--data", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert code == 2 and f"hudd run: error: {T} is in use by pid {os.getpid()}" in err
+    assert f"hudd cluster: error: {T} is in use" in err
