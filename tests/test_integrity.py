@@ -14,10 +14,13 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from hudd_core import store as store_mod
 from hudd_core.fileio import load_signed_npz, read_json, save_signed_npz
@@ -318,3 +321,105 @@ def test_cli_refuses_a_second_run_on_the_same_work_folder(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and f"hudd run: error: {T} is in use by pid {os.getpid()}" in err
     assert f"hudd cluster: error: {T} is in use" in err
+
+
+# --- hostile and odd images ---------------------------------------------------------------
+
+
+def _load(path, channels=1, **kw):
+    from hudd_core.data.datasets import load_image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a conversion that warns is not a documented one
+        return load_image(path, channels, **kw)
+
+
+def test_decompression_bomb_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(path)  # 48 KB on disk, 400 M pixels
+    assert path.stat().st_size < 100_000
+    with pytest.raises(ValueError, match=r"cannot read image .*bomb\.png: .*decompression bomb"):
+        _load(path)
+
+
+def test_pixel_limit_is_configurable(tmp_path):
+    path = tmp_path / "big.png"
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(path)
+    assert _load(path).shape == (1, 16, 16)
+    with pytest.raises(ValueError, match=r"16 x 16 = 256 pixels, above the limit of 100"):
+        _load(path, max_pixels=100)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg"])
+def test_truncated_image_is_refused(fmt, tmp_path):
+    path = tmp_path / f"cut.{fmt}"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf"cannot read image .*cut\.{fmt}"):
+        _load(path)
+
+
+def test_cmyk_is_converted_through_rgb(tmp_path):
+    path = tmp_path / "cmyk.tif"
+    Image.new("CMYK", (4, 4), (0, 255, 0, 0)).save(path)  # magenta: RGB (255, 0, 255)
+    np.testing.assert_allclose(_load(path, 3)[:, 0, 0].numpy(), [1.0, 0.0, 1.0])
+    luma = (299 * 255 + 114 * 255 + 500) // 1000  # ITU-R 601, as Pillow rounds it
+    assert _load(path)[0, 0, 0].item() == pytest.approx(luma / 255)
+
+
+def test_sixteen_bit_grayscale_keeps_its_precision(tmp_path):
+    path = tmp_path / "g16.png"
+    values = np.array([[0, 100, 1000, 65535]], np.uint16).repeat(4, axis=0)
+    Image.fromarray(values).save(path)
+    x = _load(path)
+    np.testing.assert_allclose(x[0].numpy(), values / 65535.0, rtol=1e-6)
+    assert 0 < x[0, 0, 1].item() < 1 / 255  # not clipped to 255 levels, nor to white
+    rgb = _load(path, 3)
+    assert rgb.shape == (3, 4, 4) and torch.equal(rgb[0], rgb[2])
+    assert _load(path, image_size=8).shape == (1, 8, 8)
+
+
+def test_palette_with_transparency_drops_alpha_keeping_colours(tmp_path):
+    path = tmp_path / "p.png"
+    im = Image.new("P", (4, 4), 1)
+    im.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
+    im.info["transparency"] = bytes([255, 0] + [255] * 254)  # index 1 fully transparent
+    im.save(path, transparency=bytes([255, 0] + [255] * 254))
+    assert Image.open(path).info.get("transparency") is not None
+    np.testing.assert_allclose(_load(path, 3)[:, 0, 0].numpy(), [200 / 255, 100 / 255, 50 / 255])
+
+
+def test_animated_image_gives_its_first_frame(tmp_path):
+    path = tmp_path / "anim.gif"
+    frames = [Image.new("L", (4, 4), v) for v in (10, 240)]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100)
+    assert Image.open(path).n_frames == 2
+    assert _load(path)[0, 0, 0].item() == pytest.approx(10 / 255, abs=1 / 255)
+
+
+def test_exif_rotated_photo_is_loaded_as_displayed(tmp_path):
+    path = tmp_path / "rotated.png"
+    pixels = np.zeros((4, 8), np.uint8)
+    pixels[:, 4:] = 255  # left half dark, right half bright; 8 wide, 4 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(pixels).save(path, exif=exif)
+    x = _load(path)
+    assert x.shape == (1, 8, 4)  # displayed: 4 wide, 8 high
+    assert x[0, :4].max().item() == 0 and x[0, 4:].min().item() == 1  # left became top
+
+
+def test_bomb_in_the_test_set_is_skipped_into_skipped_csv(model_workdir):
+    from hudd_core.models.checkpoint import load_checkpoint
+    from hudd_core.testing import run_test
+
+    w = model_workdir({"TestSet": 8})
+    folder = next(p for p in (w.data / "TestSet").iterdir() if p.is_dir())
+    Image.new("1", (20000, 20000)).save(folder / "bomb.png")
+    model, meta = load_checkpoint(w.pt)
+    summary = run_test(model, w.data, w.T, meta, sets=("TestSet",), device="cpu",
+                       progress=False)  # fmt: skip
+    assert summary["TestSet"]["skipped"] == 1 and summary["TestSet"]["n"] == 8
+    rows = (w.T / "skipped.csv").read_text().splitlines()
+    assert len(rows) == 2 and "bomb.png" in rows[1] and "decompression bomb" in rows[1]

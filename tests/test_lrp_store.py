@@ -106,8 +106,8 @@ def test_heatmaps_step_resumes_and_matches_one_pass(tmp_path):
 
 def test_cli_heatmaps_over_wrong_images(tmp_path, capsys):
     from hudd_core.cli import main
-    from hudd_core.store import read_heatmap_index
     from hudd_core.models.checkpoint import save_checkpoint
+    from hudd_core.store import read_heatmap_index
 
     rng = np.random.default_rng(0)
     data, T = tmp_path / "DataSets", tmp_path / "T"
