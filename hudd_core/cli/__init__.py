@@ -34,7 +34,7 @@ def _lock(args: argparse.Namespace) -> contextlib.AbstractContextManager:
     from hudd_core.lock import workdir_lock
 
     workdir = getattr(args, "workdir", None)
-    if workdir is None:
+    if workdir is None or args.command == "run":  # run: the folder may come from --config
         return contextlib.nullcontext()
     return workdir_lock(workdir, shared=bool(getattr(args, "list_layers", False)))
 
@@ -63,10 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        print(f"hudd {args.command}: error: no space left on the device for "
-              f"{exc.filename or 'a file'} ({exc.strerror}); completed work is kept: free "
-              "some space (or choose another --workdir) and rerun to resume",
-              file=sys.stderr)  # fmt: skip
+        where = exc.filename2 or exc.filename or "a file"
+        print(f"hudd {args.command}: error: no space left on the device for {where} "
+              f"({exc.strerror}); completed work is kept: free some space (or choose "
+              "another --workdir) and rerun to resume", file=sys.stderr)  # fmt: skip
         return 2
     finally:
         if main_thread:
