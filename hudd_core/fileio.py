@@ -61,6 +61,17 @@ def safe_component(name: object, reserved: Collection[str] = ()) -> str:
     return text
 
 
+def shown_name(name: str) -> str:
+    """``name`` as text any file takes: bytes that are not UTF-8 (kept by the file
+    system, ``surrogateescape``) become ``\\xNN``.
+
+    Example:
+        >>> shown_name(b"caf\\xe9.png".decode("utf-8", "surrogateescape"))
+        'caf\\\\xe9.png'
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def temporary_sibling(path: Path) -> Path:
     """``.<stem>.tmp<suffix>`` beside ``path`` (the suffix kept: writers such as
     ``np.save`` and Pillow go by it)."""

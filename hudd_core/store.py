@@ -173,7 +173,8 @@ def _create(folder: Path, rows: int, layers: Mapping[str, int], dtype: np.dtype)
     ensure_free_space(folder, need - reclaimed, what, ways)
     for path, width in zip(files, layers.values(), strict=True):
         head = _header(rows, width, dtype)
-        with open(path, "wb") as fh:
+        path.unlink(missing_ok=True)  # a symbolic link is replaced, never written through
+        with open(path, "xb") as fh:
             fh.write(head)
             fh.flush()
             try:

@@ -5,6 +5,7 @@ wrong result."""
 
 from __future__ import annotations
 
+import csv
 import errno
 import json
 import logging
@@ -423,3 +424,136 @@ def test_bomb_in_the_test_set_is_skipped_into_skipped_csv(model_workdir):
     assert summary["TestSet"]["skipped"] == 1 and summary["TestSet"]["n"] == 8
     rows = (w.T / "skipped.csv").read_text().splitlines()
     assert len(rows) == 2 and "bomb.png" in rows[1] and "decompression bomb" in rows[1]
+
+
+# --- names cannot escape T/, symbolic links are read only when allowed ------------------------
+
+
+def _png(path: Path, value: int = 100) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8), value, np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("entry", ["../outside.png", "/etc/passwd", "a/../../outside.png"])
+def test_files_txt_entries_outside_the_folder_stop(entry, tmp_path):
+    from hudd_core.data.datasets import ImageFiles
+
+    pool = tmp_path / "DataSets" / "ImprovementSet"
+    _png(pool / "a" / "x.png")
+    (pool / "files.txt").write_text(f"a/x.png\n{entry}\n")
+    with pytest.raises(ValueError, match=r"files\.txt, line 2: .* is not a path inside"):
+        ImageFiles(pool)
+
+
+@pytest.mark.parametrize("entry", ["../outside.png", "/abs/x.png", "C:\\x.png", "a/../../b.png"])
+def test_labels_csv_entries_outside_the_set_stop(entry, tmp_path):
+    from hudd_core.data.datasets import ImageSet
+
+    folder = tmp_path / "DataSets" / "TestSet"
+    _png(folder / "x.png")
+    (folder / "labels.csv").write_text(f"image,x0,y0\nx.png,1,2\n{entry},3,4\n")
+    with pytest.raises(ValueError, match=r"labels\.csv: image names must be paths relative"):
+        ImageSet(folder)
+
+
+def _outside_and_set(tmp_path: Path) -> tuple[Path, Path]:
+    outside = _png(tmp_path / "private" / "secret.png", 7)
+    folder = tmp_path / "DataSets" / "TestSet"
+    _png(folder / "closed" / "a.png")
+    return outside, folder
+
+
+def test_symlinked_image_outside_the_data_is_read_only_when_allowed(tmp_path):
+    from hudd_core.data.datasets import ImageSet
+
+    outside, folder = _outside_and_set(tmp_path)
+    (folder / "closed" / "link.png").symlink_to(outside)
+    _png(tmp_path / "DataSets" / "TrainingSet" / "closed" / "t.png", 9)
+    (folder / "closed" / "inside.png").symlink_to(tmp_path / "DataSets/TrainingSet/closed/t.png")
+    ds = ImageSet(folder)
+    assert ds.names == ["closed/a.png", "closed/inside.png", "closed/link.png"]
+    assert ds[1][0][0, 0, 0].item() == pytest.approx(9 / 255)  # a link inside DataSets is fine
+    with pytest.raises(ValueError, match=r"link\.png is a symbolic link to .*secret\.png, outside"):
+        ds[2]
+    allowed = ImageSet(folder, follow_symlinks=True)
+    assert allowed[2][0][0, 0, 0].item() == pytest.approx(7 / 255)
+
+
+def test_symlinked_class_folder_outside_the_data_is_not_read(tmp_path):
+    from hudd_core.data.datasets import ImageSet
+
+    outside, folder = _outside_and_set(tmp_path)
+    (folder / "open").symlink_to(outside.parent, target_is_directory=True)
+    ds = ImageSet(folder)
+    i = ds.names.index("open/secret.png")
+    with pytest.raises(ValueError, match="symbolic link"):
+        ds[i]
+    assert ImageSet(folder, follow_symlinks=True)[i][0].shape == (1, 8, 8)
+
+
+def test_files_txt_entry_through_a_symlink_outside_is_not_read(tmp_path):
+    from hudd_core.data.datasets import ImageFiles
+
+    outside, _ = _outside_and_set(tmp_path)
+    pool = tmp_path / "DataSets" / "ImprovementSet"
+    _png(pool / "a.png")
+    (pool / "ext").symlink_to(outside.parent, target_is_directory=True)
+    (pool / "files.txt").write_text("a.png\next/secret.png\n")
+    ds = ImageFiles(pool)
+    assert ds[0][0].shape == (1, 8, 8)
+    with pytest.raises(ValueError, match="symbolic link"):
+        ds[1]
+
+
+def test_labels_csv_naming_a_symlink_outside_is_not_read(tmp_path):
+    from hudd_core.data.datasets import ImageSet
+
+    outside, _ = _outside_and_set(tmp_path)
+    folder = tmp_path / "DataSets" / "KeySet"
+    _png(folder / "x.png")
+    (folder / "y.png").symlink_to(outside)
+    (folder / "labels.csv").write_text("image,x0,y0\nx.png,1,2\ny.png,3,4\n")
+    ds = ImageSet(folder)
+    assert ds[0][0].shape == (1, 8, 8)
+    with pytest.raises(ValueError, match="symbolic link"):
+        ds[1]
+
+
+def test_odd_bytes_in_names_never_leave_the_work_folder(model_workdir, tmp_path):
+    from hudd_core.models.checkpoint import load_checkpoint
+    from hudd_core.testing import run_test
+
+    w = model_workdir({"TestSet": 8})
+    folder = next(p for p in (w.data / "TestSet").iterdir() if p.is_dir())
+    good = next(folder.iterdir()).read_bytes()
+    raw = os.fsencode(folder) + b"/bad\xff\xfe name.png"  # not UTF-8
+    with open(raw, "wb") as fh:
+        fh.write(good)
+    (folder / "new\nline\\:x.png").write_bytes(good)  # control and Windows-forbidden characters
+    before = sorted(p.name for p in w.root.iterdir())
+    model, meta = load_checkpoint(w.pt)
+    summary = run_test(model, w.data, w.T, meta, sets=("TestSet",), device="cpu",
+                       progress=False)  # fmt: skip
+    assert summary["TestSet"]["n"] == 9 and summary["TestSet"]["skipped"] == 1
+    skipped = (w.T / "skipped.csv").read_text(encoding="utf-8")
+    assert "bad\\xff\\xfe name.png" in skipped and "not valid UTF-8" in skipped
+    with open(w.T / "testResult.csv", newline="", encoding="utf-8") as fh:
+        images = [r["image"] for r in csv.DictReader(fh)]
+    assert f"TestSet/{folder.name}/new\nline\\:x.png" in images  # quoted, read back whole
+    assert sorted(p.name for p in w.root.iterdir()) == before  # nothing written beside T/
+
+
+def test_planted_symlinks_in_the_work_folder_are_not_written_through(tmp_path, rng):
+    from hudd_core.data.robust import SkipLog
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep")
+    T = tmp_path / "T"
+    (T / "Heatmaps").mkdir(parents=True)
+    (T / "skipped.csv").symlink_to(victim)
+    with pytest.raises(ValueError, match=r"skipped\.csv is a symbolic link"):
+        SkipLog(T).add("test", "x.png", "bad")
+    (T / "Heatmaps" / "fc.npy").symlink_to(victim)
+    _fill(T / "Heatmaps", rng)
+    assert victim.read_text() == "keep" and not (T / "Heatmaps" / "fc.npy").is_symlink()

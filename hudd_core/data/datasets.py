@@ -29,6 +29,8 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
+from hudd_core.fileio import shown_name
+
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
@@ -247,6 +249,29 @@ def load_image(
     return x
 
 
+def readable_path(folder: Path, name: str, follow_symlinks: bool = False) -> Path:
+    """``folder / name``, the file an item reads, once it is safe to read: a name that is
+    not valid UTF-8 (it could not be written to the CSVs under ``T/``), or a symbolic
+    link (the file or a folder on its way) to a place outside the DataSets root
+    (``folder``'s parent), is a ValueError naming it, so the step skips it into
+    ``T/skipped.csv``; ``follow_symlinks`` reads such links."""
+    path = folder / name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{shown_name(str(path))}: the file name is not valid UTF-8 (rename the file)"
+        ) from None
+    if not follow_symlinks:
+        root, target = folder.resolve().parent, path.resolve()
+        if not target.is_relative_to(root):
+            raise ValueError(
+                f"{path} is a symbolic link to {target}, outside {root}: not read "
+                "(follow_symlinks=True reads such links)"
+            )
+    return path
+
+
 class ImageSet(Dataset):
     """One set of a DataSets folder. Items are ``(image tensor, target)``: a class index
     (int64) for classifiers, ``(2K,)`` float32 pixel coordinates for keypoint sets.
@@ -271,9 +296,10 @@ class ImageSet(Dataset):
         std: Sequence[float] | None = None,
         classes: Sequence[str] | None = None,
         max_pixels: int | None = None,
+        follow_symlinks: bool = False,
     ) -> None:
         self.folder = Path(folder)
-        self.max_pixels = max_pixels
+        self.max_pixels, self.follow_symlinks = max_pixels, follow_symlinks
         if not self.folder.is_dir():
             raise FileNotFoundError(f"data set folder {self.folder} does not exist")
         if task == "auto":
@@ -316,8 +342,9 @@ class ImageSet(Dataset):
         return len(self.names)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = load_image(self.folder / self.names[i], self.channels, self.image_size, self.mean,
-                       self.std, max_pixels=self.max_pixels)  # fmt: skip
+        path = readable_path(self.folder, self.names[i], self.follow_symlinks)
+        x = load_image(path, self.channels, self.image_size, self.mean, self.std,
+                       max_pixels=self.max_pixels)  # fmt: skip
         if self.task == "classifier":
             return x, torch.tensor(self.targets[i])
         return x, torch.from_numpy(self.targets[i] * self.scale)
@@ -341,9 +368,10 @@ class ImageFiles(Dataset):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         max_pixels: int | None = None,
+        follow_symlinks: bool = False,
     ) -> None:
         self.folder = Path(folder)
-        self.max_pixels = max_pixels
+        self.max_pixels, self.follow_symlinks = max_pixels, follow_symlinks
         if not self.folder.is_dir():
             raise FileNotFoundError(f"image folder {self.folder} does not exist")
         listed = (self.folder / FILE_LIST).is_file()
@@ -355,6 +383,7 @@ class ImageFiles(Dataset):
         return len(self.names)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x = load_image(self.folder / self.names[i], self.channels, self.image_size,
-                       self.mean, self.std, max_pixels=self.max_pixels)  # fmt: skip
+        path = readable_path(self.folder, self.names[i], self.follow_symlinks)
+        x = load_image(path, self.channels, self.image_size, self.mean, self.std,
+                       max_pixels=self.max_pixels)  # fmt: skip
         return x, i
