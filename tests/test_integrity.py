@@ -557,3 +557,59 @@ def test_planted_symlinks_in_the_work_folder_are_not_written_through(tmp_path, r
     (T / "Heatmaps" / "fc.npy").symlink_to(victim)
     _fill(T / "Heatmaps", rng)
     assert victim.read_text() == "keep" and not (T / "Heatmaps" / "fc.npy").is_symlink()
+
+
+# --- the readers of the later steps -----------------------------------------------------------
+
+
+def test_damaged_cluster_cache_is_recomputed(tmp_path):
+    from cluster_fixtures import make_workdir
+
+    from hudd_core.cluster import layer_folder, run_cluster
+
+    fx = make_workdir(tmp_path, np.random.default_rng(0))
+    run_cluster(fx["T"], fx["data"], device="cpu", progress=False, gifs=False)
+    clean = (fx["T"] / "clusters.csv").read_bytes()
+    wicd = layer_folder(fx["T"], "fc") / "wicd.csv"
+    st = wicd.stat()
+    text = wicd.read_text().replace(",0.", ",9.", 3)  # other WICD values, same size
+    wicd.write_text(text)
+    os.utime(wicd, ns=(st.st_atime_ns, st.st_mtime_ns))
+    (fx["T"] / "clusters.csv").unlink()
+    run_cluster(fx["T"], fx["data"], device="cpu", progress=False, gifs=False)
+    assert (fx["T"] / "clusters.csv").read_bytes() == clean
+    assert wicd.read_text() != text  # rewritten from the heatmaps
+
+
+@pytest.mark.parametrize("text", ["image,resu\x00lt\nx,Wrong\n", "image,result\nx,Wr\xf6ng\n"])
+def test_damaged_test_results_stop_heatmaps_naming_the_file(text, tmp_path):
+    from hudd_core.heatmaps import wrong_images
+
+    path = tmp_path / "testResult.csv"
+    path.write_text(text, encoding="latin-1")
+    with pytest.raises(ValueError, match=r"testResult\.csv is damaged .*rerun `hudd test`"):
+        wrong_images(path)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    from hudd_core.pipeline import run_demo
+
+    work = tmp_path_factory.mktemp("demo")
+    run_demo(work, "tiny", progress=False, baselines=False)
+    return work
+
+
+def test_truncated_heatmaps_of_a_finished_run_are_recomputed(demo, caplog):
+    """The issue's case: a heatmap file cut to 1000 bytes, then `hudd run` again."""
+    from hudd_core.pipeline import run_demo
+
+    clean = {n: (demo / n).read_bytes() for n in ("clusters.csv", "unsafe_set.csv")}
+    with open(demo / "Heatmaps" / "features.6.npy", "r+b") as fh:
+        fh.truncate(1000)
+    with caplog.at_level(logging.WARNING, logger="hudd"):
+        run_demo(demo, "tiny", progress=False, baselines=False)
+    assert "features.6.npy is 1000 bytes" in caplog.text
+    assert "heatmaps and the steps after it are computed again" in caplog.text
+    assert {n: (demo / n).read_bytes() for n in clean} == clean
+    assert verify_folder(demo / "Heatmaps", full=True) == []
