@@ -613,3 +613,15 @@ def test_truncated_heatmaps_of_a_finished_run_are_recomputed(demo, caplog):
     assert "heatmaps and the steps after it are computed again" in caplog.text
     assert {n: (demo / n).read_bytes() for n in clean} == clean
     assert verify_folder(demo / "Heatmaps", full=True) == []
+
+
+def test_distances_that_do_not_fit_stop_before_computing(tmp_path, monkeypatch, capsys):
+    from hudd_core.cli import main
+
+    np.save(tmp_path / "X.npy", np.zeros((100, 3), np.float32))
+    real = shutil.disk_usage
+    monkeypatch.setattr("hudd_core.fileio.shutil.disk_usage", lambda p: real(p)._replace(free=1000))
+    assert main(["distance", str(tmp_path / "X.npy"), str(tmp_path / "D.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "D.npy (4950 float64 distances) needs 38.8 KiB but only 1000 B are free" in err
+    assert not (tmp_path / "D.npy").exists()
