@@ -334,6 +334,8 @@ def _resumable(folder: Path, sig: str, images: list, layers: dict, dtype: str) -
         rows = int(state["rows"])
         bounds = [int(b) for b in state.get("bounds", [])]
         digests = state.get("digests")
+        if digests is not None and not isinstance(digests, dict):
+            raise TypeError(f"digests is a {type(digests).__name__}")
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
         log.warning("%s is damaged (%s): the heatmaps are computed again", path, exc)
         return None
@@ -387,6 +389,10 @@ def verify_folder(folder: str | Path, *, full: bool = False) -> list[str]:
     return problems
 
 
+def _int_list(value: object) -> bool:
+    return isinstance(value, list) and all(type(v) is int for v in value)
+
+
 def read_index(folder: str | Path) -> tuple[list[dict], list[str]]:
     """``(layers, images)`` of a finished heatmap folder: ``layers.json``'s entries and
     ``index.csv``'s images in row order; a ValueError naming the file when one is
@@ -402,8 +408,11 @@ def read_index(folder: str | Path) -> tuple[list[dict], list[str]]:
         raise ValueError(f"{meta_path} is damaged (no list of layers): {again}")
     if not meta.get("complete", False):
         raise ValueError(f"{meta_path} says the heatmaps are incomplete: rerun `hudd heatmaps`")
+    if not _int_list(meta.get("bounds", [])):
+        raise ValueError(f"{meta_path} is damaged (bounds {meta['bounds']!r}): {again}")
     for layer in meta["layers"]:
-        if not isinstance(layer, dict) or not {"name", "file", "shape"} <= set(layer):
+        if not (isinstance(layer, dict) and {"name", "file", "shape"} <= set(layer)
+                and _int_list(layer["shape"]) and isinstance(layer["file"], str)):  # fmt: skip
             raise ValueError(f"{meta_path} is damaged (layer entry {layer!r}): {again}")
         if layer["file"] != safe_component(layer["file"]):
             raise ValueError(f"{meta_path}: layer file {layer['file']!r} is not a plain file name")

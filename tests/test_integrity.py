@@ -625,3 +625,23 @@ def test_distances_that_do_not_fit_stop_before_computing(tmp_path, monkeypatch, 
     err = capsys.readouterr().err
     assert "D.npy (4950 float64 distances) needs 38.8 KiB but only 1000 B are free" in err
     assert not (tmp_path / "D.npy").exists()
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m["layers"][0].update(shape="1x4x4"),
+        lambda m: m.update(bounds={"a": 1}),
+        lambda m: m["layers"][1].update(file=7),
+    ],
+)
+def test_layers_json_of_the_wrong_types_is_damaged(edit, tmp_path, rng):
+    T, _ = _workdir(tmp_path, rng)
+    path = T / "Heatmaps" / "layers.json"
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"layers\.json is damaged"):
+        read_heatmap_index(T)
+    assert HeatmapStore.open(T / "Heatmaps", IMAGES, SHAPES, composite="hudd").done == 10
+    assert read_heatmap_index(T, verify="full")[1] == IMAGES  # rebuilt from progress.json
