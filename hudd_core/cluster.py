@@ -52,6 +52,7 @@ from hudd_core.config import DEFAULTS, parse_k_range
 from hudd_core.distance import second_level_pdist
 from hudd_core.fileio import (
     atomic_write_json,
+    file_digest,
     fresh_tmp_dir,
     replace_dir,
     safe_component,
@@ -328,9 +329,13 @@ def write_layer(folder: Path, res: LayerClustering, images: list[str], signature
         "approximate": res.approximate,
         "approximate_reason": res.extra.get("approximate_reason", ""),
         "signature": signature,
+        "files": {n: file_digest(tmp / n) for n in _CACHED_FILES},  # verified on reuse
     }
     (tmp / "layer.json").write_text(json.dumps(info, indent=2))
     replace_dir(tmp, folder)
+
+
+_CACHED_FILES = ("linkage.npy", "wicd.csv", "clusters.csv")
 
 
 def load_layer(folder: Path) -> LayerClustering:
@@ -363,7 +368,9 @@ def load_layer(folder: Path) -> LayerClustering:
 def _cached(folder: Path, signature: dict) -> LayerClustering | None:
     try:
         info = json.loads((folder / "layer.json").read_text())
-        if info.get("signature") == signature:
+        files = info.get("files", {})
+        whole = all(files.get(n) == file_digest(folder / n) for n in _CACHED_FILES)
+        if info.get("signature") == signature and whole:  # a damaged cache is recomputed
             return load_layer(folder)
     except (OSError, ValueError, KeyError):
         pass

@@ -46,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "log_file": None,
     "image_size": None,
     "in_channels": None,
+    "verify": "full",
     "mean": None,
     "std": None,
     # test

@@ -15,16 +15,21 @@ Example:
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
+import zipfile
 from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger("hudd")
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
 _MAX_BYTES = 200  # below the usual 255-byte file-name limit, with room for suffixes
@@ -56,6 +61,17 @@ def safe_component(name: object, reserved: Collection[str] = ()) -> str:
     return text
 
 
+def shown_name(name: str) -> str:
+    """``name`` as text any file takes: bytes that are not UTF-8 (kept by the file
+    system, ``surrogateescape``) become ``\\xNN``.
+
+    Example:
+        >>> shown_name(b"caf\\xe9.png".decode("utf-8", "surrogateescape"))
+        'caf\\\\xe9.png'
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def temporary_sibling(path: Path) -> Path:
     """``.<stem>.tmp<suffix>`` beside ``path`` (the suffix kept: writers such as
     ``np.save`` and Pillow go by it)."""
@@ -67,10 +83,14 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any], *, fsync: bool 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(path)
-    write(tmp)
-    if fsync:
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+    try:
+        write(tmp)
+        if fsync:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not keep the half-written copy
+        raise
     os.replace(tmp, path)
     return path
 
@@ -110,13 +130,94 @@ def save_signed_npz(path: Path, signature: dict, **arrays: Any) -> Path:
 
 def load_signed_npz(path: Path, signature: dict) -> dict[str, np.ndarray] | None:
     """The arrays :func:`save_signed_npz` wrote to ``path``, or None when there is no such
-    file or it was saved for another ``signature`` (other inputs: start afresh)."""
+    file or it was saved for another ``signature`` (other inputs: start afresh). A resume
+    point that cannot be read whole (truncated, bytes changed: the zip's CRC catches
+    them) is announced on stderr and also means starting afresh: it is only a cache."""
     if not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as z:
-        if json.loads(str(z["signature"])) != signature:
-            return None
-        return {k: z[k] for k in z.files if k != "signature"}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if json.loads(str(z["signature"])) != signature:
+                return None
+            return {k: z[k] for k in z.files if k != "signature"}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("%s is damaged (%s); the work it saved is recomputed", path, exc)
+        return None
+
+
+def read_json(path: Path, way_forward: str) -> Any:
+    """The JSON document in ``path``; a file that cannot be parsed (truncated, bytes
+    changed) is a ValueError naming it and ``way_forward``."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is damaged ({exc}): {way_forward}") from exc
+
+
+def chain_digest(previous: str, data: bytes | memoryview) -> str:
+    """BLAKE2b (128 bits) of ``previous`` (a hex digest, ``""`` to start) and ``data``: a
+    file written block by block is checksummed as it is written, and verified by
+    replaying the same blocks, without ever hashing it whole.
+
+    Example:
+        >>> chain_digest(chain_digest("", b"ab"), b"c") != chain_digest("", b"abc")
+        True
+    """
+    h = hashlib.blake2b(bytes.fromhex(previous), digest_size=16)
+    h.update(data)
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """BLAKE2b (128 bits) of the whole file, read in 1 MiB blocks."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes for people: ``format_bytes(3 << 30) == '3.0 GiB'``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"  # pragma: no cover
+
+
+def ensure_free_space(folder: Path, need: int, what: str, ways: str) -> None:
+    """A ValueError naming ``what`` needs ``need`` bytes, the space free in ``folder``
+    and ``ways`` out, when ``need`` does not fit; checked before a step writes, so a
+    full disk stops it cleanly instead of in the middle."""
+    folder = Path(folder)
+    probe = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(probe).free
+    if need > free:
+        raise ValueError(
+            f"{what} needs {format_bytes(need)} but only {format_bytes(free)} are free in "
+            f"{probe}: {ways}"
+        )
+
+
+def preallocate(fd: int, offset: int, length: int) -> None:
+    """Reserves ``length`` bytes from ``offset`` of the open file ``fd`` on disk
+    (``posix_fallocate``; where the file system lacks it, zeros are written), so that
+    a memmap over them never meets a full disk (SIGBUS): a full disk is an ``OSError``
+    (ENOSPC) here, before anything depends on the file."""
+    if length <= 0:
+        return
+    try:
+        os.posix_fallocate(fd, offset, length)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+    os.lseek(fd, offset, os.SEEK_SET)
+    zeros = bytes(1 << 22)
+    left = length
+    while left > 0:
+        left -= os.write(fd, zeros[: min(left, len(zeros))])
 
 
 def fresh_tmp_dir(final: Path) -> Path:

@@ -188,13 +188,20 @@ def wrong_images(result_csv: str | Path) -> list[str]:
     path = Path(result_csv)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: run `hudd test` first")
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = [(r["image"], r["result"]) for r in csv.DictReader(fh)]
+    except (KeyError, csv.Error, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is damaged ({exc!r}): rerun `hudd test` to rewrite it") from exc
+    if any(img is None or res not in ("Correct", "Wrong") for img, res in rows):
+        raise ValueError(
+            f"{path} is damaged (a row without image or Correct/Wrong result): rerun `hudd test`"
+        )
     seen: set[str] = set()
-    dups = sorted({r["image"] for r in rows if r["image"] in seen or seen.add(r["image"])})
+    dups = sorted({img for img, _ in rows if img in seen or seen.add(img)})
     if dups:
         raise ValueError(f"{path} lists {len(dups)} image(s) twice (first: {dups[0]})")
-    return [r["image"] for r in rows if r["result"] == "Wrong"]
+    return [img for img, result in rows if result == "Wrong"]
 
 
 def run_heatmaps(

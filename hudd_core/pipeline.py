@@ -232,7 +232,7 @@ SPECS: dict[str, StepSpec] = {
         step_heatmaps,
         ("layers", "composite", "float16", "image_size", "mean", "std"),
         lambda r: [r.checkpoint, r.workdir / "testResult.csv"],
-        ("Heatmaps/index.csv",),
+        ("Heatmaps/index.csv", "Heatmaps/layers.json"),
     ),
     "cluster": StepSpec(
         step_cluster,
@@ -335,12 +335,12 @@ def run_pipeline(cfg: dict[str, Any], *, checkpoint: Path | None = None) -> dict
         spec = SPECS[name]
         fp = fingerprint({k: cfg[k] for k in spec.options}, spec.inputs(run))
         outputs = [workdir / o for o in spec.outputs]
-        if spec.outputs and runlog.fresh(name, fp, outputs):
+        if spec.outputs and runlog.fresh(name, fp, outputs, verify=cfg["verify"]):
             log.info("%s: complete and unchanged, skipped", name)
             result[name] = {
                 k: v
                 for k, v in runlog.data["steps"][name].items()
-                if k not in ("fingerprint", "seconds")
+                if k not in ("fingerprint", "seconds", "outputs")
             }
             continue
         if name == "report" and not (workdir / "clusters.csv").is_file():
@@ -356,7 +356,7 @@ def run_pipeline(cfg: dict[str, Any], *, checkpoint: Path | None = None) -> dict
                 result["report"] = step_report(run)  # the clusters are worth showing
             break
         seconds = time.perf_counter() - t
-        runlog.record(name, fp, seconds, **facts)
+        runlog.record(name, fp, seconds, outputs, **facts)
         log.info("%s: done in %.1f s", name, seconds)
         result[name] = facts
     return result

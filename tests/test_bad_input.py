@@ -50,9 +50,10 @@ def _heatmaps(w, capsys, *extra):
 
 
 def _snapshot(folder):
-    """Every file under ``folder`` with its bytes (to show nothing was touched)."""
+    """Every file under ``folder`` with its bytes (to show nothing was touched), the
+    work folder's lock (``pid N since ...`` of the last command) aside."""
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
-            if p.is_file()}  # fmt: skip
+            if p.is_file() and p.name != ".lock"}  # fmt: skip
 
 
 # --- images: skipped by `hudd test`, listed in T/skipped.csv ------------------------------

@@ -7,6 +7,8 @@ A sub-command module defines ``register(subparsers)`` that adds its parser and s
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
 import signal
 import sys
@@ -26,6 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _lock(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """The work folder's lock for the command (``hudd run`` takes it once its
+    configuration names the folder; only ``--list-layers`` reads without writing)."""
+    from hudd_core.lock import workdir_lock
+
+    workdir = getattr(args, "workdir", None)
+    if workdir is None or args.command == "run":  # run: the folder may come from --config
+        return contextlib.nullcontext()
+    return workdir_lock(workdir, shared=bool(getattr(args, "list_layers", False)))
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
@@ -37,13 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
-        return int(args.func(args) or 0)
+        with _lock(args):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("hudd: interrupted; completed work is kept, rerun to resume", file=sys.stderr)
         return 130
     except (ValueError, OSError) as exc:
         # Bad input (a value, a file, a full disk) is one line naming it; anything else
         # (TypeError, RuntimeError, ...) is a bug and keeps its traceback.
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = exc.filename2 or exc.filename or "a file"
+            print(f"hudd {args.command}: error: no space left on the device for {where} "
+                  f"({exc.strerror}); completed work is kept: free some space (or choose "
+                  "another --workdir) and rerun to resume", file=sys.stderr)  # fmt: skip
+            return 2
         # Messages that already start with the step's name are not prefixed twice.
         message = str(exc).removeprefix(f"{args.command}: ")
         print(f"hudd {args.command}: error: {message}", file=sys.stderr)

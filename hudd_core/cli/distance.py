@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hudd_core.fileio import atomic_write
+from hudd_core.fileio import atomic_write, ensure_free_space
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +26,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.input.exists():
         raise FileNotFoundError(f"{args.input} does not exist")
     X = np.load(args.input, mmap_mode="r")
+    n = X.shape[0]
+    ensure_free_space(args.output.parent, 8 * n * (n - 1) // 2 + 128,
+                      f"{args.output} ({n * (n - 1) // 2} float64 distances)",
+                      "write it to a disk with more space")  # fmt: skip
     if args.second_level:
         result, _ = second_level_pdist(X, device=args.device, progress=not args.quiet)
     else:

@@ -57,6 +57,7 @@ HELP = {
     "repeats": "seeds per retraining method",
     "group_by": "retrain: metadata.csv columns to give the accuracy per group of "
     "(default: planted when present)",
+    "verify": "checks of reused outputs: full (every byte) or quick (sizes, headers)",
     "steps": f"steps to run, in order (default: {' '.join(DEFAULTS['steps'])})",
 }
 # Options whose default is None: their type.
@@ -113,11 +114,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hudd_core.cli.common import setup_logging
     from hudd_core.config import load_config
+    from hudd_core.lock import workdir_lock
     from hudd_core.pipeline import run_pipeline
 
     cfg = load_config(args.config, {k: getattr(args, k) for k in DEFAULTS})
     setup_logging(cfg["quiet"], cfg["log_file"])
-    result = run_pipeline(cfg)
+    with workdir_lock(cfg["workdir"]):
+        result = run_pipeline(cfg)
     summarise(result)
     return 0
 

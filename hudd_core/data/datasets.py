@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -27,8 +28,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
+
+from hudd_core.fileio import shown_name
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -166,24 +169,79 @@ def read_metadata(folder: str | Path) -> tuple[list[str], dict[str, np.ndarray]]
     return [r[0] for r in body], columns
 
 
+# Pillow's own limit against decompression bombs (89 478 485 pixels): larger images are
+# skipped with the reason, never decoded (``max_pixels`` raises it, up to twice Pillow's
+# limit, where ``PIL.Image.open`` itself refuses unless ``PIL.Image.MAX_IMAGE_PIXELS``
+# is raised too).
+PIXEL_LIMIT = Image.MAX_IMAGE_PIXELS
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def decode(im: Image.Image, channels: int) -> Image.Image | np.ndarray:
+    """An opened image as the model sees it, by these documented conversions:
+    EXIF orientation applied (the photo as it is displayed); an animated file's first
+    frame; palette images through RGBA when they carry transparency; the alpha channel
+    (RGBA, LA, PA) dropped, colours kept; CMYK and YCbCr by Pillow's conversion to RGB;
+    then grayscale (``L``, ITU-R 601 luma) or RGB. 16-bit grayscale (``I;16``) keeps its
+    precision: a 2-D array already scaled to [0, 1] (value / 65535) is returned. Other
+    modes (floating-point, 32-bit integer of unknown range) are a ValueError."""
+    im.seek(0)  # animated GIF/PNG/WebP: the first frame
+    im = ImageOps.exif_transpose(im)
+    if im.mode in _SIXTEEN_BIT:
+        if im.mode == "I" and im.getextrema()[1] > 65535:
+            raise ValueError(f"32-bit integer pixels of range {im.getextrema()} (16-bit expected)")
+        return np.asarray(im, dtype=np.float32) / 65535.0
+    if im.mode == "F":
+        raise ValueError("floating-point pixels (mode F) have no defined range")
+    if im.mode in ("P", "PA"):
+        im = im.convert("RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+    return im.convert("L" if channels == 1 else "RGB")
+
+
+def _pixels(im: Image.Image | np.ndarray, channels: int, size: int | None) -> np.ndarray:
+    """``(H, W)`` or ``(H, W, 3)`` float32 in [0, 1], resized (bilinear) to ``size``."""
+    if isinstance(im, np.ndarray):  # 16-bit grayscale, already in [0, 1]
+        f = Image.fromarray(im)  # float32: mode F
+        if size is not None and f.size != (size, size):
+            f = f.resize((size, size), Image.BILINEAR)
+        a = np.array(f, dtype=np.float32)  # writable: torch shares it
+        return a if channels == 1 else np.repeat(a[..., None], 3, axis=2)
+    if size is not None and im.size != (size, size):
+        im = im.resize((size, size), Image.BILINEAR)
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
 def load_image(
     path: Path,
     channels: int,
     image_size: int | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    *,
+    max_pixels: int | None = None,
 ) -> torch.Tensor:
     """One image as a ``(channels, H, W)`` float32 tensor in [0, 1] (then normalised);
-    ``channels`` is 1 (grayscale) or 3 (RGB), converting the file accordingly."""
+    ``channels`` is 1 (grayscale) or 3 (RGB), converting the file as :func:`decode`
+    says. A corrupt or truncated file, or one of more than ``max_pixels`` pixels
+    (default :data:`PIXEL_LIMIT`, Pillow's; a decompression bomb is never decoded), is a
+    ValueError naming the file (the steps skip it into ``T/skipped.csv``)."""
     if channels not in (1, 3):
         raise ValueError(f"models taking {channels} input channels are not supported (1 or 3)")
+    limit = PIXEL_LIMIT if max_pixels is None else max_pixels
     try:
-        with Image.open(path) as im:
-            im = im.convert("L" if channels == 1 else "RGB")
-            if image_size is not None and im.size != (image_size, image_size):
-                im = im.resize((image_size, image_size), Image.BILINEAR)
-            a = np.asarray(im, dtype=np.float32) / 255.0
-    except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for corrupt files
+        with warnings.catch_warnings():  # the size is checked below, against our limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
+            w, h = im.size
+            if w * h > limit:
+                raise ValueError(
+                    f"{w} x {h} = {w * h} pixels, above the limit of {limit} (a decompression "
+                    "bomb, or an image that needs max_pixels raised)"
+                )
+            a = _pixels(decode(im, channels), channels, image_size)
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+        # PIL's errors for corrupt, truncated and oversized files
         raise ValueError(f"cannot read image {path}: {exc}") from exc
     x = torch.from_numpy(a[None] if a.ndim == 2 else a.transpose(2, 0, 1).copy())
     if mean is not None or std is not None:
@@ -191,6 +249,29 @@ def load_image(
         s = torch.tensor(std if std is not None else [1.0], dtype=torch.float32)
         x = (x - m.view(-1, 1, 1)) / s.view(-1, 1, 1)
     return x
+
+
+def readable_path(folder: Path, name: str, follow_symlinks: bool = False) -> Path:
+    """``folder / name``, the file an item reads, once it is safe to read: a name that is
+    not valid UTF-8 (it could not be written to the CSVs under ``T/``), or a symbolic
+    link (the file or a folder on its way) to a place outside the DataSets root
+    (``folder``'s parent), is a ValueError naming it, so the step skips it into
+    ``T/skipped.csv``; ``follow_symlinks`` reads such links."""
+    path = folder / name
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{shown_name(str(path))}: the file name is not valid UTF-8 (rename the file)"
+        ) from None
+    if not follow_symlinks:
+        root, target = folder.resolve().parent, path.resolve()
+        if not target.is_relative_to(root):
+            raise ValueError(
+                f"{path} is a symbolic link to {target}, outside {root}: not read "
+                "(follow_symlinks=True reads such links)"
+            )
+    return path
 
 
 class ImageSet(Dataset):
@@ -216,8 +297,11 @@ class ImageSet(Dataset):
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         classes: Sequence[str] | None = None,
+        max_pixels: int | None = None,
+        follow_symlinks: bool = False,
     ) -> None:
         self.folder = Path(folder)
+        self.max_pixels, self.follow_symlinks = max_pixels, follow_symlinks
         if not self.folder.is_dir():
             raise FileNotFoundError(f"data set folder {self.folder} does not exist")
         if task == "auto":
@@ -260,9 +344,9 @@ class ImageSet(Dataset):
         return len(self.names)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = load_image(
-            self.folder / self.names[i], self.channels, self.image_size, self.mean, self.std
-        )
+        path = readable_path(self.folder, self.names[i], self.follow_symlinks)
+        x = load_image(path, self.channels, self.image_size, self.mean, self.std,
+                       max_pixels=self.max_pixels)  # fmt: skip
         if self.task == "classifier":
             return x, torch.tensor(self.targets[i])
         return x, torch.from_numpy(self.targets[i] * self.scale)
@@ -285,8 +369,11 @@ class ImageFiles(Dataset):
         image_size: int | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        max_pixels: int | None = None,
+        follow_symlinks: bool = False,
     ) -> None:
         self.folder = Path(folder)
+        self.max_pixels, self.follow_symlinks = max_pixels, follow_symlinks
         if not self.folder.is_dir():
             raise FileNotFoundError(f"image folder {self.folder} does not exist")
         listed = (self.folder / FILE_LIST).is_file()
@@ -298,8 +385,9 @@ class ImageFiles(Dataset):
         return len(self.names)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        x = load_image(self.folder / self.names[i], self.channels, self.image_size,
-                       self.mean, self.std)  # fmt: skip
+        path = readable_path(self.folder, self.names[i], self.follow_symlinks)
+        x = load_image(path, self.channels, self.image_size, self.mean, self.std,
+                       max_pixels=self.max_pixels)  # fmt: skip
         return x, i
 
 

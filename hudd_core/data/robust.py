@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import errno
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, default_collate
+
+from hudd_core.fileio import shown_name
 
 
 @dataclass
@@ -118,16 +121,24 @@ class SkipLog:
 
     def add(self, step: str, image: str, reason: str) -> bool:
         """Records one skipped image; False when it was already recorded for ``step``."""
+        image = shown_name(image)  # as the file holds it, for the rerun's comparison
         if (step, image) in self.seen:
             return False
         self.seen.add((step, image))
         new = not self.path.is_file()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", newline="") as fh:
+        # O_NOFOLLOW: a symbolic link planted as T/skipped.csv is never written through
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise ValueError(f"{self.path} is a symbolic link: not written through") from None
+        with open(fd, "a", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh, lineterminator="\n")
             if new:
                 w.writerow(self.HEADER)
-            w.writerow((step, image, reason.replace("\n", " ")))
+            w.writerow((step, image, shown_name(reason).replace("\n", " ")))
             fh.flush()
             os.fsync(fh.fileno())
         return True
