@@ -17,6 +17,7 @@ int64_t pairs(int64_t n) { return n * (n - 1) / 2; }
 
 void check_points(hudd_py::Call& c, int64_t n) {
   if (n < 0) c.fail("n", "must be >= 0, got " + std::to_string(n));
+  if (n > 3037000499) c.fail("n", "is too large (n * (n - 1) / 2 overflows int64)");
 }
 
 // The operands shared by both epilogues: the GEMM block (first: it fixes the device and

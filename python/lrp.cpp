@@ -22,10 +22,13 @@ void check_mode(hudd_py::Call& c, int mode) {
     c.fail("mode", "must be 0 (plain), 1 (pos/neg) or 2 (box), got " + std::to_string(mode));
 }
 
-// batch × n elements, both counts non-negative.
+// batch × n elements, both counts non-negative and the product far from overflowing
+// (a wrapped product could match a tensor's size and pass the checks below).
 int64_t elements(hudd_py::Call& c, int64_t batch, int64_t n) {
   if (batch < 0) c.fail("batch", "must be >= 0, got " + std::to_string(batch));
   if (n < 0) c.fail("n", "must be >= 0, got " + std::to_string(n));
+  constexpr int64_t kMax = int64_t{1} << 60;  // room for the 3 parts of the box rule
+  if (n > 0 && batch > kMax / n) c.fail("batch * n", "is too large");
   return batch * n;
 }
 
