@@ -57,7 +57,7 @@ fi
 timeout 120 $PY -m pytest -q -p no:cacheprovider tests/test_bindings.py tests/test_search.py \
   >"$OUT/pytest_bindings.log" 2>&1
 summary "binding + search tests (rc=$?): $(tail -1 "$OUT/pytest_bindings.log")"
-timeout 200 $PY -m pytest -q -m gpu -p no:cacheprovider tests >"$OUT/pytest_gpu.log" 2>&1
+timeout 200 $PY -m pytest -q -m gpu -p no:cacheprovider --continue-on-collection-errors tests >"$OUT/pytest_gpu.log" 2>&1
 summary "gpu tests (rc=$?): $(tail -1 "$OUT/pytest_gpu.log")"
 grep -E "^(FAILED|ERROR|SKIPPED)" "$OUT/pytest_gpu.log" | head -20 | tee -a "$OUT/summary.txt"
 
