@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #ifdef HUDD_WITH_CUDA
@@ -23,36 +24,81 @@ namespace hudd_py {
 
 namespace py = pybind11;
 
-// What a binding needs to know about one torch tensor.
+// What a binding needs to know about one torch tensor (read with few Python calls: a
+// binding runs once per layer and batch, so its overhead is the kernel launch's rival).
 struct TensorView {
+  py::handle tensor;  // borrowed: the caller holds the tensor for the whole call
   std::uintptr_t ptr = 0;
   std::string name;    // the argument's name, for messages
   std::string dtype;   // "float32", "float64", "int64", ...
   std::string device;  // "cpu", "cuda:0", "meta", ...
-  std::string device_type;
+  bool cuda = false;
   int device_index = -1;
-  std::vector<int64_t> shape, strides;
+  std::vector<int64_t> shape;
   int64_t numel = 0;
   bool contiguous = false;
 };
 
+// torch's Tensor type, its dtype singletons and the attribute names a view reads, looked
+// up once (leaked on purpose: they must outlive every call and never be destroyed after
+// the interpreter).
+struct TorchTypes {
+  py::object tensor_type;
+  std::vector<std::pair<py::object, std::string>> dtypes;
+  py::object current_stream;  // torch.cuda.current_stream
+  py::str dtype{"dtype"}, is_cuda{"is_cuda"}, is_cpu{"is_cpu"}, get_device{"get_device"},
+      shape{"shape"}, is_contiguous{"is_contiguous"}, data_ptr{"data_ptr"};
+};
+
+inline const TorchTypes& torch_types() {
+  static const TorchTypes* types = [] {
+    py::module_ torch = py::module_::import("torch");
+    auto* t = new TorchTypes{torch.attr("Tensor"), {}, torch.attr("cuda").attr("current_stream")};
+    for (const char* name : {"float32", "float64", "int64", "int32", "float16", "bfloat16"})
+      t->dtypes.emplace_back(torch.attr(name), name);
+    return t;
+  }();
+  return *types;
+}
+
+inline std::string dtype_name(py::handle dtype) {
+  for (const auto& [object, name] : torch_types().dtypes)
+    if (dtype.is(object)) return name;
+  const std::string text = py::str(dtype);
+  return text.rfind("torch.", 0) == 0 ? text.substr(6) : text;
+}
+
+// torch's current CUDA stream on `device`, the one the caller's work is queued on.
+inline void* current_stream(int device) {
+  const py::object stream = torch_types().current_stream(device);
+  return reinterpret_cast<void*>(stream.attr("cuda_stream").cast<std::uintptr_t>());
+}
+
 inline TensorView view_of(py::handle t, const std::string& op, const char* name) {
-  if (!py::hasattr(t, "data_ptr") || !py::hasattr(t, "is_contiguous"))
+  const TorchTypes& tt = torch_types();
+  // A type check, not isinstance(): torch's metaclass makes the latter slow.
+  if (!PyObject_TypeCheck(t.ptr(), reinterpret_cast<PyTypeObject*>(tt.tensor_type.ptr())))
     throw std::invalid_argument(op + ": " + name + " must be a torch.Tensor");
   TensorView v;
+  v.tensor = t;
   v.name = name;
-  std::string dt = py::str(t.attr("dtype"));
-  v.dtype = dt.rfind("torch.", 0) == 0 ? dt.substr(6) : dt;
-  py::object dev = t.attr("device");
-  v.device = py::str(dev);
-  v.device_type = py::str(dev.attr("type"));
-  py::object index = dev.attr("index");
-  v.device_index = index.is_none() ? -1 : index.cast<int>();
-  v.shape = t.attr("shape").cast<std::vector<int64_t>>();
-  v.strides = t.attr("stride")().cast<std::vector<int64_t>>();
-  v.numel = t.attr("numel")().cast<int64_t>();
-  v.contiguous = t.attr("is_contiguous")().cast<bool>();
-  v.ptr = t.attr("data_ptr")().cast<std::uintptr_t>();
+  v.dtype = dtype_name(t.attr(tt.dtype));
+  v.cuda = t.attr(tt.is_cuda).cast<bool>();
+  if (v.cuda) {
+    v.device_index = t.attr(tt.get_device)().cast<int>();
+    v.device = "cuda:" + std::to_string(v.device_index);
+  } else {
+    v.device = t.attr(tt.is_cpu).cast<bool>() ? "cpu" : std::string(py::str(t.attr("device")));
+  }
+  const py::tuple shape = t.attr(tt.shape);  // torch.Size is a tuple
+  v.shape.resize(shape.size());
+  v.numel = 1;
+  for (size_t i = 0; i < v.shape.size(); ++i) {
+    v.shape[i] = PyLong_AsLongLong(shape[i].ptr());
+    v.numel *= v.shape[i];
+  }
+  v.contiguous = t.attr(tt.is_contiguous)().cast<bool>();
+  v.ptr = t.attr(tt.data_ptr)().cast<std::uintptr_t>();
   return v;
 }
 
@@ -128,10 +174,12 @@ class Call {
     check_dtype(v, dtype);
     check_shape(v, rows, cols);
     const int64_t r = v.shape[0], c = v.shape[1];
-    if (r > 1 && c > 0 && (v.strides[1] != 1 || v.strides[0] < c))
-      fail(v, "must have contiguous rows (strides " + std::to_string(v.strides[0]) + ", " +
-                  std::to_string(v.strides[1]) + ")");
-    return {v.ptr, r, c, r > 1 ? v.strides[0] : c};
+    if (v.contiguous) return {v.ptr, r, c, c};
+    const auto strides = v.tensor.attr("stride")().cast<std::vector<int64_t>>();
+    if (r > 1 && c > 0 && (strides[1] != 1 || strides[0] < c))
+      fail(v, "must have contiguous rows (strides " + std::to_string(strides[0]) + ", " +
+                  std::to_string(strides[1]) + ")");
+    return {v.ptr, r, c, r > 1 ? strides[0] : c};
   }
 
   // An optional tensor: None gives a null pointer.
@@ -139,7 +187,7 @@ class Call {
     return t.is_none() ? 0 : tensor(t, name, numel).ptr;
   }
 
-  bool on_cuda() const { return views_.front().device_type == "cuda"; }
+  bool on_cuda() const { return views_.front().cuda; }
 
   // Runs f(tag) with tag a float or double (the first tensor's dtype); f reads
   // `stream()` to choose between the CPU and the CUDA implementation.
@@ -166,10 +214,7 @@ class Call {
     require_cuda_build(op_);
 #ifdef HUDD_WITH_CUDA
     const int device = views_.front().device_index;
-    stream_ = reinterpret_cast<void*>(py::module_::import("torch.cuda")
-                                          .attr("current_stream")(device)
-                                          .attr("cuda_stream")
-                                          .cast<std::uintptr_t>());
+    stream_ = current_stream(device);
     py::gil_scoped_release nogil;
     DeviceGuard guard(device);
     f();
@@ -190,7 +235,7 @@ class Call {
 
  private:
   void check_device(const TensorView& v) const {
-    if (v.device_type != "cpu" && v.device_type != "cuda")
+    if (!v.cuda && v.device != "cpu")
       fail(v, "must be on the CPU or a CUDA device, got " + v.device);
     const TensorView& first = views_.front();
     if (v.device != first.device)
