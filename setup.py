@@ -2,6 +2,8 @@
 
 HUDD_CUDA=auto (default) compiles csrc/cuda/*.cu when nvcc is found, =on requires it,
 =off skips it. HUDD_BUILD_DIR keeps an incremental build folder (default: build/cmake).
+HUDD_CUDA_ARCHS overrides the CUDA architectures (CMake syntax, e.g. "90-real" for a quick
+build on one H100/H200; the default in CMakeLists.txt covers sm_75 .. sm_120 + PTX).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class CMakeBuild(build_ext):
         ]
         if nvcc:
             args.append(f"-DCMAKE_CUDA_COMPILER={nvcc}")
+        if os.environ.get("HUDD_CUDA_ARCHS"):
+            args.append(f"-DCMAKE_CUDA_ARCHITECTURES={os.environ['HUDD_CUDA_ARCHS']}")
         if shutil.which("ninja"):
             args += ["-G", "Ninja"]
         if (build_dir / "CMakeCache.txt").exists():

@@ -1,6 +1,6 @@
 """Assignment throughput: nearest member of every RCC for many precomputed heatmaps.
 
-The AssignModule's search (:class:`hudd_core.assign.NearestClusterIndex`) with FAISS
+The AssignModule's search (:class:`hudd_core.search.NearestClusterIndex`) with FAISS
 (``backend="faiss"``, the default on a CPU: FAISS's exact flat L2 distances, one BLAS GEMM
 per batch, then the minimum per cluster) and with our GEMM distance kernels
 (``backend="torch"``, the default where CUDA is there without faiss-gpu), against two plain
@@ -30,7 +30,7 @@ import torch
 from _common import median, time_runs, write_results
 
 from hudd_core._ext import cuda_usable
-from hudd_core.assign import NearestClusterIndex, _faiss_gpu_available, nearest_member_reference
+from hudd_core.search import NearestClusterIndex, _faiss_gpu_available, nearest_member_reference
 
 
 def segments(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -10,14 +10,8 @@ Every cluster is ranked for every image (the reference); ``top`` keeps only each
 ``top`` closest clusters, bounding memory by ``N × top`` for very many RCCs. Improvement
 heatmaps are never all in memory. Keypoint regressors: an unlabeled image has no worst
 keypoint, so each RCC is searched with the relevance of the keypoint its members most
-often fail on (one relevance pass per distinct such keypoint).
-
-Example:
-    >>> import numpy as np
-    >>> members = np.array([[0.0, 0], [0, 1], [10, 10], [10, 11]], dtype=np.float32)
-    >>> index = NearestClusterIndex(members, np.array([1, 1, 2, 2]), backend="numpy")
-    >>> index.search(np.array([[0.0, 2.0]], dtype=np.float32)).round(3)
-    array([[ 1.   , 12.806]], dtype=float32)
+often fail on (one relevance pass per distinct such keypoint). The nearest-member search
+and its backends live in :mod:`hudd_core.search`.
 """
 
 from __future__ import annotations
@@ -33,8 +27,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from hudd_core._ext import cuda_usable
-from hudd_core.distance import cdist_tensor
 from hudd_core.fileio import (
     fresh_tmp_dir,
     load_signed_npz,
@@ -43,8 +35,12 @@ from hudd_core.fileio import (
     write_csv,
 )
 from hudd_core.runstate import NothingToDo
-
-BACKENDS = ("auto", "faiss", "faiss-gpu", "torch", "numpy")
+from hudd_core.search import (  # noqa: F401 - the search backend, re-exported
+    BACKENDS,
+    NearestClusterIndex,
+    nearest_member_reference,
+    resolve_backend,
+)
 
 
 def cluster_quotas(cluster_sizes: Mapping[int, int], factor: float = 2.0) -> dict[int, int]:
@@ -54,127 +50,6 @@ def cluster_quotas(cluster_sizes: Mapping[int, int], factor: float = 2.0) -> dic
     {1: 10, 3: 4}
     """
     return {c: math.ceil(factor * n) for c, n in cluster_sizes.items() if n > 1}
-
-
-def _faiss_gpu_available() -> bool:
-    try:
-        import faiss
-    except ImportError:
-        return False
-    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-
-
-def resolve_backend(backend: str) -> str:
-    """``auto``: FAISS on the GPU when faiss-gpu and a GPU are there, else our GPU distance
-    kernel when CUDA is usable (so the GPU path never needs the optional wheel), else
-    FAISS on the CPU."""
-    if backend not in BACKENDS:
-        raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if backend != "auto":
-        return backend
-    if _faiss_gpu_available():
-        return "faiss-gpu"
-    if cuda_usable():
-        return "torch"
-    return "faiss"
-
-
-@dataclass
-class NearestClusterIndex:
-    """Distances from query heatmaps to the nearest member of every cluster.
-
-    Args:
-        members: M × D heatmaps of the cluster members (float32).
-        labels: M cluster ids; clusters are reported in sorted id order (``self.clusters``).
-        backend: ``faiss`` (FAISS's exact flat L2 distances to every member, one BLAS
-            GEMM per batch, then the minimum per cluster), ``faiss-gpu`` (an IndexFlatL2
-            per cluster on the GPU), ``torch`` (the GEMM distance kernels of
-            :mod:`hudd_core.distance`, on CUDA when usable, then the minimum per cluster)
-            or ``numpy`` (plain exact reference).
-
-    The minimum per cluster is one ``scatter_reduce`` over the B × M distances (never a
-    B × M × C array, and one GEMM whatever the number of clusters: FAISS indexes per
-    cluster cost a GEMM call each, 4.5× slower than one call at 200 clusters, 8× at 500).
-    """
-
-    members: np.ndarray
-    labels: np.ndarray
-    backend: str = "auto"
-    clusters: np.ndarray = field(init=False)
-    _indexes: list = field(init=False, default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.members = np.ascontiguousarray(self.members, dtype=np.float32)
-        self.labels = np.asarray(self.labels)
-        if self.members.ndim != 2 or len(self.labels) != len(self.members):
-            raise ValueError(
-                f"members must be M × D with one label each: got {self.members.shape} and "
-                f"{len(self.labels)} labels"
-            )
-        if not np.isfinite(self.members).all():
-            bad = int(np.flatnonzero(~np.isfinite(self.members).all(axis=1))[0])
-            raise ValueError(f"cluster member row {bad} contains NaN or inf")
-        self.backend = resolve_backend(self.backend)
-        self.clusters = np.unique(self.labels)
-        # Column of each member's cluster in the output (clusters in sorted id order).
-        self._column = torch.from_numpy(np.searchsorted(self.clusters, self.labels))
-        if self.backend == "faiss-gpu":
-            groups = [self.members[self.labels == c] for c in self.clusters]
-            self._indexes = [self._faiss_index(g) for g in groups]
-        elif self.backend == "torch":
-            device = "cuda" if cuda_usable() else "cpu"
-            self._device = torch.device(device)
-            self._members_t = torch.from_numpy(self.members).to(self._device)
-            self._column = self._column.to(self._device)
-
-    def _faiss_index(self, group: np.ndarray):
-        import faiss
-
-        index = faiss.IndexFlatL2(group.shape[1])
-        if self.backend == "faiss-gpu":
-            self._gpu_res = getattr(self, "_gpu_res", None) or faiss.StandardGpuResources()
-            index = faiss.index_cpu_to_gpu(self._gpu_res, 0, index)
-        index.add(group)
-        return index
-
-    def search(self, queries: np.ndarray | torch.Tensor) -> np.ndarray:
-        """B × C float32 distances of each query to the nearest member of each cluster."""
-        if isinstance(queries, torch.Tensor):
-            queries = queries.detach().cpu().numpy()
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        if q.ndim != 2 or q.shape[1] != self.members.shape[1]:
-            raise ValueError(
-                f"queries must be B × {self.members.shape[1]} (the selected layer's size), "
-                f"got {q.shape}"
-            )
-        if self.backend == "faiss-gpu":
-            cols = [index.search(q, 1)[0][:, 0] for index in self._indexes]
-            return np.sqrt(np.maximum(np.stack(cols, axis=1), 0.0)).astype(np.float32)
-        if self.backend == "faiss":
-            import faiss
-
-            d2 = torch.from_numpy(faiss.pairwise_distances(q, self.members))
-            per = self._min_per_cluster(d2)
-            return np.sqrt(np.maximum(per.numpy(), 0.0)).astype(np.float32)
-        if self.backend == "torch":
-            d = cdist_tensor(torch.from_numpy(q).to(self._device), self._members_t)
-            return self._min_per_cluster(d).float().cpu().numpy()
-        return nearest_member_reference(q, self.members, self.labels, self.clusters)
-
-    def _min_per_cluster(self, d: torch.Tensor) -> torch.Tensor:
-        """B × M distances → B × C, the minimum over each cluster's member columns."""
-        out = torch.full((len(d), len(self.clusters)), float("inf"), dtype=d.dtype,
-                         device=d.device)  # fmt: skip
-        return out.scatter_reduce_(1, self._column.expand(len(d), -1), d, "amin")
-
-
-def nearest_member_reference(
-    queries: np.ndarray, members: np.ndarray, labels: np.ndarray, clusters: np.ndarray
-) -> np.ndarray:
-    """Plain NumPy (float64, exact) twin of :meth:`NearestClusterIndex.search`."""
-    q, m = queries.astype(np.float64), members.astype(np.float64)
-    d = np.sqrt(np.maximum((q**2).sum(1)[:, None] + (m**2).sum(1)[None, :] - 2 * q @ m.T, 0))
-    return np.stack([d[:, labels == c].min(axis=1) for c in clusters], axis=1).astype(np.float32)
 
 
 def top_candidates(distances: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:

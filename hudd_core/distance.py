@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hudd_core._ext import _C, compiled_for, resolve_device, stream_of
+from hudd_core._ext import _C, compiled_for, resolve_device
 
 DEFAULT_TAU = 0.05
 DEFAULT_BLOCK_MEMORY = 1 << 30  # bytes for the working blocks of one GEMM
@@ -171,16 +171,7 @@ def center_rows(
     if centred is None:
         centred = torch.empty_like(raw)
         sqnorm = torch.empty(raw.shape[0], dtype=torch.float64, device=raw.device)
-    _C.center_rows(
-        raw.data_ptr(),
-        mean.data_ptr(),
-        raw.shape[0],
-        raw.shape[1],
-        centred.data_ptr(),
-        sqnorm.data_ptr(),
-        _dtype_name(raw),
-        stream_of(raw),
-    )
+    _C.center_rows(raw, mean, centred, sqnorm)
     return centred, sqnorm
 
 
@@ -243,10 +234,6 @@ def syrk_upper(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(syrk(1.0, a, trans=1, lower=1).T)
 
 
-def _dtype_name(t: torch.Tensor) -> str:
-    return "float64" if t.dtype == torch.float64 else "float32"
-
-
 def pdist_epilogue_reference(
     gram: torch.Tensor, bi: _Block, bj: _Block, n: int, tau: float, out: torch.Tensor
 ) -> None:
@@ -278,22 +265,14 @@ def _pdist_epilogue(
     if not compiled_for(gram):
         pdist_epilogue_reference(gram, bi, bj, n, tau, out)
         return
-    _C.pdist_epilogue(
-        gram.data_ptr(), gram.stride(0), bi.sqnorm.data_ptr(), bj.sqnorm.data_ptr(),
-        gram.shape[0], gram.shape[1], bi.start, bj.start, bi.raw.data_ptr(), bj.raw.data_ptr(),
-        bi.raw.shape[1], tau, n, out.data_ptr(), _dtype_name(gram), stream_of(gram),
-    )  # fmt: skip
+    _C.pdist_epilogue(gram, bi.sqnorm, bj.sqnorm, bi.start, bj.start, bi.raw, bj.raw, tau, n, out)
 
 
 def _cdist_epilogue(gram: torch.Tensor, bi: _Block, bj: _Block, tau: float, out: torch.Tensor):
     if not compiled_for(gram):
         out.copy_(_block_distances_reference(gram, bi, bj, tau))
         return
-    _C.cdist_epilogue(
-        gram.data_ptr(), gram.stride(0), bi.sqnorm.data_ptr(), bj.sqnorm.data_ptr(),
-        gram.shape[0], gram.shape[1], bi.raw.data_ptr(), bj.raw.data_ptr(), bi.raw.shape[1],
-        tau, out.data_ptr(), out.stride(0), _dtype_name(gram), stream_of(gram),
-    )  # fmt: skip
+    _C.cdist_epilogue(gram, bi.sqnorm, bj.sqnorm, bi.raw, bj.raw, tau, out)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -447,7 +426,7 @@ def condensed_row_max(condensed: torch.Tensor, n: int) -> torch.Tensor:
     """Largest distance of every point (row maxima of the square matrix)."""
     out = torch.empty(n, dtype=torch.float64, device=condensed.device)
     if compiled_for(condensed):
-        _C.condensed_row_max(condensed.data_ptr(), n, out.data_ptr(), stream_of(condensed))
+        _C.condensed_row_max(condensed, n, out)
     else:
         out.copy_(condensed_rows_reference(condensed, n, 0, n, None).max(dim=1).values)
     return out
@@ -478,8 +457,7 @@ def normalised_rows(condensed: torch.Tensor, n: int, name: str = "D/max") -> Row
         if not compiled_for(condensed):
             return condensed_rows_reference(condensed, n, a, b, scale)
         out = torch.empty((b - a, n), dtype=torch.float32, device=condensed.device)
-        _C.condensed_rows(condensed.data_ptr(), n, a, b, scale.data_ptr(), out.data_ptr(),
-                          stream_of(condensed))  # fmt: skip
+        _C.condensed_rows(condensed, n, a, b, scale, out)
         return out
 
     return Rows(name, n, n, torch.float32, condensed.device, get)

@@ -1,4 +1,5 @@
-// Bindings of csrc/*/distance_epilogue.*: see hudd_core/distance.py for the caller.
+// Bindings of csrc/*/distance_epilogue.*: see hudd_core/distance.py for the callers and the
+// plain-torch twins. Sizes are read from the tensors and checked against each other.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -7,106 +8,141 @@
 
 namespace py = pybind11;
 using hudd_py::ptr;
-using Stream = std::optional<std::uintptr_t>;
 
 namespace {
 
-void pdist_epilogue(std::uintptr_t gram, int64_t ldg, std::uintptr_t nx, std::uintptr_t ny,
-                    int64_t rows, int64_t cols, int64_t row0, int64_t col0, std::uintptr_t xi,
-                    std::uintptr_t xj, int64_t dim, double tau, int64_t n, std::uintptr_t out,
-                    const std::string& dtype, Stream stream) {
-  hudd_py::dispatch_float(dtype, "pdist_epilogue", [&](auto tag) {
+constexpr const char* kF64 = "float64";
+
+int64_t pairs(int64_t n) { return n * (n - 1) / 2; }
+
+void check_points(hudd_py::Call& c, int64_t n) {
+  if (n < 0) c.fail("n", "must be >= 0, got " + std::to_string(n));
+  if (n > 3037000499) c.fail("n", "is too large (n * (n - 1) / 2 overflows int64)");
+}
+
+// The operands shared by both epilogues: the GEMM block (first: it fixes the device and
+// dtype), the squared norms of its rows and columns and the raw rows behind them.
+struct Epilogue {
+  hudd_py::Call::Matrix gram;
+  const hudd_py::TensorView *nx, *ny, *xi, *xj;
+  int64_t dim;
+};
+
+Epilogue epilogue_args(hudd_py::Call& c, py::handle gram, py::handle nx, py::handle ny,
+                       py::handle xi, py::handle xj) {
+  Epilogue e{c.matrix(gram, "gram", -1, -1), nullptr, nullptr, nullptr, nullptr, 0};
+  e.nx = &c.tensor(nx, "nx", e.gram.rows, kF64);
+  e.ny = &c.tensor(ny, "ny", e.gram.cols, kF64);
+  e.xi = &c.rows(xi, "xi", e.gram.rows, -1);
+  e.dim = e.xi->shape[1];
+  e.xj = &c.rows(xj, "xj", e.gram.cols, e.dim);
+  return e;
+}
+
+void pdist_epilogue(py::handle gram, py::handle nx, py::handle ny, int64_t row0, int64_t col0,
+                    py::handle xi, py::handle xj, double tau, int64_t n, py::handle out) {
+  hudd_py::Call c("pdist_epilogue");
+  const Epilogue e = epilogue_args(c, gram, nx, ny, xi, xj);
+  check_points(c, n);
+  if (row0 < 0 || row0 + e.gram.rows > n)
+    c.fail("row0", "+ rows must lie in [0, n = " + std::to_string(n) + "]");
+  if (col0 < 0 || col0 + e.gram.cols > n)
+    c.fail("col0", "+ cols must lie in [0, n = " + std::to_string(n) + "]");
+  const auto o = c.tensor(out, "out", pairs(n), kF64).ptr;
+  c.run_float([&](auto tag) {
     using T = decltype(tag);
-    if (!stream) {
-      hudd::pdist_epilogue_cpu<T>(ptr<const T>(gram), ldg, ptr<const double>(nx),
-                                  ptr<const double>(ny), rows, cols, row0, col0,
-                                  ptr<const T>(xi), ptr<const T>(xj), dim, tau, n,
-                                  ptr<double>(out));
-      return;
-    }
-    hudd_py::require_cuda_build("pdist_epilogue");
+    const auto args = std::make_tuple(
+        ptr<const T>(e.gram.ptr), e.gram.ld, ptr<const double>(e.nx->ptr),
+        ptr<const double>(e.ny->ptr), e.gram.rows, e.gram.cols, row0, col0,
+        ptr<const T>(e.xi->ptr), ptr<const T>(e.xj->ptr), e.dim, tau, n, ptr<double>(o));
+    if (!c.on_cuda()) return std::apply(hudd::pdist_epilogue_cpu<T>, args);
 #ifdef HUDD_WITH_CUDA
-    hudd::pdist_epilogue_cuda<T>(ptr<const T>(gram), ldg, ptr<const double>(nx),
-                                 ptr<const double>(ny), rows, cols, row0, col0, ptr<const T>(xi),
-                                 ptr<const T>(xj), dim, tau, n, ptr<double>(out),
-                                 hudd_py::stream_ptr(stream));
+    std::apply(hudd::pdist_epilogue_cuda<T>, std::tuple_cat(args, std::make_tuple(c.stream())));
 #endif
   });
 }
 
-void cdist_epilogue(std::uintptr_t gram, int64_t ldg, std::uintptr_t nx, std::uintptr_t ny,
-                    int64_t rows, int64_t cols, std::uintptr_t xi, std::uintptr_t xj, int64_t dim,
-                    double tau, std::uintptr_t out, int64_t ldo, const std::string& dtype,
-                    Stream stream) {
-  hudd_py::dispatch_float(dtype, "cdist_epilogue", [&](auto tag) {
+void cdist_epilogue(py::handle gram, py::handle nx, py::handle ny, py::handle xi, py::handle xj,
+                    double tau, py::handle out) {
+  hudd_py::Call c("cdist_epilogue");
+  const Epilogue e = epilogue_args(c, gram, nx, ny, xi, xj);
+  const auto o = c.matrix(out, "out", e.gram.rows, e.gram.cols, kF64);
+  c.run_float([&](auto tag) {
     using T = decltype(tag);
-    if (!stream) {
-      hudd::cdist_epilogue_cpu<T>(ptr<const T>(gram), ldg, ptr<const double>(nx),
-                                  ptr<const double>(ny), rows, cols, ptr<const T>(xi),
-                                  ptr<const T>(xj), dim, tau, ptr<double>(out), ldo);
-      return;
-    }
-    hudd_py::require_cuda_build("cdist_epilogue");
+    const auto args = std::make_tuple(
+        ptr<const T>(e.gram.ptr), e.gram.ld, ptr<const double>(e.nx->ptr),
+        ptr<const double>(e.ny->ptr), e.gram.rows, e.gram.cols, ptr<const T>(e.xi->ptr),
+        ptr<const T>(e.xj->ptr), e.dim, tau, ptr<double>(o.ptr), o.ld);
+    if (!c.on_cuda()) return std::apply(hudd::cdist_epilogue_cpu<T>, args);
 #ifdef HUDD_WITH_CUDA
-    hudd::cdist_epilogue_cuda<T>(ptr<const T>(gram), ldg, ptr<const double>(nx),
-                                 ptr<const double>(ny), rows, cols, ptr<const T>(xi),
-                                 ptr<const T>(xj), dim, tau, ptr<double>(out), ldo,
-                                 hudd_py::stream_ptr(stream));
+    std::apply(hudd::cdist_epilogue_cuda<T>, std::tuple_cat(args, std::make_tuple(c.stream())));
 #endif
   });
 }
 
-void center_rows(std::uintptr_t x, std::uintptr_t mean, int64_t rows, int64_t dim,
-                 std::uintptr_t out, std::uintptr_t sqnorm, const std::string& dtype,
-                 Stream stream) {
-  hudd_py::dispatch_float(dtype, "center_rows", [&](auto tag) {
+void center_rows(py::handle x, py::handle mean, py::handle out, py::handle sqnorm) {
+  hudd_py::Call c("center_rows");
+  const auto& vx = c.rows(x, "x", -1, -1);
+  const int64_t rows = vx.shape[0], dim = vx.shape[1];
+  const auto m = c.tensor(mean, "mean", dim).ptr;
+  const auto o = c.rows(out, "out", rows, dim).ptr;
+  const auto s = c.tensor(sqnorm, "sqnorm", rows, kF64).ptr;
+  c.run_float([&](auto tag) {
     using T = decltype(tag);
-    if (!stream) {
-      hudd::center_rows_cpu<T>(ptr<const T>(x), ptr<const T>(mean), rows, dim, ptr<T>(out),
-                               ptr<double>(sqnorm));
-      return;
-    }
-    hudd_py::require_cuda_build("center_rows");
+    const auto args = std::make_tuple(ptr<const T>(vx.ptr), ptr<const T>(m), rows, dim,
+                                      ptr<T>(o), ptr<double>(s));
+    if (!c.on_cuda()) return std::apply(hudd::center_rows_cpu<T>, args);
 #ifdef HUDD_WITH_CUDA
-    hudd::center_rows_cuda<T>(ptr<const T>(x), ptr<const T>(mean), rows, dim, ptr<T>(out),
-                              ptr<double>(sqnorm), hudd_py::stream_ptr(stream));
+    std::apply(hudd::center_rows_cuda<T>, std::tuple_cat(args, std::make_tuple(c.stream())));
 #endif
   });
 }
 
-void condensed_row_max(std::uintptr_t condensed, int64_t n, std::uintptr_t out, Stream stream) {
-  if (!stream) {
-    hudd::condensed_row_max_cpu(ptr<const double>(condensed), n, ptr<double>(out));
-    return;
-  }
-  hudd_py::require_cuda_build("condensed_row_max");
+void condensed_row_max(py::handle condensed, int64_t n, py::handle out) {
+  hudd_py::Call c("condensed_row_max");
+  check_points(c, n);
+  const auto d = c.tensor(condensed, "condensed", pairs(n), kF64).ptr;
+  const auto o = c.tensor(out, "out", n, kF64).ptr;
+  c.run([&] {
+    if (!c.on_cuda()) return hudd::condensed_row_max_cpu(ptr<const double>(d), n, ptr<double>(o));
 #ifdef HUDD_WITH_CUDA
-  hudd::condensed_row_max_cuda(ptr<const double>(condensed), n, ptr<double>(out),
-                               hudd_py::stream_ptr(stream));
+    hudd::condensed_row_max_cuda(ptr<const double>(d), n, ptr<double>(o), c.stream());
 #endif
+  });
 }
 
-void condensed_rows(std::uintptr_t condensed, int64_t n, int64_t r0, int64_t r1,
-                    std::uintptr_t scale, std::uintptr_t out, Stream stream) {
-  if (!stream) {
-    hudd::condensed_rows_cpu(ptr<const double>(condensed), n, r0, r1, ptr<const double>(scale),
-                             ptr<float>(out));
-    return;
-  }
-  hudd_py::require_cuda_build("condensed_rows");
+void condensed_rows(py::handle condensed, int64_t n, int64_t r0, int64_t r1, py::handle scale,
+                    py::handle out) {
+  hudd_py::Call c("condensed_rows");
+  check_points(c, n);
+  if (r0 < 0 || r1 < r0 || r1 > n)
+    c.fail("r0, r1", "must satisfy 0 <= r0 <= r1 <= n = " + std::to_string(n));
+  const auto d = c.tensor(condensed, "condensed", pairs(n), kF64).ptr;
+  const auto s = c.tensor(scale, "scale", n, kF64).ptr;
+  const auto o = c.tensor(out, "out", (r1 - r0) * n, "float32").ptr;
+  c.run([&] {
+    const auto args = std::make_tuple(ptr<const double>(d), n, r0, r1, ptr<const double>(s),
+                                      ptr<float>(o));
+    if (!c.on_cuda()) return std::apply(hudd::condensed_rows_cpu, args);
 #ifdef HUDD_WITH_CUDA
-  hudd::condensed_rows_cuda(ptr<const double>(condensed), n, r0, r1, ptr<const double>(scale),
-                            ptr<float>(out), hudd_py::stream_ptr(stream));
+    std::apply(hudd::condensed_rows_cuda, std::tuple_cat(args, std::make_tuple(c.stream())));
 #endif
+  });
 }
 
 }  // namespace
 
 void init_distance(py::module_& m) {
-  const auto nogil = py::call_guard<py::gil_scoped_release>();
-  m.def("pdist_epilogue", &pdist_epilogue, nogil, "GEMM block -> condensed distances.");
-  m.def("cdist_epilogue", &cdist_epilogue, nogil, "GEMM block -> dense distances.");
-  m.def("center_rows", &center_rows, nogil, "x - mean and float64 squared row norms.");
-  m.def("condensed_row_max", &condensed_row_max, nogil, "Row maxima of a condensed matrix.");
-  m.def("condensed_rows", &condensed_rows, nogil, "Scaled rows of a condensed matrix.");
+  using py::arg;
+  m.def("pdist_epilogue", &pdist_epilogue, "GEMM block -> condensed distances.", arg("gram"),
+        arg("nx"), arg("ny"), arg("row0"), arg("col0"), arg("xi"), arg("xj"), arg("tau"),
+        arg("n"), arg("out"));
+  m.def("cdist_epilogue", &cdist_epilogue, "GEMM block -> dense distances.", arg("gram"),
+        arg("nx"), arg("ny"), arg("xi"), arg("xj"), arg("tau"), arg("out"));
+  m.def("center_rows", &center_rows, "x - mean and float64 squared row norms.", arg("x"),
+        arg("mean"), arg("out"), arg("sqnorm"));
+  m.def("condensed_row_max", &condensed_row_max, "Row maxima of a condensed matrix.",
+        arg("condensed"), arg("n"), arg("out"));
+  m.def("condensed_rows", &condensed_rows, "Scaled rows of a condensed matrix.",
+        arg("condensed"), arg("n"), arg("r0"), arg("r1"), arg("scale"), arg("out"));
 }

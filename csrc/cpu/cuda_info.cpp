@@ -5,5 +5,7 @@
 namespace hudd {
 bool cuda_compiled() { return false; }
 bool cuda_available() { return false; }
+std::vector<std::string> cuda_archs() { return {}; }
+std::string kernel_image_error(int) { return "hudd_core._C was built without CUDA"; }
 }  // namespace hudd
 #endif

@@ -21,19 +21,11 @@ from __future__ import annotations
 
 import torch
 
-from hudd_core._ext import _C, compiled_for, stream_of
+from hudd_core._ext import _C, compiled_for
 
 # Modes of split_input / contribution_product (values match csrc/include/hudd/lrp.h).
 PLAIN, POSNEG, BOX = 0, 1, 2
 PARTS = {PLAIN: 1, POSNEG: 2, BOX: 3}
-
-
-def _dtype(t: torch.Tensor) -> str:
-    if t.dtype == torch.float32:
-        return "float32"
-    if t.dtype == torch.float64:
-        return "float64"
-    raise TypeError(f"LRP kernels take float32 or float64 tensors, got {t.dtype}")
 
 
 def _use_compiled(*ts: torch.Tensor) -> bool:
@@ -80,8 +72,7 @@ def stabilized_divide(
         return res if out is None else out.copy_(res)
     if out is None:
         out = torch.empty_like(r)
-    _C.lrp_divide(r.data_ptr(), z.data_ptr(), 0, 1, r.numel(), eps, scale, 0.0, 1,
-                  out.data_ptr(), _dtype(r), stream_of(r))  # fmt: skip
+    _C.lrp_divide(r, z, None, 1, r.numel(), eps, scale, 0.0, 1, out)
     return out
 
 
@@ -120,8 +111,7 @@ def divide_pair(
         return divide_pair_reference(r, z2, eps, coef_p, coef_n, gate)
     b, n = r.shape[0], r[0].numel()
     out = torch.empty((b, 2, n), dtype=r.dtype, device=r.device)
-    _C.lrp_divide(r.data_ptr(), z2.data_ptr(), 0 if gate is None else gate.data_ptr(), b, n,
-                  eps, coef_p, coef_n, 2, out.data_ptr(), _dtype(r), stream_of(r))  # fmt: skip
+    _C.lrp_divide(r, z2, gate, b, n, eps, coef_p, coef_n, 2, out)
     return out
 
 
@@ -147,7 +137,7 @@ def split_input(x: torch.Tensor, mode: int, low: float = 0.0, high: float = 1.0)
         return split_input_reference(x, mode, low, high)
     b, n = x.shape[0], x[0].numel()
     out = torch.empty((b, PARTS[mode], n), dtype=x.dtype, device=x.device)
-    _C.lrp_split(x.data_ptr(), b, n, mode, low, high, out.data_ptr(), _dtype(x), stream_of(x))
+    _C.lrp_split(x, b, n, mode, low, high, out)
     return out
 
 
@@ -193,8 +183,7 @@ def contribution_product(
     acc = out is not None
     if out is None:
         out = c.view(x.shape) if (reuse_c and mode == PLAIN) else torch.empty_like(x)
-    _C.lrp_product(x.data_ptr(), c.data_ptr(), b, n, mode, low, high, int(acc),
-                   out.data_ptr(), _dtype(x), stream_of(x))  # fmt: skip
+    _C.lrp_product(x, c, b, n, mode, low, high, acc, out)
     return out
 
 
@@ -216,9 +205,14 @@ def maxpool_route_reference(
 
 
 def maxpool_route(
-    r: torch.Tensor, indices: torch.Tensor, in_shape: torch.Size, out: torch.Tensor | None = None
+    r: torch.Tensor,
+    indices: torch.Tensor,
+    in_shape: torch.Size,
+    out: torch.Tensor | None = None,
+    deterministic: bool = True,
 ) -> torch.Tensor:
-    """Winner-take-all max-pool routing (compiled scatter, no atomics on the CPU)."""
+    """Winner-take-all max-pool routing (compiled scatter, no atomics on the CPU; on a
+    GPU summed in a fixed order unless ``deterministic=False``, which uses atomics)."""
     ts = (r, indices) if out is None else (r, indices, out)
     if not _use_compiled(*ts):
         return maxpool_route_reference(r, indices, in_shape, out)
@@ -227,8 +221,7 @@ def maxpool_route(
     acc = out is not None
     if out is None:
         out = torch.empty(in_shape, dtype=r.dtype, device=r.device)
-    _C.lrp_maxpool_route(r.data_ptr(), indices.data_ptr(), planes, r[0, 0].numel(), n_in,
-                         int(acc), out.data_ptr(), _dtype(r), stream_of(r))  # fmt: skip
+    _C.lrp_maxpool_route(r, indices, planes, r[0, 0].numel(), n_in, acc, deterministic, out)
     return out
 
 
@@ -289,9 +282,8 @@ def avgpool_redistribute(
     acc = out is not None
     if out is None:
         out = torch.empty_like(x)
-    _C.lrp_avgpool(x.data_ptr(), z.data_ptr(), r.data_ptr(), planes, hi, wi, ho, wo,
-                   [kh, kw, sh, sw, ph, pw, int(adaptive), int(include_pad)], eps, int(acc),
-                   out.data_ptr(), _dtype(x), stream_of(x))  # fmt: skip
+    geo = [kh, kw, sh, sw, ph, pw, int(adaptive), int(include_pad)]
+    _C.lrp_avgpool(x, z, r, planes, hi, wi, ho, wo, geo, eps, acc, out)
     return out
 
 
@@ -313,6 +305,5 @@ def sum_split(
     if not _use_compiled(a, b, r) or not (a.shape == b.shape == r.shape):
         return sum_split_reference(a, b, r, eps)
     ra, rb = torch.empty_like(a), torch.empty_like(b)
-    _C.lrp_sum_split(a.data_ptr(), b.data_ptr(), r.data_ptr(), a.numel(), eps,
-                     ra.data_ptr(), rb.data_ptr(), _dtype(a), stream_of(a))  # fmt: skip
+    _C.lrp_sum_split(a, b, r, a.numel(), eps, ra, rb)
     return ra, rb

@@ -24,14 +24,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from hudd_core.progress import bar as progress_bar
 
+from hudd_core._ext import resolve_device  # the one device rule (also used by testing)
+
 LOSSES = {"cross_entropy": nn.CrossEntropyLoss, "mse": nn.MSELoss}
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def train(

@@ -25,9 +25,12 @@ template <typename T>
 void lrp_product_cpu(const T* x, const T* c, int64_t batch, int64_t n, int mode, double low,
                      double high, bool accumulate, T* out);
 
-// Winner-take-all: out[p, idx[p, o]] (+)= r[p, o] per plane p (idx flat in the plane).
+// Winner-take-all: out[p, idx[p, o]] (+)= r[p, o] per plane p (idx flat in the plane),
+// summed in output order. Indices outside [0, n_in) are skipped; the CPU version returns
+// how many there were. The CUDA version is deterministic unless `deterministic` is false
+// (then one atomicAdd per output: faster with few planes, order-dependent rounding).
 template <typename T>
-void lrp_maxpool_route_cpu(const T* r, const int64_t* idx, int64_t planes, int64_t n_out,
+int64_t lrp_maxpool_route_cpu(const T* r, const int64_t* idx, int64_t planes, int64_t n_out,
                            int64_t n_in, bool accumulate, T* out);
 
 // Average-pool Norm rule over (planes, hi, wi) -> (planes, ho, wo):
@@ -54,7 +57,8 @@ void lrp_product_cuda(const T* x, const T* c, int64_t batch, int64_t n, int mode
                       double high, bool accumulate, T* out, void* stream);
 template <typename T>
 void lrp_maxpool_route_cuda(const T* r, const int64_t* idx, int64_t planes, int64_t n_out,
-                            int64_t n_in, bool accumulate, T* out, void* stream);
+                            int64_t n_in, bool accumulate, bool deterministic, T* out,
+                            void* stream);
 template <typename T>
 void lrp_avgpool_cuda(const T* x, const T* z, const T* r, int64_t planes, int64_t hi, int64_t wi,
                       int64_t ho, int64_t wo, const int64_t* geo, double eps, bool accumulate,
