@@ -22,9 +22,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from hudd_core.progress import bar as progress_bar
-
 from hudd_core._ext import resolve_device  # the one device rule (also used by testing)
+from hudd_core.progress import bar as progress_bar
 
 LOSSES = {"cross_entropy": nn.CrossEntropyLoss, "mse": nn.MSELoss}
 
