@@ -105,8 +105,12 @@ def summary(workdir: Path, cluster_summary: dict, n_clusters: int) -> dict:
         ["silhouette at k", fmt_num(info["silhouette"])],
         ["images to inspect (5 per cluster)", fmt_pct(cluster_summary.get("inspect_share"))],
     ]
-    if info.get("approximate"):
-        rows.append(["clustering", "APPROXIMATE (large N: random projection + sampling)"])
+    path = cluster_summary.get("clustering", {})
+    if info.get("approximate") or path.get("path") == "approximate":
+        reason = path.get("reason") or "large N"
+        rows.append(["clustering", f"APPROXIMATE ({reason}: random projection + sampling)"])
+    else:
+        rows.append(["clustering", "exact (the published toolset's rule)"])
     rq1 = cluster_summary.get("rq1")
     if rq1:
         rows.append(
