@@ -285,6 +285,8 @@ class ImageSet(Dataset):
 
     A keypoint set's ``labels.csv`` must name every image once, relative to the set, and
     every named image must exist: otherwise a ValueError names the CSV and the images.
+    Reading an item follows :func:`readable_path` (``follow_symlinks``) and
+    :func:`load_image` (``max_pixels``): what they refuse is a ValueError the steps skip.
     """
 
     def __init__(
@@ -359,6 +361,7 @@ class ImageFiles(Dataset):
     is skipped where it is read (``T/skipped.csv``), as a corrupt image is.
 
     ``ids`` are relative to ``folder``'s parent (the DataSets root), as in files under T/.
+    ``max_pixels`` and ``follow_symlinks`` as for :class:`ImageSet`.
     """
 
     def __init__(
