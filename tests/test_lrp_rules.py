@@ -163,41 +163,40 @@ def test_model_is_not_modified():
     assert not any(p.grad is not None for p in model.parameters())
 
 
-class _Sigmoid(nn.Module):
+class _Softmin(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(1, 2, 3)
-        self.gate = nn.Sigmoid()
+        self.gate = nn.Softmin(dim=1)
 
     def forward(self, x):
         return self.gate(self.conv(x)).flatten(1)
 
 
-class _Mul(nn.Module):
+class _Cumsum(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(1, 2, 3)
 
     def forward(self, x):
-        return (self.conv(x) * 2.0).flatten(1)
+        return torch.cumsum(self.conv(x), 1).flatten(1)
 
 
-class _BnFirst(nn.Module):
+class _Exp(nn.Module):
     def __init__(self):
         super().__init__()
-        self.bn = nn.BatchNorm2d(1)
         self.conv = nn.Conv2d(1, 2, 3)
 
     def forward(self, x):
-        return self.conv(self.bn(x)).flatten(1)
+        return self.conv(x).exp().flatten(1)
 
 
 @pytest.mark.parametrize(
     "model,words",
     [
-        (_Sigmoid(), ["Sigmoid", "'gate'"]),
-        (_Mul(), ["mul", "graph node 'mul'"]),
-        (_BnFirst(), ["BatchNorm2d", "'bn'"]),
+        (_Softmin(), ["Softmin", "'gate'", "register_module"]),
+        (_Cumsum(), ["cumsum", "graph node 'cumsum'", "register_function"]),
+        (_Exp(), ["Tensor.exp", "graph node 'exp'"]),
     ],
 )
 def test_unsupported_operations_are_named(model, words):
