@@ -32,6 +32,7 @@ Example (one head, hand-checkable: the uniform rule halves what reaches ``v``):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -190,7 +191,7 @@ def _detached(v):
     return v.detach() if isinstance(v, torch.Tensor) else v
 
 
-def _run_constant_params(call: Call, live: list[torch.Tensor]):
+def _run_constant_params(call: Call, live: list[torch.Tensor], function: Callable | None):
     """The op on ``live`` inputs with every parameter and constant detached (they are no
     relevance-carrying inputs, whatever their ``requires_grad``)."""
     op = call.op
@@ -198,26 +199,59 @@ def _run_constant_params(call: Call, live: list[torch.Tensor]):
     env.update(zip(op.args, live, strict=True))
     if op.module is None:
         return op.evaluate(env)
+    args, kwargs = op.evaluate_args(env), op.evaluate_kwargs(env)
+    if function is not None:
+        return function(op.module, *args, **kwargs)
     params = {k: v.detach() for k, v in op.module.named_parameters()}
     params.update({k: v.detach() for k, v in op.module.named_buffers()})
-    args, kwargs = op.evaluate_args(env), op.evaluate_kwargs(env)
     return torch.func.functional_call(op.call, params, args, kwargs)
+
+
+def multihead_attention(m: torch.nn.MultiheadAttention, query, key, value,
+                        key_padding_mask=None, need_weights=True, attn_mask=None,
+                        average_attn_weights=True, is_causal=False):  # fmt: skip
+    """``nn.MultiheadAttention``'s forward in primitive operations (projections, heads,
+    ``scaled_dot_product_attention``, output projection), parameters detached; the
+    attention weights are not returned. Masks, ``bias_k``/``bias_v`` and zero attention
+    are not supported."""
+    if (key_padding_mask is not None or attn_mask is not None or is_causal
+            or m.bias_k is not None or m.add_zero_attn):  # fmt: skip
+        raise ValueError("LRP supports nn.MultiheadAttention without masks, bias_k/bias_v "
+                         "and add_zero_attn")  # fmt: skip
+    q, k, v = (t.transpose(0, 1) if m.batch_first else t for t in (query, key, value))
+    n_q, batch, embed = q.shape
+    heads = m.num_heads
+    if m._qkv_same_embed_dim:
+        ws = m.in_proj_weight.detach().chunk(3)
+    else:
+        ws = (m.q_proj_weight.detach(), m.k_proj_weight.detach(), m.v_proj_weight.detach())
+    bs = (None,) * 3 if m.in_proj_bias is None else m.in_proj_bias.detach().chunk(3)
+    q, k, v = (
+        F.linear(t, w, b).reshape(t.shape[0], batch, heads, -1).permute(1, 2, 0, 3)
+        for t, w, b in zip((q, k, v), ws, bs, strict=True)
+    )
+    o = F.scaled_dot_product_attention(q, k, v).permute(2, 0, 1, 3).reshape(n_q, batch, embed)
+    bias = None if m.out_proj.bias is None else m.out_proj.bias.detach()
+    o = F.linear(o, m.out_proj.weight.detach(), bias)
+    return (o.transpose(0, 1) if m.batch_first else o), None
 
 
 @dataclass
 class Traced(OpRule):
     """LRP through an opaque block's own code (attention modules, fx-wrapped functions);
-    see the module docstring for the rules."""
+    see the module docstring for the rules. ``function(module, *args, **kwargs)``, when
+    given, is run instead of the module's forward (same result, primitive operations)."""
 
     stabilizer: float = 1e-6
     record: bool = True
+    function: Callable | None = None
 
     def propagate(self, call: Call, r, out=None):
         ins = [x.detach().requires_grad_() for x in call.inputs]
         where = f"{call.op.qualname or call.op.name!r}"
         with torch.enable_grad():
             with _LRPMode(self.stabilizer, where):
-                outs = _flat(_run_constant_params(call, ins))
+                outs = _flat(_run_constant_params(call, ins, self.function))
             pairs = [(o, g) for o, g in zip(outs, _flat(r), strict=False) if g is not None]
             pairs = [(o, g) for o, g in pairs if isinstance(o, torch.Tensor) and o.requires_grad]
             if not pairs:
@@ -228,4 +262,7 @@ class Traced(OpRule):
         return list(got)
 
 
-Attention = Traced  # nn.MultiheadAttention's rule
+def Attention(stabilizer: float = 1e-6) -> Traced:
+    """The rule of ``nn.MultiheadAttention``: :class:`Traced` through
+    :func:`multihead_attention`."""
+    return Traced(stabilizer, function=multihead_attention)

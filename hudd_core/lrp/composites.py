@@ -92,27 +92,34 @@ LINEAR_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
 
 
 @functools.cache
-def _torchvision_types() -> tuple[tuple, tuple, tuple]:
-    """torchvision's StochasticDepth (identity in evaluation), Permute, and its fx-wrapped
-    shifted-window attention functions (empty when torchvision is not installed)."""
+def _torchvision_types() -> tuple[tuple, tuple]:
+    """torchvision's StochasticDepth (identity in evaluation) and Permute (empty when
+    torchvision is not installed)."""
     try:
-        from torchvision.models import swin_transformer
         from torchvision.ops import StochasticDepth
         from torchvision.ops.misc import Permute
     except ImportError:  # pragma: no cover - torchvision is a test dependency
-        return (), (), ()
-    windows = tuple(
-        getattr(swin_transformer, n)
-        for n in ("shifted_window_attention", "_patch_merging_pad", "_get_relative_position_bias")
-        if hasattr(swin_transformer, n)
-    )
-    return (StochasticDepth,), (Permute,), windows
+        return (), ()
+    return (StochasticDepth,), (Permute,)
+
+
+def _torchvision_functions() -> tuple[tuple, tuple]:
+    """torchvision's fx-wrapped functions: Swin's shifted-window attention (traced with the
+    AttnLRP rules) and its patch-merging padding and position-bias gathers (copies). Read
+    when needed: fx patches these names while it traces."""
+    try:
+        from torchvision.models import swin_transformer as st
+    except ImportError:  # pragma: no cover - torchvision is a test dependency
+        return (), ()
+    names = ("_patch_merging_pad", "_get_relative_position_bias")
+    moves = tuple(getattr(st, n) for n in names if hasattr(st, n))
+    return (st.shifted_window_attention,), moves
 
 
 def default_layer_map(comp: Composite) -> list[tuple[Types, OpRule]]:
     """Module types and their rules in ``comp`` (after the user's ``layer_map``)."""
     eps = comp.norm.stabilizer
-    identities, moves, _ = _torchvision_types()
+    identities, moves = _torchvision_types()
     return [
         (CONVOLUTIONS, comp.conv),
         (nn.Linear, comp.linear),
@@ -134,7 +141,7 @@ def default_function_map(comp: Composite) -> list[tuple[Sequence, OpRule]]:
     their rules in ``comp``. In-place spellings (``add_``, ``operator.iadd``,
     ``inplace=True``) are run out of place and looked up under the plain name."""
     eps = comp.norm.stabilizer
-    _, _, windows = _torchvision_types()
+    windows, window_moves = _torchvision_functions()
     copies = [operator.getitem, torch.cat, torch.concat, torch.concatenate, torch.stack,
               torch.split, torch.chunk, torch.unbind, torch.flatten, torch.reshape,
               torch.permute, torch.transpose, torch.unsqueeze, torch.squeeze, torch.roll,
@@ -144,7 +151,7 @@ def default_function_map(comp: Composite) -> list[tuple[Sequence, OpRule]]:
               "view", "reshape", "flatten", "contiguous", "permute", "transpose", "unsqueeze",
               "squeeze", "unflatten", "expand", "expand_as", "repeat", "split", "chunk",
               "unbind", "roll", "narrow", "select", "clone", "flip", "movedim", "swapaxes",
-              "t", "view_as", "reshape_as"]  # fmt: skip
+              "t", "view_as", "reshape_as", *window_moves]  # fmt: skip
     linear = [operator.add, torch.add, operator.sub, torch.sub, operator.truediv, torch.div,
               operator.neg, torch.neg, torch.mean, torch.sum, F.avg_pool1d, F.avg_pool2d,
               F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
@@ -160,6 +167,15 @@ def default_function_map(comp: Composite) -> list[tuple[Sequence, OpRule]]:
         ([F.softmax, torch.softmax, "softmax"], Softmax()),
         (windows, Traced(eps)),
     ]
+
+
+def _same_forward(module: nn.Module, types: Types) -> bool:
+    """``module`` is one of ``types`` and keeps its forward (a subclass with a forward of
+    its own, e.g. torchvision's channels-first ``LayerNorm2d``, is traced through)."""
+    for t in types if isinstance(types, tuple) else (types,):
+        if isinstance(module, t) and type(module).forward is t.forward:
+            return True
+    return False
 
 
 @dataclass
@@ -218,8 +234,11 @@ class Composite:
             return self.name_map[qualname]
         if first and self.first_conv is not None and isinstance(module, CONVOLUTIONS):
             return self.first_conv
-        for types, rule in [*self.layer_map, *default_layer_map(self)]:
+        for types, rule in self.layer_map:
             if isinstance(module, types):
+                return rule
+        for types, rule in default_layer_map(self):
+            if _same_forward(module, types):
                 return rule
         return None
 

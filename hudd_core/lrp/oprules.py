@@ -151,6 +151,10 @@ class Copy(OpRule):
         target = op.target
         if len(op.args) == 1 and isinstance(r, torch.Tensor):
             x = call.inputs[0]
+            if isinstance(x, tuple | list):  # an item of split/chunk/attention's output
+                items: list = [None] * len(x)
+                items[op.evaluate_args(call.env)[1]] = r
+                return [items]
             if isinstance(op.module, nn.Flatten) or target in _RESHAPES or target in _RESHAPES_FN:
                 return [r.reshape(x.shape)]
             if target in ("permute", torch.permute):
