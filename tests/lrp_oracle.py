@@ -125,24 +125,31 @@ def zennit_relevance(model, x, composite_name, layers, start, extra_canonizers=(
     else:
         comp = EpsilonGammaBox(low=0.0, high=1.0, canonizers=canon)
     mods = dict(model.named_modules())
-    kept: dict[str, torch.Tensor] = {}
+    kept: dict[str, list[torch.Tensor]] = {}  # module name -> its outputs, call by call
 
     def keep(name):
         def hook(module, inp, out):
             out.retain_grad()
-            kept[name] = out
+            kept.setdefault(name, []).append(out)
 
         return hook
 
+    # "name#k": the k-th call of a module used more than once (as hudd_core.lrp names it)
+    wanted = {n.split("#")[0] for n in layers if n != "input"}
     x = x.clone().requires_grad_()
     with comp.context(model) as m:
-        handles = [mods[n].register_forward_hook(keep(n)) for n in layers if n != "input"]
+        handles = []
         try:
+            handles += [mods[n].register_forward_hook(keep(n)) for n in wanted]
             y = m(x)
             y.backward(start(y.detach()))
         finally:
             for h in handles:
                 h.remove()
-    res = {n: kept[n].grad.detach() for n in layers if n != "input"}
+    res = {}
+    for n in layers:
+        if n != "input":
+            base, _, k = n.partition("#")
+            res[n] = kept[base][int(k or 0)].grad.detach()
     res["input"] = x.grad.detach()
     return res

@@ -204,7 +204,7 @@ def _run_constant_params(call: Call, live: list[torch.Tensor], function: Callabl
         return function(op.module, *args, **kwargs)
     params = {k: v.detach() for k, v in op.module.named_parameters()}
     params.update({k: v.detach() for k, v in op.module.named_buffers()})
-    return torch.func.functional_call(op.call, params, args, kwargs)
+    return torch.func.functional_call(op.call.__self__, params, args, kwargs)
 
 
 def multihead_attention(m: torch.nn.MultiheadAttention, query, key, value,

@@ -168,7 +168,7 @@ def _bind(op: Op, node: fx.Node, gm: fx.GraphModule, modules: dict) -> None:
     """Sets what the op runs (out of place) and the key its rule is looked up under."""
     if node.op == "call_module":
         op.module, op.qualname = modules[node.target], node.target
-        op.call = _out_of_place_module(op.module)
+        op.call = _out_of_place_module(op.module).forward  # the model's hooks do not fire
         op.target = type(op.module)
     elif node.op == "call_function":
         op.target = _OUT_OF_PLACE.get(node.target, node.target)
