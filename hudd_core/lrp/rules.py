@@ -68,24 +68,46 @@ class Affine:
     dilation: tuple = (1,)
     groups: int = 1
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        """The layer's map with weights ``w`` and bias ``b``."""
+    def forward(self, x: torch.Tensor, w, b: torch.Tensor | None) -> torch.Tensor:
+        """The layer's map with weights ``w`` (a tensor or a :class:`Grid`) and bias ``b``."""
+        if isinstance(w, Grid):
+            parts, biases = x.chunk(len(w[0]), dim=1), _chunks(b, len(w))
+            return torch.cat([sum(self.forward(p, wij, None) for p, wij in zip(parts, row,
+                                                                               strict=True))
+                              + (0 if bi is None else bi.reshape(1, -1, *[1] * self.dims))
+                              for row, bi in zip(w, biases, strict=True)], dim=1)  # fmt: skip
         if self.dims == 0:
             return F.linear(x, w, b)
         return _CONV[self.dims](x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
-    def back(self, s: torch.Tensor, w: torch.Tensor, in_shape: torch.Size) -> torch.Tensor:
+    def back(self, s: torch.Tensor, w, in_shape: torch.Size) -> torch.Tensor:
         """The transposed map (the gradient w.r.t. the input): ``w^T s``."""
+        if isinstance(w, Grid):
+            k = len(w[0])
+            part = torch.Size((in_shape[0], in_shape[1] // k, *in_shape[2:]))
+            sp = s.chunk(len(w), dim=1)
+            return torch.cat([sum(self.back(si, w[i][j], part) for i, si in enumerate(sp))
+                              for j in range(k)], dim=1)  # fmt: skip
         if self.dims == 0:
             return s @ w
         return _CONV_INPUT[self.dims](in_shape, w, s, self.stride, self.padding, self.dilation,
                                       self.groups)  # fmt: skip
 
-    def blocks(self, grid: list[list[torch.Tensor]]) -> torch.Tensor:
-        """Block weight matrix: ``grid[i][j]`` maps input part j to output part i."""
+    def blocks(self, grid: list[list[torch.Tensor]]):
+        """Block weight matrix: ``grid[i][j]`` maps input part j to output part i. Grouped
+        convolutions (depthwise ones in mobile nets) keep the parts apart (:class:`Grid`):
+        one convolution per block instead of one for all."""
         if self.groups != 1 and (len(grid) > 1 or len(grid[0]) > 1):
-            raise ValueError("sign-splitting LRP rules need groups == 1 convolutions")
+            return Grid([[t.contiguous() for t in row] for row in grid])
         return torch.cat([torch.cat(row, dim=1) for row in grid], dim=0).contiguous()
+
+
+class Grid(list):
+    """The blocks of a block weight matrix kept apart (grouped convolutions)."""
+
+
+def _chunks(b: torch.Tensor | None, k: int) -> list:
+    return [None] * k if b is None else list(b.chunk(k))
 
 
 def affine_layer(
