@@ -102,6 +102,25 @@ class BasicSumCanonizer(AttributeCanonizer):
         return None
 
 
+def _inverted_residual_forward(self, x):
+    return self.canonizer_sum(torch.stack([x, self.conv(x)], dim=-1))
+
+
+class InvertedResidualSumCanonizer(AttributeCanonizer):
+    """torchvision MobileNetV2's residual ``x + conv(x)`` as a Zennit ``Sum`` (Norm rule)."""
+
+    def __init__(self):
+        super().__init__(self._attrs)
+
+    @staticmethod
+    def _attrs(name, module):
+        from torchvision.models.mobilenetv2 import InvertedResidual
+
+        if isinstance(module, InvertedResidual) and module.use_res_connect:
+            return {"forward": _inverted_residual_forward.__get__(module), "canonizer_sum": Sum()}
+        return None
+
+
 def bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(conv/linear, BatchNorm) name pairs, the BN following its layer in module order."""
     pairs, prev = [], None

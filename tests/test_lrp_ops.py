@@ -262,3 +262,32 @@ def test_canonizers_are_pluggable():
     x = torch.rand(2, 1, 5, 5, dtype=D)
     a, b = LRP(model)(x), LRP(model, comp)(x)
     torch.testing.assert_close(a["input"], b["input"])  # folding is exact for LRP-0 here
+
+
+@pytest.mark.parametrize("name", ["mobilenet", "vit"])
+def test_small_builtin_models(name):
+    """The zoo's MobileNetV3-style and ViT builders: trainable on 32x32 grayscale images,
+    LRP runs on them (the mobile net conserves without biases; attention does not)."""
+    from hudd_core.models.zoo import BUILTIN
+
+    torch.manual_seed(5)
+    model = BUILTIN[name](4, 1, 32).double()
+    x = torch.rand(3, 1, 32, 32, dtype=D)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = F.cross_entropy(model.train()(x), torch.tensor([0, 1, 2]))
+    loss.backward()
+    opt.step()
+    assert all(p.grad is not None for p in model.parameters())
+    model.eval()
+    for m in model.modules():
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)
+        if isinstance(m, nn.MultiheadAttention):
+            nn.init.zeros_(m.in_proj_bias)
+        if isinstance(m, nn.BatchNorm2d):  # no shift
+            m.running_mean.zero_()
+    rel = LRP(model)(x)
+    assert all(bool(torch.isfinite(v).all()) for v in rel.values())
+    if name == "mobilenet":
+        ratio = rel["input"].flatten(1).sum(1) / model(x).max(dim=1).values
+        torch.testing.assert_close(ratio, torch.ones_like(ratio), rtol=0, atol=0.01)
