@@ -123,9 +123,14 @@ def _requires_grad(v) -> bool:
 class _LRPMode(TorchFunctionMode):
     """Swaps relevance-carrying operations for their LRP autograd functions."""
 
-    def __init__(self, eps: float, where: str):
+    def __init__(self, eps: float, where: str, constant_softmax: bool = False):
         super().__init__()
-        self.eps, self.where = eps, where
+        self.eps, self.where, self.constant = eps, where, constant_softmax
+
+    def _softmax(self, x, dim):
+        if self.constant:  # CP-LRP: the attention weights are held constant
+            return torch.softmax(x.detach(), dim)
+        return _Rule.apply("softmax", _Softmax(dim), self.eps, x)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
@@ -138,8 +143,7 @@ class _LRPMode(TorchFunctionMode):
         if key is F.scaled_dot_product_attention:
             return self._attention(*args, **kwargs)
         if key in ("softmax",) or key in (F.softmax, torch.softmax):
-            dim = args[1] if len(args) > 1 else kwargs["dim"]
-            return _Rule.apply("softmax", _Softmax(dim), self.eps, args[0])
+            return self._softmax(args[0], args[1] if len(args) > 1 else kwargs["dim"])
         kind = "pass" if key in _PASS else "norm" if key in _NORM else None
         kind = "product" if key in _PRODUCTS else kind
         if kind is None:
@@ -183,7 +187,7 @@ class _LRPMode(TorchFunctionMode):
                 logits = logits.masked_fill(~attn_mask, float("-inf"))
             else:
                 logits = _Rule.apply("norm", torch.add, self.eps, logits, attn_mask)
-        attn = _Rule.apply("softmax", _Softmax(-1), self.eps, logits)
+        attn = self._softmax(logits, -1)
         return _Rule.apply("product", torch.matmul, self.eps, attn, v)
 
 
@@ -240,17 +244,20 @@ def multihead_attention(m: torch.nn.MultiheadAttention, query, key, value,
 class Traced(OpRule):
     """LRP through an opaque block's own code (attention modules, fx-wrapped functions);
     see the module docstring for the rules. ``function(module, *args, **kwargs)``, when
-    given, is run instead of the module's forward (same result, primitive operations)."""
+    given, is run instead of the module's forward (same result, primitive operations).
+    ``constant_softmax``: attention weights held constant (CP-LRP, Ali et al., ICML 2022)
+    instead of AttnLRP's softmax rule: all relevance goes to the values, conservative."""
 
     stabilizer: float = 1e-6
     record: bool = True
     function: Callable | None = None
+    constant_softmax: bool = False
 
     def propagate(self, call: Call, r, out=None):
         ins = [x.detach().requires_grad_() for x in call.inputs]
         where = f"{call.op.qualname or call.op.name!r}"
         with torch.enable_grad():
-            with _LRPMode(self.stabilizer, where):
+            with _LRPMode(self.stabilizer, where, self.constant_softmax):
                 outs = _flat(_run_constant_params(call, ins, self.function))
             pairs = [(o, g) for o, g in zip(outs, _flat(r), strict=False) if g is not None]
             pairs = [(o, g) for o, g in pairs if isinstance(o, torch.Tensor) and o.requires_grad]
@@ -262,7 +269,7 @@ class Traced(OpRule):
         return list(got)
 
 
-def Attention(stabilizer: float = 1e-6) -> Traced:
+def Attention(stabilizer: float = 1e-6, constant_softmax: bool = False) -> Traced:
     """The rule of ``nn.MultiheadAttention``: :class:`Traced` through
     :func:`multihead_attention`."""
-    return Traced(stabilizer, function=multihead_attention)
+    return Traced(stabilizer, function=multihead_attention, constant_softmax=constant_softmax)

@@ -251,6 +251,20 @@ class Composite:
         return table
 
 
+def constant_attention(comp: Composite) -> Composite:
+    """``comp`` with attention weights held constant everywhere (CP-LRP, Ali et al., ICML
+    2022; softmax modules, functions and the traced attention blocks) instead of AttnLRP's
+    softmax rule: conservative, relevance reaches the tokens through the values only."""
+    eps = comp.norm.stabilizer
+    softmax = Softmax(constant=True)
+    windows, _ = _torchvision_functions()
+    comp.register_module(nn.Softmax, softmax)
+    comp.register_function([F.softmax, torch.softmax, "softmax"], softmax)
+    comp.register_module(nn.MultiheadAttention, Attention(eps, constant_softmax=True))
+    comp.register_function(windows, Traced(eps, constant_softmax=True))
+    return comp
+
+
 def hudd() -> Composite:
     return Composite("hudd", Epsilon(1e-9), PositiveWeights(1e-9), Norm(1e-9))
 

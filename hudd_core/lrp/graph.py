@@ -28,7 +28,7 @@ import torch
 from torch import fx, nn
 
 from hudd_core.lrp.composites import Composite, get_composite
-from hudd_core.lrp.oprules import Copy, OpRule
+from hudd_core.lrp.oprules import Copy, OpRule, Pass
 
 # Calls whose result depends on a tensor's shape or type only, never its values.
 _META_FUNCTIONS = {getattr, len, torch.zeros_like, torch.ones_like, torch.empty_like,
@@ -207,11 +207,11 @@ def _rule_for(op: Op, node: fx.Node, composite: Composite, table: dict, first: b
 
 
 def _gates(op: Op, by_name: dict[str, Op]) -> frozenset[int]:
-    """Indices of ``op.args`` produced by a gate (through views and copies)."""
+    """Indices of ``op.args`` produced by a gate (through views, copies, dropout)."""
     found = set()
     for i, name in enumerate(op.args):
         src = by_name[name]
-        while isinstance(src.rule, Copy) and len(src.args) == 1:
+        while isinstance(src.rule, Copy | Pass) and not src.rule.gate and len(src.args) == 1:
             src = by_name[src.args[0]]
         if src.rule is not None and src.rule.gate:
             found.add(i)

@@ -372,11 +372,22 @@ class Softmax(OpRule):
     """Softmax, the AttnLRP rule (Achtibat et al., ICML 2024, Prop. 3.1: a Taylor
     decomposition at ``x``, the bias-like terms dropped): ``R_i = x_i (r_i - s_i sum_j r_j)``
     over the softmax dimension, ``s`` the softmax output. Not conservative: the dropped
-    terms carry the rest."""
+    terms carry the rest.
+
+    ``constant=True``: the softmax output is held constant instead (CP-LRP, Ali et al.,
+    ICML 2022): it is a gate, so ``attn @ v`` gives all its relevance to ``v`` and nothing
+    flows back through the softmax; conservative."""
 
     record: bool = True
+    constant: bool = False
+
+    @property
+    def gate(self) -> bool:  # type: ignore[override]
+        return self.constant
 
     def propagate(self, call, r, out=None):
+        if self.constant:
+            return [None]
         x, s = call.inputs[0], call.output
         dim = _softmax_dim(call)
         return [x * (r - s * r.sum(dim=dim, keepdim=True))]
