@@ -18,8 +18,9 @@ import pytest
 import torch
 from torch import nn
 
-from hudd_core.lrp import LRP, get_composite
+from hudd_core.lrp import LRP, Composite
 from hudd_core.lrp.composites import constant_attention
+from hudd_core.lrp.rules import Epsilon, Norm
 
 tv = pytest.importorskip("torchvision.models")
 
@@ -31,8 +32,8 @@ REPRESENTATIVES = {
     "shufflenet_v2_x0_5", "squeezenet1_0", "swin_t", "swin_v2_t", "vgg11", "vgg11_bn",
     "vit_b_16", "wide_resnet50_2",
 }  # fmt: skip
-# Rules that do not conserve: AttnLRP's softmax rule, and hudd's z+ on the signed outputs
-# of LayerNorm; these are checked with epsilon-plus and attention weights held constant.
+# Rules that do not conserve here: AttnLRP's softmax rule, and hudd's z+ on the signed
+# outputs of LayerNorm; these models are checked with LRP-0 and constant attention weights.
 NOT_CONSERVING = re.compile(r"^(vit|swin|maxvit)")
 SIZES = (32, 48, 64, 75, 96, 128, 160, 224)
 
@@ -148,8 +149,8 @@ def test_torchvision_model(name):
     y = model(x).detach()
     torch.testing.assert_close(lrp.forward(x), y, rtol=0, atol=1e-4 * float(y.abs().max()))
     total = rel["input"].flatten(1).sum(1)
-    if NOT_CONSERVING.match(name):  # the attention machinery conserves with CP-LRP
-        comp = constant_attention(get_composite("epsilon-plus", epsilon=1e-12, stabilizer=1e-12))
+    if NOT_CONSERVING.match(name):  # the attention machinery conserves with LRP-0 and CP-LRP
+        comp = constant_attention(Composite("lrp-0", Epsilon(1e-12), Epsilon(1e-12), Norm(1e-12)))
         total = LRP(model, comp, layers=["input"])(x)["input"].flatten(1).sum(1)
     ratio = total / logit
     assert bool(((ratio - 1).abs() < 0.01).all()), f"{name}: input/logit = {ratio.tolist()}"
