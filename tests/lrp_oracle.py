@@ -102,6 +102,25 @@ class BasicSumCanonizer(AttributeCanonizer):
         return None
 
 
+def _inverted_residual_forward(self, x):
+    return self.canonizer_sum(torch.stack([x, self.conv(x)], dim=-1))
+
+
+class InvertedResidualSumCanonizer(AttributeCanonizer):
+    """torchvision MobileNetV2's residual ``x + conv(x)`` as a Zennit ``Sum`` (Norm rule)."""
+
+    def __init__(self):
+        super().__init__(self._attrs)
+
+    @staticmethod
+    def _attrs(name, module):
+        from torchvision.models.mobilenetv2 import InvertedResidual
+
+        if isinstance(module, InvertedResidual) and module.use_res_connect:
+            return {"forward": _inverted_residual_forward.__get__(module), "canonizer_sum": Sum()}
+        return None
+
+
 def bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     """(conv/linear, BatchNorm) name pairs, the BN following its layer in module order."""
     pairs, prev = [], None
@@ -125,24 +144,31 @@ def zennit_relevance(model, x, composite_name, layers, start, extra_canonizers=(
     else:
         comp = EpsilonGammaBox(low=0.0, high=1.0, canonizers=canon)
     mods = dict(model.named_modules())
-    kept: dict[str, torch.Tensor] = {}
+    kept: dict[str, list[torch.Tensor]] = {}  # module name -> its outputs, call by call
 
     def keep(name):
         def hook(module, inp, out):
             out.retain_grad()
-            kept[name] = out
+            kept.setdefault(name, []).append(out)
 
         return hook
 
+    # "name#k": the k-th call of a module used more than once (as hudd_core.lrp names it)
+    wanted = {n.split("#")[0] for n in layers if n != "input"}
     x = x.clone().requires_grad_()
     with comp.context(model) as m:
-        handles = [mods[n].register_forward_hook(keep(n)) for n in layers if n != "input"]
+        handles = []
         try:
+            handles += [mods[n].register_forward_hook(keep(n)) for n in wanted]
             y = m(x)
             y.backward(start(y.detach()))
         finally:
             for h in handles:
                 h.remove()
-    res = {n: kept[n].grad.detach() for n in layers if n != "input"}
+    res = {}
+    for n in layers:
+        if n != "input":
+            base, _, k = n.partition("#")
+            res[n] = kept[base][int(k or 0)].grad.detach()
     res["input"] = x.grad.detach()
     return res

@@ -163,41 +163,40 @@ def test_model_is_not_modified():
     assert not any(p.grad is not None for p in model.parameters())
 
 
-class _Sigmoid(nn.Module):
+class _Softmin(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(1, 2, 3)
-        self.gate = nn.Sigmoid()
+        self.gate = nn.Softmin(dim=1)
 
     def forward(self, x):
         return self.gate(self.conv(x)).flatten(1)
 
 
-class _Mul(nn.Module):
+class _Cumsum(nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(1, 2, 3)
 
     def forward(self, x):
-        return (self.conv(x) * 2.0).flatten(1)
+        return torch.cumsum(self.conv(x), 1).flatten(1)
 
 
-class _BnFirst(nn.Module):
+class _Exp(nn.Module):
     def __init__(self):
         super().__init__()
-        self.bn = nn.BatchNorm2d(1)
         self.conv = nn.Conv2d(1, 2, 3)
 
     def forward(self, x):
-        return self.conv(self.bn(x)).flatten(1)
+        return self.conv(x).exp().flatten(1)
 
 
 @pytest.mark.parametrize(
     "model,words",
     [
-        (_Sigmoid(), ["Sigmoid", "'gate'"]),
-        (_Mul(), ["mul", "graph node 'mul'"]),
-        (_BnFirst(), ["BatchNorm2d", "'bn'"]),
+        (_Softmin(), ["Softmin", "'gate'", "register_module"]),
+        (_Cumsum(), ["cumsum", "graph node 'cumsum'", "register_function"]),
+        (_Exp(), ["Tensor.exp", "graph node 'exp'"]),
     ],
 )
 def test_unsupported_operations_are_named(model, words):
@@ -238,3 +237,21 @@ def test_functional_spellings_match_modules():
     b = LRP(_Functional(seq), "epsilon-plus", layers=["input", "c1", "c2", "fc1"])(x)
     for ours, theirs in [("input", "input"), ("c1", "0"), ("c2", "2"), ("fc1", "5")]:
         torch.testing.assert_close(b[ours], a[theirs])
+
+
+@pytest.mark.parametrize("composite", ["epsilon-plus", "epsilon-alpha2-beta1", "epsilon-gamma-box"])
+def test_grouped_convolution_equals_its_dense_block_diagonal_form(composite):
+    """Sign-splitting rules on a grouped convolution (kept as a grid of blocks) equal the
+    same map written as a dense convolution with zero off-diagonal blocks."""
+    torch.manual_seed(0)
+    grouped = nn.Conv2d(4, 6, 3, groups=2, padding=1).double()
+    dense = nn.Conv2d(4, 6, 3, padding=1).double()
+    with torch.no_grad():
+        dense.weight.zero_()
+        dense.bias.copy_(grouped.bias)
+        dense.weight[:3, :2] = grouped.weight[:3]
+        dense.weight[3:, 2:] = grouped.weight[3:]
+    x = torch.rand(2, 4, 5, 5, dtype=D)
+    a = LRP(nn.Sequential(grouped, nn.Flatten()), composite)(x)["input"]
+    b = LRP(nn.Sequential(dense, nn.Flatten()), composite)(x)["input"]
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)

@@ -9,7 +9,7 @@ from torch import nn
 
 from hudd_core.lrp import LRP, start_relevance
 from hudd_core.models import alexnet, resnet
-from tests.lrp_oracle import BasicSumCanonizer, zennit_relevance
+from tests.lrp_oracle import BasicSumCanonizer, InvertedResidualSumCanonizer, zennit_relevance
 
 
 class DeepCNN(nn.Module):
@@ -104,6 +104,15 @@ ARCHS = {
     "conv1d": (conv1d_net, (2, 40), ()),
     "pools": (pools_net, (1, 23, 21), ()),
 }
+
+
+def mobilenet_v2(classes: int = 4) -> nn.Module:
+    """torchvision's MobileNetV2 (ReLU6: the pass rule on both sides, residual Norm)."""
+    tv = pytest.importorskip("torchvision.models")
+    return tv.mobilenet_v2(num_classes=classes, width_mult=0.5)
+
+
+ARCHS["mobilenet_v2"] = (mobilenet_v2, (3, 32, 32), (InvertedResidualSumCanonizer(),))
 COMPOSITES = ["hudd", "epsilon-plus", "epsilon-alpha2-beta1", "epsilon-gamma-box"]
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hudd_core.lrp.oprules import Folded
+
 
 def fold_batchnorm(
     weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.modules.batchnorm._BatchNorm
@@ -35,3 +37,34 @@ def fold_batchnorm(
     w = weight * scale.reshape(-1, *([1] * (weight.dim() - 1)))
     b = shift if bias is None else bias * scale + shift
     return w.detach().contiguous(), b.detach().contiguous()
+
+
+class Canonizer:
+    """Rewrites a captured graph (:class:`hudd_core.lrp.graph.Graph`) before LRP runs; the
+    model itself is never touched. Subclasses implement :meth:`apply`; a composite runs its
+    ``canonizers`` in order."""
+
+    def apply(self, graph) -> None:
+        raise NotImplementedError
+
+
+class MergeBatchNorm(Canonizer):
+    """Folds every BatchNorm whose only input is a convolution/linear layer read by nothing
+    else into that layer (the layer's rule must allow it: ``folds_batchnorm``); the
+    BatchNorm's op then passes relevance through. Other BatchNorms keep their own rule."""
+
+    def apply(self, graph) -> None:
+        by_name = {op.name: op for op in graph.ops}
+        for op in graph.ops:
+            if not isinstance(op.module, nn.modules.batchnorm._BatchNorm) or len(op.args) != 1:
+                continue
+            src = by_name[op.args[0]]
+            if (
+                src.node.op != "call_module"
+                or not getattr(src.rule, "folds_batchnorm", False)
+                or src.bn is not None
+                or len(src.node.users) != 1
+                or op.module.running_mean is None
+            ):
+                continue
+            src.bn, op.rule = op.module, Folded()

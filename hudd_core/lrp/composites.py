@@ -1,4 +1,21 @@
-"""Composites: which rule each kind of layer gets (Zennit's layer-map composites).
+"""Composites: an open registry of which rule each operation gets (Zennit's layer-map and
+name-map composites).
+
+A :class:`Composite` maps module types (``layer_map``, checked in order, the user's
+entries before the defaults), qualified module names (``name_map``, checked first) and
+functions / tensor-method names (``function_map``) to rule objects, and lists the
+canonizers that rewrite the captured graph first. A new layer kind is one entry:
+
+    >>> import torch
+    >>> from hudd_core.lrp.oprules import Pass
+    >>> class Scale(torch.nn.Module):  # a user's own element-wise layer
+    ...     def forward(self, x):
+    ...         return 2 * x
+    >>> comp = get_composite("hudd").register_module(Scale, Pass())
+    >>> comp.module_rule("head.scale", Scale())
+    Pass(record=True, gate=False)
+
+The four built-in composites differ in the rules of convolutions and linear layers:
 
 =====================  ==================  ==============  ==================
 composite              convolution         linear          avg-pool / add
@@ -12,11 +29,16 @@ beta1``
                        first: ZBox(0, 1)
 =====================  ==================  ==============  ==================
 
-Everywhere: activations, dropout, flatten/reshape pass relevance through, max-pooling is
-winner-take-all, concatenation splits it, BatchNorm is folded into the preceding layer.
-``hudd`` is DESIGN.md's reference semantics; the others are as Zennit 0.5 defines them
-(``EpsilonPlus``, ``EpsilonAlpha2Beta1``, ``EpsilonGammaBox``). "First" is the first
-convolution in execution order (Zennit: in module registration order; the same for
+Everywhere (:func:`default_layer_map`, :func:`default_function_map`): element-wise
+activations, dropout and identities pass relevance through; views, permutations, indexing,
+splits and concatenation move it with the values; max pooling is winner-take-all; sums,
+means, average pooling, interpolation and additions use Norm; products use AttnLRP's uniform
+rule with sigmoid gates held constant; BatchNorm is folded into the layer before it
+(:class:`~hudd_core.lrp.canonizers.MergeBatchNorm`), else the epsilon rule on its affine
+map; LayerNorm, GroupNorm, softmax and attention use the AttnLRP rules (Achtibat et al.,
+ICML 2024). ``hudd`` is DESIGN.md's reference semantics; the others are as Zennit 0.5
+defines them (``EpsilonPlus``, ``EpsilonAlpha2Beta1``, ``EpsilonGammaBox``). "First" is the
+first convolution in execution order (Zennit: in module registration order; the same for
 ordinary models).
 
 Example:
@@ -26,36 +48,221 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import functools
+import operator
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hudd_core.lrp.attention import Attention, Traced
+from hudd_core.lrp.canonizers import Canonizer, MergeBatchNorm
+from hudd_core.lrp.oprules import (
+    ChannelAffine,
+    Copy,
+    Normalization,
+    OpRule,
+    Product,
+    Softmax,
+    elementwise_pass_functions,
+)
 from hudd_core.lrp.rules import (
     AffineRule,
     AlphaBeta,
     Epsilon,
     Gamma,
     Norm,
+    Pass,
     PositiveWeights,
+    WinnerTakeAll,
     ZBox,
     ZPlus,
 )
 
+Types = type | tuple[type, ...]
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.ELU,
+               nn.SELU, nn.CELU, nn.Mish, nn.Tanh, nn.Softplus, nn.Hardtanh, nn.PReLU)  # fmt: skip
+IDENTITIES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
+MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d)
+LINEAR_POOLS = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d,
+                nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.Upsample)  # fmt: skip
+
+
+@functools.cache
+def _torchvision_types() -> tuple[tuple, tuple]:
+    """torchvision's StochasticDepth (identity in evaluation) and Permute (empty when
+    torchvision is not installed)."""
+    try:
+        from torchvision.ops import StochasticDepth
+        from torchvision.ops.misc import Permute
+    except ImportError:  # pragma: no cover - torchvision is a test dependency
+        return (), ()
+    return (StochasticDepth,), (Permute,)
+
+
+def _torchvision_functions() -> tuple[tuple, tuple]:
+    """torchvision's fx-wrapped functions: Swin's shifted-window attention (traced with the
+    AttnLRP rules) and its patch-merging padding and position-bias gathers (copies). Read
+    when needed: fx patches these names while it traces."""
+    try:
+        from torchvision.models import swin_transformer as st
+    except ImportError:  # pragma: no cover - torchvision is a test dependency
+        return (), ()
+    names = ("_patch_merging_pad", "_get_relative_position_bias")
+    moves = tuple(getattr(st, n) for n in names if hasattr(st, n))
+    return (st.shifted_window_attention,), moves
+
+
+def default_layer_map(comp: Composite) -> list[tuple[Types, OpRule]]:
+    """Module types and their rules in ``comp`` (after the user's ``layer_map``)."""
+    eps = comp.norm.stabilizer
+    identities, moves = _torchvision_types()
+    return [
+        (CONVOLUTIONS, comp.conv),
+        (nn.Linear, comp.linear),
+        (ACTIVATIONS, Pass()),
+        ((nn.Sigmoid, nn.Hardsigmoid), Pass(gate=True)),
+        ((*IDENTITIES, *identities), Pass(record=False)),
+        ((nn.Flatten, nn.Unflatten, nn.ChannelShuffle, nn.ZeroPad2d, *moves), Copy()),
+        (MAX_POOLS, WinnerTakeAll()),
+        (LINEAR_POOLS, comp.norm),
+        (nn.modules.batchnorm._BatchNorm, ChannelAffine(eps)),
+        ((nn.LayerNorm, nn.GroupNorm), Normalization(eps)),
+        (nn.Softmax, Softmax()),
+        (nn.MultiheadAttention, Attention(eps)),
+    ]
+
+
+def default_function_map(comp: Composite) -> list[tuple[Sequence, OpRule]]:
+    """Functions (``call_function`` targets) and tensor-method names (``call_method``) and
+    their rules in ``comp``. In-place spellings (``add_``, ``operator.iadd``,
+    ``inplace=True``) are run out of place and looked up under the plain name."""
+    eps = comp.norm.stabilizer
+    windows, window_moves = _torchvision_functions()
+    copies = [operator.getitem, torch.cat, torch.concat, torch.concatenate, torch.stack,
+              torch.split, torch.chunk, torch.unbind, torch.flatten, torch.reshape,
+              torch.permute, torch.transpose, torch.unsqueeze, torch.squeeze, torch.roll,
+              torch.narrow, torch.movedim, torch.flip, torch.clone, F.pad, F.max_pool1d,
+              F.max_pool2d, F.max_pool3d, F.adaptive_max_pool1d, F.adaptive_max_pool2d,
+              torch.swapaxes, torch.transpose,
+              "view", "reshape", "flatten", "contiguous", "permute", "transpose", "unsqueeze",
+              "squeeze", "unflatten", "expand", "expand_as", "repeat", "split", "chunk",
+              "unbind", "roll", "narrow", "select", "clone", "flip", "movedim", "swapaxes",
+              "t", "view_as", "reshape_as", *window_moves]  # fmt: skip
+    linear = [operator.add, torch.add, operator.sub, torch.sub, operator.truediv, torch.div,
+              operator.neg, torch.neg, torch.mean, torch.sum, F.avg_pool1d, F.avg_pool2d,
+              F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
+              F.interpolate, "add", "sub", "div", "neg", "mean", "sum"]  # fmt: skip
+    products = [operator.mul, torch.mul, operator.matmul, torch.matmul, torch.bmm, torch.einsum,
+                F.linear, "mul", "matmul", "bmm"]  # fmt: skip
+    return [
+        *elementwise_pass_functions(),
+        (copies, Copy()),
+        (linear, Norm(eps)),
+        (products, Product(eps)),
+        ([F.layer_norm, F.group_norm], Normalization(eps)),
+        ([F.softmax, torch.softmax, "softmax"], Softmax()),
+        (windows, Traced(eps)),
+    ]
+
+
+def _same_forward(module: nn.Module, types: Types) -> bool:
+    """``module`` is one of ``types`` and keeps its forward (a subclass with a forward of
+    its own, e.g. torchvision's channels-first ``LayerNorm2d``, is traced through)."""
+    for t in types if isinstance(types, tuple) else (types,):
+        if isinstance(module, t) and type(module).forward is t.forward:
+            return True
+    return False
+
 
 @dataclass
 class Composite:
-    """Rules by layer kind; ``first_conv`` (optional) overrides ``conv`` for the first one."""
+    """An open rule registry (see the module docstring).
+
+    Args:
+        name: shown in errors and run records.
+        conv, linear: the rules of convolutions and linear layers; ``first_conv``
+            (optional) overrides ``conv`` for the first convolution in execution order.
+        norm: the Norm rule (its stabiliser is also the other rules' stabiliser).
+        layer_map: ``[(module types, rule), ...]`` checked before the defaults.
+        name_map: ``{qualified module name: rule}``, checked first (a module named here is
+            not traced into, so a custom module can get a rule of its own).
+        function_map: ``[(functions or method names, rule), ...]`` overriding the defaults.
+        canonizers: rewrite the captured graph before LRP (default: fold BatchNorm).
+    """
 
     name: str
     conv: AffineRule
     linear: AffineRule
     norm: Norm
     first_conv: AffineRule | None = None
+    layer_map: list[tuple[Types, OpRule]] = field(default_factory=list)
+    name_map: dict[str, OpRule] = field(default_factory=dict)
+    function_map: list[tuple[Sequence, OpRule]] = field(default_factory=list)
+    canonizers: list[Canonizer] = field(default_factory=lambda: [MergeBatchNorm()])
 
     def rule_for(self, kind: str, first: bool = False) -> AffineRule:
         """The rule of a ``"conv"`` or ``"linear"`` layer."""
         if kind == "conv":
             return self.first_conv if (first and self.first_conv is not None) else self.conv
         return self.linear
+
+    def register_module(self, types: Types, rule: OpRule) -> Composite:
+        """Gives modules of ``types`` the rule ``rule`` (before every other entry)."""
+        self.layer_map.insert(0, (types, rule))
+        return self
+
+    def register_name(self, qualname: str, rule: OpRule) -> Composite:
+        """Gives the module named ``qualname`` the rule ``rule``."""
+        self.name_map[qualname] = rule
+        return self
+
+    def register_function(self, targets: Callable | str | Sequence, rule: OpRule) -> Composite:
+        """Gives functions / tensor-method names ``targets`` the rule ``rule``."""
+        if callable(targets) or isinstance(targets, str):
+            targets = [targets]
+        self.function_map.insert(0, (list(targets), rule))
+        return self
+
+    def module_rule(self, qualname: str, module: nn.Module, first: bool = False) -> OpRule | None:
+        """The rule of ``module`` (named ``qualname``); ``first``: it is the first
+        convolution. ``None`` when no entry matches."""
+        if qualname in self.name_map:
+            return self.name_map[qualname]
+        if first and self.first_conv is not None and isinstance(module, CONVOLUTIONS):
+            return self.first_conv
+        for types, rule in self.layer_map:
+            if isinstance(module, types):
+                return rule
+        for types, rule in default_layer_map(self):
+            if _same_forward(module, types):
+                return rule
+        return None
+
+    def function_table(self) -> dict:
+        """``{function or method name: rule}``, the user's entries winning."""
+        table: dict = {}
+        for targets, rule in [*self.function_map, *default_function_map(self)]:
+            for t in targets:
+                table.setdefault(t, rule)
+        return table
+
+
+def constant_attention(comp: Composite) -> Composite:
+    """``comp`` with attention weights held constant everywhere (CP-LRP, Ali et al., ICML
+    2022; softmax modules, functions and the traced attention blocks) instead of AttnLRP's
+    softmax rule: conservative, relevance reaches the tokens through the values only."""
+    eps = comp.norm.stabilizer
+    softmax = Softmax(constant=True)
+    windows, _ = _torchvision_functions()
+    comp.register_module(nn.Softmax, softmax)
+    comp.register_function([F.softmax, torch.softmax, "softmax"], softmax)
+    comp.register_module(nn.MultiheadAttention, Attention(eps, constant_softmax=True))
+    comp.register_function(windows, Traced(eps, constant_softmax=True))
+    return comp
 
 
 def hudd() -> Composite:

@@ -33,13 +33,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
-from torch import fx, nn
+from torch import nn
 
-from hudd_core.lrp import kernels as K
 from hudd_core.lrp.composites import Composite, get_composite
-from hudd_core.lrp.graph import Graph, Op, affine_params, capture
-from hudd_core.lrp.rules import Affine
+from hudd_core.lrp.graph import Graph, capture
+from hudd_core.lrp.oprules import Call
 
 
 def start_relevance(
@@ -80,27 +78,6 @@ def start_relevance(
     return output * mask
 
 
-def _avgpool_geometry(m: nn.Module) -> tuple | None:
-    """Kernel geometry of an average pool in 2-D form, ``None`` for what the compiled
-    kernel does not cover (then torch's pooling gradient is used)."""
-
-    def pair(v):
-        return tuple(v) if isinstance(v, tuple | list) else (v, v)
-
-    if isinstance(m, nn.AdaptiveAvgPool1d | nn.AdaptiveAvgPool2d):
-        return (0, 0, 0, 0, 0, 0, 1, 1)
-    if getattr(m, "ceil_mode", False) or getattr(m, "divisor_override", None):
-        return None
-    if isinstance(m, nn.AvgPool1d):
-        return (1, m.kernel_size[0], 1, m.stride[0], 0, m.padding[0], 0, int(m.count_include_pad))
-    (kh, kw), (sh, sw), (ph, pw) = (
-        pair(m.kernel_size),
-        pair(m.stride or m.kernel_size),
-        pair(m.padding),
-    )
-    return (kh, kw, sh, sw, ph, pw, 0, int(m.count_include_pad))
-
-
 class LRP:
     """All-layer LRP for a CNN (see the module docstring).
 
@@ -112,7 +89,7 @@ class LRP:
         layers: names to record (default: :attr:`Graph.default_layers`).
         composite_kwargs: passed to the composite factory (e.g. ``low``, ``high``).
 
-    Weights are read when a batch first meets a dtype/device; call :meth:`refresh` after
+    Weights are read when a batch first meets a dtype/device: build a new ``LRP`` after
     changing them.
     """
 
@@ -124,8 +101,8 @@ class LRP:
         **composite_kwargs,
     ) -> None:
         self.model = model
-        self.graph: Graph = capture(model)
         self.composite = get_composite(composite, **composite_kwargs)
+        self.graph: Graph = capture(model, self.composite)
         known = self.graph.recordable
         if layers is None:
             layers = self.graph.default_layers
@@ -133,31 +110,14 @@ class LRP:
         if unknown:
             raise ValueError(f"unknown layer(s) {unknown}; recordable: {known}")
         self.layers = [name for name in known if name in set(layers)]
-        self._prepared: dict[tuple, dict[str, tuple]] = {}
+        self._prepared: dict[tuple, dict[str, object]] = {}
 
-    def _prepare(self, dtype: torch.dtype, device: torch.device) -> dict[str, tuple]:
+    def _prepare(self, dtype: torch.dtype, device: torch.device) -> dict[str, object]:
         key = (dtype, device)
         if key not in self._prepared:
-            prep = {}
-            for op in self.graph.ops:
-                if op.kind not in ("conv", "linear"):
-                    continue
-                w, b = affine_params(op)
-                w = w.to(device=device, dtype=dtype)
-                b = None if b is None else b.to(device=device, dtype=dtype)
-                m = op.module
-                if op.kind == "conv":
-                    layer = Affine(w, b, w.dim() - 2, m.stride, m.padding, m.dilation, m.groups)
-                    if isinstance(m.padding, str) or m.padding_mode != "zeros":
-                        raise ValueError(
-                            f"LRP supports zero padding given as numbers (layer {op.qualname!r})"
-                        )
-                else:
-                    layer = Affine(w, b)
-                rule = self.composite.rule_for(op.kind, op.first_conv)
-                with torch.no_grad():
-                    prep[op.name] = (layer, rule, rule.prepare(layer))
-            self._prepared[key] = prep
+            self._prepared[key] = {
+                op.name: op.rule.setup(op, dtype, device) for op in self.graph.ops if op.rule
+            }
         return self._prepared[key]
 
     # -- forward -------------------------------------------------------------------------
@@ -165,53 +125,13 @@ class LRP:
     def _forward(self, x: torch.Tensor, prep: dict) -> tuple[dict, dict]:
         env: dict[str, object] = {}
         saved: dict[str, object] = {}
-
-        def val(a):
-            return fx.node.map_arg(a, lambda n: env[n.name])
-
         for op in self.graph.ops:
-            node, kind = op.node, op.kind
-            if kind == "input":
+            if op.record == "input":
                 env[op.name] = x
-                continue
-            if kind in ("conv", "linear"):
-                layer = prep[op.name][0]
-                env[op.name] = layer.forward(env[op.args[0]], layer.weight, layer.bias)
-            elif node.op == "call_module":
-                inp = env[op.args[0]]
-                m = op.module
-                if kind == "act":
-                    slope = getattr(m, "negative_slope", None)
-                    env[op.name] = F.relu(inp) if slope is None else F.leaky_relu(inp, slope)
-                elif kind == "maxpool":
-                    fn = F.max_pool1d if isinstance(m, nn.MaxPool1d) else F.max_pool2d
-                    out, idx = fn(inp, m.kernel_size, m.stride, m.padding, m.dilation,
-                                  ceil_mode=m.ceil_mode, return_indices=True)  # fmt: skip
-                    env[op.name], saved[op.name] = out, idx
-                elif kind == "avgpool":
-                    env[op.name] = m(inp)
-                elif kind == "reshape":
-                    env[op.name] = m(inp)
-                else:  # pass: dropout/identity (evaluation mode), folded BatchNorm
-                    env[op.name] = inp
-            elif kind == "add":
-                a, b = (env[n] for n in op.args)
-                env[op.name] = a + b  # never in place: the operands are kept for the backward
-            elif kind == "pass":  # functional activations (never in place), dropout (off)
-                inp = env[op.args[0]]
-                if node.target in (F.relu, torch.relu, "relu", "relu_"):
-                    env[op.name] = F.relu(inp)
-                elif node.target is F.leaky_relu:
-                    args, kwargs = val(node.args), val(node.kwargs)
-                    slope = args[1] if len(args) > 1 else kwargs.get("negative_slope", 0.01)
-                    env[op.name] = F.leaky_relu(inp, slope)
-                else:
-                    env[op.name] = inp
-            elif node.op == "call_function":
-                env[op.name] = node.target(*val(node.args), **val(node.kwargs))
-            else:  # call_method
-                args = val(node.args)
-                env[op.name] = getattr(args[0], node.target)(*args[1:], **val(node.kwargs))
+            elif op.rule is None:  # a constant, a parameter, shape arithmetic
+                env[op.name] = op.evaluate(env)
+            else:
+                env[op.name] = op.rule.forward(Call(op, env, prep[op.name], saved))
         return env, saved
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -246,86 +166,41 @@ class LRP:
             return self._backward(env, saved, prep, r0.to(out))
 
     def _backward(self, env: dict, saved: dict, prep: dict, r0: torch.Tensor) -> dict:
-        rel: dict[str, torch.Tensor] = {self.graph.output: r0.contiguous()}
+        rel: dict[str, object] = {self.graph.output: r0.contiguous()}
         owned: set[str] = set()  # names whose tensor we created (safe to add into in place)
         record = set(self.layers)
         result: dict[str, torch.Tensor] = {}
 
-        def give(name: str, fn: Callable[[torch.Tensor | None], torch.Tensor]) -> None:
-            """Relevance for ``name`` from a kernel that can add into ``out``."""
-            if name in owned:
-                fn(rel[name])
-            elif name in rel:
-                rel[name] = rel[name] + fn(None)
-                owned.add(name)
-            else:
-                rel[name] = fn(None)
-                owned.add(name)
-
-        def give_alias(name: str, r: torch.Tensor) -> None:
-            """Relevance for ``name`` that may alias another node's (pass, reshape)."""
-            if name in owned:
+        def give(name: str, r, fresh: bool) -> None:
+            """Adds ``r`` to the relevance of ``name`` (``fresh``: ``r`` is ours to keep)."""
+            if isinstance(r, list):  # the items of a tuple-valued node
+                have = rel.get(name) or [None] * len(r)
+                rel[name] = [_add(a, b) for a, b in zip(have, r, strict=True)]
+            elif name in owned:
                 rel[name].add_(r)
             elif name in rel:
                 rel[name] = rel[name] + r
                 owned.add(name)
             else:
                 rel[name] = r
+                if fresh:
+                    owned.add(name)
 
         for op in reversed(self.graph.ops):
-            r = rel.get(op.name)
-            if r is None:
-                if op.record in record:
-                    result[op.record] = torch.zeros_like(env[op.name])
-                continue
+            r = rel.pop(op.name, None)
             if op.record in record:
-                result[op.record] = r
-            self._propagate(op, r, env, saved, prep, give, give_alias)
-            del rel[op.name]
+                result[op.record] = _recorded(r, env[op.name])
+            if r is None or op.rule is None or not op.args:
+                continue
+            call = Call(op, env, prep[op.name], saved)
+            first = op.args[0]
+            out = rel[first] if (op.rule.fresh and first in owned) else None
+            for i, (name, res) in enumerate(zip(op.args, op.rule.propagate(call, r, out),
+                                                strict=True)):  # fmt: skip
+                if res is None or (i == 0 and out is not None and res is out):
+                    continue
+                give(name, res, op.rule.fresh)
         return {name: result[name] for name in self.layers}
-
-    def _propagate(self, op: Op, r, env, saved, prep, give, give_alias) -> None:
-        kind = op.kind
-        if kind == "input" or not op.args:
-            return
-        src = op.args[0]
-        if kind in ("conv", "linear"):
-            layer, rule, p = prep[op.name]
-            x, z = env[src], env[op.name]
-            give(src, lambda out: rule.relevance(layer, p, x, z, r.contiguous(), out))
-        elif kind in ("act", "pass"):
-            give_alias(src, r)
-        elif kind == "reshape":
-            give_alias(src, r.reshape(env[src].shape))
-        elif kind == "maxpool":
-            x = env[src]
-            give(src, lambda out: K.maxpool_route(r.contiguous(), saved[op.name], x.shape, out))
-        elif kind == "avgpool":
-            x, z = env[src], env[op.name]
-            eps = self.composite.norm.stabilizer
-            geo = _avgpool_geometry(op.module)
-            if geo is None:
-                give(src, lambda out: _avgpool_autograd(op.module, x, z, r, eps, out))
-            else:
-                x4, z4, r4 = (t.reshape(t.shape[0], t.shape[1], -1, t.shape[-1]) for t in (x, z, r))
-                give(src, lambda out: K.avgpool_redistribute(
-                    x4.contiguous(), z4.contiguous(), r4.contiguous(), eps, geo,
-                    None if out is None else out.view(x4.shape)).view(x.shape))  # fmt: skip
-        elif kind == "add":
-            a, b = (env[n] for n in op.args)
-            ra, rb = K.sum_split(a.contiguous(), b.contiguous(), r.contiguous(),
-                                 self.composite.norm.stabilizer)  # fmt: skip
-            give_alias(op.args[0], ra)
-            give_alias(op.args[1], rb)
-        elif kind == "cat":
-            node = op.node
-            dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-            parts = [env[n.name] for n in node.args[0]]
-            pieces = r.split([p.shape[dim] for p in parts], dim=dim)
-            for n, piece in zip(node.args[0], pieces, strict=True):
-                give_alias(n.name, piece.contiguous())
-        else:  # pragma: no cover - capture() rejects everything else
-            raise AssertionError(kind)
 
     def shapes(self, input_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
         """Per recorded layer, the shape of one image's relevance (no batch dimension)."""
@@ -339,14 +214,20 @@ class LRP:
         return {name: tuple(env[names[name]].shape[1:]) for name in self.layers}
 
 
-def _avgpool_autograd(m, x, z, r, eps, out):
-    """Norm rule through torch's pooling gradient (pool settings the kernel lacks)."""
-    s = K.stabilized_divide(r.contiguous(), z.contiguous(), eps)
-    with torch.enable_grad():
-        xx = x.detach().requires_grad_()
-        (g,) = torch.autograd.grad(m(xx), xx, s)
-    res = x * g
-    return res if out is None else out.add_(res)
+def _add(a, b):
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+def _recorded(r, value) -> torch.Tensor:
+    """What is recorded for a node: its relevance, zeros where none arrived; a
+    tuple-valued node (attention's ``(output, weights)``) records its first item."""
+    if isinstance(r, list):
+        r = r[0]
+    if isinstance(value, tuple | list):
+        value = value[0]
+    return torch.zeros_like(value) if r is None else r
 
 
 def layer_relevance(

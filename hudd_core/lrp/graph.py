@@ -1,50 +1,44 @@
 """Graph capture: an unmodified ``nn.Module`` → the list of operations LRP walks.
 
-``torch.fx.symbolic_trace`` records the forward pass; standard ``torch.nn`` layers stay
-whole (fx leaves), custom modules are traced through, so residual additions and
-concatenations written in ``forward`` appear as graph nodes. Every node is classified into
-one of a few kinds, BatchNorm is folded into the convolution or linear layer before it
-(:mod:`hudd_core.lrp.canonizers`), and anything else raises
-:class:`UnsupportedOperation` naming the operation and the graph node.
+``torch.fx`` records the forward pass; modules the composite has a rule for (and standard
+``torch.nn`` layers) stay whole, custom modules are traced through, so residual additions,
+gates and concatenations written in ``forward`` appear as graph nodes. Every node that
+carries relevance (it depends on the input's values) gets its rule from the composite's
+registry (:mod:`hudd_core.lrp.composites`); shape arithmetic (``x.size(0) // 2``,
+assertions on shapes), parameters used directly in ``forward`` and optional extra inputs
+left at their defaults are evaluated as constants. The composite's canonizers then rewrite
+the graph (BatchNorm folded into the layer before it). An operation without a rule raises
+:class:`UnsupportedOperation` naming it and the graph node.
 
 Example:
     >>> import torch
     >>> net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
-    >>> [(op.name, op.kind) for op in capture(net).ops]
-    [('input_1', 'input'), ('_0', 'linear'), ('_1', 'act'), ('_2', 'linear')]
+    >>> [(op.name, type(op.rule).__name__) for op in capture(net).ops]
+    [('input_1', 'NoneType'), ('_0', 'PositiveWeights'), ('_1', 'Pass'), ('_2', 'PositiveWeights')]
 """
 
 from __future__ import annotations
 
+import copy
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
-from hudd_core.lrp.canonizers import fold_batchnorm
+from hudd_core.lrp.composites import Composite, get_composite
+from hudd_core.lrp.oprules import Copy, OpRule, Pass
 
-# Layer modules by kind. "pass": relevance unchanged (activations, dropout, identity).
-_MODULE_KINDS: list[tuple[tuple[type, ...], str]] = [
-    ((nn.Conv1d, nn.Conv2d, nn.Conv3d), "conv"),
-    ((nn.Linear,), "linear"),
-    ((nn.ReLU, nn.LeakyReLU), "act"),
-    ((nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity), "pass"),
-    ((nn.Flatten,), "reshape"),
-    ((nn.MaxPool1d, nn.MaxPool2d), "maxpool"),
-    ((nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d), "avgpool"),
-    ((nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d), "bn"),
-]
-# Layers recorded by default: those whose outputs are new neurons (not views or copies).
-RECORDED_KINDS = {"conv", "linear", "act", "maxpool", "avgpool"}
-
-_ADD = {operator.add, operator.iadd, torch.add}
-_CAT = {torch.cat, torch.concat, torch.concatenate}
-_RESHAPE_FN = {torch.flatten, torch.reshape}
-_RESHAPE_METHODS = {"view", "reshape", "flatten", "contiguous"}
-_ACT_FN = {F.relu, torch.relu, F.leaky_relu, F.dropout}
-_META_METHODS = {"size", "dim"}
+# Calls whose result depends on a tensor's shape or type only, never its values.
+_META_FUNCTIONS = {getattr, len, torch.zeros_like, torch.ones_like, torch.empty_like,
+                   torch.full_like, torch.numel, torch._assert}  # fmt: skip
+_META_METHODS = {"size", "dim", "numel", "type", "get_device", "new_zeros", "new_ones",
+                 "new_empty", "new_full", "ndimension", "nelement"}  # fmt: skip
+# In-place spellings and the out-of-place operation run instead (operands are kept).
+_OUT_OF_PLACE = {operator.iadd: operator.add, operator.isub: operator.sub,
+                 operator.imul: operator.mul, operator.itruediv: operator.truediv,
+                 torch.relu_: torch.relu}  # fmt: skip
 
 
 class UnsupportedOperation(ValueError):
@@ -53,18 +47,44 @@ class UnsupportedOperation(ValueError):
 
 @dataclass
 class Op:
-    """One graph node: ``kind`` decides its LRP treatment, ``args`` are the tensor nodes it
-    reads (by name), ``record`` the name its output relevance is recorded under."""
+    """One graph node: ``rule`` (``None`` for constants and shape computations) decides
+    its LRP treatment, ``args`` are the relevance-carrying nodes it reads (by name),
+    ``record`` the name its output relevance is recorded under."""
 
     name: str
-    kind: str
     node: fx.Node
+    rule: OpRule | None = None
     args: list[str] = field(default_factory=list)
     module: nn.Module | None = None
     qualname: str | None = None
     record: str | None = None
+    target: object = None  # the function / method name run (out of place)
+    call: Callable | None = None
     bn: nn.Module | None = None  # BatchNorm folded into this conv/linear
     first_conv: bool = False
+    gates: frozenset[int] = frozenset()  # indices into args held constant by products
+
+    @property
+    def kind(self) -> str:
+        """``"input"``, ``"const"`` (no relevance) or the rule's class name."""
+        if self.node.op == "placeholder" and self.record == "input":
+            return "input"
+        return "const" if self.rule is None else type(self.rule).__name__
+
+    def evaluate_args(self, env: dict, live: dict | None = None) -> tuple:
+        live = live or {}
+        return fx.node.map_arg(self.node.args, lambda n: live.get(n.name, env.get(n.name)))
+
+    def evaluate_kwargs(self, env: dict, live: dict | None = None) -> dict:
+        live = live or {}
+        kw = fx.node.map_arg(self.node.kwargs, lambda n: live.get(n.name, env.get(n.name)))
+        if kw.get("inplace"):
+            kw = {**kw, "inplace": False}
+        return kw
+
+    def evaluate(self, env: dict, live: dict | None = None):
+        """The node's value from ``env`` (``live`` replacing some inputs), never in place."""
+        return self.call(*self.evaluate_args(env, live), **self.evaluate_kwargs(env, live))
 
 
 @dataclass
@@ -82,14 +102,24 @@ class Graph:
 
     @property
     def default_layers(self) -> list[str]:
-        return [op.record for op in self.ops if op.record and op.kind in RECORDED_KINDS | {"input"}]
+        """``input`` and every named module whose output is new neurons (not a view, a
+        copy or a folded BatchNorm)."""
+        return [
+            op.record
+            for op in self.ops
+            if op.record == "input" or (op.module is not None and op.rule and op.rule.record)
+        ]
 
 
 class _Tracer(fx.Tracer):
+    def __init__(self, composite: Composite) -> None:
+        super().__init__()
+        self.composite = composite
+
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return any(isinstance(m, types) for types, _ in _MODULE_KINDS) or super().is_leaf_module(
-            m, qualname
-        )
+        if self.composite.module_rule(qualname, m) is not None:
+            return True
+        return super().is_leaf_module(m, qualname)
 
 
 def _where(node: fx.Node) -> str:
@@ -98,131 +128,153 @@ def _where(node: fx.Node) -> str:
     return f"graph node {node.name!r}" + (f" in module {inside!r}" if inside else "")
 
 
-def _classify(node: fx.Node, modules: dict[str, nn.Module], meta: set[str]) -> str:
-    if node.op == "placeholder":
-        return "input"
-    if node.op == "output":
-        return "output"
-    if node.op == "get_attr":
-        raise UnsupportedOperation(
-            f"LRP does not support parameters or buffers used directly in forward "
-            f"({node.target!r}, {_where(node)})"
-        )
-    if node.op == "call_module":
-        m = modules[node.target]
-        for types, kind in _MODULE_KINDS:
-            if isinstance(m, types):
-                return kind
-        raise UnsupportedOperation(
-            f"LRP does not support the layer {type(m).__name__} "
-            f"(module {node.target!r}, {_where(node)})"
-        )
-    tensor_args = [a for a in node.all_input_nodes if a.name not in meta]
+def _method(name: str) -> Callable:
+    def call(self, *args, **kwargs):
+        return getattr(self, name)(*args, **kwargs)
+
+    return call
+
+
+def _attribute(root: nn.Module, target: str) -> Callable:
+    def call():
+        obj = root
+        for part in target.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    return call
+
+
+def _out_of_place_module(m: nn.Module) -> nn.Module:
+    """``m`` itself, or a shallow copy running out of place (``inplace=True`` modules would
+    overwrite the values the backward pass reads). The model is never modified."""
+    if getattr(m, "inplace", False) is True:
+        m = copy.copy(m)
+        m.inplace = False
+    return m
+
+
+def _is_meta(node: fx.Node, live: set[str]) -> bool:
+    """Whether a node is a constant for relevance: it reads no relevance-carrying value, or
+    only the shape/type of one."""
+    if not any(a.name in live for a in node.all_input_nodes):
+        return True
     if node.op == "call_function":
-        t = node.target
-        if t is getattr or (t is operator.getitem and not tensor_args):
-            return "meta"
-        if t in _ADD and len(tensor_args) == 2 and not node.kwargs:
-            return "add"
-        if t in _CAT:
-            return "cat"
-        if t in _RESHAPE_FN:
-            return "reshape"
-        if t in _ACT_FN:
-            return "pass"
-        name = getattr(t, "__name__", str(t))
-    else:  # call_method
-        t = node.target
-        if t in _META_METHODS:
-            return "meta"
-        if t in _RESHAPE_METHODS:
-            return "reshape"
-        if t in {"add", "add_"} and len(tensor_args) == 2 and not node.kwargs:
-            return "add"
-        if t in {"relu", "relu_"}:
-            return "pass"
-        name = f"Tensor.{t}"
-    raise UnsupportedOperation(
-        f"LRP does not support the operation {name} ({_where(node)}); supported: conv, "
-        "linear, ReLU/LeakyReLU, max/avg pooling, BatchNorm after conv/linear, dropout, "
-        "flatten/view/reshape, residual addition of two tensors, concatenation"
-    )
+        return node.target in _META_FUNCTIONS
+    return node.op == "call_method" and node.target in _META_METHODS
 
 
-def capture(model: nn.Module) -> Graph:
-    """Traces ``model`` (never modified) into a :class:`Graph`.
+def _bind(op: Op, node: fx.Node, gm: fx.GraphModule, modules: dict) -> None:
+    """Sets what the op runs (out of place) and the key its rule is looked up under."""
+    if node.op == "call_module":
+        op.module, op.qualname = modules[node.target], node.target
+        op.call = _out_of_place_module(op.module).forward  # the model's hooks do not fire
+        op.target = type(op.module)
+    elif node.op == "call_function":
+        op.target = _OUT_OF_PLACE.get(node.target, node.target)
+        op.call = op.target
+    elif node.op == "call_method":
+        name = node.target
+        if name.endswith("_") and not name.startswith("_"):
+            name = name[:-1]  # add_ -> add, relu_ -> relu
+        op.target, op.call = name, _method(name)
+    elif node.op == "get_attr":
+        op.call = _attribute(gm, node.target)
+    elif node.op == "placeholder":  # an extra input: its default value, or None
+        default = node.args[0] if node.args else None
+        op.call = lambda: default
+
+
+def _rule_for(op: Op, node: fx.Node, composite: Composite, table: dict, first: bool) -> OpRule:
+    if node.op == "call_module":
+        rule = composite.module_rule(op.qualname, op.module, first)
+        if rule is None:
+            raise UnsupportedOperation(
+                f"LRP has no rule for the layer {type(op.module).__name__} "
+                f"(module {op.qualname!r}, {_where(node)}); register one with "
+                "Composite.register_module or register_name"
+            )
+        return rule
+    rule = table.get(op.target)
+    if rule is None:
+        name = op.target if node.op == "call_function" else f"Tensor.{op.target}"
+        name = getattr(name, "__name__", str(name))
+        raise UnsupportedOperation(
+            f"LRP has no rule for the operation {name} ({_where(node)}); register one with "
+            "Composite.register_function"
+        )
+    return rule
+
+
+def _gates(op: Op, by_name: dict[str, Op]) -> frozenset[int]:
+    """Indices of ``op.args`` produced by a gate (through views, copies, dropout)."""
+    found = set()
+    for i, name in enumerate(op.args):
+        src = by_name[name]
+        while isinstance(src.rule, Copy | Pass) and not src.rule.gate and len(src.args) == 1:
+            src = by_name[src.args[0]]
+        if src.rule is not None and src.rule.gate:
+            found.add(i)
+    return frozenset(found)
+
+
+def capture(model: nn.Module, composite: str | Composite = "hudd") -> Graph:
+    """Traces ``model`` (never modified) into a :class:`Graph` with ``composite``'s rules.
 
     Raises:
-        UnsupportedOperation: for an operation LRP cannot propagate through, naming the
-            operation and the graph node (and the module it sits in).
+        UnsupportedOperation: for an operation without a rule, naming the operation and the
+            graph node (and the module it sits in).
     """
-    tracer = _Tracer()
+    composite = get_composite(composite)
+    tracer = _Tracer(composite)
     try:
         g = tracer.trace(model)
     except Exception as exc:  # fx cannot trace data-dependent control flow
         raise UnsupportedOperation(f"torch.fx cannot trace the model: {exc}") from exc
     gm = fx.GraphModule(tracer.root, g)
     modules = dict(gm.named_modules())
+    table = composite.function_table()
     ops: list[Op] = []
     by_name: dict[str, Op] = {}
-    meta: set[str] = set()
+    live: set[str] = set()
     seen: dict[str, int] = {}
     output = None
     first_conv_done = False
     for node in g.nodes:
-        kind = _classify(node, modules, meta)
-        if kind == "output":
+        if node.op == "output":
             outs = [a for a in node.all_input_nodes]
-            if len(outs) != 1 or outs[0].name in meta:
+            if len(outs) != 1 or outs[0].name not in live:
                 raise UnsupportedOperation(
                     "LRP needs a model with a single tensor output "
                     f"(graph node {node.name!r} returns {node.args[0]!r})"
                 )
             output = outs[0].name
             continue
-        if kind == "meta":
-            meta.add(node.name)
-        op = Op(node.name, kind, node, [a.name for a in node.all_input_nodes if a.name not in meta])
-        if kind == "input":
-            if ops:
-                raise UnsupportedOperation(f"LRP needs a model with one input ({_where(node)})")
+        op = Op(node.name, node)
+        _bind(op, node, gm, modules)
+        if node.op == "placeholder" and not live:
             op.record = "input"
-        elif node.op == "call_module":
-            op.module, op.qualname = modules[node.target], node.target
-            k = seen.get(node.target, 0)
-            seen[node.target] = k + 1
-            op.record = node.target if k == 0 else f"{node.target}#{k}"
-        elif kind != "meta":
-            op.record = node.name
-        if kind == "conv" and not first_conv_done:
-            op.first_conv = first_conv_done = True
-        if kind == "bn":
-            src = by_name.get(op.args[0]) if op.args else None
-            if (
-                src is None
-                or src.kind not in ("conv", "linear")
-                or src.bn is not None
-                or len(src.node.users) != 1
-            ):
-                raise UnsupportedOperation(
-                    f"LRP folds BatchNorm into the convolution/linear layer right before it; "
-                    f"{type(op.module).__name__} (module {op.qualname!r}, {_where(node)}) "
-                    "has none"
-                )
-            src.bn = op.module
-            op.kind = "pass"
+            live.add(node.name)
+        elif node.op == "placeholder" and not node.args:
+            raise UnsupportedOperation(f"LRP needs a model with one input ({_where(node)})")
+        elif node.op not in ("placeholder", "get_attr") and not _is_meta(node, live):
+            live.add(node.name)
+            op.args = [a.name for a in node.all_input_nodes if a.name in live]
+            first = not first_conv_done and isinstance(op.module, nn.Conv1d | nn.Conv2d | nn.Conv3d)
+            op.rule = _rule_for(op, node, composite, table, first)
+            op.first_conv, first_conv_done = first, first_conv_done or first
+            if op.module is not None:
+                k = seen.get(node.target, 0)
+                seen[node.target] = k + 1
+                op.record = node.target if k == 0 else f"{node.target}#{k}"
+            else:
+                op.record = node.name
+            op.gates = _gates(op, by_name)
         ops.append(op)
         by_name[op.name] = op
     if output is None:
         raise UnsupportedOperation("the traced model has no output")
-    return Graph(gm, ops, output)
-
-
-def affine_params(op: Op) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The weight and bias of a conv/linear op, its BatchNorm folded in."""
-    m = op.module
-    w = m.weight.detach()
-    b = None if m.bias is None else m.bias.detach()
-    if op.bn is not None:
-        w, b = fold_batchnorm(w, b, op.bn)
-    return w, b
+    graph = Graph(gm, ops, output)
+    for canonizer in composite.canonizers:
+        canonizer.apply(graph)
+    return graph

@@ -28,8 +28,25 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from hudd_core.lrp import kernels as K
+from hudd_core.lrp.canonizers import fold_batchnorm
+from hudd_core.lrp.oprules import Norm, OpRule, Pass, WinnerTakeAll
+
+__all__ = [
+    "Affine",
+    "AffineRule",
+    "AlphaBeta",
+    "Epsilon",
+    "Gamma",
+    "Norm",
+    "Pass",
+    "PositiveWeights",
+    "WinnerTakeAll",
+    "ZBox",
+    "ZPlus",
+]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_INPUT = {
@@ -51,58 +68,101 @@ class Affine:
     dilation: tuple = (1,)
     groups: int = 1
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-        """The layer's map with weights ``w`` and bias ``b``."""
+    def forward(self, x: torch.Tensor, w, b: torch.Tensor | None) -> torch.Tensor:
+        """The layer's map with weights ``w`` (a tensor or a :class:`Grid`) and bias ``b``."""
+        if isinstance(w, Grid):
+            parts, biases = x.chunk(len(w[0]), dim=1), _chunks(b, len(w))
+            return torch.cat([sum(self.forward(p, wij, None) for p, wij in zip(parts, row,
+                                                                               strict=True))
+                              + (0 if bi is None else bi.reshape(1, -1, *[1] * self.dims))
+                              for row, bi in zip(w, biases, strict=True)], dim=1)  # fmt: skip
         if self.dims == 0:
             return F.linear(x, w, b)
         return _CONV[self.dims](x, w, b, self.stride, self.padding, self.dilation, self.groups)
 
-    def back(self, s: torch.Tensor, w: torch.Tensor, in_shape: torch.Size) -> torch.Tensor:
+    def back(self, s: torch.Tensor, w, in_shape: torch.Size) -> torch.Tensor:
         """The transposed map (the gradient w.r.t. the input): ``w^T s``."""
+        if isinstance(w, Grid):
+            k = len(w[0])
+            part = torch.Size((in_shape[0], in_shape[1] // k, *in_shape[2:]))
+            sp = s.chunk(len(w), dim=1)
+            return torch.cat([sum(self.back(si, w[i][j], part) for i, si in enumerate(sp))
+                              for j in range(k)], dim=1)  # fmt: skip
         if self.dims == 0:
             return s @ w
         return _CONV_INPUT[self.dims](in_shape, w, s, self.stride, self.padding, self.dilation,
                                       self.groups)  # fmt: skip
 
-    def blocks(self, grid: list[list[torch.Tensor]]) -> torch.Tensor:
-        """Block weight matrix: ``grid[i][j]`` maps input part j to output part i."""
+    def blocks(self, grid: list[list[torch.Tensor]]):
+        """Block weight matrix: ``grid[i][j]`` maps input part j to output part i. Grouped
+        convolutions (depthwise ones in mobile nets) keep the parts apart (:class:`Grid`):
+        one convolution per block instead of one for all."""
         if self.groups != 1 and (len(grid) > 1 or len(grid[0]) > 1):
-            raise ValueError("sign-splitting LRP rules need groups == 1 convolutions")
+            return Grid([[t.contiguous() for t in row] for row in grid])
         return torch.cat([torch.cat(row, dim=1) for row in grid], dim=0).contiguous()
+
+
+class Grid(list):
+    """The blocks of a block weight matrix kept apart (grouped convolutions)."""
+
+
+def _chunks(b: torch.Tensor | None, k: int) -> list:
+    return [None] * k if b is None else list(b.chunk(k))
+
+
+def affine_layer(
+    m: nn.Module, bn: nn.Module | None, dtype: torch.dtype, device: torch.device, name: str
+) -> Affine:
+    """The :class:`Affine` of a convolution or linear module, ``bn`` folded into it."""
+    if not isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d):
+        raise ValueError(f"affine LRP rules apply to convolutions and linear layers, not "
+                         f"{type(m).__name__} (layer {name!r})")  # fmt: skip
+    w = m.weight.detach()
+    b = None if m.bias is None else m.bias.detach()
+    if bn is not None:
+        w, b = fold_batchnorm(w, b, bn)
+    w = w.to(device=device, dtype=dtype)
+    b = None if b is None else b.to(device=device, dtype=dtype)
+    if isinstance(m, nn.Linear):
+        return Affine(w, b)
+    if isinstance(m.padding, str) or m.padding_mode != "zeros":
+        raise ValueError(f"LRP supports zero padding given as numbers (layer {name!r})")
+    return Affine(w, b, w.dim() - 2, m.stride, m.padding, m.dilation, m.groups)
 
 
 def _parts_shape(x: torch.Tensor, k: int) -> tuple:
     return (x.shape[0], k * x.shape[1], *x.shape[2:])
 
 
-class Rule:
-    """Base class: ``relevance(layer, prepared, x, z, r)`` → relevance at the input."""
-
-    def prepare(self, layer: Affine) -> dict:
-        return {}
-
-
-class Pass(Rule):
-    """Pass-through (activations, dropout): the relevance is not changed."""
-
-
-class WinnerTakeAll(Rule):
-    """Max-pooling: all of an output's relevance goes to the input that won the max."""
-
-
-@dataclass
-class Norm(Rule):
-    """Redistribution in proportion to the inputs' contributions (average pooling and
-    residual additions): ``R_i = x_i * sum_j A_ji R_j / stab(z_j)``; Zennit's ``Norm``."""
-
-    stabilizer: float = 1e-6
-
-
-class AffineRule(Rule):
+class AffineRule(OpRule):
     """A rule of a convolution or linear layer. ``relevance`` may overwrite ``z`` (the
-    engine calls it once every reader of the layer's output is done)."""
+    engine calls it once every reader of the layer's output is done).
+
+    In the engine's rule protocol (:mod:`hudd_core.lrp.oprules`) the layer's weights, any
+    BatchNorm folded into it, and the rule's modified weights are derived once per
+    dtype/device (:meth:`setup`)."""
 
     stabilizer: float
+    fresh = True
+    folds_batchnorm = True  # canonizers may fold a following BatchNorm into the layer
+
+    def prepare(self, layer: Affine) -> dict:
+        """Modified weights, derived once per layer, dtype and device."""
+        return {}
+
+    def setup(self, op, dtype: torch.dtype, device: torch.device) -> tuple:
+        layer = affine_layer(op.module, op.bn, dtype, device, op.qualname)
+        with torch.no_grad():
+            return layer, self.prepare(layer)
+
+    def forward(self, call):
+        layer = call.state[0]
+        return layer.forward(call.inputs[0], layer.weight, layer.bias)
+
+    def propagate(self, call, r, out=None):
+        layer, prep = call.state
+        x, z = call.inputs[0], call.output
+        return [self.relevance(layer, prep, x, z, r.contiguous(), out)]
 
     def relevance(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import torch
 from torch import nn
 
 
@@ -116,5 +117,115 @@ def kpnet(num_keypoints: int, in_channels: int = 1, input_size: int = 64) -> nn.
     )
 
 
-BUILTIN = {"alexnet": alexnet, "resnet": resnet, "kpnet": kpnet}
+class _SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation: the input times a channel gate ``hardsigmoid(f(mean x))``."""
+
+    def __init__(self, channels: int, squeeze: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.relu = nn.ReLU()
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+        self.gate = nn.Hardsigmoid()
+
+    def forward(self, x):
+        return x * self.gate(self.fc2(self.relu(self.fc1(self.pool(x)))))
+
+
+class _InvertedResidual(nn.Module):
+    """MobileNetV3 block: 1x1 expansion, depthwise 3x3, squeeze-excitation, 1x1 projection
+    (BatchNorm after each convolution, Hardswish), the input added when shapes match."""
+
+    def __init__(self, cin: int, expand: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.expand = nn.Sequential(
+            nn.Conv2d(cin, expand, 1, bias=False), nn.BatchNorm2d(expand), nn.Hardswish()
+        )
+        self.depthwise = nn.Sequential(
+            nn.Conv2d(expand, expand, 3, stride, 1, groups=expand, bias=False),
+            nn.BatchNorm2d(expand),
+            nn.Hardswish(),
+        )
+        self.se = _SqueezeExcite(expand, max(8, expand // 4))
+        self.project = nn.Sequential(nn.Conv2d(expand, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        out = self.project(self.se(self.depthwise(self.expand(x))))
+        return x + out if self.residual else out
+
+
+def mobilenet(num_classes: int, in_channels: int = 1, input_size: int = 64) -> nn.Module:
+    """Small MobileNetV3-style classifier (inverted residuals, depthwise convolutions,
+    squeeze-excitation gates, Hardswish); ``input_size`` is accepted for a uniform
+    signature (global pooling)."""
+    stem = nn.Sequential(
+        nn.Conv2d(in_channels, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.Hardswish()
+    )
+    blocks = nn.Sequential(
+        _InvertedResidual(16, 32, 16, 1),
+        _InvertedResidual(16, 64, 24, 2),
+        _InvertedResidual(24, 72, 24, 1),
+        _InvertedResidual(24, 96, 40, 2),
+        _InvertedResidual(40, 120, 40, 1),
+    )
+    head = nn.Sequential(
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(40, 128),
+        nn.Hardswish(),
+        nn.Dropout(0.2),
+        nn.Linear(128, num_classes),
+    )
+    return nn.Sequential(OrderedDict(stem=stem, blocks=blocks, head=head))
+
+
+class _EncoderBlock(nn.Module):
+    """Pre-norm transformer block: attention and a GELU MLP, each added to its input."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attention = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.attention(h, h, h, need_weights=False)[0]
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyViT(nn.Module):
+    """A small vision transformer: patch embedding, class token, learned position
+    embeddings, pre-norm encoder blocks, a linear head on the class token."""
+
+    def __init__(self, num_classes: int, in_channels: int = 1, input_size: int = 64,
+                 patch: int = 8, dim: int = 64, depth: int = 4,
+                 heads: int = 4) -> None:  # fmt: skip
+        super().__init__()
+        if input_size % patch:
+            raise ValueError(f"input_size {input_size} is not a multiple of the patch {patch}")
+        self.patch = nn.Conv2d(in_channels, dim, patch, stride=patch)
+        tokens = (input_size // patch) ** 2
+        self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.position = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
+        self.blocks = nn.Sequential(*[_EncoderBlock(dim, heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        token = self.class_token.expand(x.shape[0], -1, -1)
+        x = torch.cat([token, x], dim=1) + self.position
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
+def vit(num_classes: int, in_channels: int = 1, input_size: int = 64) -> nn.Module:
+    """Small ViT (8x8 patches, width 64, 4 blocks of 4 heads) for square inputs whose side
+    is a multiple of 8."""
+    return TinyViT(num_classes, in_channels, input_size)
+
+
+BUILTIN = {"alexnet": alexnet, "resnet": resnet, "kpnet": kpnet, "mobilenet": mobilenet, "vit": vit}
 """Built-in factories by name; classifiers take ``num_classes``, kpnet ``num_keypoints``."""
