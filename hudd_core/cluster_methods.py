@@ -7,9 +7,10 @@ A method is three small pieces composed (:class:`Method`):
   divided by its Euclidean norm (``unit``: the image's relevance *pattern*, not its
   total relevance, which mostly follows the model's confidence);
 - **reduction**: none, or PCA to ``dims`` components (seeded, whitening off);
-- **clusterer**: Ward with the published WICD knee (:func:`hudd_core.cluster.cluster_layer`
-  on the reduced features), HDBSCAN (scikit-learn), or DBSCAN with SAFE's eps (the knee
-  of the sorted distances to the ``min_samples``-th neighbour).
+- **clusterer**: Ward as published (:func:`hudd_core.cluster.cluster_layer` on the
+  reduced features) with k of the highest silhouette, HDBSCAN (scikit-learn), or DBSCAN
+  with SAFE's eps (the knee of the sorted distances to the ``min_samples``-th
+  neighbour).
 
 Density clusterers leave *noise* points: they get the cluster id :data:`NOISE` (0;
 clusters are 1..k, largest first), are listed in ``clusters.csv`` as cluster 0
@@ -67,7 +68,7 @@ class Method:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("ward-pca", "unit", "pca", "ward", doc="unit heatmaps, PCA, Ward + WICD knee"),
+        Method("ward-pca", "unit", "pca", "ward", doc="unit heatmaps, PCA, Ward, silhouette k"),
         Method("hdbscan", "unit", "pca", "hdbscan", doc="unit heatmaps, PCA, HDBSCAN"),
         Method("hdbscan-raw", "raw", "pca", "hdbscan", doc="raw heatmaps, PCA, HDBSCAN"),
         Method("dbscan", "unit", "pca", "dbscan", doc="unit heatmaps, PCA, DBSCAN (knee eps)"),
@@ -162,30 +163,19 @@ def cluster_hdbscan(Z: np.ndarray, share: float) -> np.ndarray:
 
 def knee_eps(Z: np.ndarray, min_samples: int) -> float:
     """SAFE's DBSCAN radius: the knee of the sorted distances of every point to its
-    ``min_samples``-th nearest neighbour (the largest one when there is no knee)."""
+    ``min_samples``-th nearest neighbour, as Kneedle finds it on a convex increasing
+    curve (both axes scaled to [0, 1]: the point farthest below the chord)."""
     from sklearn.neighbors import NearestNeighbors
 
     k = min(min_samples, Z.shape[0] - 1)
     dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(Z).kneighbors(Z)
     curve = np.sort(dist[:, k])
-    x = np.arange(len(curve))
-    knee = _convex_knee(x, curve) if len(curve) >= 3 else None
-    eps = float(curve[knee] if knee is not None else curve[-1])
-    return max(eps, 1e-12)
-
-
-def _convex_knee(x: np.ndarray, y: np.ndarray) -> int | None:
-    """The index of kneed's knee of an increasing convex curve, or None."""
-    import warnings
-
-    from kneed import KneeLocator
-
-    if np.ptp(y) <= 1e-12 * max(1.0, float(np.abs(y).max())):
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        knee = KneeLocator(x, y, curve="convex", direction="increasing").knee
-    return None if knee is None else int(knee)
+    span = curve[-1] - curve[0]
+    if len(curve) < 3 or span <= 1e-12 * max(1.0, abs(curve[-1])):
+        return max(float(curve[-1]), 1e-12)
+    x = np.linspace(0.0, 1.0, len(curve))
+    knee = int(np.argmax(x - (curve - curve[0]) / span))
+    return max(float(curve[knee]), 1e-12)
 
 
 def cluster_dbscan(Z: np.ndarray, share: float) -> np.ndarray:
@@ -200,11 +190,14 @@ def cluster_dbscan(Z: np.ndarray, share: float) -> np.ndarray:
 
 
 def cluster_ward(Z: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
-    """Ward on ``Z`` with the published WICD knee (every point clustered)."""
+    """Ward on ``Z`` (the published two-level distances), k of the highest silhouette
+    (every point clustered; the WICD knee lands past the elbow, see
+    :func:`hudd_core.cluster.cluster_layer`)."""
     from hudd_core.cluster import cluster_layer
 
-    del share  # Ward's k comes from the knee, not from a grid
-    return relabel(cluster_layer(Z.astype(np.float32), device="cpu", seed=seed).labels)
+    del share  # Ward's k comes from the silhouette curve, not from a grid
+    res = cluster_layer(Z.astype(np.float32), selection="silhouette", device="cpu", seed=seed)
+    return relabel(res.labels)
 
 
 def run_clusterer(Z: np.ndarray, clusterer: str, share: float, seed: int) -> np.ndarray:
