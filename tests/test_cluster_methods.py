@@ -169,7 +169,10 @@ def test_assign_gives_noise_no_quota(assign_case):  # noqa: F811
     labels = np.array([0] * 8 + [1] * 12 + [2] * 10)
     with open(T / "clusters.csv", "w", newline="") as fh:
         csv.writer(fh).writerows(
-            [("image", "cluster", "layer"), *((i, c, "features.3") for i, c in zip(images, labels))]
+            [
+                ("image", "cluster", "layer"),
+                *((i, c, "features.3") for i, c in zip(images, labels, strict=True)),
+            ]
         )
     summary = A.run_assign(T, data, _relevance, backend="numpy", gifs=False, progress=False)
     assert summary["quotas"] == {1: 24, 2: 20}
