@@ -45,6 +45,7 @@ CASES: dict[str, dict] = {
     "demo-alexnet-s1": {"scene": "eyes", "seed": 1, "model": None},
     "demo-resnet-s0": {"scene": "eyes", "seed": 0, "model": "resnet", "data": "demo-alexnet-s0"},
     "signs-s0": {"scene": "signs", "seed": 0, "model": None},
+    "signs-s1": {"scene": "signs", "seed": 1, "model": None},
 }
 # The cases' size: the demo's "small" scene at half its training (about 250 error images),
 # so that the four cases fit minutes on 2 shared cores.
@@ -114,18 +115,20 @@ def load_case(work: Path, data: Path) -> dict:
     keys = [i.removeprefix("TestSet/") for i in images]
     return {
         "files": {m["name"]: work / "Heatmaps" / m["file"] for m in meta},
+        "shapes": {m["name"]: m["shape"] for m in meta},
         "images": images,
         "regions": [rows[k].get("planted", "none") for k in keys],
         "values": np.array([[float(rows[k][p]) for p in params] for k in keys]),
     }
 
 
-def cluster_with(method: str, files: dict[str, Path], images: list[str], seed: int):
+def cluster_with(method: str, case: dict, seed: int):
     """``(labels, layer, seconds, params)`` of one method on a case's heatmaps."""
     from hudd_core import cluster_methods as cm
     from hudd_core.cluster import cluster_layer
     from hudd_core.knee import best_layer
 
+    files = case["files"]
     t = time.perf_counter()
     m = cm.resolve(method)
     if m is None:  # the published rule, as run_cluster runs it (without the files)
@@ -137,7 +140,7 @@ def cluster_with(method: str, files: dict[str, Path], images: list[str], seed: i
         best = best_layer({n: r.at_k() for n, r in results.items()})
         return results[best].labels, best, time.perf_counter() - t, {}
     layers = {n: np.load(p, mmap_mode="r") for n, p in files.items()}
-    res = cm.cluster_features(layers, m, seed=seed)
+    res = cm.cluster_features(layers, m, seed=seed, shapes=case["shapes"])
     return res.labels, res.layer, time.perf_counter() - t, {"share": res.share, **m.params()}
 
 
@@ -242,9 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         case = load_case(work, data)
         seed = CASES[name]["seed"]
         for method in args.methods:
-            labels, layer, seconds, params = cluster_with(
-                method, case["files"], case["images"], seed
-            )
+            labels, layer, seconds, params = cluster_with(method, case, seed)
             row = {
                 "case": name,
                 "method": method,

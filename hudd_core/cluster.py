@@ -475,7 +475,8 @@ def run_cluster(
     (workdir / "ClusterAnalysis").mkdir(parents=True, exist_ok=True)
     if alternative is not None:
         files = {n: workdir / "Heatmaps" / by_name[n]["file"] for n in names}
-        summary, labels, embedding = cm.run_method(files, images, alternative, seed)
+        shapes = {n: by_name[n].get("shape", []) for n in names}
+        summary, labels, embedding = cm.run_method(files, images, alternative, seed, shapes)
     else:
         summary, labels = _run_faithful(
             workdir, images, by_name, names, k_range, selection, device, approx_threshold,

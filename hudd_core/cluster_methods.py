@@ -45,6 +45,8 @@ import numpy as np
 NOISE = 0  # the cluster id of the unclustered (noise) images
 
 FEATURES = ("raw", "unit")
+GRAM_PCA_MAX = 4000  # up to this many rows PCA runs on the N × N Gram matrix
+MIN_CLUSTERS = 3  # a candidate with fewer clusters scores -1 (a split in two explains little)
 REDUCTIONS = ("none", "pca")
 CLUSTERERS = ("ward", "hdbscan", "dbscan")
 
@@ -59,10 +61,11 @@ class Method:
     clusterer: str
     dims: int = 10
     doc: str = ""
+    layers: str = "spatial"  # which layers compete: "spatial" (:func:`eligible`) or "all"
 
     def params(self) -> dict:
         return {"features": self.features, "reduction": self.reduction,
-                "clusterer": self.clusterer, "dims": self.dims}  # fmt: skip
+                "clusterer": self.clusterer, "dims": self.dims, "layers": self.layers}  # fmt: skip
 
 
 METHODS: dict[str, Method] = {
@@ -72,6 +75,15 @@ METHODS: dict[str, Method] = {
         Method("hdbscan", "unit", "pca", "hdbscan", doc="unit heatmaps, PCA, HDBSCAN"),
         Method("hdbscan-raw", "raw", "pca", "hdbscan", doc="raw heatmaps, PCA, HDBSCAN"),
         Method("dbscan", "unit", "pca", "dbscan", doc="unit heatmaps, PCA, DBSCAN (knee eps)"),
+        Method("hdbscan-20", "unit", "pca", "hdbscan", 20, doc="as hdbscan, PCA to 20"),
+        Method(
+            "hdbscan-all",
+            "unit",
+            "pca",
+            "hdbscan",
+            doc="as hdbscan, dense layers too",
+            layers="all",
+        ),
     )
 }
 # What the quality benchmark (benchmarks/bench_quality.py, README "Clustering methods")
@@ -123,10 +135,19 @@ def reduce(F: np.ndarray, kind: str, dims: int, seed: int) -> np.ndarray:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {kind!r}")
     if kind == "none":
         return F
-    from sklearn.decomposition import PCA
-
     d = max(1, min(dims, F.shape[0] - 1, F.shape[1]))
-    return PCA(n_components=d, random_state=seed).fit_transform(F)
+    if F.shape[0] > GRAM_PCA_MAX:
+        from sklearn.decomposition import PCA
+
+        Z = PCA(n_components=d, svd_solver="randomized", random_state=seed).fit_transform(F)
+    else:  # N << D: the eigenvectors of the N × N Gram matrix of the centred rows
+        C = F - F.mean(axis=0)
+        w, V = np.linalg.eigh(C @ C.T)
+        top = np.argsort(-w, kind="stable")[:d]
+        Z = V[:, top] * np.sqrt(np.maximum(w[top], 0.0))
+    # one sign per component: its largest score positive (so the result is unique)
+    flip = np.sign(Z[np.argmax(np.abs(Z), axis=0), np.arange(Z.shape[1])])
+    return Z * np.where(flip == 0, 1.0, flip)
 
 
 def relabel(raw: np.ndarray) -> np.ndarray:
@@ -211,9 +232,10 @@ def run_clusterer(Z: np.ndarray, clusterer: str, share: float, seed: int) -> np.
     raise ValueError(f"clusterer must be one of {CLUSTERERS}, got {clusterer!r}")
 
 
-def label_free_score(Z: np.ndarray, labels: np.ndarray) -> float:
+def label_free_score(Z: np.ndarray, labels: np.ndarray, min_clusters: int = 2) -> float:
     """Silhouette of the clustered points of ``Z`` (noise left out) times the share of
-    points clustered; -1 with fewer than two clusters. Reads no label but the clusters'.
+    points clustered; -1 with fewer than ``min_clusters`` clusters. Reads no label but
+    the clusters'.
 
     Example:
         >>> Z = np.array([[0.0], [0.1], [5.0], [5.1], [20.0]])
@@ -225,7 +247,7 @@ def label_free_score(Z: np.ndarray, labels: np.ndarray) -> float:
     labels = np.asarray(labels)
     kept = labels != NOISE
     k = len(np.unique(labels[kept]))
-    if k < 2 or k >= kept.sum():
+    if k < max(2, min_clusters) or k >= kept.sum():
         return -1.0
     return float(silhouette_score(Z[kept], labels[kept]) * kept.mean())
 
@@ -256,17 +278,40 @@ class MethodResult:
         return int(np.sum(self.labels == NOISE))
 
 
+def eligible(names: list[str], shapes: dict[str, list[int]] | None, which: str) -> list[str]:
+    """The layers that compete: never ``input`` (as in the published rule) unless it is
+    the only one; with ``which="spatial"`` and the layers' shapes known, only those with
+    a spatial map (``C × H × W``, H × W > 1) when there are any, as a dense layer's
+    relevance mostly follows the predicted class (the clusters then group the
+    (true → predicted) pairs, measured in README "Clustering methods").
+
+    Example:
+        >>> eligible(["input", "conv", "pool", "fc"], {"input": [1, 8, 8], "conv": [4, 4, 4],
+        ...          "pool": [4, 1, 1], "fc": [6]}, "spatial")
+        ['conv']
+    """
+    names = [n for n in names if n != "input"] or list(names)
+    if which == "spatial" and shapes:
+        spatial = [n for n in names if int(np.prod(shapes.get(n, [1])[1:])) > 1]
+        names = spatial or names
+    return names
+
+
 def cluster_features(
-    layers: dict[str, np.ndarray], method: Method, *, seed: int = 0
+    layers: dict[str, np.ndarray],
+    method: Method,
+    *,
+    seed: int = 0,
+    shapes: dict[str, list[int]] | None = None,
 ) -> MethodResult:
-    """Clusters every layer's rows (``{layer: N × D}``, same images in the same order)
-    at every value of the clusterer's grid; returns the best by :func:`label_free_score`
-    (ties: the earlier layer, then the smaller share). ``input`` is never chosen when
-    another layer is given (as in the published rule)."""
+    """Clusters every eligible layer's rows (``{layer: N × D}``, same images in the same
+    order; :func:`eligible` with the layers' ``shapes``) at every value of the
+    clusterer's grid; returns the best by :func:`label_free_score` with at least
+    :data:`MIN_CLUSTERS` clusters (ties: the earlier layer, then the smaller share)."""
     if not layers:
         raise ValueError("no layer to cluster")
     t = time.perf_counter()
-    names = [n for n in layers if n != "input"] or list(layers)
+    names = eligible(list(layers), shapes, method.layers)
     best: MethodResult | None = None
     candidates = []
     for name in names:
@@ -279,7 +324,7 @@ def cluster_features(
         Z = reduce(F, method.reduction, method.dims, seed)
         for share in GRIDS[method.clusterer]:
             labels = run_clusterer(Z, method.clusterer, share, seed)
-            score = label_free_score(Z, labels)
+            score = label_free_score(Z, labels, MIN_CLUSTERS)
             k = len(set(labels.tolist()) - {NOISE})
             candidates.append({"layer": name, "share": share, "k": k, "score": score,
                                "noise": int(np.sum(labels == NOISE))})  # fmt: skip
@@ -292,9 +337,14 @@ def cluster_features(
 
 
 def run_method(
-    files: dict[str, Path], images: list[str], method: Method, seed: int = 0
+    files: dict[str, Path],
+    images: list[str],
+    method: Method,
+    seed: int = 0,
+    shapes: dict[str, list[int]] | None = None,
 ) -> tuple[dict, np.ndarray, np.ndarray]:
-    """``method`` over the layers' heatmap files (``{layer: .npy}``, rows = ``images``):
+    """``method`` over the layers' heatmap files (``{layer: .npy}``, rows = ``images``;
+    ``shapes``: each layer's recorded shape, for :func:`eligible`):
     ``(summary, labels, 2-D embedding)``; the summary has the keys of the published
     rule's (``best_layer``, ``n_clusters``, ``inspect_share``, ``layers``, ...) and the
     method's own (``method``, ``method_params``, ``n_unclustered``, ``candidates``)."""
@@ -307,7 +357,7 @@ def run_method(
             raise ValueError(f"{path}: {X.shape[0]} rows but index.csv lists {len(images)}")
         layers[name] = X
     try:
-        res = cluster_features(layers, method, seed=seed)
+        res = cluster_features(layers, method, seed=seed, shapes=shapes)
     except ValueError as exc:
         raise ValueError(f"cluster --method {method.name}: {exc}") from exc
     per_layer = {}
