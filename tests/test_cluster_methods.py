@@ -118,14 +118,16 @@ def test_pair_shares_by_hand():
 
 
 def _run_method_workdir(tmp_path, method: str):
-    from cluster_fixtures import make_workdir
+    from cluster_fixtures import make_workdir, planted_layer
 
     from hudd_core.cluster import run_cluster
 
-    case = make_workdir(tmp_path, np.random.default_rng(4), sizes=(14, 12, 10, 3))
-    X = np.load(case["T"] / "Heatmaps" / "fc.npy")
-    X[-2:] = 40.0 * np.random.default_rng(1).normal(size=(2, X.shape[1]))  # two outliers
-    np.save(case["T"] / "Heatmaps" / "fc.npy", X)
+    sizes = (14, 12, 10, 3)
+    case = make_workdir(tmp_path, np.random.default_rng(4), sizes=sizes)
+    # the only spatial layer besides the input (the one that competes): clear groups
+    X, _ = planted_layer(np.random.default_rng(2), list(sizes), 64, spread=6.0)
+    X[-2:] = 30.0 * np.eye(X.shape[1])[:2]  # two outliers, alone in their directions
+    np.save(case["T"] / "Heatmaps" / "conv.npy", X)
     summary = run_cluster(case["T"], case["data"], method=method, gifs=False, progress=False)
     return case, summary
 
@@ -136,7 +138,7 @@ def test_run_cluster_with_a_method_writes_noise_as_cluster_0(tmp_path):
     rows = list(csv.DictReader(open(T / "clusters.csv")))
     labels = np.array([int(r["cluster"]) for r in rows])
     assert len(rows) == case["n"] and {r["layer"] for r in rows} == {summary["best_layer"]}
-    assert summary["method"] == "hdbscan" and summary["best_layer"] != "input"
+    assert summary["method"] == "hdbscan" and summary["best_layer"] == "conv"
     assert summary["n_unclustered"] == int(np.sum(labels == 0)) >= 1
     assert summary["n_clusters"] == len(set(labels.tolist()) - {0})
     on_disk = json.loads((T / "ClusterAnalysis" / "summary.json").read_text())
