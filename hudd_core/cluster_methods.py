@@ -6,7 +6,7 @@ A method is three small pieces composed (:class:`Method`):
 - **features** of each error image at a layer: its heatmap as recorded (``raw``), or
   divided by its Euclidean norm (``unit``: the image's relevance *pattern*, not its
   total relevance, which mostly follows the model's confidence);
-- **reduction**: none, or PCA to ``dims`` components (seeded, whitening off);
+- **reduction**: none, or PCA to ``dims`` components (:func:`reduce`, signs fixed);
 - **clusterer**: Ward as published (:func:`hudd_core.cluster.cluster_layer` on the
   reduced features) with k of the highest silhouette, HDBSCAN (scikit-learn), or DBSCAN
   with SAFE's eps (the knee of the sorted distances to the ``min_samples``-th
@@ -17,12 +17,13 @@ clusters are 1..k, largest first), are listed in ``clusters.csv`` as cluster 0
 ("unclustered"), never get an assignment quota, count as one extra group of images to
 inspect, and are not a cluster in RQ1.
 
-**Choosing without labels.** Every layer and every value of the clusterer's
-hyper-parameter (:data:`GRIDS`) is clustered; each candidate is scored by
-:func:`label_free_score`, the silhouette of the clustered points in the reduced space
-times the share of points clustered (a method that declares most images noise, or
-splits them arbitrarily, scores low), and the best candidate is kept. Nothing reads the
-planted labels. Everything is seeded: the same input gives the same clusters.
+**Choosing without labels.** Every eligible layer (:func:`eligible`: those with a
+spatial map, never ``input``) and every value of the clusterer's hyper-parameter
+(:data:`GRIDS`) is clustered; each candidate is scored by :func:`label_free_score`, the
+silhouette of the clustered points in the reduced space times the share of points
+clustered (a method that declares most images noise scores low), -1 below
+:data:`MIN_CLUSTERS` clusters, and the best candidate is kept. Nothing reads the planted
+labels. Everything is deterministic: the same input gives the same clusters.
 
 Example:
     >>> rng = np.random.default_rng(0)
@@ -86,8 +87,8 @@ METHODS: dict[str, Method] = {
         ),
     )
 }
-# What the quality benchmark (benchmarks/bench_quality.py, README "Clustering methods")
-# found best.
+# What the quality benchmark found best (benchmarks/bench_quality.py; its evidence in the
+# README's "Clustering methods beyond the published rule").
 RECOMMENDED = "hdbscan"
 METHOD_NAMES = ("hudd", "recommended", *METHODS)
 
