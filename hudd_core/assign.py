@@ -4,7 +4,8 @@ An improvement image's distance to a cluster is its Euclidean distance (heatmaps
 selected layer) to the cluster's nearest member. Clusters are ranked per image; a greedy
 global selection takes order 0 first (each image's closest cluster), smallest distance
 first, while the cluster's quota ``ceil(2 × its error count)`` is not full; an image goes
-to one cluster at most; clusters with a single member are skipped (the reference rule).
+to one cluster at most; clusters with a single member are skipped (the reference rule),
+and so are the unclustered images of density methods (cluster 0, never a quota).
 
 Every cluster is ranked for every image (the reference); ``top`` keeps only each image's
 ``top`` closest clusters, bounding memory by ``N × top`` for very many RCCs. Improvement
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from hudd_core.cluster_methods import NOISE
 from hudd_core.fileio import (
     fresh_tmp_dir,
     load_signed_npz,
@@ -313,6 +315,7 @@ def run_assign(
     workdir, data_root = Path(workdir), Path(data_root)
     layer, images, labels = read_rccs(workdir)
     sizes = dict(zip(*np.unique(labels, return_counts=True), strict=True))
+    sizes.pop(NOISE, None)  # unclustered images (density methods) get no quota
     quotas = cluster_quotas({int(c): int(n) for c, n in sizes.items()}, quota_factor)
     if not quotas:
         raise NothingToDo(

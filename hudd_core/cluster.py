@@ -440,6 +440,7 @@ def run_cluster(
     gifs: bool = True,
     export: str | None = None,
     progress: bool = True,
+    method: str = "hudd",
 ) -> dict:
     """The whole ClusterModule over ``T/Heatmaps``: every (or the given) layer clustered,
     the best layer chosen, and its RCCs written (``T/clusters.csv``, ``T/<layer>/``,
@@ -451,6 +452,8 @@ def run_cluster(
         data: the DataSets root (the images' paths in ``T`` are relative to it).
         export: ``"csv"`` or ``"xlsx"``: also each layer's distance matrix
             (:func:`export_distances`), checked before anything is clustered.
+        method: ``"hudd"`` (the published rule) or a method of
+            :mod:`hudd_core.cluster_methods` (noise images get cluster 0).
 
     Returns:
         The summary written to ``T/ClusterAnalysis/summary.json``.
@@ -460,10 +463,11 @@ def run_cluster(
         summary = run_cluster("T", "DataSets")
         print(summary["best_layer"], summary["layers"][summary["best_layer"]]["k"])
     """
-    from hudd_core import rcc, rq1
-    from hudd_core.progress import bar
+    from hudd_core import cluster_methods as cm
+    from hudd_core import rq1
 
     workdir, data = Path(workdir), Path(data)
+    alternative = cm.resolve(method)  # a bad name fails before any work
     meta, images = read_heatmap_index(workdir)
     by_name = {layer["name"]: layer for layer in meta}
     names = list(by_name) if not layers else list(layers)
@@ -476,6 +480,36 @@ def run_cluster(
     if metadata.is_file():  # a bad metadata.csv stops the step before it writes anything
         rq1.read_metadata(metadata)
     (workdir / "ClusterAnalysis").mkdir(parents=True, exist_ok=True)
+    if alternative is not None:
+        files = {n: workdir / "Heatmaps" / by_name[n]["file"] for n in names}
+        shapes = {n: by_name[n].get("shape", []) for n in names}
+        summary, labels, embedding = cm.run_method(files, images, alternative, seed, shapes)
+    else:
+        summary, labels = _run_faithful(
+            workdir, images, by_name, names, k_range, selection, device, approx_threshold,
+            seed, export, progress,
+        )  # fmt: skip
+        embedding = cm.embedding_of(workdir / "Heatmaps" / by_name[summary["best_layer"]]["file"],
+                                    seed)  # fmt: skip
+    return _write_rccs(workdir, data, images, labels, embedding, summary, gifs, progress)
+
+
+def _run_faithful(
+    workdir: Path,
+    images: list[str],
+    by_name: dict[str, dict],
+    names: list[str],
+    k_range: tuple[int, int],
+    selection: str,
+    device: str | None,
+    approx_threshold: int | None,
+    seed: int,
+    export: str | None,
+    progress: bool,
+) -> tuple[dict, np.ndarray]:
+    """The published rule over the layers: ``(summary, labels of the best layer)``."""
+    from hudd_core.progress import bar
+
     results: dict[str, LayerClustering] = {}
     for name in bar(names, desc="cluster", unit="layer", enabled=progress):
         path = workdir / "Heatmaps" / by_name[name]["file"]
@@ -506,6 +540,7 @@ def run_cluster(
         results[name] = res
     best = best_layer({n: r.at_k() for n, r in results.items()}, selection)
     summary = {
+        "method": "hudd",
         "best_layer": best,
         "selection": selection,
         "n_images": len(images),
@@ -523,15 +558,33 @@ def run_cluster(
         },
         "clustering": _path_summary(results),
     }
-    chosen = results[best]
+    return summary, results[best].labels
+
+
+def _write_rccs(
+    workdir: Path,
+    data: Path,
+    images: list[str],
+    labels: np.ndarray,
+    embedding: np.ndarray,
+    summary: dict,
+    gifs: bool,
+    progress: bool,
+) -> dict:
+    """``T/clusters.csv``, the RCC folders, RQ1, pairs/embedding and the summary."""
+    from hudd_core import rcc, rq1
+    from hudd_core.cluster_methods import write_cluster_analysis
+
+    best = summary["best_layer"]
     write_csv(
         workdir / "clusters.csv",
         ["image", "cluster", "layer"],
-        [(img, int(c), best) for img, c in zip(images, chosen.labels, strict=True)],
+        [(img, int(c), best) for img, c in zip(images, labels, strict=True)],
     )
-    rcc.write_rcc_folders(workdir, data, best, images, chosen.labels, gifs=gifs, progress=progress)
+    rcc.write_rcc_folders(workdir, data, best, images, labels, gifs=gifs, progress=progress)
     _drop_previous_rccs(workdir, best)
-    analysis = rq1.analyse(workdir, data, images, chosen.labels)
+    write_cluster_analysis(workdir, images, labels, embedding)
+    analysis = rq1.analyse(workdir, data, images, labels)
     if analysis is not None:
         summary["rq1"] = analysis
     atomic_write_json(workdir / "ClusterAnalysis" / "summary.json", summary)

@@ -56,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "composite": "hudd",
     "float16": False,
     # cluster
+    "method": "hudd",
     "k_range": "2:500",
     "selection": "wicd-knee",
     "approx_threshold": None,

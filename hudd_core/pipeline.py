@@ -145,7 +145,7 @@ def step_cluster(run: Run) -> dict[str, Any]:
 
     cfg = run.cfg
     options = pick(cfg, "layers", "k_range", "selection", "device", "approx_threshold",
-                   "seed", "gifs")  # fmt: skip
+                   "seed", "gifs", "method")  # fmt: skip
     s = run_cluster(run.workdir, run.data, **options, export=cfg["export_distances"],
                     progress=run.progress)  # fmt: skip
     update_inspection(run.workdir, run.data)  # T/inspection.csv, the engineer's template
@@ -236,7 +236,16 @@ SPECS: dict[str, StepSpec] = {
     ),
     "cluster": StepSpec(
         step_cluster,
-        ("layers", "k_range", "selection", "approx_threshold", "seed", "gifs", "export_distances"),
+        (
+            "layers",
+            "k_range",
+            "selection",
+            "approx_threshold",
+            "seed",
+            "gifs",
+            "export_distances",
+            "method",
+        ),
         lambda r: [r.workdir / "Heatmaps" / "index.csv", r.data / "TestSet" / "metadata.csv"],
         ("clusters.csv",),
     ),
@@ -285,11 +294,12 @@ def validate(cfg: dict[str, Any]) -> None:
     option), so that a typo never surfaces hours later at the step that reads it."""
     from hudd_core.assign import BACKENDS
     from hudd_core.baselines import baseline_names
+    from hudd_core.cluster_methods import METHOD_NAMES
     from hudd_core.knee import SELECTIONS
     from hudd_core.lrp.composites import COMPOSITES
 
     choices = {"backend": BACKENDS, "selection": SELECTIONS, "composite": tuple(COMPOSITES),
-               "export_distances": (None, "csv", "xlsx")}  # fmt: skip
+               "export_distances": (None, "csv", "xlsx"), "method": METHOD_NAMES}  # fmt: skip
     for key, allowed in choices.items():
         if cfg[key] not in allowed:
             shown = ", ".join(str(a) for a in allowed if a is not None)
@@ -384,11 +394,18 @@ def step_train(
     device: str,
     progress: bool,
     task: str = "classifier",
+    model: str | None = None,
+    classes: list[str] | None = None,
 ) -> Path:
     """Trains the demo model (the gaze classifier, or the keypoint regressor); kept when a
-    checkpoint of the same configuration exists."""
+    checkpoint of the same configuration exists. ``model`` (a zoo name) replaces the
+    task's architecture (checkpoint ``demo_<model>``); ``classes`` those of another scene
+    module (default: the eye simulator's)."""
     cfg = SIZES[size]
     spec = DEMO_TASKS[task]
+    if model is not None:
+        spec = {**spec, "model": model, "name": f"demo_{model}"}
+    classes = list(simulator.CLASSES if classes is None else classes)
     s = cfg["image_size"]
     # the data's marker too: regenerated images (another simulator) mean a new model
     data = json.loads((data_root / MARKER).read_text())
@@ -401,21 +418,22 @@ def step_train(
     }
     if task != "classifier":
         training["task"] = task
+    if model is not None:
+        training["model"] = model
     pt = workdir / "DNNModels" / f"{spec['name']}.pt"
     if pt.is_file() and pt.with_suffix(".json").is_file():
         if read_meta(pt).get("training") == training:
             return pt
     if task == "classifier":
-        kwargs = {"num_classes": len(simulator.CLASSES), "in_channels": 1, "input_size": s}
-        dataset = ImageSet(data_root / "TrainingSet", classes=simulator.CLASSES)
-        classes = list(simulator.CLASSES)
+        kwargs = {"num_classes": len(classes), "in_channels": 1, "input_size": s}
+        dataset = ImageSet(data_root / "TrainingSet", classes=classes)
     else:
         kwargs = {"num_keypoints": len(simulator.KEYPOINTS), "in_channels": 1, "input_size": s}
         dataset = ImageSet(data_root / "TrainingSet", task="keypoints")
         classes = []
-    model = he_init(load_model(spec["model"], **kwargs), seed=seed)
+    net = he_init(load_model(spec["model"], **kwargs), seed=seed)
     losses = train(
-        model,
+        net,
         dataset,
         epochs=cfg["epochs"],
         lr=training["lr"],
@@ -438,7 +456,7 @@ def step_train(
         "training": training,
         "losses": losses,
     }
-    return save_checkpoint(model, workdir / "DNNModels", spec["name"], meta)
+    return save_checkpoint(net, workdir / "DNNModels", spec["name"], meta)
 
 
 def run_demo(

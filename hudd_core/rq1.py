@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hudd_core.cluster_methods import NOISE
+
 
 def read_metadata(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
     """``({image: row}, numeric parameter names)``; images keyed relative to the set.
@@ -133,7 +135,8 @@ def analyse(
             for r, (c, s) in enumerate(zip(ids, sizes, strict=True))
         ],
     )
-    evaluated = [r for r in range(len(ids)) if sizes[r] > 1]
+    # the unclustered images (cluster 0, density methods) are no cluster
+    evaluated = [r for r in range(len(ids)) if sizes[r] > 1 and ids[r] != NOISE]
     hits = [r for r in evaluated if best[r] >= 0.5]
     share = len(hits) / len(evaluated) if evaluated else float("nan")
     # A two-valued parameter (e.g. glasses on/off) drops to zero variance in any cluster
@@ -153,6 +156,7 @@ def analyse(
         "binary_params": [p for j, p in enumerate(params) if j not in cont],
         "share_50pct_continuous": share_cont,
         "missing_metadata": int(sum(k not in meta for k in keys)),
+        "unclustered": int(np.sum(labels == NOISE)),
     }
     if any("planted" in row for row in meta.values()):
         regions = [meta[k].get("planted", "none") if k in meta else "none" for k in keys]

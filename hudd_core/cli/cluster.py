@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hudd_core.cli.common import add_common
+from hudd_core.cluster_methods import METHOD_NAMES
 from hudd_core.config import DEFAULTS, parse_k_range
 
 
@@ -27,6 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["wicd-knee", "silhouette"],
         default="wicd-knee",
         help="how k (and the best layer) is chosen (default: the reference rule)",
+    )
+    p.add_argument(
+        "--method",
+        choices=METHOD_NAMES,
+        default=DEFAULTS["method"],
+        help="hudd: the published rule (default); recommended: what the quality benchmark "
+        "found best; or a named features x reduction x clusterer (README: Clustering "
+        "methods); density methods leave unclustered images as cluster 0",
     )
     p.add_argument(
         "--approx-threshold",
@@ -61,12 +70,15 @@ def run(args: argparse.Namespace) -> int:
         gifs=not args.no_gifs,
         export=args.export_distances,
         progress=not args.quiet,
+        method=args.method,
     )
     best = summary["best_layer"]
     print(
         f"best layer {best}: {summary['n_clusters']} clusters of {summary['n_images']} error "
         f"images (inspect {summary['inspect_share']:.1%} at 5 per cluster)"
     )
+    if summary.get("n_unclustered"):
+        print(f"method {summary['method']}: {summary['n_unclustered']} images unclustered (0)")
     if summary["clustering"]["path"] == "approximate":
         print(f"clustering: approximate ({summary['clustering']['reason']})")
     if "rq1" in summary:

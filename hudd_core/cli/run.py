@@ -50,6 +50,8 @@ HELP = {
     "train_batch_size": "retrain: fine-tuning batch size",
     "k_range": "numbers of clusters to scan, LO:HI",
     "selection": "wicd-knee (reference) or silhouette",
+    "method": "cluster: hudd (the published rule), recommended, or a method of "
+    "hudd_core.cluster_methods (README: Clustering methods)",
     "backend": "assign: auto, faiss, faiss-gpu, torch or numpy",
     "labels": "CSV image,label for the unsafe set (default: the ImprovementSet's labels)",
     "baselines": "also retrain baselines at the same labelling budget: BL1, BL2, BL1-oracle "

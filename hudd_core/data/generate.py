@@ -22,6 +22,7 @@ import json
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 from PIL import Image
@@ -35,17 +36,17 @@ MARKER = "simulator.json"  # records the configuration; marks a folder we may ov
 CHUNK = 1024  # images rendered per step; each chunk has its own seed, so output is chunk-exact
 
 
-def set_rates(name: str) -> dict[str, float]:
+def set_rates(name: str, simulator: ModuleType = sim) -> dict[str, float]:
     """Planted-region rates of a set: rare in training and in the improvement set (field
     data), frequent in the test set."""
-    return {"TrainingSet": sim.TRAIN_RATES, "ImprovementSet": sim.FIELD_RATES}.get(
-        name, sim.TEST_RATES
+    return {"TrainingSet": simulator.TRAIN_RATES, "ImprovementSet": simulator.FIELD_RATES}.get(
+        name, simulator.TEST_RATES
     )
 
 
-def simulator_version() -> str:
+def simulator_version(simulator: ModuleType = sim) -> str:
     """A hash of the simulator's source: images from an older simulator are regenerated."""
-    return hashlib.sha256(Path(sim.__file__).read_bytes()).hexdigest()[:16]
+    return hashlib.sha256(Path(simulator.__file__).read_bytes()).hexdigest()[:16]
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -68,8 +69,13 @@ def write_set(
     rates: dict[str, float],
     pool: ThreadPoolExecutor,
     progress: bool = True,
+    simulator: ModuleType = sim,
 ) -> int:
-    """Renders ``n`` images into ``folder`` (created) with their metadata (and labels)."""
+    """Renders ``n`` images into ``folder`` (created) with their metadata (and labels);
+    ``simulator`` is the scene module (``CLASSES``, ``PARAMS``, ``sample_params``,
+    ``render``, ``classify``: :mod:`~hudd_core.data.simulator` or
+    :mod:`~hudd_core.data.signs`)."""
+    sim = simulator
     folder.mkdir(parents=True, exist_ok=True)
     if task == "classifier":
         for c in sim.CLASSES:
@@ -82,7 +88,7 @@ def write_set(
         params = sim.sample_params(m, rng, rates)
         images = sim.render(params, image_size, rng)
         if task == "classifier":
-            labels = sim.gaze_class(params)
+            labels = sim.classify(params)
             names = [f"{sim.CLASSES[c]}/{start + i:06d}.png" for i, c in enumerate(labels)]
         else:
             kps = sim.keypoints(params, image_size).reshape(m, -1)
@@ -115,6 +121,7 @@ def generate(
     image_size: int = 64,
     workers: int = 2,
     progress: bool = True,
+    simulator: ModuleType = sim,
 ) -> dict[str, int]:
     """Writes the case study into ``root`` (the DataSets folder); returns images per set.
 
@@ -134,10 +141,10 @@ def generate(
         "seed": seed,
         "image_size": image_size,
         "sizes": sizes,
-        "train_rates": sim.TRAIN_RATES,
-        "test_rates": sim.TEST_RATES,
-        "field_rates": sim.FIELD_RATES,
-        "simulator": simulator_version(),
+        "train_rates": simulator.TRAIN_RATES,
+        "test_rates": simulator.TEST_RATES,
+        "field_rates": simulator.FIELD_RATES,
+        "simulator": simulator_version(simulator),
     }
     marker = root / MARKER
     if marker.is_file():
@@ -160,9 +167,10 @@ def generate(
                 seed=seed,
                 set_index=SETS.index(name),
                 image_size=image_size,
-                rates=set_rates(name),
+                rates=set_rates(name, simulator),
                 pool=pool,
                 progress=progress,
+                simulator=simulator,
             )
     marker.write_text(json.dumps({**config, "complete": True}, indent=2))  # the run is complete
     return dict(sizes)

@@ -103,6 +103,9 @@ def gaze_class(params: dict[str, np.ndarray]) -> np.ndarray:
     return np.searchsorted(CLASSES, name)
 
 
+classify = gaze_class  # the class label of a scene module (hudd_core.data.generate)
+
+
 def _sample_gaze(n: int, rng: np.random.Generator, borderline: bool) -> tuple:
     """Gaze angles with margin >= BORDER_MARGIN (common) or < BORDER_MARGIN (borderline)."""
     h = np.empty(n)

@@ -1,0 +1,271 @@
+"""Quality of the clustering methods on built-in case studies with planted root causes.
+
+    python benchmarks/bench_quality.py                       # every case and method
+    python benchmarks/bench_quality.py --cases signs-s0 --methods hudd hdbscan
+
+Each case is generated, trained, tested and explained once (``hudd run`` steps test and
+heatmaps at :data:`QUALITY_SIZE`) and cached under ``--cache`` (default
+``$TMPDIR/hudd_quality_cases``; a few hundred MB, not committed). Then every method
+clusters the error images' heatmaps, and the planted labels (``metadata.csv``, never
+seen by the methods) measure:
+
+- ``k``: clusters (noise not counted), ``unclustered``: noise images;
+- ``inspect``: the share of the error images to look at, 5 per cluster and the noise as
+  one more group (:func:`hudd_core.cluster.inspect_share`);
+- ``rq1``: the share of clusters (≥ 2 members, noise left out) where some parameter's
+  variance drops by ≥ 50%, and ``rq1_chance``: the same for the labels shuffled (mean
+  of 20 permutations);
+- per planted cause: errors, the best purity among the clusters (and that cluster's
+  recall), and ``coverage``: the share of the cause's errors in clusters of purity ≥ 0.7;
+  ``covered``: the causes with coverage ≥ 0.25;
+- ``ari``: adjusted Rand index against the planted regions (``none`` is one region,
+  noise one cluster);
+- ``seconds``: the clustering's wall time (all layers, the choice included).
+
+Writes ``results/quality.json`` and ``results/quality.md`` (the README's table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import write_results
+
+CASES: dict[str, dict] = {
+    "demo-alexnet-s0": {"scene": "eyes", "seed": 0, "model": None},
+    "demo-alexnet-s1": {"scene": "eyes", "seed": 1, "model": None},
+    "demo-resnet-s0": {"scene": "eyes", "seed": 0, "model": "resnet", "data": "demo-alexnet-s0"},
+    "signs-s0": {"scene": "signs", "seed": 0, "model": None},
+    "signs-s1": {"scene": "signs", "seed": 1, "model": None},
+}
+# The cases' size: the demo's "small" scene at half its training (about 250 error images),
+# so that the four cases fit minutes on 2 shared cores.
+SIZE = "quality"
+QUALITY_SIZE = {
+    "sets": {"TrainingSet": 1500, "TestSet": 1000},
+    "image_size": 32,
+    "epochs": 6,
+    "retrain_epochs": 1,
+}
+COVERAGE_PURITY = 0.7  # a cluster this pure in a cause counts towards the cause's coverage
+COVERED = 0.25  # a cause is covered when this share of its errors is in such clusters
+SHUFFLES = 20
+
+
+def prepare(name: str, cache: Path) -> tuple[Path, Path]:
+    """``(workdir, data)`` of a case, generated, trained, tested and explained once."""
+    from hudd_core.config import load_config
+    from hudd_core.data import signs
+    from hudd_core.data.generate import generate
+    from hudd_core.pipeline import SIZES, run_pipeline, step_generate, step_train
+
+    SIZES.setdefault(SIZE, QUALITY_SIZE)
+    spec = CASES[name]
+    work = cache / name
+    work.mkdir(parents=True, exist_ok=True)
+    seed, size = spec["seed"], SIZE
+    if spec.get("data"):
+        data = prepare(spec["data"], cache)[1]
+    elif spec["scene"] == "signs":
+        data = work / "DataSets"
+        generate(
+            data,
+            sizes=SIZES[size]["sets"],
+            seed=seed,
+            image_size=SIZES[size]["image_size"],
+            simulator=signs,
+            progress=False,
+        )
+    else:
+        data = step_generate(work, size, seed, progress=False)
+    classes = signs.CLASSES if spec["scene"] == "signs" else None
+    checkpoint = step_train(
+        work, data, size, seed, "cpu", False, model=spec["model"], classes=classes
+    )
+    cfg = load_config(
+        None,
+        {
+            "workdir": str(work),
+            "data": str(data),
+            "seed": seed,
+            "quiet": True,
+            "steps": ["test", "heatmaps"],
+        },
+    )
+    run_pipeline(cfg, checkpoint=checkpoint)
+    return work, data
+
+
+def load_case(work: Path, data: Path) -> dict:
+    """The heatmap files, the error images, their planted regions and parameters."""
+    from hudd_core.rq1 import read_metadata
+    from hudd_core.store import read_heatmap_index
+
+    meta, images = read_heatmap_index(work)
+    rows, params = read_metadata(data / "TestSet" / "metadata.csv")
+    keys = [i.removeprefix("TestSet/") for i in images]
+    return {
+        "files": {m["name"]: work / "Heatmaps" / m["file"] for m in meta},
+        "shapes": {m["name"]: m["shape"] for m in meta},
+        "images": images,
+        "regions": [rows[k].get("planted", "none") for k in keys],
+        "values": np.array([[float(rows[k][p]) for p in params] for k in keys]),
+    }
+
+
+def cluster_with(method: str, case: dict, seed: int):
+    """``(labels, layer, seconds, params)`` of one method on a case's heatmaps."""
+    from hudd_core import cluster_methods as cm
+    from hudd_core.cluster import cluster_layer
+    from hudd_core.knee import best_layer
+
+    files = case["files"]
+    t = time.perf_counter()
+    m = cm.resolve(method)
+    if m is None:  # the published rule, as run_cluster runs it (without the files)
+        results = {}
+        for name, path in files.items():
+            results[name] = cluster_layer(
+                np.load(path, mmap_mode="r"), name=name, device="cpu", seed=seed
+            )
+        best = best_layer({n: r.at_k() for n, r in results.items()})
+        return results[best].labels, best, time.perf_counter() - t, {}
+    layers = {n: np.load(p, mmap_mode="r") for n, p in files.items()}
+    res = cm.cluster_features(layers, m, seed=seed, shapes=case["shapes"])
+    return res.labels, res.layer, time.perf_counter() - t, {"share": res.share, **m.params()}
+
+
+def rq1_share(values: np.ndarray, labels: np.ndarray) -> float:
+    """RQ1 over the non-noise clusters of ≥ 2 members (NaN when there are none)."""
+    from hudd_core.cluster_methods import NOISE
+    from hudd_core.rq1 import variance_reduction
+
+    ids, sizes = np.unique(labels, return_counts=True)
+    red = variance_reduction(values, labels)
+    evaluated = [r for r in range(len(ids)) if sizes[r] > 1 and ids[r] != NOISE]
+    if not evaluated:
+        return float("nan")
+    hits = [r for r in evaluated if np.nanmax(np.append(red[r], -np.inf)) >= 0.5]
+    return len(hits) / len(evaluated)
+
+
+def cause_scores(regions: list[str], labels: np.ndarray) -> dict[str, dict]:
+    """Per planted cause: errors, best purity (and its cluster's recall), coverage."""
+    from hudd_core.cluster_methods import NOISE
+
+    regions_a = np.array(regions)
+    out = {}
+    for cause in sorted(set(regions) - {"none"}):
+        is_c = regions_a == cause
+        best = (0.0, 0.0)
+        covered = 0
+        for cid in np.unique(labels).tolist():
+            if cid == NOISE:
+                continue
+            members = labels == cid
+            hit = int(np.sum(is_c & members))
+            purity = hit / int(members.sum())
+            best = max(best, (purity, hit / int(is_c.sum())))
+            if purity >= COVERAGE_PURITY and members.sum() >= 2:
+                covered += hit
+        out[cause] = {
+            "errors": int(is_c.sum()),
+            "purity": best[0],
+            "recall": best[1],
+            "coverage": covered / int(is_c.sum()),
+        }
+    return out
+
+
+def evaluate(case: dict, labels: np.ndarray, seed: int) -> dict:
+    """The figures of one clustering of a case (see the module's docstring)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from hudd_core.cluster import inspect_share
+    from hudd_core.cluster_methods import NOISE
+
+    rng = np.random.default_rng(seed)
+    chance = [rq1_share(case["values"], rng.permutation(labels)) for _ in range(SHUFFLES)]
+    causes = cause_scores(case["regions"], labels)
+    return {
+        "k": len(set(labels.tolist()) - {NOISE}),
+        "unclustered": int(np.sum(labels == NOISE)),
+        "inspect": inspect_share(labels),
+        "rq1": rq1_share(case["values"], labels),
+        "rq1_chance": float(np.nanmean(chance)),
+        "ari": float(adjusted_rand_score(case["regions"], labels)),
+        "causes": causes,
+        "covered": sum(c["coverage"] >= COVERED for c in causes.values()),
+    }
+
+
+COLUMNS = [
+    "case",
+    "method",
+    "layer",
+    "k",
+    "unclustered",
+    "inspect",
+    "rq1",
+    "rq1_chance",
+    "covered",
+    "ari",
+    "seconds",
+    "coverage",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from hudd_core.cluster_methods import METHOD_NAMES
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        choices=[m for m in METHOD_NAMES if m != "recommended"],
+        default=[m for m in METHOD_NAMES if m != "recommended"],
+    )
+    p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "hudd_quality_cases")
+    p.add_argument("--out", default="quality")
+    args = p.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    rows = []
+    for name in args.cases:
+        work, data = prepare(name, args.cache)
+        case = load_case(work, data)
+        seed = CASES[name]["seed"]
+        for method in args.methods:
+            labels, layer, seconds, params = cluster_with(method, case, seed)
+            row = {
+                "case": name,
+                "method": method,
+                "layer": layer,
+                "seconds": seconds,
+                "n_errors": len(labels),
+                "params": params,
+                **evaluate(case, labels, seed),
+            }
+            row["coverage"] = " ".join(f"{c}:{v['coverage']:.2f}" for c, v in row["causes"].items())
+            print(json.dumps({k: v for k, v in row.items() if k != "causes"}), flush=True)
+            rows.append(row)
+    note = (
+        f"coverage: share of a cause's errors in clusters of purity >= {COVERAGE_PURITY}; "
+        f"covered: causes with coverage >= {COVERED}; inspect: 5 images per cluster, "
+        "the unclustered as one more group; rq1_chance: labels shuffled"
+    )
+    write_results(args.out, rows, COLUMNS, note)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

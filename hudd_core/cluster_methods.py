@@ -1,0 +1,453 @@
+"""Clustering methods beyond the published rule (``hudd cluster --method``), chosen
+without labels.
+
+A method is three small pieces composed (:class:`Method`):
+
+- **features** of each error image at a layer: its heatmap as recorded (``raw``), or
+  divided by its Euclidean norm (``unit``: the image's relevance *pattern*, not its
+  total relevance, which mostly follows the model's confidence);
+- **reduction**: none, or PCA to ``dims`` components (:func:`reduce`, signs fixed);
+- **clusterer**: Ward as published (:func:`hudd_core.cluster.cluster_layer` on the
+  reduced features) with k of the highest silhouette, HDBSCAN (scikit-learn), or DBSCAN
+  with SAFE's eps (the knee of the sorted distances to the ``min_samples``-th
+  neighbour).
+
+Density clusterers leave *noise* points: they get the cluster id :data:`NOISE` (0;
+clusters are 1..k, largest first), are listed in ``clusters.csv`` as cluster 0
+("unclustered"), never get an assignment quota, count as one extra group of images to
+inspect, and are not a cluster in RQ1.
+
+**Choosing without labels.** Every eligible layer (:func:`eligible`: those with a
+spatial map, never ``input``) and every value of the clusterer's hyper-parameter
+(:data:`GRIDS`) is clustered; each candidate is scored by :func:`label_free_score`, the
+silhouette of the clustered points in the reduced space times the share of points
+clustered (a method that declares most images noise scores low), -1 below
+:data:`MIN_CLUSTERS` clusters, and the best candidate is kept. Nothing reads the planted
+labels. Everything is deterministic: the same input gives the same clusters.
+
+Example:
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(0, 0.3, (30, 8)) + 5 * np.eye(8)[i] for i in range(3)])
+    >>> res = cluster_features({"fc": X}, METHODS["hdbscan"], seed=0)
+    >>> res.layer, res.k, np.bincount(res.labels).tolist()
+    ('fc', 3, [0, 30, 30, 30])
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+NOISE = 0  # the cluster id of the unclustered (noise) images
+
+FEATURES = ("raw", "unit")
+GRAM_PCA_MAX = 4000  # up to this many rows PCA runs on the N × N Gram matrix
+MIN_CLUSTERS = 3  # a candidate with fewer clusters scores -1 (a split in two explains little)
+REDUCTIONS = ("none", "pca")
+CLUSTERERS = ("ward", "hdbscan", "dbscan")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One composition: features × reduction × clusterer (and the reduced dimension)."""
+
+    name: str
+    features: str
+    reduction: str
+    clusterer: str
+    dims: int = 10
+    doc: str = ""
+    layers: str = "spatial"  # which layers compete: "spatial" (:func:`eligible`) or "all"
+
+    def params(self) -> dict:
+        return {"features": self.features, "reduction": self.reduction,
+                "clusterer": self.clusterer, "dims": self.dims, "layers": self.layers}  # fmt: skip
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("ward-pca", "unit", "pca", "ward", doc="unit heatmaps, PCA, Ward, silhouette k"),
+        Method("hdbscan", "unit", "pca", "hdbscan", doc="unit heatmaps, PCA, HDBSCAN"),
+        Method("hdbscan-raw", "raw", "pca", "hdbscan", doc="raw heatmaps, PCA, HDBSCAN"),
+        Method("dbscan", "unit", "pca", "dbscan", doc="unit heatmaps, PCA, DBSCAN (knee eps)"),
+        Method("hdbscan-20", "unit", "pca", "hdbscan", 20, doc="as hdbscan, PCA to 20"),
+        Method(
+            "hdbscan-all",
+            "unit",
+            "pca",
+            "hdbscan",
+            doc="as hdbscan, dense layers too",
+            layers="all",
+        ),
+    )
+}
+# What the quality benchmark found best (benchmarks/bench_quality.py; its evidence in the
+# README's "Clustering methods beyond the published rule").
+RECOMMENDED = "hdbscan"
+METHOD_NAMES = ("hudd", "recommended", *METHODS)
+
+# The hyper-parameter each clusterer's candidates scan: HDBSCAN's min_cluster_size and
+# DBSCAN's min_samples as shares of the error images (at least 3), Ward's k range.
+GRIDS: dict[str, tuple[float, ...]] = {
+    "hdbscan": (0.02, 0.03, 0.05, 0.08, 0.12),
+    "dbscan": (0.02, 0.03, 0.05, 0.08),
+    "ward": (0.0,),
+}
+
+
+def resolve(name: str) -> Method | None:
+    """The :class:`Method` of a ``--method`` name; None for ``hudd`` (the faithful rule)."""
+    if name not in METHOD_NAMES:
+        raise ValueError(f"--method: {name!r} is not one of {', '.join(METHOD_NAMES)}")
+    if name == "hudd":
+        return None
+    return METHODS[RECOMMENDED if name == "recommended" else name]
+
+
+# --- the pieces ------------------------------------------------------------------------
+
+
+def features(X, kind: str) -> np.ndarray:
+    """Rows of ``X`` as float64 (``raw``) or each divided by its Euclidean norm
+    (``unit``; an all-zero row stays zero)."""
+    if kind not in FEATURES:
+        raise ValueError(f"features must be one of {FEATURES}, got {kind!r}")
+    F = np.asarray(X, dtype=np.float64)
+    if not np.isfinite(F).all():
+        row = int(np.flatnonzero(~np.isfinite(F).all(axis=1))[0])
+        raise ValueError(f"row {row} contains NaN or inf")
+    if kind == "unit":
+        norm = np.linalg.norm(F, axis=1, keepdims=True)
+        F = F / np.where(norm > 0, norm, 1.0)
+    return F
+
+
+def reduce(F: np.ndarray, kind: str, dims: int, seed: int) -> np.ndarray:
+    """``F`` itself (``none``) or its first ``dims`` principal components (``pca``,
+    capped by the number of rows and columns; the signs fixed by scikit-learn, so the
+    result is deterministic)."""
+    if kind not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {kind!r}")
+    if kind == "none":
+        return F
+    d = max(1, min(dims, F.shape[0] - 1, F.shape[1]))
+    if F.shape[0] > GRAM_PCA_MAX:
+        from sklearn.decomposition import PCA
+
+        Z = PCA(n_components=d, svd_solver="randomized", random_state=seed).fit_transform(F)
+    else:  # N << D: the eigenvectors of the N × N Gram matrix of the centred rows
+        C = F - F.mean(axis=0)
+        w, V = np.linalg.eigh(C @ C.T)
+        top = np.argsort(-w, kind="stable")[:d]
+        Z = V[:, top] * np.sqrt(np.maximum(w[top], 0.0))
+    # one sign per component: its largest score positive (so the result is unique)
+    flip = np.sign(Z[np.argmax(np.abs(Z), axis=0), np.arange(Z.shape[1])])
+    return Z * np.where(flip == 0, 1.0, flip)
+
+
+def relabel(raw: np.ndarray) -> np.ndarray:
+    """Cluster ids 1..k by decreasing size (ties: the earlier first member first); the
+    clusterers' noise (< 0) becomes :data:`NOISE`.
+
+    Example:
+        >>> relabel(np.array([5, -1, 2, 2, 5, 2])).tolist()
+        [2, 0, 1, 1, 2, 1]
+    """
+    raw = np.asarray(raw)
+    ids = [c for c in dict.fromkeys(raw.tolist()) if c >= 0]  # in order of first member
+    ids.sort(key=lambda c: -int(np.sum(raw == c)))
+    out = np.full(raw.shape, NOISE, dtype=np.int64)
+    for new, c in enumerate(ids, start=1):
+        out[raw == c] = new
+    return out
+
+
+def _size(share: float, n: int) -> int:
+    return max(3, round(share * n))
+
+
+def cluster_hdbscan(Z: np.ndarray, share: float) -> np.ndarray:
+    """HDBSCAN with ``min_cluster_size`` = ``share`` of the points (≥ 3) and
+    ``min_samples`` 3 (scikit-learn; deterministic)."""
+    from sklearn.cluster import HDBSCAN
+
+    m = _size(share, Z.shape[0])
+    if Z.shape[0] < 2 * m:  # too few points for two clusters: one
+        return np.ones(Z.shape[0], dtype=np.int64)
+    return relabel(HDBSCAN(min_cluster_size=m, min_samples=3, copy=True).fit_predict(Z))
+
+
+def knee_eps(Z: np.ndarray, min_samples: int) -> float:
+    """SAFE's DBSCAN radius: the knee of the sorted distances of every point to its
+    ``min_samples``-th nearest neighbour, as Kneedle finds it on a convex increasing
+    curve (both axes scaled to [0, 1]: the point farthest below the chord)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    k = min(min_samples, Z.shape[0] - 1)
+    dist, _ = NearestNeighbors(n_neighbors=k + 1).fit(Z).kneighbors(Z)
+    curve = np.sort(dist[:, k])
+    span = curve[-1] - curve[0]
+    if len(curve) < 3 or span <= 1e-12 * max(1.0, abs(curve[-1])):
+        return max(float(curve[-1]), 1e-12)
+    x = np.linspace(0.0, 1.0, len(curve))
+    knee = int(np.argmax(x - (curve - curve[0]) / span))
+    return max(float(curve[knee]), 1e-12)
+
+
+def cluster_dbscan(Z: np.ndarray, share: float) -> np.ndarray:
+    """DBSCAN with ``min_samples`` = ``share`` of the points (≥ 3) and eps from
+    :func:`knee_eps`."""
+    from sklearn.cluster import DBSCAN
+
+    m = _size(share, Z.shape[0])
+    if Z.shape[0] <= m:
+        return np.ones(Z.shape[0], dtype=np.int64)
+    return relabel(DBSCAN(eps=knee_eps(Z, m), min_samples=m).fit_predict(Z))
+
+
+def cluster_ward(Z: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
+    """Ward on ``Z`` (the published two-level distances), k of the highest silhouette
+    (every point clustered; the WICD knee lands past the elbow, see
+    :func:`hudd_core.cluster.cluster_layer`)."""
+    from hudd_core.cluster import cluster_layer
+
+    del share  # Ward's k comes from the silhouette curve, not from a grid
+    res = cluster_layer(Z.astype(np.float32), selection="silhouette", device="cpu", seed=seed)
+    return relabel(res.labels)
+
+
+def run_clusterer(Z: np.ndarray, clusterer: str, share: float, seed: int) -> np.ndarray:
+    """Labels (1..k, :data:`NOISE` = 0) of ``Z`` by ``clusterer`` at ``share``."""
+    if clusterer == "hdbscan":
+        return cluster_hdbscan(Z, share)
+    if clusterer == "dbscan":
+        return cluster_dbscan(Z, share)
+    if clusterer == "ward":
+        return cluster_ward(Z, share, seed)
+    raise ValueError(f"clusterer must be one of {CLUSTERERS}, got {clusterer!r}")
+
+
+def label_free_score(Z: np.ndarray, labels: np.ndarray, min_clusters: int = 2) -> float:
+    """Silhouette of the clustered points of ``Z`` (noise left out) times the share of
+    points clustered; -1 with fewer than ``min_clusters`` clusters. Reads no label but
+    the clusters'.
+
+    Example:
+        >>> Z = np.array([[0.0], [0.1], [5.0], [5.1], [20.0]])
+        >>> round(label_free_score(Z, np.array([1, 1, 2, 2, 0])), 3)
+        0.784
+    """
+    from sklearn.metrics import silhouette_score
+
+    labels = np.asarray(labels)
+    kept = labels != NOISE
+    k = len(np.unique(labels[kept]))
+    if k < max(2, min_clusters) or k >= kept.sum():
+        return -1.0
+    return float(silhouette_score(Z[kept], labels[kept]) * kept.mean())
+
+
+# --- the method over the layers ----------------------------------------------------------
+
+
+@dataclass
+class MethodResult:
+    """The chosen candidate: its layer, hyper-parameter, labels and score, the reduced
+    features (for the 2-D embedding) and every candidate's score."""
+
+    method: Method
+    layer: str
+    share: float
+    labels: np.ndarray
+    score: float
+    reduced: np.ndarray
+    candidates: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def k(self) -> int:
+        return len(set(self.labels.tolist()) - {NOISE})
+
+    @property
+    def noise(self) -> int:
+        return int(np.sum(self.labels == NOISE))
+
+
+def eligible(names: list[str], shapes: dict[str, list[int]] | None, which: str) -> list[str]:
+    """The layers that compete: never ``input`` (as in the published rule) unless it is
+    the only one; with ``which="spatial"`` and the layers' shapes known, only those with
+    a spatial map (``C × H × W``, H × W > 1) when there are any, as a dense layer's
+    relevance mostly follows the predicted class (the clusters then group the
+    (true → predicted) pairs, measured in README "Clustering methods").
+
+    Example:
+        >>> eligible(["input", "conv", "pool", "fc"], {"input": [1, 8, 8], "conv": [4, 4, 4],
+        ...          "pool": [4, 1, 1], "fc": [6]}, "spatial")
+        ['conv']
+    """
+    names = [n for n in names if n != "input"] or list(names)
+    if which == "spatial" and shapes:
+        spatial = [n for n in names if int(np.prod(shapes.get(n, [1])[1:])) > 1]
+        names = spatial or names
+    return names
+
+
+def cluster_features(
+    layers: dict[str, np.ndarray],
+    method: Method,
+    *,
+    seed: int = 0,
+    shapes: dict[str, list[int]] | None = None,
+) -> MethodResult:
+    """Clusters every eligible layer's rows (``{layer: N × D}``, same images in the same
+    order; :func:`eligible` with the layers' ``shapes``) at every value of the
+    clusterer's grid; returns the best by :func:`label_free_score` with at least
+    :data:`MIN_CLUSTERS` clusters (ties: the earlier layer, then the smaller share)."""
+    if not layers:
+        raise ValueError("no layer to cluster")
+    t = time.perf_counter()
+    names = eligible(list(layers), shapes, method.layers)
+    best: MethodResult | None = None
+    candidates = []
+    for name in names:
+        try:
+            F = features(layers[name], method.features)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from exc
+        if F.shape[0] < 4:
+            raise ValueError(f"{name}: {F.shape[0]} error images are too few to cluster")
+        Z = reduce(F, method.reduction, method.dims, seed)
+        for share in GRIDS[method.clusterer]:
+            labels = run_clusterer(Z, method.clusterer, share, seed)
+            score = label_free_score(Z, labels, MIN_CLUSTERS)
+            k = len(set(labels.tolist()) - {NOISE})
+            candidates.append({"layer": name, "share": share, "k": k, "score": score,
+                               "noise": int(np.sum(labels == NOISE))})  # fmt: skip
+            if best is None or score > best.score:
+                best = MethodResult(method, name, share, labels, score, Z)
+    assert best is not None
+    best.candidates = candidates
+    best.seconds = time.perf_counter() - t
+    return best
+
+
+def run_method(
+    files: dict[str, Path],
+    images: list[str],
+    method: Method,
+    seed: int = 0,
+    shapes: dict[str, list[int]] | None = None,
+) -> tuple[dict, np.ndarray, np.ndarray]:
+    """``method`` over the layers' heatmap files (``{layer: .npy}``, rows = ``images``;
+    ``shapes``: each layer's recorded shape, for :func:`eligible`):
+    ``(summary, labels, 2-D embedding)``; the summary has the keys of the published
+    rule's (``best_layer``, ``n_clusters``, ``inspect_share``, ``layers``, ...) and the
+    method's own (``method``, ``method_params``, ``n_unclustered``, ``candidates``)."""
+    from hudd_core.cluster import inspect_share
+
+    layers = {}
+    for name, path in files.items():
+        X = np.load(path, mmap_mode="r")
+        if X.ndim != 2 or X.shape[0] != len(images):
+            raise ValueError(f"{path}: {X.shape[0]} rows but index.csv lists {len(images)}")
+        layers[name] = X
+    try:
+        res = cluster_features(layers, method, seed=seed, shapes=shapes)
+    except ValueError as exc:
+        raise ValueError(f"cluster --method {method.name}: {exc}") from exc
+    per_layer = {}
+    for c in res.candidates:  # each layer's best candidate
+        if c["layer"] not in per_layer or c["score"] > per_layer[c["layer"]]["silhouette"]:
+            per_layer[c["layer"]] = {"k": c["k"], "wicd": None, "silhouette": c["score"],
+                                     "method": method.name, "approximate": False}  # fmt: skip
+    summary = {
+        "method": method.name,
+        "method_params": {**method.params(), "share": res.share, "seed": seed},
+        "best_layer": res.layer,
+        "selection": "label-free score (silhouette x share clustered)",
+        "n_images": len(images),
+        "n_clusters": res.k,
+        "n_unclustered": res.noise,
+        "inspect_share": inspect_share(res.labels),
+        "layers": per_layer,
+        "candidates": res.candidates,
+        "clustering": {"path": "exact", "reason": "", "seconds": res.seconds},
+    }
+    return summary, res.labels, embedding_2d(res.reduced, seed)
+
+
+def embedding_of(heatmaps: Path, seed: int = 0) -> np.ndarray:
+    """The 2-D embedding of a layer's heatmaps (unit rows, PCA) for ``embedding.csv``."""
+    return embedding_2d(features(np.load(heatmaps, mmap_mode="r"), "unit"), seed)
+
+
+# --- files beside the clusters -------------------------------------------------------------
+
+
+def embedding_2d(Z: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The first two principal components of ``Z`` (N × 2; zeros beyond its rank)."""
+    out = np.zeros((Z.shape[0], 2))
+    if Z.shape[0] >= 2:
+        P = reduce(np.asarray(Z, np.float64), "pca", 2, seed)
+        out[:, : P.shape[1]] = P
+    return out
+
+
+def read_pairs(result_csv: Path) -> dict[str, str]:
+    """``{image: "expected→predicted"}`` of a classifier's ``testResult.csv`` ({} for a
+    keypoint regressor's, which has no classes)."""
+    if not Path(result_csv).is_file():
+        return {}
+    with open(result_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "predicted" not in rows[0]:
+        return {}
+    return {r["image"]: f"{r['expected']}→{r['predicted']}" for r in rows}
+
+
+def pair_shares(images: list[str], labels: np.ndarray, pairs: dict[str, str]) -> list[list]:
+    """Per cluster and (true → predicted) pair: ``[cluster, pair, count, share]``,
+    clusters in id order (noise, 0, first), pairs by decreasing count.
+
+    Example:
+        >>> pair_shares(["a", "b", "c"], np.array([1, 1, 2]), {"a": "x→y", "b": "x→y", "c": "y→x"})
+        [[1, 'x→y', 2, 1.0], [2, 'y→x', 1, 1.0]]
+    """
+    rows = []
+    labels = np.asarray(labels)
+    for cid in np.unique(labels).tolist():
+        members = [images[i] for i in np.flatnonzero(labels == cid)]
+        counts = Counter(pairs.get(m, "unknown") for m in members)
+        for pair, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            rows.append([int(cid), pair, c, c / len(members)])
+    return rows
+
+
+def write_cluster_analysis(
+    workdir: Path, images: list[str], labels: np.ndarray, embedding: np.ndarray
+) -> None:
+    """``T/ClusterAnalysis/pairs.csv`` (``cluster,pair,count,share``) and
+    ``embedding.csv`` (``image,cluster,x,y``: a 2-D map of the error images)."""
+    from hudd_core.fileio import write_csv
+
+    out = Path(workdir) / "ClusterAnalysis"
+    pairs = read_pairs(Path(workdir) / "testResult.csv")
+    write_csv(
+        out / "pairs.csv",
+        ["cluster", "pair", "count", "share"],
+        [[c, p, n, repr(float(s))] for c, p, n, s in pair_shares(images, labels, pairs)],
+    )
+    write_csv(
+        out / "embedding.csv",
+        ["image", "cluster", "x", "y"],
+        [
+            [img, int(c), repr(float(x)), repr(float(y))]
+            for img, c, (x, y) in zip(images, labels, embedding, strict=True)
+        ],
+    )

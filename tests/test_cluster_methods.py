@@ -1,0 +1,228 @@
+"""The clustering methods beyond the published rule (hudd_core.cluster_methods): each on a
+tiny hand-made case with obvious groups, seeded determinism, the label-free choice, the
+noise (cluster 0) through run_cluster, RQ1 and assign, and the signs scene."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from test_assign import _relevance, assign_case  # noqa: F401 (a fixture)
+
+from hudd_core import cluster_methods as cm
+
+
+def _groups(seed: int = 0, sizes=(25, 20, 15), dim: int = 12, outliers: int = 0):
+    """Groups around orthogonal directions (so per-image normalisation keeps them apart),
+    scaled per row as relevance magnitudes are, plus far outliers."""
+    rng = np.random.default_rng(seed)
+    truth = np.repeat(np.arange(len(sizes)), sizes)
+    X = 6.0 * np.eye(dim)[truth] + rng.normal(0.0, 0.4, (len(truth), dim))
+    X *= rng.uniform(0.5, 2.0, (len(truth), 1))
+    if outliers:
+        X = np.vstack([X, 6.0 * np.eye(dim)[len(sizes) : len(sizes) + outliers]])  # alone
+        truth = np.append(truth, np.full(outliers, -1))
+    return X.astype(np.float32), truth
+
+
+def _agree(labels: np.ndarray, truth: np.ndarray) -> float:
+    """Share of pairs of clustered true-group points on which the two partitions agree
+    (written here, not taken from scikit-learn)."""
+    keep = (labels != cm.NOISE) & (truth >= 0)
+    a, b = labels[keep], truth[keep]
+    same_a = a[:, None] == a[None, :]
+    same_b = b[:, None] == b[None, :]
+    return float(np.mean(same_a == same_b))
+
+
+@pytest.mark.parametrize("name", list(cm.METHODS))
+def test_each_method_finds_obvious_groups(name):
+    X, truth = _groups()
+    res = cm.cluster_features({"fc": X}, cm.METHODS[name], seed=0)
+    assert res.layer == "fc"
+    assert res.k == 3
+    assert res.noise <= 0.1 * len(truth)
+    assert _agree(res.labels, truth) == 1.0
+    # ids 1..k by decreasing size, noise 0
+    sizes = [int(np.sum(res.labels == c)) for c in range(1, res.k + 1)]
+    assert sizes == sorted(sizes, reverse=True)
+
+
+@pytest.mark.parametrize("name", ["hdbscan", "dbscan"])
+def test_density_methods_leave_far_outliers_unclustered(name):
+    X, truth = _groups(outliers=4)
+    res = cm.cluster_features({"fc": X}, cm.METHODS[name], seed=0)
+    assert set(res.labels[truth == -1].tolist()) == {cm.NOISE}
+    assert _agree(res.labels, truth) == 1.0
+
+
+def test_seeded_determinism_and_layer_choice():
+    X, _ = _groups(seed=3)
+    rng = np.random.default_rng(9)
+    blur = rng.normal(0.0, 1.0, X.shape).astype(np.float32)  # a layer without structure
+    layers = {"input": X, "conv": blur, "fc": X}
+    a = cm.cluster_features(layers, cm.METHODS["hdbscan"], seed=5)
+    b = cm.cluster_features({k: v.copy() for k, v in layers.items()}, cm.METHODS["hdbscan"], seed=5)
+    assert np.array_equal(a.labels, b.labels) and a.share == b.share and a.layer == b.layer
+    assert a.layer == "fc"  # the structured layer scores higher; input is never chosen
+    assert {c["layer"] for c in a.candidates} == {"conv", "fc"}
+    assert len(a.candidates) == 2 * len(cm.GRIDS["hdbscan"])
+
+
+def test_relabel_and_score_by_hand():
+    assert cm.relabel(np.array([-1, 7, 7, 3, 3, 3])).tolist() == [0, 2, 2, 1, 1, 1]
+    Z = np.array([[0.0], [1.0], [10.0], [12.0], [50.0]])
+    labels = np.array([1, 1, 2, 2, 0])
+    # silhouette by hand: a = mean intra distance, b = mean distance to the other cluster
+    s = [
+        (11 - 1) / 11,  # point 0: a 1, b (10 + 12) / 2
+        (10 - 1) / 10,  # point 1: a 1, b (9 + 11) / 2
+        (9.5 - 2) / 9.5,  # point 2: a 2, b (10 + 9) / 2
+        (11.5 - 2) / 11.5,  # point 3
+    ]
+    assert cm.label_free_score(Z, labels) == pytest.approx(np.mean(s) * 4 / 5)
+    assert cm.label_free_score(Z, np.array([1, 1, 1, 1, 0])) == -1.0
+
+
+def test_knee_eps_sits_at_the_bend():
+    # 40 points in a tight line (neighbour distance 0.1) and 5 far apart (distance >= 10)
+    Z = np.concatenate([np.arange(40) * 0.1, 100 + np.arange(5) * 10.0])[:, None]
+    eps = cm.knee_eps(Z, 3)
+    assert 0.25 <= eps < 10.0
+
+
+def test_features_reduce_and_bad_input():
+    F = cm.features(np.array([[3.0, 4.0], [0.0, 0.0]]), "unit")
+    assert F.tolist() == [[0.6, 0.8], [0.0, 0.0]]
+    with pytest.raises(ValueError, match="row 1 contains NaN"):
+        cm.features(np.array([[1.0, 2.0], [np.nan, 1.0]]), "raw")
+    with pytest.raises(ValueError, match="features must be one of"):
+        cm.features(np.zeros((2, 2)), "bogus")
+    Z = cm.reduce(np.random.default_rng(0).normal(size=(6, 30)), "pca", 10, 0)
+    assert Z.shape == (6, 5)  # capped at N - 1
+    with pytest.raises(ValueError, match="--method: 'nope' is not one of hudd, recommended"):
+        cm.resolve("nope")
+    assert cm.resolve("hudd") is None
+    assert cm.resolve("recommended") is cm.METHODS[cm.RECOMMENDED]
+    with pytest.raises(ValueError, match="too few"):
+        cm.cluster_features({"fc": np.ones((3, 4))}, cm.METHODS["hdbscan"])
+
+
+def test_pair_shares_by_hand():
+    images = ["a", "b", "c", "d"]
+    pairs = {"a": "up→down", "b": "up→down", "c": "left→up"}
+    rows = cm.pair_shares(images, np.array([1, 1, 1, 0]), pairs)
+    assert rows == [[0, "unknown", 1, 1.0], [1, "up→down", 2, 2 / 3], [1, "left→up", 1, 1 / 3]]
+
+
+def _run_method_workdir(tmp_path, method: str):
+    from cluster_fixtures import make_workdir, planted_layer
+
+    from hudd_core.cluster import run_cluster
+
+    sizes = (14, 12, 10, 3)
+    case = make_workdir(tmp_path, np.random.default_rng(4), sizes=sizes)
+    # the only spatial layer besides the input (the one that competes): clear groups
+    X, _ = planted_layer(np.random.default_rng(2), list(sizes), 64, spread=6.0)
+    X[-2:] = 30.0 * np.eye(X.shape[1])[:2]  # two outliers, alone in their directions
+    np.save(case["T"] / "Heatmaps" / "conv.npy", X)
+    summary = run_cluster(case["T"], case["data"], method=method, gifs=False, progress=False)
+    return case, summary
+
+
+def test_run_cluster_with_a_method_writes_noise_as_cluster_0(tmp_path):
+    case, summary = _run_method_workdir(tmp_path, "hdbscan")
+    T = case["T"]
+    rows = list(csv.DictReader(open(T / "clusters.csv")))
+    labels = np.array([int(r["cluster"]) for r in rows])
+    assert len(rows) == case["n"] and {r["layer"] for r in rows} == {summary["best_layer"]}
+    assert summary["method"] == "hdbscan" and summary["best_layer"] == "conv"
+    assert summary["n_unclustered"] == int(np.sum(labels == 0)) >= 1
+    assert summary["n_clusters"] == len(set(labels.tolist()) - {0})
+    on_disk = json.loads((T / "ClusterAnalysis" / "summary.json").read_text())
+    assert on_disk["method_params"]["clusterer"] == "hdbscan"
+    # RQ1 counts the clusters, not the unclustered group
+    rq1 = summary["rq1"]
+    assert rq1["unclustered"] == summary["n_unclustered"]
+    sizes = np.bincount(labels)
+    assert rq1["n_evaluated"] == int(np.sum(sizes[1:] > 1))
+    emb = list(csv.DictReader(open(T / "ClusterAnalysis" / "embedding.csv")))
+    assert [int(r["cluster"]) for r in emb] == labels.tolist()
+    assert (T / "ClusterAnalysis" / "pairs.csv").is_file()
+    assert (T / summary["best_layer"] / "Cluster_0").is_dir()
+
+
+def test_run_cluster_default_stays_the_published_rule(tmp_path):
+    case, summary = _run_method_workdir(tmp_path, "hudd")
+    assert summary["method"] == "hudd" and "n_unclustered" not in summary
+    labels = [int(r["cluster"]) for r in csv.DictReader(open(case["T"] / "clusters.csv"))]
+    assert 0 not in labels
+    assert (case["T"] / "ClusterAnalysis" / "embedding.csv").is_file()
+
+
+def test_assign_gives_noise_no_quota(assign_case):  # noqa: F811
+    from hudd_core import assign as A
+    from hudd_core.data.datasets import ImageFiles
+
+    data, T, X, _ = assign_case
+    images = [r["image"] for r in csv.DictReader(open(T / "clusters.csv"))]
+    labels = np.array([0] * 8 + [1] * 12 + [2] * 10)
+    with open(T / "clusters.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows(
+            [
+                ("image", "cluster", "layer"),
+                *((i, c, "features.3") for i, c in zip(images, labels, strict=True)),
+            ]
+        )
+    summary = A.run_assign(T, data, _relevance, backend="numpy", gifs=False, progress=False)
+    assert summary["quotas"] == {1: 24, 2: 20}
+    rows = list(csv.DictReader(open(T / "unsafe_set.csv")))
+    assert {int(r["cluster"]) for r in rows} <= {1, 2}
+    # the same selection with the noise members removed altogether
+    import torch
+
+    pool = ImageFiles(data / "ImprovementSet")
+    Q = torch.cat([_relevance(pool[i][0][None]) for i in range(len(pool))]).numpy()
+    keep = labels != 0
+    d = A.nearest_member_reference(Q, X[keep], labels[keep], np.array([1, 2]))
+    idx, top = A.top_candidates(d, 2)
+    sel = A.greedy_select(np.array([1, 2])[idx], top, {1: 24, 2: 20})
+    assert [r["image"] for r in rows] == [pool.ids[i] for i in sel.image]
+
+
+def test_pipeline_and_cli_validate_the_method():
+    from hudd_core.config import load_config
+    from hudd_core.pipeline import validate
+
+    cfg = load_config(None, {"method": "bogus"})
+    with pytest.raises(ValueError, match="--method: 'bogus' is not one of hudd"):
+        validate(cfg)
+    validate(load_config(None, {"method": "recommended"}))
+
+
+def test_signs_scene_is_seeded_and_plants_its_causes(tmp_path):
+    from hudd_core.data import signs
+    from hudd_core.data.generate import generate
+
+    p1 = signs.sample_params(400, np.random.default_rng(0), signs.TEST_RATES)
+    p2 = signs.sample_params(400, np.random.default_rng(0), signs.TEST_RATES)
+    assert all(np.array_equal(p1[k], p2[k]) for k in p1)
+    r = np.random.default_rng(1)
+    a, b = signs.render(p1, 32, np.random.default_rng(1)), signs.render(p2, 32, r)
+    assert np.array_equal(a, b)
+    planted = p1["planted"]
+    assert set(planted) == {"none", *signs.PLANTED}
+    assert p1["radius"][planted == "distant"].max() < p1["radius"][planted == "none"].min()
+    assert p1["fog"][planted == "fog"].min() > p1["fog"][planted == "none"].max()
+    assert set(p1["occluded"][planted == "occluded"]) == {1.0}
+    # a distant sign covers fewer pixels than the common ones
+    dark = (a < 40).sum(axis=(1, 2))
+    assert dark[planted == "distant"].mean() < dark[planted == "none"].mean()
+    root = tmp_path / "DataSets"
+    generate(root, sizes={"TestSet": 12}, image_size=32, simulator=signs, progress=False)
+    meta = list(csv.DictReader(open(root / "TestSet" / "metadata.csv")))
+    assert len(meta) == 12 and set(meta[0]) == {"image", *signs.PARAMS, "planted"}
+    for row in meta:
+        assert row["image"].split("/")[0] == signs.CLASSES[int(float(row["shape"]))]
