@@ -1,0 +1,201 @@
+"""The Ray engine (issue 13) on a local Ray cluster of 2 CPUs (or the cluster of
+``RAY_ADDRESS``): the same result files as the local engine, resume from the Parquet
+shards after a driver killed with kill -9, and the same result when an actor process is
+killed mid-run."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from hudd_core.config import load_config  # noqa: E402
+from hudd_core.pipeline import Run, step_assign  # noqa: E402
+
+LAYER = "features.10"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local cluster of 2 CPUs (the cluster of RAY_ADDRESS when set); its address."""
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init()
+        else:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def _add_bad_images(folder: Path) -> None:
+    from PIL import Image
+
+    (folder / "left" / "broken.png").write_bytes(b"")
+    Image.new("L", (40, 40)).save(folder / "left" / "big.png")  # not 32 x 32
+
+
+@pytest.fixture
+def case(model_workdir):
+    """A work folder with T/testResult.csv, the heatmaps of its Wrong images at LAYER and
+    hand-made RCCs over them (clusters 1-3 and a singleton), and a pool with two bad
+    images. Returns ``(w, reference)`` where ``reference`` is a copy of T before assign."""
+    import shutil
+
+    from hudd_core.heatmaps import run_heatmaps
+    from hudd_core.models.checkpoint import load_checkpoint
+    from hudd_core.testing import run_test, read_results
+
+    w = model_workdir({"TestSet": 24, "ImprovementSet": 90})
+    _add_bad_images(w.data / "ImprovementSet")
+    model, meta = load_checkpoint(w.pt)
+    run_test(model, w.data, w.T, meta, sets=("TestSet",), device="cpu", progress=False)
+    run_heatmaps(w.T, w.data, model, meta, layers=[LAYER], device="cpu", progress=False)
+    wrong = [i for i, r in read_results(w.T / "testResult.csv").items() if r == "Wrong"]
+    assert len(wrong) >= 8
+    labels = [1 + k % 3 for k in range(len(wrong) - 1)] + [4]
+    with open(w.T / "clusters.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([("image", "cluster", "layer"),
+                                  *((i, c, LAYER) for i, c in zip(wrong, labels))])  # fmt: skip
+    reference = w.root / "reference"
+    shutil.copytree(w.T, reference)
+    return w, reference
+
+
+def _assign(w, workdir: Path, engine: str, **extra) -> dict:
+    cfg = load_config(None, {"workdir": str(workdir), "data": str(w.data), "device": "cpu",
+                             "quiet": True, "batch_size": 8, "backend": "numpy",
+                             "engine": engine, "ray_shard_size": 16, **extra})  # fmt: skip
+    return step_assign(Run(cfg, w.pt))
+
+
+def _skipped(workdir: Path) -> list[tuple[str, str, str]]:
+    with open(workdir / "skipped.csv", newline="") as fh:
+        return sorted((r["step"], r["image"], r["reason"]) for r in csv.DictReader(fh))
+
+
+def test_ray_assign_equals_local(cluster, case):
+    w, reference = case
+    local = _assign(w, reference, "local")
+    got = _assign(w, w.T, "ray")
+    assert got == local and got["selected"] > 0 and got["skipped"] == 2
+    assert (w.T / "unsafe_set.csv").read_text() == (reference / "unsafe_set.csv").read_text()
+    assert _skipped(w.T) == _skipped(reference)
+    for c in local["quotas"]:
+        a = sorted(p.name for p in (w.T / "UnsafeSet" / str(c)).iterdir())
+        assert a == sorted(p.name for p in (reference / "UnsafeSet" / str(c)).iterdir())
+    shards = sorted((w.T / "Assign" / "shards").glob("part-*.parquet"))
+    assert len(shards) == -(-local["improvement_images"] // 16)
+
+
+def test_ray_assign_rerun_reuses_shards_and_other_inputs_start_afresh(cluster, case):
+    w, _ = case
+    first = _assign(w, w.T, "ray")
+    shards = sorted((w.T / "Assign" / "shards").glob("part-*.parquet"))
+    stamps = [p.stat().st_mtime_ns for p in shards]
+    assert _assign(w, w.T, "ray") == first
+    assert [p.stat().st_mtime_ns for p in shards] == stamps  # nothing recomputed
+    # another --top: other candidates, the shards are recomputed
+    _assign(w, w.T, "ray", top=1)
+    assert [p.stat().st_mtime_ns for p in shards] != stamps
+
+
+def test_ray_test_step_equals_local(cluster, model_workdir):
+    from hudd_core.engine_ray import ray_predictor
+    from hudd_core.models.checkpoint import load_checkpoint
+    from hudd_core.testing import run_test
+
+    w = model_workdir({"TrainingSet": 20, "TestSet": 30})
+    _add_bad_images(w.data / "TestSet")
+    model, meta = load_checkpoint(w.pt)
+    reference = w.root / "reference"
+    kw = {"device": "cpu", "progress": False, "batch_size": 8}
+    local = run_test(model, w.data, reference, meta, **kw)
+    got = run_test(model, w.data, w.T, meta, **kw, predictor=ray_predictor(ray_shard_size=16))
+    assert got == local and got["TestSet"]["skipped"] == 2
+    for name in ("trainResult.csv", "testResult.csv"):
+        assert (w.T / name).read_text() == (reference / name).read_text()
+    assert _skipped(w.T) == _skipped(reference)
+
+
+def _kill_once(marker: str):
+    """A forward pre-hook that kills its process with SIGKILL at the 3rd batch it sees,
+    once (``marker`` records the pid): an actor dying mid-run."""
+
+    def hook(module, args):
+        hook.calls = getattr(hook, "calls", 0) + 1
+        if hook.calls == 3 and not os.path.exists(marker):
+            with open(marker, "w") as fh:
+                fh.write(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return hook
+
+
+def test_actor_killed_mid_run_gives_the_same_result(cluster, case, tmp_path):
+    import cloudpickle
+
+    from hudd_core.assign import read_rccs
+    from hudd_core.engine_ray import ray_assign
+    from hudd_core.models.checkpoint import load_checkpoint, model_fingerprint
+
+    w, reference = case
+    local = _assign(w, reference, "local")
+    model, _ = load_checkpoint(w.pt)
+    marker = tmp_path / "killed.pid"
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the hook, to the actor
+    model.register_forward_pre_hook(_kill_once(str(marker)))
+    layer = read_rccs(w.T)[0]
+    by = {"weights": model_fingerprint(model), "composite": "hudd"}
+    got = ray_assign(w.T, w.data, model, layer, None, input_shape=(1, 32, 32), backend="numpy",
+                     batch_size=8, device="cpu", explained_by=by, progress=False,
+                     ray_shard_size=16)  # fmt: skip
+    assert marker.is_file() and int(marker.read_text()) != os.getpid()  # an actor was killed
+    assert got == local
+    assert (w.T / "unsafe_set.csv").read_text() == (reference / "unsafe_set.csv").read_text()
+
+
+def test_driver_killed_with_kill_9_resumes_from_its_shards(cluster, case):
+    w, reference = case
+    local = _assign(w, reference, "local")
+    shards = w.T / "Assign" / "shards"
+    cmd = [sys.executable, "-m", "hudd_core.cli", "assign", "--engine", "ray", "--workdir",
+           str(w.T), "--data", str(w.data), "--device", "cpu", "--batch-size", "2",
+           "--ray-shard-size", "4", "--backend", "numpy", "--quiet"]  # fmt: skip
+    env = {**os.environ, "RAY_ADDRESS": cluster}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if len(list(shards.glob("part-*.parquet"))) >= 2:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, f"assign ended before the kill: {proc.stderr.read()!r}"
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    proc.stderr.close()
+    kept = {p: p.stat().st_mtime_ns for p in shards.glob("part-*.parquet")}
+    total = -(-local["improvement_images"] // 4)
+    assert 2 <= len(kept) < total and not (w.T / "unsafe_set.csv").exists()
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # resumed, not recomputed
+    assert len(list(shards.glob("part-*.parquet"))) == total
+    assert (w.T / "unsafe_set.csv").read_text() == (reference / "unsafe_set.csv").read_text()
+    assert _skipped(w.T) == _skipped(reference)
+
+
+def test_ray_options_are_checked(cluster, case):
+    w, _ = case
+    with pytest.raises(ValueError, match="--ray-concurrency must be a positive integer"):
+        _assign(w, w.T, "ray", ray_concurrency=0)
+    with pytest.raises(ValueError, match="--ray-gpus-per-actor must be 0 or more"):
+        _assign(w, w.T, "ray", ray_gpus_per_actor=-1.0)
+    np.testing.assert_equal(list((w.T / "Assign").glob("shards")), [])
