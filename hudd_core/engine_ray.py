@@ -190,7 +190,9 @@ class ShardJob:
     """One streamed pass of an actor over the images ``names`` of ``folder``.
 
     ``columns`` names the actor's output arrays (2-D, one row per image) kept in the
-    shards; ``signature`` must match for completed shards to be reused.
+    shards; ``signature`` must match for completed shards to be reused. The shard size is
+    rounded up to a multiple of the batch size: the batches are then the local engine's
+    (the same consecutive positions), and so are the float results, bit for bit.
     """
 
     folder: Path
@@ -207,6 +209,9 @@ class ShardJob:
     concurrency: int = 1
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.shard_size = math.ceil(self.shard_size / self.batch_size) * self.batch_size
 
     def shard_path(self, k: int) -> Path:
         return self.out / f"part-{k:06d}.parquet"
