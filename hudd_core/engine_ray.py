@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,12 @@ class _Listed(Dataset):
         return load_image(self.folder / self.names[i], **self.load), 0
 
 
+def preprocessing(dataset: Any) -> dict[str, Any]:
+    """How a dataset of :mod:`hudd_core.data.datasets` turns its files into tensors."""
+    return {"channels": dataset.channels, "image_size": dataset.image_size,
+            "mean": dataset.mean, "std": dataset.std}  # fmt: skip
+
+
 def decode_batch(
     batch: dict[str, np.ndarray],
     *,
@@ -114,13 +120,14 @@ class _ModelActor:
     def __init__(self, model: torch.nn.Module, device: str) -> None:
         from hudd_core.models.train import resolve_device
 
-        torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+        self.threads = max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
         self.device = resolve_device(device)
         self.model = model.to(self.device).eval()
 
-    @staticmethod
-    def read(batch: dict[str, np.ndarray]) -> tuple[np.ndarray, torch.Tensor | None]:
-        """The rows read and their images."""
+    def read(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, torch.Tensor | None]:
+        """The rows read and their images. Sets the threads first: Ray calls the actor from
+        another thread than its constructor's, and OpenMP's thread count is per thread."""
+        torch.set_num_threads(self.threads)
         ok = np.asarray(batch["skip"] == "", dtype=bool)
         return ok, (torch.from_numpy(np.ascontiguousarray(batch["x"][ok])) if ok.any() else None)
 
@@ -180,6 +187,38 @@ class AssignActor(_ModelActor):
                 raise ValueError(non_finite_message(self.layer, image))
             idx[ok], dist[ok] = top_candidates(distances, self.top)
         return {"pos": batch["pos"], "skip": batch["skip"], "cluster_idx": idx, "distance": dist}
+
+
+class RelevanceActor(_ModelActor):
+    """LRP relevance of every recorded layer (``hudd heatmaps --improvement``: the
+    heatmaps are the step's product), flattened, one column ``rel:<layer>`` each."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        device: str,
+        *,
+        composite: str,
+        layers: Sequence[str],
+        shape: Sequence[int],
+    ) -> None:
+        from hudd_core.lrp import LRP
+
+        super().__init__(model, device)
+        self.lrp = LRP(self.model, composite, list(layers))
+        self.widths = {k: math.prod(s) for k, s in self.lrp.shapes(tuple(shape)).items()}
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ok, x = self.read(batch)
+        out = {"pos": batch["pos"], "skip": batch["skip"], "failed": ~ok}
+        if x is None or not ok.all():  # the driver stops at the first unreadable image
+            # zeros: every batch has the same columns
+            return out | {f"rel:{k}": np.zeros((len(ok), w), np.float32)
+                          for k, w in self.widths.items()}  # fmt: skip
+        relevance = self.lrp(x.to(self.device))
+        for name, r in relevance.items():
+            out[f"rel:{name}"] = r.float().cpu().reshape(len(x), -1).numpy()
+        return out
 
 
 # --- shards ------------------------------------------------------------------------------
@@ -285,41 +324,48 @@ def read_shards(job: ShardJob) -> dict[str, np.ndarray]:
     return out
 
 
-def run_shards(job: ShardJob, *, progress: bool = True) -> dict[str, np.ndarray]:
-    """Streams the pending shards of ``job`` through Ray Data (decode tasks, then the
-    actor pool), writes each completed shard, and returns every shard's rows."""
+def stream(
+    job: ShardJob, ranges: Sequence[tuple[int, int]], *, preserve_order: bool = False
+) -> Iterator[dict[str, np.ndarray]]:
+    """The actor's output batches for the positions ``ranges`` (one block each): decode
+    tasks, then the actor pool, streamed with Ray Data's backpressure."""
     import pyarrow as pa
     import ray.data
 
+    tables = [pa.table({"pos": pa.array(np.arange(a, b, dtype=np.int64)),
+                        "name": pa.array(job.names[a:b], pa.string())})
+              for a, b in ranges]  # fmt: skip
+    ray.data.DataContext.get_current().execution_options.preserve_order = preserve_order
+    ds = ray.data.from_arrow(tables)
+    ds = ds.map_batches(decode_batch, batch_size=job.batch_size, batch_format="numpy",
+                        fn_kwargs={"folder": str(job.folder), "load": job.load,
+                                   "shape": tuple(job.shape)})  # fmt: skip
+    ds = ds.map_batches(
+        job.actor,
+        fn_constructor_kwargs=job.actor_kwargs,
+        compute=ray.data.ActorPoolStrategy(size=job.concurrency),
+        num_cpus=job.cpus_per_actor,
+        num_gpus=job.gpus_per_actor or None,
+        batch_size=job.batch_size,
+        batch_format="numpy",
+    )
+    yield from ds.iter_batches(batch_size=None, batch_format="numpy")
+
+
+def run_shards(job: ShardJob, *, progress: bool = True) -> dict[str, np.ndarray]:
+    """Streams the pending shards of ``job`` through Ray Data (decode tasks, then the
+    actor pool), writes each completed shard, and returns every shard's rows."""
     from hudd_core.progress import bar as progress_bar
 
     pending = open_shards(job)
     done = len(job.names) - sum(b - a for a, b in map(job.bounds, pending))
     if pending:
         connect(progress)
-        tables = []
-        for k in pending:
-            a, b = job.bounds(k)
-            tables.append(pa.table({"pos": pa.array(np.arange(a, b, dtype=np.int64)),
-                                    "name": pa.array(job.names[a:b], pa.string())}))  # fmt: skip
-        ds = ray.data.from_arrow(tables)
-        ds = ds.map_batches(decode_batch, batch_size=job.batch_size, batch_format="numpy",
-                            fn_kwargs={"folder": str(job.folder), "load": job.load,
-                                       "shape": tuple(job.shape)})  # fmt: skip
-        ds = ds.map_batches(
-            job.actor,
-            fn_constructor_kwargs=job.actor_kwargs,
-            compute=ray.data.ActorPoolStrategy(size=job.concurrency),
-            num_cpus=job.cpus_per_actor,
-            num_gpus=job.gpus_per_actor or None,
-            batch_size=job.batch_size,
-            batch_format="numpy",
-        )
         parts: dict[int, list[dict[str, np.ndarray]]] = {k: [] for k in pending}
         left = {k: job.bounds(k)[1] - job.bounds(k)[0] for k in pending}
         with progress_bar(total=len(job.names), initial=done, desc=job.out.name, unit="img",
                           enabled=progress) as bar:  # fmt: skip
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for batch in stream(job, [job.bounds(k) for k in pending]):
                 shard = batch["pos"] // job.shard_size
                 for k in np.unique(shard).tolist():
                     rows = {c: v[shard == k] for c, v in batch.items()}
@@ -393,7 +439,7 @@ def ray_assign(
         names=pool.names[: plan.n],
         out=workdir / "Assign" / "shards",
         signature={**plan.signature, "backend": backend},
-        load={"channels": pool.channels, "image_size": image_size, "mean": mean, "std": std},
+        load=preprocessing(pool),
         shape=tuple(input_shape),
         actor=AssignActor,
         actor_kwargs={"model": model.cpu(), "device": device, **kwargs},
@@ -454,12 +500,7 @@ def ray_predictor(
                 "shape": list(shape),
                 "model": model_fingerprint(model),
             },
-            load={
-                "channels": dataset.channels,
-                "image_size": dataset.image_size,
-                "mean": dataset.mean,
-                "std": dataset.std,
-            },
+            load=preprocessing(dataset),
             shape=tuple(shape),
             actor=PredictActor,
             actor_kwargs={
@@ -484,3 +525,56 @@ def ray_predictor(
         return outs, targets, positions, skipped_rows(rows)
 
     return predict
+
+
+def ray_heatmap_source(
+    *,
+    ray_concurrency: int = 1,
+    ray_cpus_per_actor: float = 1.0,
+    ray_gpus_per_actor: float = 0.0,
+    ray_shard_size: int = 4096,
+) -> Callable[..., Iterator[tuple[dict[str, torch.Tensor] | None, list[tuple[int, str]]]]]:
+    """The relevance batches of :func:`hudd_core.heatmaps.compute_heatmaps` computed on
+    Ray (classifier images without labels: ``hudd heatmaps --improvement``), in position
+    order from ``start``; ``(None, [(position, reason)])`` at the first unreadable image.
+    The resume point is the heatmap store's own (its rows written so far)."""
+    validate_ray_options(ray_concurrency, ray_cpus_per_actor, ray_gpus_per_actor, ray_shard_size)
+
+    def source(model, dataset, shape, start, *, composite, layers, batch_size, device,
+               progress=False):  # fmt: skip
+        job = ShardJob(
+            folder=dataset.folder,
+            names=dataset.names,
+            out=Path(),
+            signature={},
+            load=preprocessing(dataset),
+            shape=tuple(shape),
+            actor=RelevanceActor,
+            actor_kwargs={
+                "model": model.cpu(),
+                "device": device,
+                "composite": composite,
+                "layers": list(layers),
+                "shape": tuple(shape),
+            },
+            columns=(),
+            batch_size=batch_size,
+            shard_size=ray_shard_size,
+            concurrency=ray_concurrency,
+            cpus_per_actor=ray_cpus_per_actor,
+            gpus_per_actor=ray_gpus_per_actor,
+        )
+        n = len(dataset.names)
+        ranges = [(a, min(a + job.shard_size, n)) for a in range(start, n, job.shard_size)]
+        if not ranges:
+            return
+        connect(progress)
+        for batch in stream(job, ranges, preserve_order=True):
+            if batch["failed"].any():
+                bad = [(int(p), str(r)) for p, r in zip(batch["pos"], batch["skip"], strict=True)]
+                yield None, [b for b in bad if b[1]]
+                return
+            rel = {k[4:]: torch.from_numpy(np.array(v)) for k, v in batch.items() if "rel:" in k}
+            yield rel, []
+
+    return source

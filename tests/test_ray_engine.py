@@ -82,10 +82,11 @@ def _skipped(workdir: Path) -> list[tuple[str, str, str]]:
         return sorted((r["step"], r["image"], r["reason"]) for r in csv.DictReader(fh))
 
 
-def test_ray_assign_equals_local(cluster, case):
+@pytest.mark.parametrize("backend", ["numpy", "faiss"])
+def test_ray_assign_equals_local(cluster, case, backend):
     w, reference = case
-    local = _assign(w, reference, "local")
-    got = _assign(w, w.T, "ray")
+    local = _assign(w, reference, "local", backend=backend)
+    got = _assign(w, w.T, "ray", backend=backend)
     assert got == local and got["selected"] > 0 and got["skipped"] == 2
     assert (w.T / "unsafe_set.csv").read_text() == (reference / "unsafe_set.csv").read_text()
     assert _skipped(w.T) == _skipped(reference)
@@ -208,3 +209,26 @@ def test_ray_options_are_checked(cluster, case):
     with pytest.raises(ValueError, match="--ray-gpus-per-actor must be 0 or more"):
         _assign(w, w.T, "ray", ray_gpus_per_actor=-1.0)
     np.testing.assert_equal(list((w.T / "Assign").glob("shards")), [])
+
+
+def test_ray_improvement_heatmaps_equal_local_and_resume(cluster, model_workdir):
+    from hudd_core.engine_ray import ray_heatmap_source
+    from hudd_core.heatmaps import run_heatmaps
+    from hudd_core.models.checkpoint import load_checkpoint
+
+    w = model_workdir({"ImprovementSet": 40})
+    model, meta = load_checkpoint(w.pt)
+    kw = {"layers": ["features.3", LAYER], "improvement": True, "device": "cpu",
+          "batch_size": 8, "progress": False}  # fmt: skip
+    run_heatmaps(w.root / "reference", w.data, model, meta, **kw)
+    source = ray_heatmap_source(ray_shard_size=16)
+    got = run_heatmaps(w.T, w.data, model, meta, **kw, source=source)
+    assert got["rows"] == 40 and got["resumed_from"] == 0
+    a, b = w.T / "ImprovementHeatmaps", w.root / "reference" / "ImprovementHeatmaps"
+    assert (a / "index.csv").read_bytes() == (b / "index.csv").read_bytes()
+    for name in ("features.3", LAYER):
+        np.testing.assert_array_equal(np.load(a / f"{name}.npy"), np.load(b / f"{name}.npy"))
+    # an unreadable image stops the step naming it; the rows before it are kept
+    (w.data / "ImprovementSet" / "up" / "zz_broken.png").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"zz_broken\.png"):
+        run_heatmaps(w.T, w.data, model, meta, **kw, source=source)
