@@ -55,8 +55,8 @@ HELP = {
     "baselines": "also retrain baselines at the same labelling budget: BL1, BL2, BL1-oracle "
     "(no name: the paper's BL1 and BL2)",
     "repeats": "seeds per retraining method",
-    "engine": "test and assign: local (this process) or ray (Ray Data; RAY_ADDRESS joins a "
-    "cluster)",
+    "engine": "test, assign, heatmaps --improvement: local (this process) or ray (Ray Data; "
+    "RAY_ADDRESS joins a cluster)",
     "ray_concurrency": "ray: model actors (one model copy each)",
     "ray_cpus_per_actor": "ray: CPUs reserved per actor (its torch threads)",
     "ray_gpus_per_actor": "ray: GPUs per actor (0: CPU actors; 0.5: two actors per GPU)",
