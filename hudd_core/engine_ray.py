@@ -1,5 +1,6 @@
-"""The Ray engine (``--engine ray``): ``hudd test`` and ``hudd assign`` on Ray Data, from one
-machine to a cluster, resumable, with the same result files as the local engine.
+"""The Ray engine (``--engine ray``): ``hudd test``, ``hudd assign`` and ``hudd heatmaps
+--improvement`` on Ray Data, from one machine to a cluster, resumable, with the local
+engine's result files.
 
 The images of a set are listed on the driver (``files.txt`` or a folder scan, as the local
 engine does) and cut into *shards* of ``shard_size`` consecutive positions. Ray Data streams
@@ -14,6 +15,8 @@ and writes it, when complete, as ``part-<k>.parquet`` (atomically) under ``T/Ass
 completed shards, so a killed driver resumes; Ray itself restarts a killed actor and retries
 its batches. The greedy quota selection then runs on the driver over all the candidates
 (:func:`hudd_core.assign.finish_assign`), so ``unsafe_set.csv`` is the local engine's.
+:class:`RelevanceActor` emits every layer's relevance for ``heatmaps --improvement`` (the
+heatmaps are that step's product), in order, into the local engine's heatmap store.
 
 Connecting: :func:`connect` calls ``ray.init()``, which joins the cluster of ``RAY_ADDRESS``
 when set, else starts a local one sized to the machine.
@@ -35,8 +38,6 @@ import torch
 from torch.utils.data import Dataset
 
 from hudd_core.data.datasets import load_image
-
-log = logging.getLogger("hudd")
 
 SHARD_GLOB = "part-*.parquet"
 
