@@ -266,6 +266,109 @@ class GroupedIndex:
         return out, None
 
 
+@dataclass
+class AssignPlan:
+    """What both engines (this process, or Ray) need before the first image: the RCCs
+    searched, their quotas and member heatmaps, the pool and the resume signature."""
+
+    layer: str
+    quotas: dict[int, int]
+    members: np.ndarray  # heatmaps of the members of the clusters with a quota
+    labels: np.ndarray  # their cluster ids
+    clusters: np.ndarray  # the searched cluster ids, sorted (the candidates' columns)
+    pool: Any  # hudd_core.data.datasets.ImageFiles
+    n: int
+    top: int
+    signature: dict
+
+
+def plan_assign(
+    workdir: Path,
+    data_root: Path,
+    *,
+    input_shape: tuple[int, int, int] | None = None,
+    top: int | None = None,
+    quota_factor: float = 2.0,
+    limit: int | None = None,
+    image_size: int | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    explained_by: Mapping[str, Any] | None = None,
+) -> AssignPlan:
+    """Reads ``T/clusters.csv``, the member heatmaps and the pool listing; checks them."""
+    from hudd_core.data.datasets import ImageFiles
+
+    layer, images, labels = read_rccs(workdir)
+    sizes = dict(zip(*np.unique(labels, return_counts=True), strict=True))
+    sizes.pop(NOISE, None)  # unclustered images (density methods) get no quota
+    quotas = cluster_quotas({int(c): int(n) for c, n in sizes.items()}, quota_factor)
+    if not quotas:
+        raise NothingToDo(
+            "every RCC has a single member (a single image each): nothing to assign "
+            "(reference rule)"
+        )
+    keep = np.isin(labels, list(quotas))
+    members = member_heatmaps(workdir, layer, [i for i, k in zip(images, keep, strict=True) if k])
+    clusters = np.array(sorted(quotas), dtype=np.int64)
+    top = len(clusters) if top is None else top
+    if top < 1:
+        raise ValueError(f"--top must be at least 1, got {top}")
+    channels = input_shape[0] if input_shape else 1
+    pool = ImageFiles(data_root / "ImprovementSet", channels=channels, image_size=image_size,
+                      mean=mean, std=std)  # fmt: skip
+    n = len(pool) if limit is None else min(limit, len(pool))
+    if n == 0:
+        raise ValueError(f"{data_root / 'ImprovementSet'} holds no image")
+    signature = {
+        "version": 2,
+        "layer": layer,
+        "clusters": clusters.tolist(),
+        "n": n,
+        "top": top,
+        "members": int(keep.sum()),
+        "member_heatmaps": digest(members),
+        "member_labels": digest(labels[keep]),
+        "pool": pool.ids[:1] + pool.ids[n - 1 : n],
+        "preprocessing": {"image_size": image_size, "mean": mean, "std": std},
+        "explained_by": dict(explained_by or {}),
+    }
+    return AssignPlan(layer, quotas, members, labels[keep], clusters, pool, n, top, signature)
+
+
+def searched_groups(
+    relevance: Relevance | Mapping[Relevance, list[int]], quotas: Mapping[int, int]
+) -> Relevance | dict[Relevance, list[int]]:
+    """``relevance`` without the clusters that have no quota (single-member clusters are
+    never searched), and without the groups left empty."""
+    if callable(relevance):
+        return relevance
+    groups = {f: [c for c in cl if c in quotas] for f, cl in relevance.items()}
+    return {f: cl for f, cl in groups.items() if cl}
+
+
+def assign_relevance(
+    model: torch.nn.Module,
+    layer: str,
+    keypoint_of: Mapping[int, int] | None,
+    *,
+    composite: str = "hudd",
+    device: str = "auto",
+) -> Relevance | dict[Relevance, list[int]]:
+    """The relevance at ``layer`` the RCCs are searched with: one function for a
+    classifier (``keypoint_of`` None); for a keypoint regressor one per explained
+    keypoint, ``{relevance: [its clusters]}`` (``keypoint_of``: cluster → keypoint,
+    :func:`rcc_keypoints`)."""
+    from hudd_core.heatmaps import batch_relevance
+
+    if keypoint_of is None:
+        return batch_relevance(model, layer, composite=composite, device=device)
+    groups: dict[Relevance, list[int]] = {}
+    for kp in sorted(set(keypoint_of.values())):
+        f = batch_relevance(model, layer, keypoint=kp, composite=composite, device=device)
+        groups[f] = [c for c, k in keypoint_of.items() if k == kp]
+    return groups
+
+
 def run_assign(
     workdir: str | Path,
     data_root: str | Path,
@@ -308,51 +411,19 @@ def run_assign(
     """
     from torch.utils.data import DataLoader, Subset
 
-    from hudd_core.data.datasets import ImageFiles
     from hudd_core.data.robust import SkipLog, Skipping, collate_skipping
     from hudd_core.progress import bar as progress_bar
 
     workdir, data_root = Path(workdir), Path(data_root)
-    layer, images, labels = read_rccs(workdir)
-    sizes = dict(zip(*np.unique(labels, return_counts=True), strict=True))
-    sizes.pop(NOISE, None)  # unclustered images (density methods) get no quota
-    quotas = cluster_quotas({int(c): int(n) for c, n in sizes.items()}, quota_factor)
-    if not quotas:
-        raise NothingToDo(
-            "every RCC has a single member (a single image each): nothing to assign "
-            "(reference rule)"
-        )
-    keep = np.isin(labels, list(quotas))
-    members = member_heatmaps(workdir, layer, [i for i, k in zip(images, keep, strict=True) if k])
-    if not callable(relevance):  # single-member clusters are never searched
-        relevance = {f: [c for c in cl if c in quotas] for f, cl in relevance.items()}
-        relevance = {f: cl for f, cl in relevance.items() if cl}
-    index = GroupedIndex(members, labels[keep], relevance, backend)
-    top = len(index.clusters) if top is None else top
-    if top < 1:
-        raise ValueError(f"--top must be at least 1, got {top}")
-    channels = input_shape[0] if input_shape else 1
-    pool = ImageFiles(data_root / "ImprovementSet", channels=channels, image_size=image_size,
-                      mean=mean, std=std)  # fmt: skip
-    n = len(pool) if limit is None else min(limit, len(pool))
-    if n == 0:
-        raise ValueError(f"{data_root / 'ImprovementSet'} holds no image")
+    plan = plan_assign(workdir, data_root, input_shape=input_shape, top=top,
+                       quota_factor=quota_factor, limit=limit, image_size=image_size, mean=mean,
+                       std=std, explained_by=explained_by)  # fmt: skip
+    layer, pool, n, top = plan.layer, plan.pool, plan.n, plan.top
+    index = GroupedIndex(plan.members, plan.labels, searched_groups(relevance, plan.quotas),
+                         backend)  # fmt: skip
     work = workdir / "Assign"
     work.mkdir(parents=True, exist_ok=True)
-    signature = {
-        "version": 2,
-        "layer": layer,
-        "clusters": index.clusters.tolist(),
-        "n": n,
-        "top": top,
-        "members": int(keep.sum()),
-        "member_heatmaps": digest(members),
-        "member_labels": digest(labels[keep]),
-        "pool": pool.ids[:1] + pool.ids[n - 1 : n],
-        "preprocessing": {"image_size": image_size, "mean": mean, "std": std},
-        "explained_by": dict(explained_by or {}),
-    }
-    store = CandidateStore.open(work / "candidates.npz", signature)
+    store = CandidateStore.open(work / "candidates.npz", plan.signature)
     skips = SkipLog(workdir)
     items = Subset(Skipping(pool, input_shape), range(store.done, n))
     loader = DataLoader(
@@ -368,10 +439,7 @@ def run_assign(
                 if distances is None:
                     bad = pool.ids[int(positions[bad_row])]
                     store.save()
-                    raise ValueError(
-                        f"assign: NaN or inf relevance at layer {layer} for {bad} (candidates "
-                        "of the images before it are saved; a rerun resumes there)"
-                    )
+                    raise ValueError(non_finite_message(layer, bad))
                 idx, dist = top_candidates(distances, top)
                 store.add(positions.numpy(), idx, dist)
             store.done = max(
@@ -381,9 +449,37 @@ def run_assign(
             if b % save_every == 0:
                 store.save()
     store.save()
-    done_images, cand_idx, cand_dist = store.arrays()
-    sel = greedy_select(index.clusters[cand_idx], cand_dist, quotas)
-    chosen = [pool.ids[i] for i in done_images[sel.image]]
+    skipped = len(skips.images("assign"))
+    return finish_assign(workdir, data_root, plan, *store.arrays(), skipped=skipped,
+                         backend=index.backend, gifs=gifs)  # fmt: skip
+
+
+def non_finite_message(layer: str, image: str) -> str:
+    """The error of an improvement image whose relevance is NaN or inf."""
+    return (
+        f"assign: NaN or inf relevance at layer {layer} for {image} (candidates "
+        "of the images before it are saved; a rerun resumes there)"
+    )
+
+
+def finish_assign(
+    workdir: Path,
+    data_root: Path,
+    plan: AssignPlan,
+    done_images: np.ndarray,
+    cand_idx: np.ndarray,
+    cand_dist: np.ndarray,
+    *,
+    skipped: int,
+    backend: str,
+    gifs: bool = True,
+) -> dict:
+    """The greedy quota selection over the kept candidates (pool positions
+    ``done_images``, ascending; column indices into ``plan.clusters``), then
+    ``T/unsafe_set.csv``, ``T/UnsafeSet/`` and the step's summary."""
+    quotas = plan.quotas
+    sel = greedy_select(plan.clusters[cand_idx], cand_dist, quotas)
+    chosen = [plan.pool.ids[i] for i in done_images[sel.image]]
     write_csv(
         workdir / "unsafe_set.csv",
         ["image", "cluster", "distance", "order"],
@@ -395,14 +491,14 @@ def run_assign(
     write_unsafe_folders(workdir, data_root, chosen, sel.cluster, gifs=gifs)
     per = {int(c): int(np.count_nonzero(sel.cluster == c)) for c in quotas}
     return {
-        "layer": layer,
-        "improvement_images": n,
+        "layer": plan.layer,
+        "improvement_images": plan.n,
         "selected": len(chosen),
-        "skipped": len(skips.images("assign")),
+        "skipped": skipped,
         "quotas": quotas,
         "per_cluster": per,
-        "backend": index.backend,
-        "top": top,
+        "backend": backend,
+        "top": plan.top,
     }
 
 

@@ -44,6 +44,12 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "quiet": False,
     "log_file": None,
+    # engine: "local" (this process) or "ray" (Ray Data, hudd_core.engine_ray)
+    "engine": "local",
+    "ray_concurrency": 1,
+    "ray_cpus_per_actor": 1.0,
+    "ray_gpus_per_actor": 0.0,
+    "ray_shard_size": 4096,
     "image_size": None,
     "in_channels": None,
     "verify": "full",
@@ -78,6 +84,8 @@ DEFAULTS: dict[str, Any] = {
     "group_by": None,
     "steps": ["test", "heatmaps", "cluster", "assign", "retrain", "report"],
 }
+ENGINES = ("local", "ray")
+RAY_OPTIONS = ("ray_concurrency", "ray_cpus_per_actor", "ray_gpus_per_actor", "ray_shard_size")
 STEP_TABLES = {"test", "heatmaps", "cluster", "assign", "retrain", "report", "run"}
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import csv
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,7 @@ def compute_heatmaps(
     device: str = "auto",
     num_workers: int = 0,
     progress: bool = True,
+    source: Callable[..., Iterable[tuple[dict | None, list]]] | None = None,
 ) -> dict[str, Any]:
     """Heatmaps of ``dataset`` (items ``(image, target)``, row r = ``ids[r]``) into
     ``out_dir`` (CONTRACTS.md format); resumes a matching interrupted run.
@@ -68,6 +69,9 @@ def compute_heatmaps(
         composite: LRP composite (:data:`hudd_core.lrp.COMPOSITES`).
         layers: layer names to store (default: every layer, see :class:`~hudd_core.lrp.LRP`).
         float16: store float16 instead of float32 (half the disk).
+        source: computes the relevance batches elsewhere, in row order from the resume
+            point (the Ray engine's, :func:`hudd_core.engine_ray.ray_heatmap_source`;
+            classifier images only).
     Returns:
         ``{"rows", "layers", "resumed_from", "seconds", "images_per_s"}``.
     """
@@ -88,23 +92,24 @@ def compute_heatmaps(
     start, t0 = store.done, time.perf_counter()
     # Every row must be filled: an image that cannot be read now (or has another size)
     # stops the step, naming it; the batches stored before it stay for the rerun.
-    items = Subset(Skipping(dataset, shape, ids), range(store.done, len(dataset)))
-    loader = DataLoader(items, batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=collate_skipping)  # fmt: skip
+    if source is None:
+        items = Skipping(dataset, shape, ids)
+        batches = _local_batches(lrp, items, store.done, task=task, dev=dev,
+                                 batch_size=batch_size, num_workers=num_workers)  # fmt: skip
+    else:
+        batches = source(model, dataset, shape, store.done, composite=composite,
+                         layers=list(shapes), batch_size=batch_size, device=device)  # fmt: skip
     with progress_bar(total=len(dataset), initial=start, desc="heatmaps", unit="img",
                       enabled=progress) as bar:  # fmt: skip
-        for x, target, _, bad in loader:
+        for relevance, bad in batches:
             if bad:
                 raise ValueError(
                     f"heatmaps: {bad[0][1]} ({store.done} of {len(ids)} rows stored in "
                     f"{out_dir} are kept; replace the image, or rerun `hudd test`, then rerun)"
                 )
-            x = x.to(dev, non_blocking=True)
-            kp = target.to(dev) if task == "keypoints" else None
-            relevance = lrp(x, keypoints=kp)
             _check_finite(relevance, ids, store.done, out_dir)
             store.write(relevance)
-            bar.update(len(x))
+            bar.update(len(next(iter(relevance.values()))))
     store.finish()
     seconds = time.perf_counter() - t0
     done = len(dataset) - start
@@ -115,6 +120,29 @@ def compute_heatmaps(
         "seconds": round(seconds, 3),
         "images_per_s": round(done / seconds, 1) if done and seconds > 0 else None,
     }
+
+
+def _local_batches(
+    lrp: LRP,
+    items: Skipping,
+    start: int,
+    *,
+    task: str,
+    dev: torch.device,
+    batch_size: int,
+    num_workers: int,
+) -> Iterable[tuple[dict | None, list]]:
+    """``(relevance of every layer, [])`` per batch from ``start``, in this process;
+    ``(None, skipped)`` at a batch with an image that cannot be read."""
+    loader = DataLoader(Subset(items, range(start, len(items))), batch_size=batch_size,
+                        num_workers=num_workers, collate_fn=collate_skipping)  # fmt: skip
+    for x, target, _, bad in loader:
+        if bad:
+            yield None, bad
+            return
+        x = x.to(dev, non_blocking=True)
+        kp = target.to(dev) if task == "keypoints" else None
+        yield lrp(x, keypoints=kp), []
 
 
 def _check_finite(relevance: dict, ids: Sequence[str], first: int, out_dir) -> None:

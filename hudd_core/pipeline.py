@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hudd_core.config import DEFAULTS, load_config, pick
+from hudd_core.config import DEFAULTS, ENGINES, RAY_OPTIONS, load_config, pick
 from hudd_core.data import simulator
 from hudd_core.data.datasets import ImageSet
 from hudd_core.data.generate import MARKER, generate
@@ -121,7 +121,7 @@ def step_test(run: Run) -> dict[str, Any]:
     options = pick(cfg, "batch_size", "device", "threshold", "image_size", "mean", "std",
                    "num_workers")  # fmt: skip
     summary = run_test(model, run.data, run.workdir, meta, **options, model_file=run.checkpoint,
-                       progress=run.progress)  # fmt: skip
+                       progress=run.progress, predictor=predictor(cfg))  # fmt: skip
     result = run.workdir / RESULT_FILES["TestSet"]
     return {"summary": summary, "planted": accuracy_by_planted(run.data, "TestSet", result)}
 
@@ -160,29 +160,46 @@ def step_cluster(run: Run) -> dict[str, Any]:
 def step_assign(run: Run) -> dict[str, Any]:
     """The improvement images closest to the RCCs, at the selected layer. Keypoint
     regressors explain each RCC by the keypoint its members most often fail on."""
-    from hudd_core.assign import rcc_keypoints, read_rccs, run_assign
-    from hudd_core.heatmaps import batch_relevance
+    from hudd_core.assign import assign_relevance, rcc_keypoints, read_rccs, run_assign
     from hudd_core.models.checkpoint import model_fingerprint
 
     cfg = run.cfg
     layer, images, labels = read_rccs(run.workdir)
     model, meta = load_checkpoint(run.checkpoint)
-    explain = {"composite": cfg["composite"], "device": cfg["device"]}
-    if meta["task"] == "classifier":
-        relevance = batch_relevance(model, layer, **explain)
-    else:
+    keypoint_of = None
+    if meta["task"] != "classifier":
         keypoint_of = rcc_keypoints(run.workdir / "testResult.csv", images, labels)
-        relevance = {}
-        for kp in sorted(set(keypoint_of.values())):
-            f = batch_relevance(model, layer, keypoint=kp, **explain)
-            relevance[f] = [c for c, k in keypoint_of.items() if k == kp]
     size = cfg["image_size"] or meta["input_size"]
-    options = pick(cfg, "backend", "top", "quota_factor", "batch_size", "num_workers", "limit",
-                   "gifs", "image_size", "mean", "std")  # fmt: skip
+    options = pick(cfg, "backend", "top", "quota_factor", "batch_size", "limit", "gifs",
+                   "image_size", "mean", "std")  # fmt: skip
     shape = (meta["in_channels"], size, size)
     by = {"weights": model_fingerprint(model), "composite": cfg["composite"]}
+    if cfg["engine"] == "ray":
+        from hudd_core.engine_ray import ray_assign
+
+        return ray_assign(run.workdir, run.data, model, layer, keypoint_of, input_shape=shape,
+                          **options, **ray_options(cfg), composite=cfg["composite"],
+                          device=cfg["device"], explained_by=by,
+                          progress=run.progress)  # fmt: skip
+    explain = {"composite": cfg["composite"], "device": cfg["device"]}
+    relevance = assign_relevance(model, layer, keypoint_of, **explain)
     return run_assign(run.workdir, run.data, relevance, input_shape=shape, **options,
-                      explained_by=by, progress=run.progress)  # fmt: skip
+                      num_workers=cfg["num_workers"], explained_by=by,
+                      progress=run.progress)  # fmt: skip
+
+
+def ray_options(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The Ray engine's options of ``cfg`` (``--ray-*``)."""
+    return {k: v for k, v in cfg.items() if k.startswith("ray_")}
+
+
+def predictor(cfg: dict[str, Any]) -> Callable[..., tuple] | None:
+    """The test step's model runner: None (this process) or the Ray engine's."""
+    if cfg["engine"] != "ray":
+        return None
+    from hudd_core.engine_ray import ray_predictor
+
+    return ray_predictor(**ray_options(cfg))
 
 
 def step_retrain(run: Run) -> dict[str, Any]:
@@ -299,7 +316,8 @@ def validate(cfg: dict[str, Any]) -> None:
     from hudd_core.lrp.composites import COMPOSITES
 
     choices = {"backend": BACKENDS, "selection": SELECTIONS, "composite": tuple(COMPOSITES),
-               "export_distances": (None, "csv", "xlsx"), "method": METHOD_NAMES}  # fmt: skip
+               "export_distances": (None, "csv", "xlsx"), "method": METHOD_NAMES,
+               "engine": ENGINES}  # fmt: skip
     for key, allowed in choices.items():
         if cfg[key] not in allowed:
             shown = ", ".join(str(a) for a in allowed if a is not None)
@@ -321,6 +339,10 @@ def validate(cfg: dict[str, Any]) -> None:
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise ValueError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
     baseline_names(cfg["baselines"])
+    if cfg["engine"] == "ray":
+        from hudd_core.engine_ray import validate_ray_options
+
+        validate_ray_options(*(cfg[k] for k in RAY_OPTIONS))
 
 
 def run_pipeline(cfg: dict[str, Any], *, checkpoint: Path | None = None) -> dict[str, Any]:

@@ -251,6 +251,7 @@ def run_test(
     progress: bool = True,
     model_file: str | Path | None = None,
     num_workers: int = 0,
+    predictor: Callable[..., tuple] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Tests ``model`` on ``sets`` of ``data_root``, writes the result files into ``workdir``;
     returns per set ``{"n", "wrong", "accuracy", "skipped"}``.
@@ -263,6 +264,8 @@ def run_test(
     after the last saved batch of the set it was testing. A model
     whose outputs do not match the classes (or the keypoint labels) stops the step on the
     first batch with a ValueError naming ``model_file`` (the weights) and the output layer.
+    ``predictor`` replaces :func:`predict_readable` (the Ray engine's,
+    :func:`hudd_core.engine_ray.ray_predictor`).
     """
     data_root, workdir = Path(data_root), Path(workdir)
     skips = SkipLog(workdir)
@@ -294,7 +297,7 @@ def run_test(
                 raise ValueError("test: " + output_mismatch(model, meta, width, model_file, what))
 
         partial = workdir / ".partial" / f"test_{name}.npz"  # resume point of this set
-        out, target, positions, skipped = predict_readable(
+        out, target, positions, skipped = (predictor or predict_readable)(
             model, ds, batch_size=batch_size, device=device, progress=progress,
             check=check, desc=f"test {name}", num_workers=num_workers, resume=partial,
         )  # fmt: skip

@@ -19,11 +19,12 @@ from hudd_core.assign import BACKENDS
 from hudd_core.cli.common import (
     add_channels,
     add_common,
+    add_engine,
     add_preprocessing,
     setup_logging,
     step_checkpoint,
 )
-from hudd_core.config import DEFAULTS
+from hudd_core.config import DEFAULTS, RAY_OPTIONS
 from hudd_core.lrp.composites import COMPOSITES
 
 
@@ -53,6 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader decoding workers")
     p.add_argument("--limit", type=int, help="only the first N improvement images")
     p.add_argument("--no-gifs", action="store_true", help="skip the animated GIFs")
+    add_engine(p)
     p.set_defaults(func=run)
 
 
@@ -63,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.quiet, None)
     options = ("workdir", "data", "device", "batch_size", "seed", "quiet", "backend", "top",
                "quota_factor", "composite", "image_size", "mean", "std", "num_workers",
-               "limit")  # fmt: skip
+               "limit", "engine", *RAY_OPTIONS)  # fmt: skip
     cfg = load_config(None, {k: getattr(args, k) for k in options} | {"gifs": not args.no_gifs})
     s = step_assign(Run(cfg, step_checkpoint(args)))
     print(

@@ -45,6 +45,17 @@ def add_preprocessing(p: argparse.ArgumentParser) -> None:
     p.add_argument("--std", type=float, nargs="+", help="per-channel std to divide by")
 
 
+def add_engine(p: argparse.ArgumentParser) -> None:
+    """``--engine local|ray`` and the Ray engine's options (:mod:`hudd_core.engine_ray`)."""
+    from hudd_core.cli.run import HELP
+    from hudd_core.config import DEFAULTS, ENGINES, RAY_OPTIONS
+
+    p.add_argument("--engine", default=DEFAULTS["engine"], choices=ENGINES, help=HELP["engine"])
+    for key in RAY_OPTIONS:
+        p.add_argument("--" + key.replace("_", "-"), type=type(DEFAULTS[key]),
+                       default=DEFAULTS[key], help=HELP[key])  # fmt: skip
+
+
 def add_channels(p: argparse.ArgumentParser) -> None:
     """``--in-channels``: only for a model file without sidecar whose channels cannot be
     read from its first layer."""

@@ -14,8 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from hudd_core.cli.common import add_channels, add_common, add_preprocessing, step_checkpoint
-from hudd_core.config import pick
+from hudd_core.cli.common import (
+    add_channels,
+    add_common,
+    add_engine,
+    add_preprocessing,
+    step_checkpoint,
+)
+from hudd_core.config import RAY_OPTIONS, pick
 from hudd_core.lrp.composites import COMPOSITES
 
 
@@ -34,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_preprocessing(p)
     add_channels(p)
+    add_engine(p)
     p.set_defaults(func=run)
 
 
@@ -58,6 +65,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     options = pick(vars(args), "image_size", "mean", "std", "composite", "layers", "float16",
                    "improvement", "batch_size", "device")  # fmt: skip
+    if args.engine == "ray":
+        if not args.improvement:
+            raise ValueError("--engine ray: only with --improvement (the Wrong test images "
+                             "are few; `hudd heatmaps` computes them in this process)")  # fmt: skip
+        from hudd_core.engine_ray import ray_heatmap_source
+
+        options["source"] = ray_heatmap_source(**pick(vars(args), *RAY_OPTIONS))
     summary = run_heatmaps(args.workdir, args.data, model, meta, **options,
                            progress=not args.quiet)  # fmt: skip
     print(json.dumps(summary))

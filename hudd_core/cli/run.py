@@ -60,6 +60,12 @@ HELP = {
     "group_by": "retrain: metadata.csv columns to give the accuracy per group of "
     "(default: planted when present)",
     "verify": "checks of reused outputs: full (every byte) or quick (sizes, headers)",
+    "engine": "test, assign, heatmaps --improvement: local (this process) or ray (Ray Data; "
+    "RAY_ADDRESS joins a cluster)",
+    "ray_concurrency": "ray: model actors (one model copy each)",
+    "ray_cpus_per_actor": "ray: CPUs reserved per actor (its torch threads)",
+    "ray_gpus_per_actor": "ray: GPUs per actor (0: CPU actors; 0.5: two actors per GPU)",
+    "ray_shard_size": "ray: images per Parquet shard (the resume unit)",
     "steps": f"steps to run, in order (default: {' '.join(DEFAULTS['steps'])})",
 }
 # Options whose default is None: their type.

@@ -15,8 +15,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from hudd_core.cli.common import add_channels, add_common, add_preprocessing, step_checkpoint
-from hudd_core.config import pick
+from hudd_core.cli.common import (
+    add_channels,
+    add_common,
+    add_engine,
+    add_preprocessing,
+    step_checkpoint,
+)
+from hudd_core.config import RAY_OPTIONS, pick
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,11 +36,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_preprocessing(p)
     add_channels(p)
+    add_engine(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from hudd_core.config import load_config
     from hudd_core.models import BUILTIN
+    from hudd_core.pipeline import predictor
     from hudd_core.testing import RESULT_FILES, accuracy_by_planted, run_test
 
     data, workdir = Path(args.data), Path(args.workdir)
@@ -59,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         **options,
         progress=not args.quiet,
         model_file=model_file,
+        predictor=predictor(load_config(None, pick(vars(args), "engine", *RAY_OPTIONS))),
     )
     for name, s in summary.items():
         skipped = (

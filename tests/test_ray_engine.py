@@ -1,0 +1,234 @@
+"""The Ray engine (issue 13) on a local Ray cluster of 2 CPUs (or the cluster of
+``RAY_ADDRESS``): the same result files as the local engine, resume from the Parquet
+shards after a driver killed with kill -9, and the same result when an actor process is
+killed mid-run."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from hudd_core.config import load_config  # noqa: E402
+from hudd_core.pipeline import Run, step_assign  # noqa: E402
+
+LAYER = "features.10"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local cluster of 2 CPUs (the cluster of RAY_ADDRESS when set); its address."""
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init()
+        else:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def _add_bad_images(folder: Path) -> None:
+    from PIL import Image
+
+    (folder / "left" / "broken.png").write_bytes(b"")
+    Image.new("L", (40, 40)).save(folder / "left" / "big.png")  # not 32 x 32
+
+
+@pytest.fixture
+def case(model_workdir):
+    """A work folder with T/testResult.csv, the heatmaps of its Wrong images at LAYER and
+    hand-made RCCs over them (clusters 1-3 and a singleton), and a pool with two bad
+    images. Returns ``(w, reference)`` where ``reference`` is a copy of T before assign."""
+    import shutil
+
+    from hudd_core.heatmaps import run_heatmaps
+    from hudd_core.models.checkpoint import load_checkpoint
+    from hudd_core.testing import read_results, run_test
+
+    w = model_workdir({"TestSet": 24, "ImprovementSet": 90})
+    _add_bad_images(w.data / "ImprovementSet")
+    model, meta = load_checkpoint(w.pt)
+    run_test(model, w.data, w.T, meta, sets=("TestSet",), device="cpu", progress=False)
+    run_heatmaps(w.T, w.data, model, meta, layers=[LAYER], device="cpu", progress=False)
+    wrong = [i for i, r in read_results(w.T / "testResult.csv").items() if r == "Wrong"]
+    assert len(wrong) >= 8
+    labels = [1 + k % 3 for k in range(len(wrong) - 1)] + [4]
+    with open(w.T / "clusters.csv", "w", newline="") as fh:
+        rows = [(i, c, LAYER) for i, c in zip(wrong, labels, strict=True)]
+        csv.writer(fh).writerows([("image", "cluster", "layer"), *rows])
+    reference = w.root / "reference"
+    shutil.copytree(w.T, reference)
+    return w, reference
+
+
+def _assign(w, workdir: Path, engine: str, **extra) -> dict:
+    cfg = load_config(None, {"workdir": str(workdir), "data": str(w.data), "device": "cpu",
+                             "quiet": True, "batch_size": 8, "backend": "numpy",
+                             "engine": engine, "ray_shard_size": 16, **extra})  # fmt: skip
+    return step_assign(Run(cfg, w.pt))
+
+
+def _skipped(workdir: Path) -> list[tuple[str, str, str]]:
+    with open(workdir / "skipped.csv", newline="") as fh:
+        return sorted((r["step"], r["image"], r["reason"]) for r in csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "faiss"])
+def test_ray_assign_equals_local(cluster, case, backend):
+    w, reference = case
+    local = _assign(w, reference, "local", backend=backend)
+    got = _assign(w, w.T, "ray", backend=backend)
+    assert got == local and got["selected"] > 0 and got["skipped"] == 2
+    assert (w.T / "unsafe_set.csv").read_text() == (reference / "unsafe_set.csv").read_text()
+    assert _skipped(w.T) == _skipped(reference)
+    for c in local["quotas"]:
+        a = sorted(p.name for p in (w.T / "UnsafeSet" / str(c)).iterdir())
+        assert a == sorted(p.name for p in (reference / "UnsafeSet" / str(c)).iterdir())
+    shards = sorted((w.T / "Assign" / "shards").glob("part-*.parquet"))
+    assert len(shards) == -(-local["improvement_images"] // 16)
+
+
+def test_ray_assign_rerun_reuses_shards_and_other_inputs_start_afresh(cluster, case):
+    w, _ = case
+    first = _assign(w, w.T, "ray")
+    shards = sorted((w.T / "Assign" / "shards").glob("part-*.parquet"))
+    stamps = [p.stat().st_mtime_ns for p in shards]
+    assert _assign(w, w.T, "ray") == first
+    assert [p.stat().st_mtime_ns for p in shards] == stamps  # nothing recomputed
+    # another --top: other candidates, the shards are recomputed
+    _assign(w, w.T, "ray", top=1)
+    assert [p.stat().st_mtime_ns for p in shards] != stamps
+
+
+def test_ray_test_step_equals_local(cluster, model_workdir):
+    from hudd_core.engine_ray import ray_predictor
+    from hudd_core.models.checkpoint import load_checkpoint
+    from hudd_core.testing import run_test
+
+    w = model_workdir({"TrainingSet": 20, "TestSet": 30})
+    _add_bad_images(w.data / "TestSet")
+    model, meta = load_checkpoint(w.pt)
+    reference = w.root / "reference"
+    kw = {"device": "cpu", "progress": False, "batch_size": 8}
+    local = run_test(model, w.data, reference, meta, **kw)
+    got = run_test(model, w.data, w.T, meta, **kw, predictor=ray_predictor(ray_shard_size=16))
+    assert got == local and got["TestSet"]["skipped"] == 2
+    for name in ("trainResult.csv", "testResult.csv"):
+        assert (w.T / name).read_text() == (reference / name).read_text()
+    assert _skipped(w.T) == _skipped(reference)
+
+
+def _actor_pids() -> list[int]:
+    """The processes of Ray Data's model actors on this machine (their title)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            title = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if entry.name.isdigit() and title.startswith(b"ray::MapWorker") and b"Actor" in title:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _kill_an_actor_after_first_shard(shards: Path, killed: dict) -> None:
+    """Waits for the first completed shard, then kill -9 of a model actor process."""
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        if list(shards.glob("part-*.parquet")):
+            pids = _actor_pids()
+            if pids:
+                killed["shards_before"] = len(list(shards.glob("part-*.parquet")))
+                os.kill(pids[0], signal.SIGKILL)
+                killed["pid"] = pids[0]
+                return
+        time.sleep(0.005)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the actor process in /proc")
+def test_actor_killed_mid_run_gives_the_same_result(cluster, case):
+    import threading
+
+    w, reference = case
+    local = _assign(w, reference, "local", batch_size=2)  # the batches of the Ray run
+    killed: dict = {}
+    killer = threading.Thread(target=_kill_an_actor_after_first_shard,
+                              args=(w.T / "Assign" / "shards", killed))  # fmt: skip
+    killer.start()
+    got = _assign(w, w.T, "ray", batch_size=2, ray_shard_size=4)
+    killer.join()
+    assert "pid" in killed, "no actor process was found to kill"
+    assert killed["shards_before"] < -(-local["improvement_images"] // 4)  # mid-run
+    assert got == local
+    assert (w.T / "unsafe_set.csv").read_text() == (reference / "unsafe_set.csv").read_text()
+    assert _skipped(w.T) == _skipped(reference)
+
+
+def test_driver_killed_with_kill_9_resumes_from_its_shards(cluster, case):
+    w, reference = case
+    local = _assign(w, reference, "local", batch_size=2)  # the batches of the Ray run
+    shards = w.T / "Assign" / "shards"
+    cmd = [sys.executable, "-m", "hudd_core.cli", "assign", "--engine", "ray", "--workdir",
+           str(w.T), "--data", str(w.data), "--device", "cpu", "--batch-size", "2",
+           "--ray-shard-size", "4", "--backend", "numpy", "--quiet"]  # fmt: skip
+    env = {**os.environ, "RAY_ADDRESS": cluster}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if len(list(shards.glob("part-*.parquet"))) >= 2:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, f"assign ended before the kill: {proc.stderr.read()!r}"
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    proc.stderr.close()
+    kept = {p: p.stat().st_mtime_ns for p in shards.glob("part-*.parquet")}
+    total = -(-local["improvement_images"] // 4)
+    assert 2 <= len(kept) < total and not (w.T / "unsafe_set.csv").exists()
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # resumed, not recomputed
+    assert len(list(shards.glob("part-*.parquet"))) == total
+    assert (w.T / "unsafe_set.csv").read_text() == (reference / "unsafe_set.csv").read_text()
+    assert _skipped(w.T) == _skipped(reference)
+
+
+def test_ray_options_are_checked(cluster, case):
+    w, _ = case
+    with pytest.raises(ValueError, match="--ray-concurrency must be a positive integer"):
+        _assign(w, w.T, "ray", ray_concurrency=0)
+    with pytest.raises(ValueError, match="--ray-gpus-per-actor must be 0 or more"):
+        _assign(w, w.T, "ray", ray_gpus_per_actor=-1.0)
+    np.testing.assert_equal(list((w.T / "Assign").glob("shards")), [])
+
+
+def test_ray_improvement_heatmaps_equal_local_and_resume(cluster, model_workdir):
+    from hudd_core.engine_ray import ray_heatmap_source
+    from hudd_core.heatmaps import run_heatmaps
+    from hudd_core.models.checkpoint import load_checkpoint
+
+    w = model_workdir({"ImprovementSet": 40})
+    model, meta = load_checkpoint(w.pt)
+    kw = {"layers": ["features.3", LAYER], "improvement": True, "device": "cpu",
+          "batch_size": 8, "progress": False}  # fmt: skip
+    run_heatmaps(w.root / "reference", w.data, model, meta, **kw)
+    source = ray_heatmap_source(ray_shard_size=16)
+    got = run_heatmaps(w.T, w.data, model, meta, **kw, source=source)
+    assert got["rows"] == 40 and got["resumed_from"] == 0
+    a, b = w.T / "ImprovementHeatmaps", w.root / "reference" / "ImprovementHeatmaps"
+    assert (a / "index.csv").read_bytes() == (b / "index.csv").read_bytes()
+    for name in ("features.3", LAYER):
+        np.testing.assert_array_equal(np.load(a / f"{name}.npy"), np.load(b / f"{name}.npy"))
+    # an unreadable image stops the step naming it; the rows before it are kept
+    (w.data / "ImprovementSet" / "up" / "zz_broken.png").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"zz_broken\.png"):
+        run_heatmaps(w.T, w.data, model, meta, **kw, source=source)
