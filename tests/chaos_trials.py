@@ -214,7 +214,10 @@ def _corrupt_one(lab: Lab, rng: random.Random) -> str:
     files = intermediates(lab.work)
     if not files:
         return "no intermediate yet"
-    victim = rng.choice(files)
+    # Mostly the files later steps read (not the image copies and plots shown to people,
+    # which are most of the files but which no step reads back).
+    read_back = [f for f in files if f.suffix not in (".png", ".gif", ".html")]
+    victim = rng.choice(read_back if read_back and rng.random() < 0.8 else files)
     return f"{victim.relative_to(lab.work)} {damage(victim, rng)}"
 
 
