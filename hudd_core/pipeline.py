@@ -74,6 +74,8 @@ SIZES: dict[str, dict[str, Any]] = {
     },
 }
 DEMO_MODEL = "demo_alexnet"
+# The classifiers the demo can train instead of the AlexNet-style one (hudd demo --arch).
+DEMO_ARCHS = ("alexnet", "resnet", "mobilenet", "vit")
 # The demo's two tasks (the paper's gaze/eye-closure classifiers and its FLD keypoint case):
 # the architecture, the checkpoint name and the training loss of each.
 DEMO_TASKS: dict[str, dict[str, str]] = {
@@ -491,8 +493,12 @@ def run_demo(
     repeats: int = 1,
     progress: bool = True,
     task: str = "classifier",
+    arch: str | None = None,
 ) -> dict[str, Any]:
     """The simulator case study: generate → train → :func:`run_pipeline` (every step).
+
+    ``arch``: another classifier of the zoo instead of the AlexNet-style one (``resnet``,
+    ``mobilenet``, ``vit``: :data:`DEMO_ARCHS`), checkpoint ``demo_<arch>``.
 
     ``task="keypoints"``: the paper's FLD-style case, a KpNet regressor of the eye
     corners, iris centre and eyelid midpoints (Wrong above 4 px mean error), explained by
@@ -506,6 +512,8 @@ def run_demo(
         raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
     if task not in DEMO_TASKS:
         raise ValueError(f"task must be one of {list(DEMO_TASKS)}, got {task!r}")
+    if arch is not None and (task != "classifier" or arch not in DEMO_ARCHS):
+        raise ValueError(f"--arch: one of {DEMO_ARCHS} for the classifier, got {arch!r}")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     runlog = RunLog(workdir)
@@ -515,7 +523,8 @@ def run_demo(
     runlog.record("generate", None, time.perf_counter() - t, size=size, seed=seed, task=task)
 
     t = time.perf_counter()
-    checkpoint = step_train(workdir, data_root, size, seed, device, progress, task)
+    model = None if arch in (None, DEMO_TASKS[task]["model"]) else arch
+    checkpoint = step_train(workdir, data_root, size, seed, device, progress, task, model)
     runlog.record("train", None, time.perf_counter() - t, checkpoint=str(checkpoint))
 
     cfg = load_config(

@@ -380,3 +380,16 @@ def test_group_by_names_a_missing_column(model_workdir):
     assert "planted" in test_groups(ws.T, ws.data, test_set, ws.meta)
     with pytest.raises(ValueError, match="no such column"):
         test_groups(ws.T, ws.data, test_set, ws.meta, ["weather"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["mobilenet", "vit"])
+def test_demo_runs_end_to_end_with_other_architectures(tmp_path, arch):
+    from hudd_core.pipeline import run_demo
+
+    result = run_demo(tmp_path / arch, size="tiny", arch=arch, baselines=False, progress=False)
+    assert result["checkpoint"].endswith(f"demo_{arch}.pt")
+    assert "stopped" not in result or result["stopped"]["step"] in ("assign", "retrain")
+    assert {"test", "heatmaps", "cluster"} <= set(result)
+    with pytest.raises(ValueError, match="--arch"):
+        run_demo(tmp_path / "x", size="tiny", arch="lenet", progress=False)

@@ -5,6 +5,7 @@ Examples:
     hudd demo --workdir demo_run              # small: a few minutes on 2 CPU cores
     hudd demo --workdir demo_run --size medium --seed 1 --repeats 3
     hudd demo --workdir demo_kp --task keypoints   # KpNet keypoint regressor (FLD-style)
+    hudd demo --workdir demo_vit --arch vit        # a small ViT (also resnet, mobilenet)
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the gaze classifier, or the eye-keypoint regressor (the paper's FLD case)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument(
+        "--arch",
+        choices=["alexnet", "resnet", "mobilenet", "vit"],
+        help="the classifier to train and debug (default: the AlexNet-style one)",
+    )
     p.add_argument("--no-baselines", action="store_true", help="retrain HUDD's set only")
     p.add_argument("--repeats", type=int, default=1, help="seeds per retraining method")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -50,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         progress=not args.quiet,
         task=args.task,
+        arch=args.arch,
     )
     workdir = Path(args.workdir)
     print(f"data:   {result['data']}")

@@ -211,7 +211,15 @@ class LRP:
             x = torch.zeros((1, *input_shape), dtype=dtype, device=device)
             env, _ = self._forward(x, self._prepare(dtype, torch.device(device)))
         names = {op.record: op.name for op in self.graph.ops if op.record}
-        return {name: tuple(env[names[name]].shape[1:]) for name in self.layers}
+        shapes = {
+            name: tuple(env[names[name]].shape[1:])
+            for name in self.layers
+            if isinstance(env[names[name]], torch.Tensor)
+        }
+        # A module whose output is not one tensor (MultiheadAttention's pair) has no
+        # heatmap of its own: its relevance is recorded where its tensor is taken apart.
+        self.layers = [name for name in self.layers if name in shapes]
+        return shapes
 
 
 def _add(a, b):
