@@ -393,3 +393,17 @@ def test_demo_runs_end_to_end_with_other_architectures(tmp_path, arch):
     assert {"test", "heatmaps", "cluster"} <= set(result)
     with pytest.raises(ValueError, match="--arch"):
         run_demo(tmp_path / "x", size="tiny", arch="lenet", progress=False)
+
+
+def test_retraining_reads_images_with_the_preprocessing(model_workdir):
+    from hudd_core.data.datasets import LabelledImages, load_image
+
+    ws = model_workdir({"TestSet": 4}, name="prep_retrain")
+    first = sorted((ws.data / "TestSet").rglob("*.png"))[0].relative_to(ws.data).as_posix()
+    prep = {"image_size": 16, "mean": [0.5], "std": [0.25]}
+    ds = LabelledImages(ws.data, [first], np.zeros(1, dtype=np.int64), 1, "classifier", prep)
+    x, _ = ds[0]
+    plain = load_image(ws.data / first, 1, 16)
+    assert x.shape == (1, 16, 16)
+    assert torch.allclose(x, (plain - 0.5) / 0.25)
+    assert ds.subset(np.array([0, 0])).preprocessing == prep  # bootstrap copies keep it
