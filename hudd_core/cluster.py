@@ -381,6 +381,17 @@ def _cached(folder: Path, signature: dict) -> LayerClustering | None:
 EXPORT_LIMITS = {"csv": 5000, "xlsx": 1000}
 
 
+def check_export(n: int, fmt: str) -> None:
+    """A ValueError when ``fmt`` is no export format or ``n`` images exceed its limit."""
+    if fmt not in EXPORT_LIMITS:
+        raise ValueError(f"--export-distances must be csv or xlsx, got {fmt!r}")
+    if n > EXPORT_LIMITS[fmt]:
+        raise ValueError(
+            f"--export-distances {fmt}: {n} error images exceed the limit of "
+            f"{EXPORT_LIMITS[fmt]} for {fmt} (the matrix has N² entries)"
+        )
+
+
 def export_distances(folder: Path, X, images: list[str], fmt: str) -> Path:
     """The layer's N × N heatmap distance matrix (Euclidean, as clustered) with the image
     names as the header row and first column, as the published ClusterModule exports it:
@@ -389,14 +400,7 @@ def export_distances(folder: Path, X, images: list[str], fmt: str) -> Path:
     from hudd_core.distance import cdist
     from hudd_core.fileio import atomic_write
 
-    if fmt not in EXPORT_LIMITS:
-        raise ValueError(f"--export-distances must be csv or xlsx, got {fmt!r}")
-    n = len(images)
-    if n > EXPORT_LIMITS[fmt]:
-        raise ValueError(
-            f"--export-distances {fmt}: {n} error images exceed the limit of "
-            f"{EXPORT_LIMITS[fmt]} for {fmt} (the matrix has N² entries)"
-        )
+    check_export(len(images), fmt)
     D = cdist(np.asarray(X, dtype=np.float32), np.asarray(X, dtype=np.float32))
     np.fill_diagonal(D, 0.0)
     path = Path(folder) / f"distances.{fmt}"
@@ -474,8 +478,8 @@ def run_cluster(
     unknown = [n for n in names if n not in by_name]
     if unknown:
         raise ValueError(f"unknown layers {unknown}; recorded: {list(by_name)}")
-    if export is not None and len(images) > EXPORT_LIMITS.get(export, 0):
-        export_distances(workdir, np.zeros((0, 1)), images, export)  # raises, naming why
+    if export is not None:  # before any layer is clustered
+        check_export(len(images), export)
     metadata = data / "TestSet" / "metadata.csv"
     if metadata.is_file():  # a bad metadata.csv stops the step before it writes anything
         rq1.read_metadata(metadata)

@@ -278,6 +278,15 @@ def validate_ray_options(
         raise ValueError(f"--ray-gpus-per-actor must be 0 or more, got {gpus_per_actor!r}")
 
 
+def actor_resources(
+    concurrency: int, cpus_per_actor: float, gpus_per_actor: float, shard_size: int
+) -> dict[str, Any]:
+    """The :class:`ShardJob` fields the ``--ray-*`` options set, checked first."""
+    validate_ray_options(concurrency, cpus_per_actor, gpus_per_actor, shard_size)
+    return {"shard_size": shard_size, "concurrency": concurrency,
+            "cpus_per_actor": cpus_per_actor, "gpus_per_actor": gpus_per_actor}  # fmt: skip
+
+
 def open_shards(job: ShardJob) -> list[int]:
     """Prepares ``job.out`` and returns the shards still to compute: completed shards of
     another signature (other inputs, model or options) are removed first."""
@@ -423,7 +432,8 @@ def ray_assign(
     from hudd_core.assign import finish_assign, plan_assign, resolve_backend
     from hudd_core.data.robust import SkipLog
 
-    validate_ray_options(ray_concurrency, ray_cpus_per_actor, ray_gpus_per_actor, ray_shard_size)
+    resources = actor_resources(ray_concurrency, ray_cpus_per_actor, ray_gpus_per_actor,
+                                ray_shard_size)  # fmt: skip
     workdir, data_root = Path(workdir), Path(data_root)
     plan = plan_assign(workdir, data_root, input_shape=input_shape, top=top,
                        quota_factor=quota_factor, limit=limit, image_size=image_size, mean=mean,
@@ -446,10 +456,7 @@ def ray_assign(
         actor_kwargs={"model": model.cpu(), "device": device, **kwargs},
         columns=("cluster_idx", "distance"),
         batch_size=batch_size,
-        shard_size=ray_shard_size,
-        concurrency=ray_concurrency,
-        cpus_per_actor=ray_cpus_per_actor,
-        gpus_per_actor=ray_gpus_per_actor,
+        **resources,
     )
     rows = run_shards(job, progress=progress)
     skips = SkipLog(workdir)
@@ -473,7 +480,8 @@ def ray_predictor(
 ) -> Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, str]]]]:
     """A drop-in for :func:`hudd_core.testing.predict_readable` (what
     :func:`hudd_core.testing.run_test` calls per set) that runs the model on Ray."""
-    validate_ray_options(ray_concurrency, ray_cpus_per_actor, ray_gpus_per_actor, ray_shard_size)
+    resources = actor_resources(ray_concurrency, ray_cpus_per_actor, ray_gpus_per_actor,
+                                ray_shard_size)  # fmt: skip
 
     def predict(model, dataset, *, resume: Path, batch_size=64, device="auto", progress=True,
                 check=None, desc="test", **_) -> tuple:  # fmt: skip
@@ -511,10 +519,7 @@ def ray_predictor(
             },
             columns=("out",),
             batch_size=batch_size,
-            shard_size=ray_shard_size,
-            concurrency=ray_concurrency,
-            cpus_per_actor=ray_cpus_per_actor,
-            gpus_per_actor=ray_gpus_per_actor,
+            **resources,
         )
         rows = run_shards(job, progress=progress)
         read = rows["skip"] == ""
@@ -539,7 +544,8 @@ def ray_heatmap_source(
     Ray (classifier images without labels: ``hudd heatmaps --improvement``), in position
     order from ``start``; ``(None, [(position, reason)])`` at the first unreadable image.
     The resume point is the heatmap store's own (its rows written so far)."""
-    validate_ray_options(ray_concurrency, ray_cpus_per_actor, ray_gpus_per_actor, ray_shard_size)
+    resources = actor_resources(ray_concurrency, ray_cpus_per_actor, ray_gpus_per_actor,
+                                ray_shard_size)  # fmt: skip
 
     def source(model, dataset, shape, start, *, composite, layers, batch_size, device,
                progress=False):  # fmt: skip
@@ -560,10 +566,7 @@ def ray_heatmap_source(
             },
             columns=(),
             batch_size=batch_size,
-            shard_size=ray_shard_size,
-            concurrency=ray_concurrency,
-            cpus_per_actor=ray_cpus_per_actor,
-            gpus_per_actor=ray_gpus_per_actor,
+            **resources,
         )
         n = len(dataset.names)
         ranges = [(a, min(a + job.shard_size, n)) for a in range(start, n, job.shard_size)]
