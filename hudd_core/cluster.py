@@ -209,6 +209,7 @@ def cluster_layer(
     approx_sample: int = 4000,
     seed: int = 0,
     progress: bool = False,
+    approximate: str | None = None,
 ) -> LayerClustering:
     """Clusters the rows of ``X`` (N × D heatmaps) as HUDD does and picks k.
 
@@ -220,6 +221,9 @@ def cluster_layer(
         device: where distances are computed (``"auto"``: the GPU when usable).
         approx_threshold: above this many rows, the approximate path (with a warning);
             ``None``: only when the exact path does not fit in memory.
+        approximate: the caller's decision (:func:`approximate_reason`, ``""`` for exact),
+            so that a cached layer's signature and the path it took agree; ``None``:
+            decided here.
 
     Returns:
         A :class:`LayerClustering`; ``labels`` are 1..k, numbered in dendrogram order.
@@ -231,7 +235,7 @@ def cluster_layer(
         return single_image(name, X)
     lo, hi = k_bounds(n, k_range)
     points = None
-    reason = approximate_reason(n, approx_threshold)
+    reason = approximate_reason(n, approx_threshold) if approximate is None else approximate
     if reason:
         Z, first, sil_d, points = _linkage_approximate(
             X, approx_dims, approx_sample, seed, device, name, reason
@@ -521,8 +525,8 @@ def _run_faithful(
         if X.ndim != 2 or X.shape[0] != len(images):
             raise ValueError(f"{path}: {X.shape[0]} rows but index.csv lists {len(images)}")
         lo, hi = k_bounds(X.shape[0], k_range)
-        approx = bool(approximate_reason(X.shape[0], approx_threshold))
-        sig = _signature(path, X.shape[0], lo, hi, selection, approx, seed)
+        reason = approximate_reason(X.shape[0], approx_threshold)  # once: the cache agrees
+        sig = _signature(path, X.shape[0], lo, hi, selection, bool(reason), seed)
         folder = layer_folder(workdir, name)
         res = _cached(folder, sig)
         if res is None:
@@ -534,6 +538,7 @@ def _run_faithful(
                     selection=selection,
                     device=device,
                     approx_threshold=approx_threshold,
+                    approximate=reason,
                     seed=seed,
                 )
             except ValueError as exc:  # name the file and the image, not just a row
