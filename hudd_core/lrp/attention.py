@@ -74,12 +74,25 @@ def _vjp(fn, xs, live, grad):
     return [next(got) if on else None for on in live]
 
 
+def _linear_vjp(xs, s, live):
+    """``J^T s`` of ``F.linear(x, w[, b])`` with respect to ``x`` alone (``w`` constant)."""
+    return [s @ xs[1]] + [None] * (len(xs) - 1)
+
+
+def _matmul_vjp(xs, s, live):
+    """``J^T s`` of ``a @ b`` with respect to both factors (same batch dimensions)."""
+    a, b = xs
+    return [s @ b.transpose(-2, -1), a.transpose(-2, -1) @ s]
+
+
 class _Rule(torch.autograd.Function):
-    """``fn(*xs)`` forward; backward: ``kind`` maps the output relevance to the inputs'."""
+    """``fn(*xs)`` forward; backward: ``kind`` maps the output relevance to the inputs'.
+    ``jt(xs, s, live)``, when given, is the transposed Jacobian in closed form (else it is
+    taken by re-running ``fn`` under autograd)."""
 
     @staticmethod
-    def forward(ctx, kind, fn, eps, *xs):
-        ctx.kind, ctx.fn, ctx.eps = kind, fn, eps
+    def forward(ctx, kind, fn, eps, jt, *xs):
+        ctx.kind, ctx.fn, ctx.eps, ctx.jt = kind, fn, eps, jt
         out = fn(*xs)
         ctx.save_for_backward(*xs, out)
         return out
@@ -87,18 +100,22 @@ class _Rule(torch.autograd.Function):
     @staticmethod
     def backward(ctx, r):
         *xs, out = ctx.saved_tensors
-        live = list(ctx.needs_input_grad[3:])
+        live = list(ctx.needs_input_grad[4:])
         if ctx.kind == "pass":
             first = live.index(True)
             res = [r if i == first else None for i in range(len(xs))]
         elif ctx.kind == "softmax":
             res = [xs[0] * (r - out * r.sum(dim=ctx.fn.dim, keepdim=True))]
         else:  # norm / product: x_k * J_k^T (r / stab(z)), products split uniformly
-            s = K.stab(out, ctx.eps)
-            grads = _vjp(ctx.fn, xs, live, r / s)
+            s = r / K.stab(out, ctx.eps)
+            grads = (ctx.jt or _vjp_of(ctx.fn))(xs, s, live)
             share = 1.0 / sum(live) if ctx.kind == "product" else 1.0
             res = [None if g is None else share * x * g for x, g in zip(xs, grads, strict=True)]
-        return (None, None, None, *res)
+        return (None, None, None, None, *res)
+
+
+def _vjp_of(fn):
+    return lambda xs, s, live: _vjp(fn, xs, live, s)
 
 
 class _Softmax:
@@ -130,7 +147,7 @@ class _LRPMode(TorchFunctionMode):
     def _softmax(self, x, dim):
         if self.constant:  # CP-LRP: the attention weights are held constant
             return torch.softmax(x.detach(), dim)
-        return _Rule.apply("softmax", _Softmax(dim), self.eps, x)
+        return _Rule.apply("softmax", _Softmax(dim), self.eps, None, x)
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = dict(kwargs or {})
@@ -172,7 +189,7 @@ class _LRPMode(TorchFunctionMode):
             return func(*a, **kw)
 
         ts = [args[i] for i in slots] + [kwargs[k] for k in names]
-        return _Rule.apply(kind, fn, self.eps, *ts)
+        return _Rule.apply(kind, fn, self.eps, _closed_form(func, ts, kwargs), *ts)
 
     def _attention(self, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
                    enable_gqa=False):  # fmt: skip
@@ -180,15 +197,35 @@ class _LRPMode(TorchFunctionMode):
         if is_causal or enable_gqa:
             raise ValueError(f"LRP supports non-causal attention only ({self.where})")
         scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-        logits = _Rule.apply("product", torch.matmul, self.eps, q, k.transpose(-2, -1))
-        logits = _Rule.apply("pass", lambda t: t * scale, self.eps, logits)
+        kt = k.transpose(-2, -1)
+        logits = _Rule.apply("product", torch.matmul, self.eps,
+                             _closed_form(torch.matmul, [q, kt], {}), q, kt)  # fmt: skip
+        logits = _Rule.apply("pass", lambda t: t * scale, self.eps, None, logits)
         if attn_mask is not None:
             if attn_mask.dtype == torch.bool:
                 logits = logits.masked_fill(~attn_mask, float("-inf"))
             else:
-                logits = _Rule.apply("norm", torch.add, self.eps, logits, attn_mask)
+                logits = _Rule.apply("norm", torch.add, self.eps, None, logits, attn_mask)
         attn = self._softmax(logits, -1)
-        return _Rule.apply("product", torch.matmul, self.eps, attn, v)
+        return _Rule.apply("product", torch.matmul, self.eps,
+                           _closed_form(torch.matmul, [attn, v], {}), attn, v)  # fmt: skip
+
+
+_MATMULS = {torch.matmul, torch.bmm, torch.Tensor.matmul, torch.Tensor.bmm,
+            torch.Tensor.__matmul__}  # fmt: skip
+
+
+def _closed_form(func, ts: list, kwargs: dict):
+    """The closed-form transposed Jacobian of the two hot products of attention blocks
+    (a linear projection with constant weights, a matrix product of two relevance-carrying
+    factors without broadcasting), else ``None``: saves re-running them in the backward."""
+    live = [t.requires_grad for t in ts]
+    if func is F.linear and not kwargs and live[0] and not any(live[1:]):
+        return _linear_vjp
+    if (func in _MATMULS and len(ts) == 2 and all(live) and min(t.dim() for t in ts) >= 2
+            and ts[0].shape[:-2] == ts[1].shape[:-2]):  # fmt: skip
+        return _matmul_vjp
+    return None
 
 
 def _detached(v):
@@ -253,12 +290,27 @@ class Traced(OpRule):
     function: Callable | None = None
     constant_softmax: bool = False
 
-    def propagate(self, call: Call, r, out=None):
+    def _traced(self, call: Call) -> tuple[list, object]:
+        """The block run under the LRP mode: its detached-input leaves and its outputs,
+        which carry the rules' autograd graph."""
         ins = [x.detach().requires_grad_() for x in call.inputs]
         where = f"{call.op.qualname or call.op.name!r}"
+        with torch.enable_grad(), _LRPMode(self.stabilizer, where, self.constant_softmax):
+            return ins, _run_constant_params(call, ins, self.function)
+
+    def forward(self, call: Call):
+        # The forward pass already runs the block under the rules and keeps its graph, so
+        # the relevance pass is one backward through it (no second forward of the block).
+        ins, outs = self._traced(call)
+        call.saved[call.op.name] = (ins, outs)
+        if isinstance(outs, tuple | list):
+            return type(outs)(_detached(o) for o in outs)
+        return _detached(outs)
+
+    def propagate(self, call: Call, r, out=None):
+        ins, outs = call.saved.pop(call.op.name, None) or self._traced(call)
+        outs = _flat(outs)
         with torch.enable_grad():
-            with _LRPMode(self.stabilizer, where, self.constant_softmax):
-                outs = _flat(_run_constant_params(call, ins, self.function))
             pairs = [(o, g) for o, g in zip(outs, _flat(r), strict=False) if g is not None]
             pairs = [(o, g) for o, g in pairs if isinstance(o, torch.Tensor) and o.requires_grad]
             if not pairs:
