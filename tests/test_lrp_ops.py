@@ -209,6 +209,38 @@ def test_attention_by_hand():
     torch.testing.assert_close(got, r_v + r_q + r_k)
 
 
+class _TokensWithClassToken(nn.Module):
+    """ViT's input side: a class token in front, then torchvision's own ``Encoder`` (its
+    position-embedding addition and dropout; no blocks, no final LayerNorm), read out as
+    the sum over tokens."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models.vision_transformer import Encoder
+
+        self.class_token = nn.Parameter(torch.tensor([[[0.5]]], dtype=D))
+        self.encoder = Encoder(3, 0, 1, 1, 1, 0.0, 0.0).double()
+        self.encoder.ln = nn.Identity()
+        with torch.no_grad():
+            self.encoder.pos_embedding.copy_(torch.tensor([[[0.25], [1.0], [-0.5]]]))
+
+    def forward(self, x):
+        tokens = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+        return self.encoder(tokens).sum(dim=1)
+
+
+def test_position_embedding_and_class_token_by_hand():
+    """AttnLRP treats both as bias-like constants: the class token's slot and the
+    position embedding keep their share, the patches get the rest."""
+    x = torch.tensor([[[1.0], [2.0]]], dtype=D)  # two patch tokens, one feature
+    got = _single(_TokensWithClassToken().eval(), x, torch.ones(1, 1, dtype=D))
+    # tokens [0.5, 1, 2] + pos [0.25, 1, -0.5] = h [0.75, 2, 1.5], sum 4.25; the sum's
+    # Norm rule gives token i h_i / 4.25, the addition's gives the patch part x_i / 4.25
+    # of that, and the concatenation drops the constant class token's 0.5 / 4.25
+    torch.testing.assert_close(got, torch.tensor([[[1.0], [2.0]]], dtype=D) / 4.25)
+    torch.testing.assert_close(got.sum(), torch.tensor(1 - (0.5 + 0.75) / 4.25, dtype=D))
+
+
 class _Custom(nn.Module):
     """A user's layer with an operation the registry does not know."""
 

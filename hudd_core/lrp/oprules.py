@@ -15,9 +15,11 @@ Families here, each one a rule object a composite maps op types to:
   identity rule of AttnLRP for element-wise non-linearities);
 - :class:`Copy`: operations that only move values (views, permutations, indexing, splits,
   concatenation, padding, max pooling as winner-take-all): relevance follows the values,
-  the gradient at ``r``;
+  the gradient at ``r``; the slot of a constant concatenated in (ViT's class token) keeps
+  its relevance, as AttnLRP treats it: a bias-like input;
 - :class:`Norm`: linear maps without weights of their own (sums, means, average pooling,
   interpolation, residual additions): ``R_k = x_k * J_k^T (r / stab(z))`` (Zennit's Norm);
+  a constant operand (a position embedding) keeps its share, AttnLRP's bias-like term;
 - :class:`Product`: products of two relevance-carrying tensors (element-wise ``*``,
   ``matmul``): AttnLRP's uniform rule, each factor gets an equal share of the epsilon-rule
   relevance, and multiplicative gates (sigmoid outputs) are held constant;
