@@ -14,6 +14,8 @@ planted cluster structure), written as a work folder ``T/Heatmaps`` plus tiny te
 
     python benchmarks/bench_cluster.py                       # N = 2000 and 5000, D = 20000
     python benchmarks/bench_cluster.py --sizes 500 --dim 2000 --ref-layers 1   # quick
+    python benchmarks/bench_cluster.py --approximate --sizes 10000 50000 --dim 2000 \
+        --name cluster_approx                                 # the approximate path
 """
 
 from __future__ import annotations
@@ -33,10 +35,27 @@ from PIL import Image
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist, squareform
 
-from hudd_core.cluster import cluster_layer, run_cluster
+from hudd_core.cluster import approximate_reason, cluster_layer, run_cluster
 from hudd_core.knee import best_layer, gradient4
 
 LAYERS = ("conv1", "conv2", "fc")
+
+
+def planted_groups(rng: np.random.Generator, n: int, k: int = 20) -> np.ndarray:
+    """``n`` group labels of ``k`` groups of uneven sizes."""
+    return rng.choice(k, size=n, p=rng.dirichlet(np.full(k, 0.7)))
+
+
+def planted_layer(path: Path, groups: np.ndarray, dim: int, spread: float,
+                  rng: np.random.Generator) -> None:  # fmt: skip
+    """An N × dim float32 ``.npy`` of relevance-like rows around one centre per group."""
+    X = np.lib.format.open_memmap(path, "w+", np.float32, (len(groups), dim))
+    centres = rng.standard_normal((groups.max() + 1, dim), dtype=np.float32) * spread
+    for a in range(0, len(groups), 512):
+        g = groups[a : a + 512]
+        noise = rng.standard_normal((len(g), dim), dtype=np.float32)
+        X[a : a + 512] = np.abs(centres[g] + noise)  # relevance-like: mostly positive
+    X.flush()
 
 
 def make_workdir(root: Path, n: int, dim: int, seed: int = 0) -> Path:
@@ -45,18 +64,10 @@ def make_workdir(root: Path, n: int, dim: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     hm = root / "T" / "Heatmaps"
     hm.mkdir(parents=True)
-    weights = rng.dirichlet(np.full(20, 0.7))
-    groups = rng.choice(20, size=n, p=weights)
+    groups = planted_groups(rng, n)
     meta = []
     for li, name in enumerate(LAYERS):
-        X = np.lib.format.open_memmap(hm / f"{name}.npy", "w+", np.float32, (n, dim))
-        centres = rng.standard_normal((20, dim), dtype=np.float32) * (0.5 + li)
-        for a in range(0, n, 512):
-            g = groups[a : a + 512]
-            noise = rng.standard_normal((len(g), dim), dtype=np.float32)
-            X[a : a + 512] = np.abs(centres[g] + noise)  # relevance-like: mostly positive
-        X.flush()
-        del X
+        planted_layer(hm / f"{name}.npy", groups, dim, 0.5 + li, rng)
         meta.append({"name": name, "shape": [dim], "file": f"{name}.npy"})
     (hm / "layers.json").write_text(json.dumps({"layers": meta, "complete": True}))
     test = root / "DataSets" / "TestSet" / "c"
@@ -133,6 +144,37 @@ def bench(n: int, dim: int, ref_layers: int, device: str, runs: int) -> dict:
         shutil.rmtree(root, ignore_errors=True)
 
 
+def bench_approximate(n: int, dim: int, device: str) -> dict:
+    """One layer of ``n`` planted rows on the approximate path (forced): time, the
+    process's peak RSS, k, and the ARI of its clusters against the planted groups (and
+    of the exact path where it fits, for comparison)."""
+    import resource
+
+    from sklearn.metrics import adjusted_rand_score
+
+    root = Path(tempfile.mkdtemp(prefix="bench_cluster_approx_"))
+    try:
+        rng = np.random.default_rng(0)
+        groups = planted_groups(rng, n)
+        planted_layer(root / "layer.npy", groups, dim, 1.0, rng)
+        X = np.load(root / "layer.npy", mmap_mode="r")
+        row = {"N": n, "D": dim, "device": device}
+        for path, threshold in (("approximate", 0), ("exact", None)):
+            if path == "exact" and approximate_reason(n, None):
+                row["exact"] = approximate_reason(n, None)
+                continue
+            t0 = time.perf_counter()
+            res = cluster_layer(X, name="layer", device=device, approx_threshold=threshold)
+            row[f"{path}_s"] = time.perf_counter() - t0
+            row[f"{path}_k"] = res.k
+            row[f"{path}_ari"] = adjusted_rand_score(groups, res.labels)
+            row[f"{path}_peak_rss_MB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(row, flush=True)
+        return row
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--sizes", nargs="+", type=int, default=[2000, 5000])
@@ -147,10 +189,23 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3, help="runs of ours (median)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--name", default="cluster")
+    ap.add_argument("--approximate", action="store_true",
+                    help="time the approximate path on one layer per size instead")  # fmt: skip
     args = ap.parse_args()
     from hudd_core._ext import resolve_device
 
     device = str(resolve_device(args.device, torch.device("cpu")))
+    if args.approximate:
+        rows = [bench_approximate(n, args.dim, device) for n in args.sizes]
+        cols = ["N", "D", "device", "approximate_s", "approximate_k", "approximate_ari",
+                "approximate_peak_rss_MB", "exact_s", "exact_k", "exact_ari",
+                "exact_peak_rss_MB", "exact"]  # fmt: skip
+        note = ("cluster_layer on one planted layer (20 groups of uneven sizes), the "
+                "approximate path forced (approx_threshold=0), then the exact path where it "
+                "fits in memory; ARI against the planted groups; peak RSS of this process "
+                "after each path (cumulative).")  # fmt: skip
+        write_results(args.name, rows, cols, note=note)
+        return
     ref_layers = (args.ref_layers * len(args.sizes))[: len(args.sizes)]
     rows = [
         bench(n, args.dim, r, device, args.runs)
