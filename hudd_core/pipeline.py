@@ -75,7 +75,7 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 DEMO_MODEL = "demo_alexnet"
 # The classifiers the demo can train instead of the AlexNet-style one (hudd demo --arch).
-DEMO_ARCHS = ("alexnet", "resnet", "mobilenet", "vit")
+DEMO_ARCHS = ("alexnet", "resnet", "mobilenet", "mobilenet_v3_small", "vit")
 # The demo's two tasks (the paper's gaze/eye-closure classifiers and its FLD keypoint case):
 # the architecture, the checkpoint name and the training loss of each.
 DEMO_TASKS: dict[str, dict[str, str]] = {
@@ -498,7 +498,8 @@ def run_demo(
     """The simulator case study: generate → train → :func:`run_pipeline` (every step).
 
     ``arch``: another classifier of the zoo instead of the AlexNet-style one (``resnet``,
-    ``mobilenet``, ``vit``: :data:`DEMO_ARCHS`), checkpoint ``demo_<arch>``.
+    ``mobilenet``, torchvision's ``mobilenet_v3_small``, ``vit``: :data:`DEMO_ARCHS`),
+    checkpoint ``demo_<arch>``.
 
     ``task="keypoints"``: the paper's FLD-style case, a KpNet regressor of the eye
     corners, iris centre and eyelid midpoints (Wrong above 4 px mean error), explained by

@@ -383,7 +383,7 @@ def test_group_by_names_a_missing_column(model_workdir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["mobilenet", "vit"])
+@pytest.mark.parametrize("arch", ["mobilenet", "mobilenet_v3_small", "vit"])
 def test_demo_runs_end_to_end_with_other_architectures(tmp_path, arch):
     from hudd_core.pipeline import run_demo
 

@@ -5,7 +5,7 @@ Examples:
     hudd demo --workdir demo_run              # small: a few minutes on 2 CPU cores
     hudd demo --workdir demo_run --size medium --seed 1 --repeats 3
     hudd demo --workdir demo_kp --task keypoints   # KpNet keypoint regressor (FLD-style)
-    hudd demo --workdir demo_vit --arch vit        # a small ViT (also resnet, mobilenet)
+    hudd demo --workdir demo_vit --arch vit        # a small ViT (also resnet, mobilenet, mobilenet_v3_small)
 """
 
 from __future__ import annotations

@@ -180,6 +180,18 @@ def mobilenet(num_classes: int, in_channels: int = 1, input_size: int = 64) -> n
     return nn.Sequential(OrderedDict(stem=stem, blocks=blocks, head=head))
 
 
+def mobilenet_v3_small(num_classes: int, in_channels: int = 1, input_size: int = 64) -> nn.Module:
+    """torchvision's MobileNetV3-Small (random initialisation), its stem convolution taking
+    ``in_channels``; ``input_size`` is accepted for a uniform signature (global pooling)."""
+    from torchvision.models import mobilenet_v3_small as build
+
+    model = build(num_classes=num_classes)
+    stem = model.features[0][0]
+    model.features[0][0] = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size,
+                                     stem.stride, stem.padding, bias=False)  # fmt: skip
+    return model
+
+
 class _EncoderBlock(nn.Module):
     """Pre-norm transformer block: attention and a GELU MLP, each added to its input."""
 
@@ -227,5 +239,6 @@ def vit(num_classes: int, in_channels: int = 1, input_size: int = 64) -> nn.Modu
     return TinyViT(num_classes, in_channels, input_size)
 
 
-BUILTIN = {"alexnet": alexnet, "resnet": resnet, "kpnet": kpnet, "mobilenet": mobilenet, "vit": vit}
+BUILTIN = {"alexnet": alexnet, "resnet": resnet, "kpnet": kpnet, "mobilenet": mobilenet,
+           "mobilenet_v3_small": mobilenet_v3_small, "vit": vit}  # fmt: skip
 """Built-in factories by name; classifiers take ``num_classes``, kpnet ``num_keypoints``."""
