@@ -5,7 +5,8 @@ Examples:
     hudd demo --workdir demo_run              # small: a few minutes on 2 CPU cores
     hudd demo --workdir demo_run --size medium --seed 1 --repeats 3
     hudd demo --workdir demo_kp --task keypoints   # KpNet keypoint regressor (FLD-style)
-    hudd demo --workdir demo_vit --arch vit        # a small ViT (also resnet, mobilenet, mobilenet_v3_small)
+    hudd demo --workdir demo_vit --arch vit        # a small ViT
+    hudd demo --workdir demo_mn --arch mobilenet_v3_small   # torchvision's (also resnet, mobilenet)
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from hudd_core.pipeline import SIZES
+    from hudd_core.pipeline import DEMO_ARCHS, SIZES
 
     p = sub.add_parser("demo", help="the built-in eye-simulator case study, end to end")
     p.add_argument("--workdir", default="demo_run", help="work folder (DataSets/ goes inside)")
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument(
         "--arch",
-        choices=["alexnet", "resnet", "mobilenet", "vit"],
+        choices=list(DEMO_ARCHS),
         help="the classifier to train and debug (default: the AlexNet-style one)",
     )
     p.add_argument("--no-baselines", action="store_true", help="retrain HUDD's set only")
