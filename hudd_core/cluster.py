@@ -48,6 +48,7 @@ import fastcluster
 import numpy as np
 
 from hudd_core import wicd as _wicd
+from hudd_core.cluster_methods import inspect_share
 from hudd_core.config import DEFAULTS, parse_k_range
 from hudd_core.distance import second_level_pdist
 from hudd_core.fileio import (
@@ -615,18 +616,6 @@ def _name_rows(message: str, images: list[str]) -> str:
         return f"{m.group(0)} ({images[r]})" if 0 <= r < len(images) else m.group(0)
 
     return re.sub(r"\brow (\d+)", named, message, count=1)
-
-
-def inspect_share(labels: np.ndarray, per_cluster: int = 5) -> float:
-    """Share of the error images an engineer looks at when inspecting ``per_cluster``
-    images per cluster (all of a smaller cluster), as in the paper's Table 1.
-
-    Example:
-        >>> inspect_share(np.array([1] * 20 + [2] * 3))
-        0.34782608695652173
-    """
-    _, counts = np.unique(labels, return_counts=True)
-    return float(np.minimum(counts, per_cluster).sum() / len(labels))
 
 
 def _drop_previous_rccs(workdir: Path, best: str) -> None:

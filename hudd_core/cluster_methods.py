@@ -22,8 +22,10 @@ spatial map, never ``input``) and every value of the clusterer's hyper-parameter
 (:data:`GRIDS`) is clustered; each candidate is scored by :func:`label_free_score`, the
 silhouette of the clustered points in the reduced space times the share of points
 clustered (a method that declares most images noise scores low), -1 below
-:data:`MIN_CLUSTERS` clusters, and the best candidate is kept. Nothing reads the planted
-labels. Everything is deterministic: the same input gives the same clusters.
+:data:`MIN_CLUSTERS` clusters, and the best candidate is kept; a method with an
+inspection budget (``hdbscan-budget``) keeps instead the candidate with the most clusters
+among those the engineer can inspect within the budget (:func:`choose`). Nothing reads the
+planted labels. Everything is deterministic: the same input gives the same clusters.
 
 Example:
     >>> rng = np.random.default_rng(0)
@@ -47,6 +49,7 @@ NOISE = 0  # the cluster id of the unclustered (noise) images
 
 FEATURES = ("raw", "unit")
 GRAM_PCA_MAX = 4000  # up to this many rows PCA runs on the N × N Gram matrix
+INSPECT_BUDGET = 0.15  # hdbscan-budget: the share of the error images an engineer inspects
 MIN_CLUSTERS = 3  # a candidate with fewer clusters scores -1 (a split in two explains little)
 REDUCTIONS = ("none", "pca")
 CLUSTERERS = ("ward", "hdbscan", "dbscan")
@@ -63,10 +66,12 @@ class Method:
     dims: int = 10
     doc: str = ""
     layers: str = "spatial"  # which layers compete: "spatial" (:func:`eligible`) or "all"
+    budget: float | None = None  # inspection budget: see :func:`choose`
 
     def params(self) -> dict:
         return {"features": self.features, "reduction": self.reduction,
-                "clusterer": self.clusterer, "dims": self.dims, "layers": self.layers}  # fmt: skip
+                "clusterer": self.clusterer, "dims": self.dims, "layers": self.layers,
+                "budget": self.budget}  # fmt: skip
 
 
 METHODS: dict[str, Method] = {
@@ -77,6 +82,14 @@ METHODS: dict[str, Method] = {
         Method("hdbscan-raw", "raw", "pca", "hdbscan", doc="raw heatmaps, PCA, HDBSCAN"),
         Method("dbscan", "unit", "pca", "dbscan", doc="unit heatmaps, PCA, DBSCAN (knee eps)"),
         Method("hdbscan-20", "unit", "pca", "hdbscan", 20, doc="as hdbscan, PCA to 20"),
+        Method(
+            "hdbscan-budget",
+            "unit",
+            "pca",
+            "hdbscan",
+            doc="as hdbscan, the most clusters whose inspection fits 15% of the errors",
+            budget=INSPECT_BUDGET,
+        ),
         Method(
             "hdbscan-all",
             "unit",
@@ -233,6 +246,18 @@ def run_clusterer(Z: np.ndarray, clusterer: str, share: float, seed: int) -> np.
     raise ValueError(f"clusterer must be one of {CLUSTERERS}, got {clusterer!r}")
 
 
+def inspect_share(labels: np.ndarray, per_cluster: int = 5) -> float:
+    """Share of the error images an engineer looks at when inspecting ``per_cluster``
+    images per cluster (all of a smaller cluster), as in the paper's Table 1.
+
+    Example:
+        >>> inspect_share(np.array([1] * 20 + [2] * 3))
+        0.34782608695652173
+    """
+    _, counts = np.unique(labels, return_counts=True)
+    return float(np.minimum(counts, per_cluster).sum() / len(labels))
+
+
 def label_free_score(Z: np.ndarray, labels: np.ndarray, min_clusters: int = 2) -> float:
     """Silhouette of the clustered points of ``Z`` (noise left out) times the share of
     points clustered; -1 with fewer than ``min_clusters`` clusters. Reads no label but
@@ -307,14 +332,14 @@ def cluster_features(
 ) -> MethodResult:
     """Clusters every eligible layer's rows (``{layer: N × D}``, same images in the same
     order; :func:`eligible` with the layers' ``shapes``) at every value of the
-    clusterer's grid; returns the best by :func:`label_free_score` with at least
-    :data:`MIN_CLUSTERS` clusters (ties: the earlier layer, then the smaller share)."""
+    clusterer's grid; returns the one :func:`choose` keeps (the best by
+    :func:`label_free_score` with at least :data:`MIN_CLUSTERS` clusters, ties: the
+    earlier layer, then the smaller share; or within the method's inspection budget)."""
     if not layers:
         raise ValueError("no layer to cluster")
     t = time.perf_counter()
     names = eligible(list(layers), shapes, method.layers)
-    best: MethodResult | None = None
-    candidates = []
+    tried: list[MethodResult] = []
     for name in names:
         try:
             F = features(layers[name], method.features)
@@ -326,15 +351,37 @@ def cluster_features(
         for share in GRIDS[method.clusterer]:
             labels = run_clusterer(Z, method.clusterer, share, seed)
             score = label_free_score(Z, labels, MIN_CLUSTERS)
-            k = len(set(labels.tolist()) - {NOISE})
-            candidates.append({"layer": name, "share": share, "k": k, "score": score,
-                               "noise": int(np.sum(labels == NOISE))})  # fmt: skip
-            if best is None or score > best.score:
-                best = MethodResult(method, name, share, labels, score, Z)
-    assert best is not None
-    best.candidates = candidates
+            tried.append(MethodResult(method, name, share, labels, score, Z))
+    best = choose(tried, method.budget)
+    best.candidates = [{"layer": r.layer, "share": r.share, "k": r.k, "score": r.score,
+                        "noise": r.noise, "inspect": inspect_share(r.labels)}
+                       for r in tried]  # fmt: skip
     best.seconds = time.perf_counter() - t
     return best
+
+
+def choose(tried: list[MethodResult], budget: float | None = None) -> MethodResult:
+    """The candidate kept: the highest :func:`label_free_score` (ties: the first tried);
+    with an inspection ``budget`` (a share of the error images, 5 per cluster and the
+    noise as one group, :func:`inspect_share`), the one with the most clusters among
+    those within it and of positive score (ties: the higher score), as the finest
+    partition the engineer can afford to inspect; the highest score when none fits.
+
+    Example:
+        >>> Z = np.zeros((40, 1))
+        >>> a = MethodResult(None, "l", 0.1, np.repeat([1, 2, 3], [20, 10, 10]), 0.6, Z)
+        >>> b = MethodResult(None, "l", 0.05, np.repeat([1, 2, 3, 4, 5], 8), 0.4, Z)
+        >>> choose([a, b]).share, choose([a, b], budget=0.7).share, choose([a, b], 0.5).share
+        (0.1, 0.05, 0.1)
+    """
+    if not tried:
+        raise ValueError("no layer to cluster")
+    pick = max(tried, key=lambda r: r.score)  # max() keeps the first of equal scores
+    if budget is not None:
+        fits = [r for r in tried if r.score > 0 and inspect_share(r.labels) <= budget]
+        if fits:
+            pick = max(fits, key=lambda r: (r.k, r.score))
+    return pick
 
 
 def run_method(
@@ -349,8 +396,6 @@ def run_method(
     ``(summary, labels, 2-D embedding)``; the summary has the keys of the published
     rule's (``best_layer``, ``n_clusters``, ``inspect_share``, ``layers``, ...) and the
     method's own (``method``, ``method_params``, ``n_unclustered``, ``candidates``)."""
-    from hudd_core.cluster import inspect_share
-
     layers = {}
     for name, path in files.items():
         X = np.load(path, mmap_mode="r")
@@ -370,7 +415,8 @@ def run_method(
         "method": method.name,
         "method_params": {**method.params(), "share": res.share, "seed": seed},
         "best_layer": res.layer,
-        "selection": "label-free score (silhouette x share clustered)",
+        "selection": "label-free score (silhouette x share clustered)"
+        + (f", most clusters within {method.budget:.0%} inspected" if method.budget else ""),
         "n_images": len(images),
         "n_clusters": res.k,
         "n_unclustered": res.noise,

@@ -226,3 +226,24 @@ def test_signs_scene_is_seeded_and_plants_its_causes(tmp_path):
     assert len(meta) == 12 and set(meta[0]) == {"image", *signs.PARAMS, "planted"}
     for row in meta:
         assert row["image"].split("/")[0] == signs.CLASSES[int(float(row["shape"]))]
+
+
+def test_inspection_budget_keeps_the_finest_partition_that_fits():
+    """Ten groups of 12 images: each cluster costs 5 images to inspect, so a budget of
+    30% (36 images) affords at most 7 groups; the budget method keeps the candidate with
+    the most clusters within it, the plain method its best silhouette."""
+    X, truth = _groups(sizes=(12,) * 10, dim=12)
+    free = cm.cluster_features({"fc": X}, cm.METHODS["hdbscan"], seed=0)
+    method = cm.Method("b", "unit", "pca", "hdbscan", budget=0.3)
+    res = cm.cluster_features({"fc": X}, method, seed=0)
+
+    def share(labels):  # 5 images per group (all of a smaller one), noise one group
+        return sum(min(int(np.sum(labels == c)), 5) for c in np.unique(labels)) / len(labels)
+
+    assert share(res.labels) <= 0.3
+    fitting = [c for c in res.candidates if c["inspect"] <= 0.3 and c["score"] > 0]
+    assert res.k == max(c["k"] for c in fitting)
+    assert free.k == 10 and share(free.labels) > 0.3  # the budget changed the choice
+    # nothing fits: the best score, as without a budget
+    tight = cm.cluster_features({"fc": X}, cm.Method("t", "unit", "pca", "hdbscan", budget=0.01))
+    assert tight.k == free.k and tight.share == free.share
