@@ -232,7 +232,7 @@ def test_inspection_budget_keeps_the_finest_partition_that_fits():
     """Ten groups of 12 images: each cluster costs 5 images to inspect, so a budget of
     30% (36 images) affords at most 7 groups; the budget method keeps the candidate with
     the most clusters within it, the plain method its best silhouette."""
-    X, truth = _groups(sizes=(12,) * 10, dim=12)
+    X, _ = _groups(sizes=(12,) * 10, dim=12)
     free = cm.cluster_features({"fc": X}, cm.METHODS["hdbscan"], seed=0)
     method = cm.Method("b", "unit", "pca", "hdbscan", budget=0.3)
     res = cm.cluster_features({"fc": X}, method, seed=0)
