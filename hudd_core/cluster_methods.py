@@ -102,7 +102,7 @@ METHODS: dict[str, Method] = {
 }
 # What the quality benchmark found best (benchmarks/bench_quality.py; its evidence in the
 # README's "Clustering methods beyond the published rule").
-RECOMMENDED = "hdbscan-budget"
+RECOMMENDED = "hdbscan"
 METHOD_NAMES = ("hudd", "recommended", *METHODS)
 
 # The hyper-parameter each clusterer's candidates scan: HDBSCAN's min_cluster_size and
