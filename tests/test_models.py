@@ -170,3 +170,31 @@ def test_train_rejects_unknown_schedule_and_optimizer():
         train(alexnet(2, 1, 16), ds, epochs=1, schedule="step", progress=False)
     with pytest.raises(ValueError, match="optimizer"):
         train(alexnet(2, 1, 16), ds, epochs=1, optimizer="rmsprop", progress=False)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "vit_b_32"])
+def test_torchvision_builder_from_the_command_line(tmp_path, model_workdir, name):
+    """``--model torchvision.models:NAME``: the classes from the data, the ViT's image
+    size from the images, grey images as its 3 channels; the stored sidecar rebuilds it;
+    heatmaps follow."""
+    from hudd_core.cli import main
+
+    ws = model_workdir({"TrainingSet": 6, "TestSet": 6}, name=name)
+    spec = f"torchvision.models:{name}"
+    _, meta = resolve_model(spec, None, ws.data)
+    assert meta["kwargs"] == {"num_classes": 6, "input_size": 32} and meta["in_channels"] == 3
+    weights = tmp_path / "w.pt"
+    torch.manual_seed(0)
+    extra = {"image_size": 32} if name.startswith("vit") else {}
+    import torchvision
+
+    net = torchvision.models.get_model(name, num_classes=6, **extra)
+    torch.save(net.state_dict(), weights)
+    common = ["--data", str(ws.data), "--workdir", str(ws.root / "T2"), "--quiet"]
+    assert main(["test", "--model", spec, "--weights", str(weights), *common]) == 0
+    rebuilt, _ = load_checkpoint(ws.root / "T2" / "DNNModels" / "w.pt")
+    assert _same(rebuilt, net)
+    layer = "features.0.0" if name.startswith("mobilenet") else "conv_proj"
+    assert main(["heatmaps", "--layers", layer, "input", *common]) == 0
+    with pytest.raises(ValueError, match="not a torchvision classifier"):
+        resolve_model("torchvision.models:nope", None, ws.data)

@@ -16,12 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from hudd_core.models.zoo import BUILTIN
+from hudd_core.models.zoo import BUILTIN, torchvision_factory
 
 
 def resolve_factory(spec: str):
-    """The callable behind ``spec``: a built-in name, ``path/to/file.py:factory`` or
-    ``package.module:factory``."""
+    """The callable behind ``spec``: a built-in name, ``path/to/file.py:factory``,
+    ``package.module:factory`` or ``torchvision.models:NAME``
+    (:func:`~hudd_core.models.zoo.torchvision_factory`)."""
     if spec in BUILTIN:
         return BUILTIN[spec]
     if ":" not in spec:
@@ -30,6 +31,8 @@ def resolve_factory(spec: str):
             "form file.py:factory or package.module:factory"
         )
     where, name = spec.rsplit(":", 1)
+    if where == "torchvision.models":
+        return torchvision_factory(name)
     if where.endswith(".py"):
         path = Path(where)
         if not path.is_file():

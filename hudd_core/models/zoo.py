@@ -8,6 +8,7 @@ user data alike; classifiers return logits, the keypoint regressor returns
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -237,6 +238,30 @@ def vit(num_classes: int, in_channels: int = 1, input_size: int = 64) -> nn.Modu
     """Small ViT (8x8 patches, width 64, 4 blocks of 4 heads) for square inputs whose side
     is a multiple of 8."""
     return TinyViT(num_classes, in_channels, input_size)
+
+
+def torchvision_factory(name: str) -> Callable[..., nn.Module]:
+    """The factory behind ``--model torchvision.models:NAME``: torchvision's classifier
+    ``name`` with random weights (nothing is downloaded; bring trained weights with
+    ``--weights``), ``num_classes`` from the data and, for the ViT and MaxViT families,
+    which fix their input size, ``input_size`` from the images. Images get the 3 channels
+    of its stem (grey images are converted)."""
+    import torchvision.models as tv
+
+    if name not in tv.list_models(module=tv):
+        raise ValueError(f"--model torchvision.models:{name}: not a torchvision classifier "
+                         "(torchvision.models.list_models(module=torchvision.models))")  # fmt: skip
+
+    def build(num_classes: int, input_size: int | None = None) -> nn.Module:
+        size = {}
+        if input_size is not None and name.startswith("vit_"):
+            size = {"image_size": input_size}
+        elif input_size is not None and name.startswith("maxvit"):
+            size = {"input_size": (input_size, input_size)}
+        return tv.get_model(name, num_classes=num_classes, **size)
+
+    build.__name__ = build.__qualname__ = name
+    return build
 
 
 BUILTIN = {"alexnet": alexnet, "resnet": resnet, "kpnet": kpnet, "mobilenet": mobilenet,
