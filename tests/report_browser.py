@@ -53,6 +53,7 @@ window.__probe = {errors: [], t0: performance.now()};
       im.addEventListener("error", done);
     });
     await Promise.race([Promise.all(imgs.map(settled)), new Promise((r) => setTimeout(r, 15000))]);
+    await new Promise((r) => setTimeout(r, 200));  // the page's own load handlers run first
     p.images = imgs.length;
     p.broken = imgs.filter((im) => !im.complete || !im.naturalWidth).map((im) => im.alt);
     p.sections = Array.from(document.querySelectorAll("section[id]")).map((s) => s.id);

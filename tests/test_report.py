@@ -381,3 +381,18 @@ def test_gain_box_plot_with_one_run_shows_points(case):
     for m, b in boxes.items():
         assert "<rect" not in b["body"] and b["body"].count("<circle") == 1
         assert float(b["attrs"]["median"]) == pytest.approx(info[m]["gain"]["runs"][0] * 100)
+
+
+def test_embedding_draws_an_even_sample_past_its_cap():
+    """Past ``cap`` rows an even sample is drawn, plus every image shown on hover; the
+    legend still counts every image."""
+    from hudd_core.report import charts
+
+    rows = [{"image": f"i{j}", "cluster": str(j % 3 + 1), "x": str(j), "y": str(j % 7)}
+            for j in range(100)]  # fmt: skip
+    out = charts.embedding_scatter(rows, {2: [("i1", 0), ("i4", 1)]}, cap=10)
+    assert [g["n"] for g in out["groups"]] == [34, 33, 33]
+    assert out["dots"] == sum(g["d"].count("h0") for g in out["groups"]) == 12  # 10 + 2
+    assert [p[4] for p in out["points"]] == ["i1", "i4"]
+    drawn = {(g["id"], d) for g in out["groups"] for d in g["d"].split("M")[1:]}
+    assert all((2, f"{x} {y}h0") in drawn for x, y, *_ in out["points"])

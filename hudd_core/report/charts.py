@@ -5,7 +5,8 @@ images coloured by cluster, and the box plot of the retraining gains per method.
 SVG rather than a PNG so that the page can point at the images under the cursor and so
 that a test can read the values drawn. Both stay small at any size: the scatter draws
 each cluster as one ``<path>`` of zero-length strokes (about 10 bytes a point, integer
-coordinates), and only a capped sample of points carries an image to show on hover.
+coordinates; at most ``MAX_DOTS`` points), and only a capped sample of points carries an
+image to show on hover.
 
 Example:
     >>> scatter = embedding_scatter(
@@ -31,6 +32,7 @@ from hudd_core.cluster_methods import NOISE
 
 WIDTH, HEIGHT, PAD = 640, 420, 10  # the scatter's viewBox
 NOISE_COLOUR = "#9e9e9e"
+MAX_DOTS = 20_000  # past this many error images, an even sample is drawn (~10 bytes a dot)
 BOX_HEIGHT, BOX_TOP, BOX_BOTTOM, BOX_LEFT, BOX_SLOT = 260, 16, 36, 56, 90
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)  # whiskers at min and max: few runs, no outliers
 STATS = ("low", "q1", "median", "q3", "high")
@@ -74,16 +76,27 @@ def _fit(xy: np.ndarray) -> np.ndarray:
     return np.rint(px).astype(int)
 
 
-def embedding_scatter(rows: list[dict], hover: dict[int, list[tuple[str, int]]]) -> dict:
+def embedding_scatter(
+    rows: list[dict], hover: dict[int, list[tuple[str, int]]], cap: int = MAX_DOTS
+) -> dict:
     """The scatter of ``embedding.csv``'s rows (``image,cluster,x,y``): per cluster (id
-    order) its colour, label, number of points and path; ``hover``: per cluster the
-    images that show on hover, each with its cell in the cluster's contact sheet.
-    ``points``: ``[x, y, cluster, cell, image]`` of those."""
+    order) its colour, label, size ``n``, path and number of ``dots`` drawn (all, up to
+    ``cap`` rows on the page: then an even sample of them); ``hover``: per cluster the
+    images that show on hover, each with its cell in the cluster's contact sheet
+    (always drawn). ``points``: ``[x, y, cluster, cell, image]`` of those."""
     xy = _fit(np.array([[float(r["x"]), float(r["y"])] for r in rows]).reshape(-1, 2))
+    on_hover = {image for shown in hover.values() for image, _ in shown}
+    keep = np.zeros(len(rows), bool)
+    keep[np.linspace(0, len(rows) - 1, min(cap, len(rows))).round().astype(int)] = True
     where: dict[str, tuple[int, int]] = {}
+    size: dict[int, int] = {}
     paths: dict[int, list[str]] = {}
-    for r, (x, y) in zip(rows, xy.tolist(), strict=True):
-        paths.setdefault(int(r["cluster"]), []).append(f"M{x} {y}h0")
+    for r, (x, y), kept in zip(rows, xy.tolist(), keep.tolist(), strict=True):
+        c = int(r["cluster"])
+        size[c] = size.get(c, 0) + 1
+        paths.setdefault(c, [])
+        if kept or r["image"] in on_hover:
+            paths[c].append(f"M{x} {y}h0")
         where[r["image"]] = (x, y)
     colours = palette(sorted(paths))
     groups = [
@@ -91,7 +104,8 @@ def embedding_scatter(rows: list[dict], hover: dict[int, list[tuple[str, int]]])
             "id": c,
             "label": cluster_label(c),
             "colour": colours[c],
-            "n": len(paths[c]),
+            "n": size[c],
+            "dots": len(paths[c]),
             "d": "".join(paths[c]),
         }
         for c in sorted(paths)
@@ -102,8 +116,8 @@ def embedding_scatter(rows: list[dict], hover: dict[int, list[tuple[str, int]]])
         for image, cell in shown
         if image in where
     ]
-    return {"groups": groups, "points": points, "n": len(rows), "width": WIDTH,
-            "height": HEIGHT}  # fmt: skip
+    return {"groups": groups, "points": points, "n": len(rows),
+            "dots": sum(g["dots"] for g in groups), "width": WIDTH, "height": HEIGHT}  # fmt: skip
 
 
 def box_stats(runs: list[float]) -> dict[str, float]:

@@ -288,12 +288,12 @@ def embedding(workdir: Path, cards: list[dict]) -> dict | None:
     rows = read_csv(workdir / "ClusterAnalysis" / "embedding.csv")
     if not rows:
         return None
-    per = max(1, HOVER_POINTS // max(1, len(cards)))
+    with_sheet = [c for c in cards if c["sheet"]]
+    per = max(1, HOVER_POINTS // max(1, len(with_sheet)))
     hover = {}
-    for c in cards:
-        if c["sheet"]:
-            cells = list(enumerate(c["sheet"]["images"]))
-            hover[c["id"]] = [(img, cell) for cell, img in media.pick_evenly(cells, per)]
+    for c in media.pick_evenly(with_sheet, HOVER_POINTS):  # past that many clusters: some
+        cells = list(enumerate(c["sheet"]["images"]))
+        hover[c["id"]] = [(img, cell) for cell, img in media.pick_evenly(cells, per)]
     return charts.embedding_scatter(rows, hover)
 
 
@@ -447,6 +447,7 @@ def left_out(
     dendro: dict,
     cluster_summary: dict,
     links: Links,
+    scatter: dict | None = None,
 ) -> list[dict]:
     """What the page leaves out, how much of it it shows, and where the full material is."""
     total = sum(c["size"] for c in cards)
@@ -489,6 +490,15 @@ def left_out(
                 "shown": DENDROGRAM_LEAVES,
                 "total": dendro["n"],
                 "where": links.show(layer_folder(workdir, best) / "linkage.npy"),
+            }
+        )
+    if scatter and scatter["dots"] < scatter["n"]:
+        items.append(
+            {
+                "what": "error images drawn in the 2-D embedding",
+                "shown": scatter["dots"],
+                "total": scatter["n"],
+                "where": links.show(workdir / "ClusterAnalysis" / "embedding.csv"),
             }
         )
     others = [n for n in cluster_summary["layers"] if n != best]
@@ -544,6 +554,7 @@ def gather(
     assign = assignment(workdir, data, cards, links)
     dendro = dendrogram(workdir, cluster_summary)
     removed = [r for r in read_inspection(workdir) if r["cluster"] is None]
+    scatter = embedding(workdir, cards)
     return {
         "summary": summary(workdir, cluster_summary, len(cards)),
         "clusters": {
@@ -554,11 +565,11 @@ def gather(
             "inspection": links(workdir / "inspection.csv"),
             "inspection_shown": links.show(workdir / "inspection.csv"),
         },
-        "embedding": embedding(workdir, cards),
+        "embedding": scatter,
         "assignment": assign,
         "retraining": retraining(retraining_info, {c["id"]: c for c in cards}),
         "rq1": rq1(workdir),
         "layers": layers(workdir, cluster_summary),
         "dendrogram": dendro,
-        "left_out": left_out(workdir, cards, best, assign, dendro, cluster_summary, links),
+        "left_out": left_out(workdir, cards, best, assign, dendro, cluster_summary, links, scatter),
     }

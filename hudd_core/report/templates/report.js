@@ -21,6 +21,7 @@
       if (label) label.textContent = (i + 1) + "/" + n;
     }
     sheet.addEventListener("load", draw);
+    if (sheet.complete) draw();  // loaded before this script ran: no load event comes
     return {
       start() {
         sheet.loading = "eager";  // the animation needs the sheet now
