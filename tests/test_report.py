@@ -396,3 +396,20 @@ def test_embedding_draws_an_even_sample_past_its_cap():
     assert [p[4] for p in out["points"]] == ["i1", "i4"]
     drawn = {(g["id"], d) for g in out["groups"] for d in g["d"].split("M")[1:]}
     assert all((2, f"{x} {y}h0") in drawn for x, y, *_ in out["points"])
+
+
+@pytest.mark.parametrize(
+    ("name", "bad"), [("embedding.csv", "x"), ("pairs.csv", "count"), ("pairs.csv", "share")]
+)
+def test_a_damaged_cluster_analysis_file_names_itself(case, tmp_path, name, bad):
+    T = tmp_path / "T"
+    shutil.copytree(case["T"], T, ignore=shutil.ignore_patterns("Cluster_*"))
+    path = T / "ClusterAnalysis" / name
+    rows = list(csv.DictReader(open(path)))
+    rows[0][bad] = "n/a"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(ValueError, match=rf"{name} line 2: .*n/a.*hudd cluster"):
+        build_report(T, case["data"])

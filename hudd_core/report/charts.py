@@ -84,7 +84,7 @@ def embedding_scatter(
     ``cap`` rows on the page: then an even sample of them); ``hover``: per cluster the
     images that show on hover, each with its cell in the cluster's contact sheet
     (always drawn). ``points``: ``[x, y, cluster, cell, image]`` of those."""
-    xy = _fit(np.array([[float(r["x"]), float(r["y"])] for r in rows]).reshape(-1, 2))
+    xy = _fit(np.array([[float(r["x"]), float(r["y"])] for r in rows], float).reshape(-1, 2))
     on_hover = {image for shown in hover.values() for image, _ in shown}
     keep = np.zeros(len(rows), bool)
     keep[np.linspace(0, len(rows) - 1, min(cap, len(rows))).round().astype(int)] = True

@@ -4,8 +4,10 @@ section; :mod:`hudd_core.report.html` renders them with the section templates).
 The page's size is bounded by design, whatever the number of error images: per cluster
 one contact sheet of at most ``SHEET_FRAMES`` members (fewer when there are many
 clusters: ``PAGE_FRAMES`` in all), overlays for ``samples`` members, the ``SELECTED``
-closest selected improvement images; everything else is linked, and the "left out"
-section says what and where.
+closest selected improvement images, the 2-D embedding's points (at most
+``charts.MAX_DOTS``; ``HOVER_POINTS`` of them with an image on hover, cut from the
+contact sheets); everything else is linked, and the "left out" section says what and
+where.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import csv
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
@@ -45,6 +49,15 @@ def read_csv(path: Path) -> list[dict]:
 
 def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+@contextmanager
+def _row_of(path: Path, line: int) -> Iterator[None]:
+    """A row that does not parse stops the report with the file and line named."""
+    try:
+        yield
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"{path} line {line}: {exc!r} (`hudd cluster` rewrites it)") from exc
 
 
 class Links:
@@ -132,12 +145,13 @@ def pair_shares(workdir: Path, top: int = TOP_PAIRS) -> dict[int, list[dict]]:
     pairs by count, then ``other`` (the rest together), each ``{pair, n, share}``. A
     cluster without classes (keypoint runs: every pair ``unknown``) has none; so has
     every cluster of an older work folder without the file."""
+    path = workdir / "ClusterAnalysis" / "pairs.csv"
     by: dict[int, list[dict]] = {}
-    for r in read_csv(workdir / "ClusterAnalysis" / "pairs.csv"):
-        pair = r["pair"].replace("→", " → ")
-        by.setdefault(int(r["cluster"]), []).append(
-            {"pair": pair, "n": int(r["count"]), "share": float(r["share"])}
-        )
+    for line, r in enumerate(read_csv(path), start=2):
+        with _row_of(path, line):
+            row = {"pair": r["pair"].replace("→", " → "), "n": int(r["count"]),
+                   "share": float(r["share"])}  # fmt: skip
+            by.setdefault(int(r["cluster"]), []).append(row)
     out = {}
     for cid, rows in by.items():
         if all(r["pair"] == "unknown" for r in rows):
@@ -154,7 +168,7 @@ HYPER = {  # what a clusterer's grid share stands for (hudd_core.cluster_methods
     "hdbscan": "min_cluster_size={m} ({share:.0%} of the error images)",
     "dbscan": "min_samples={m} ({share:.0%} of the error images), eps at the knee of the "
     "distances to the {m}-th neighbour",
-    "ward": "Ward, k of the highest silhouette",
+    "ward": "with k of the highest silhouette",
 }
 
 
@@ -285,9 +299,13 @@ def embedding(workdir: Path, cards: list[dict]) -> dict | None:
     """``T/ClusterAnalysis/embedding.csv`` as the scatter of :mod:`charts` (None without
     the file: older work folders). On hover: per cluster an even sample of its contact
     sheet's images (``HOVER_POINTS`` on the page in all), drawn from that sheet."""
-    rows = read_csv(workdir / "ClusterAnalysis" / "embedding.csv")
+    path = workdir / "ClusterAnalysis" / "embedding.csv"
+    rows = read_csv(path)
     if not rows:
         return None
+    for line, r in enumerate(rows, start=2):
+        with _row_of(path, line):
+            r["cluster"], r["x"], r["y"] = int(r["cluster"]), float(r["x"]), float(r["y"])
     with_sheet = [c for c in cards if c["sheet"]]
     per = max(1, HOVER_POINTS // max(1, len(with_sheet)))
     hover = {}
@@ -368,7 +386,7 @@ def retraining(info: dict | None, cards_or_words: dict[int, dict]) -> dict | Non
     return {
         "info": info,
         "methods": methods,
-        "box": charts.box_plot({m: info[m]["gain"].get("runs", []) for m in methods}),
+        "box": charts.box_plot({m: info[m].get("gain", {}).get("runs", []) for m in methods}),
         "groups": groups,
         "named": _named_root_causes(info, methods, cards_or_words),
     }
