@@ -318,6 +318,7 @@ def test_a_density_method_names_its_parameters_and_the_unclustered(noisy):
         "layers by label-free score; seed 0</td></tr>"
     ) in summary
     assert f"<tr><th>unclustered images (noise, cluster 0)</th><td>{n0}</td></tr>" in summary
+    assert "<tr><th>root-cause clusters</th><td>5</td></tr>" in summary  # 6 less the noise
     assert "WICD at k" not in summary  # no WICD for a density method
     card = _card(page, 0)
     assert "<h3>Unclustered <span" in card and f"{n0} images" in card

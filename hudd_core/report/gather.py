@@ -24,6 +24,7 @@ from urllib.parse import quote
 import numpy as np
 
 from hudd_core.cluster import layer_folder
+from hudd_core.cluster_methods import NOISE
 from hudd_core.inspection import cluster_facts, inspection_by_cluster, read_inspection
 from hudd_core.plots import dendrogram_png, rq1_plot
 from hudd_core.rcc import rcc_folder
@@ -574,7 +575,7 @@ def gather(
     removed = [r for r in read_inspection(workdir) if r["cluster"] is None]
     scatter = embedding(workdir, cards)
     return {
-        "summary": summary(workdir, cluster_summary, len(cards)),
+        "summary": summary(workdir, cluster_summary, sum(c["id"] != NOISE for c in cards)),
         "clusters": {
             "cards": cards,
             "best": best,
