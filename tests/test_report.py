@@ -323,6 +323,7 @@ def test_a_density_method_names_its_parameters_and_the_unclustered(noisy):
     card = _card(page, 0)
     assert "<h3>Unclustered <span" in card and f"{n0} images" in card
     assert '<a href="#cluster-0">0</a> (unclustered)</td>' in _section(page, "clusters")
+    assert '<a href="#cluster-0">0</a> (unclustered)</td>' in _section(page, "retraining")
     sec = _section(page, "embedding")
     assert '<li data-cluster="0" data-colour="#9e9e9e">' in sec
     assert '<a href="#cluster-0">unclustered</a>' in sec

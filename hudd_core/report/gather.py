@@ -374,6 +374,7 @@ def retraining(info: dict | None, cards_or_words: dict[int, dict]) -> dict | Non
         rows = [
             {
                 "name": n,
+                "unclustered": group == "rcc" and n.isdigit() and int(n) == NOISE,
                 "n": info["before"][group][n]["n"],
                 "before": info["before"][group][n]["accuracy"],
                 "after": [info[m][group][n] for m in methods],
