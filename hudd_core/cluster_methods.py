@@ -181,7 +181,9 @@ def relabel(raw: np.ndarray) -> np.ndarray:
     return out
 
 
-def _size(share: float, n: int) -> int:
+def grid_size(share: float, n: int) -> int:
+    """The size a grid ``share`` of ``n`` points stands for (at least 3; the report
+    shows it too)."""
     return max(3, round(share * n))
 
 
@@ -190,7 +192,7 @@ def cluster_hdbscan(Z: np.ndarray, share: float) -> np.ndarray:
     ``min_samples`` 3 (scikit-learn; deterministic)."""
     from sklearn.cluster import HDBSCAN
 
-    m = _size(share, Z.shape[0])
+    m = grid_size(share, Z.shape[0])
     if Z.shape[0] < 2 * m:  # too few points for two clusters: one
         return np.ones(Z.shape[0], dtype=np.int64)
     return relabel(HDBSCAN(min_cluster_size=m, min_samples=3, copy=True).fit_predict(Z))
@@ -218,7 +220,7 @@ def cluster_dbscan(Z: np.ndarray, share: float) -> np.ndarray:
     :func:`knee_eps`."""
     from sklearn.cluster import DBSCAN
 
-    m = _size(share, Z.shape[0])
+    m = grid_size(share, Z.shape[0])
     if Z.shape[0] <= m:
         return np.ones(Z.shape[0], dtype=np.int64)
     return relabel(DBSCAN(eps=knee_eps(Z, m), min_samples=m).fit_predict(Z))

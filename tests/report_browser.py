@@ -53,6 +53,7 @@ window.__probe = {errors: [], t0: performance.now()};
       im.addEventListener("error", done);
     });
     await Promise.race([Promise.all(imgs.map(settled)), new Promise((r) => setTimeout(r, 15000))]);
+    await new Promise((r) => setTimeout(r, 200));  // the page's own load handlers run first
     p.images = imgs.length;
     p.broken = imgs.filter((im) => !im.complete || !im.naturalWidth).map((im) => im.alt);
     p.sections = Array.from(document.querySelectorAll("section[id]")).map((s) => s.id);
@@ -76,6 +77,19 @@ window.__probe = {errors: [], t0: performance.now()};
       min.dispatchEvent(new Event("input"));
       p.order.by_id_filtered = ids();
       p.order.cards_by_id_filtered = cards();
+    }
+    const plot = document.getElementById("embedding-plot");
+    if (plot) {  // point at the embedding's first sampled point: its image shows
+      const pt = JSON.parse(document.getElementById("embedding-points").textContent)[0];
+      const q = plot.createSVGPoint();
+      q.x = pt[0]; q.y = pt[1];
+      const at = q.matrixTransform(plot.getScreenCTM());
+      const move = {clientX: at.x, clientY: at.y, bubbles: true};
+      plot.dispatchEvent(new MouseEvent("mousemove", move));
+      const tip = document.getElementById("embedding-tip"), c = tip.querySelector("canvas");
+      const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+      p.hover = {shown: !tip.hidden, text: tip.textContent, point: pt,
+                 drawn: d.some((v, i) => i % 4 !== 3 && v > 0)};
     }
     document.documentElement.setAttribute("data-probe", JSON.stringify(p));
   });
@@ -105,7 +119,8 @@ def probe(
     """Loads ``page`` with the probe; returns its findings plus ``console`` (Chromium's
     console lines that read as errors) and ``wall_s`` (the browser's run, start to exit).
     ``order``: the clusters shown (overview rows, ids) as the page first sorts them, then
-    sorted by id and filtered to ``min_size`` members or more (rows, and the cards)."""
+    sorted by id and filtered to ``min_size`` members or more (rows, and the cards);
+    ``hover``: what pointing at the embedding's first sampled point shows."""
     page = Path(page).resolve()
     text = page.read_text()
     copy = page.with_name(page.stem + ".probe.html")

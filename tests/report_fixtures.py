@@ -57,18 +57,23 @@ def _heatmaps(T: Path, data: Path, images: list[str], rng) -> None:
 
 
 def _cluster_files(
-    T: Path, data: Path, images: list[str], X: np.ndarray, k: int, gifs: bool
+    T: Path, data: Path, images: list[str], X: np.ndarray, k: int, gifs: bool, noise: bool
 ) -> np.ndarray:
     """Ward on the parameters cut into ``k`` clusters, written as the ClusterModule does
-    (per layer: linkage, WICD curve, knee plot; the best layer ``conv``; its RCCs)."""
+    (per layer: linkage, WICD curve, knee plot; the best layer ``conv``; its RCCs; the
+    pairs and the 2-D embedding). ``noise``: as a density method leaves it, the last
+    cluster becomes the unclustered images (cluster 0) and the summary names HDBSCAN."""
     import fastcluster
     from scipy.cluster.hierarchy import fcluster
 
     from hudd_core import rcc, rq1
     from hudd_core.cluster import LayerClustering, layer_folder, write_layer
+    from hudd_core.cluster_methods import embedding_of, write_cluster_analysis
 
     Z = fastcluster.linkage_vector(X, method="ward")
     labels = fcluster(Z, k, criterion="maxclust").astype(int)
+    if noise:
+        labels[labels == k] = 0
     ks = np.arange(2, max(4, min(len(images) // 2, 2 * k)) + 1)
     wicd = 1.0 / np.sqrt(ks)
     for layer in ("input", "conv"):
@@ -77,6 +82,7 @@ def _cluster_files(
         )
         write_layer(layer_folder(T, layer), res, images, {"synthetic": True})
     summary = {
+        "method": "hudd",
         "best_layer": "conv",
         "selection": "wicd-knee",
         "n_images": len(images),
@@ -98,7 +104,13 @@ def _cluster_files(
         ["image", "cluster", "layer"],
         [(i, c, "conv") for i, c in zip(images, labels, strict=True)],
     )
+    if noise:
+        params = {"features": "unit", "reduction": "pca", "clusterer": "hdbscan", "dims": 10,
+                  "layers": "spatial", "share": 0.05, "seed": 0}  # fmt: skip
+        summary.update(method="hdbscan", method_params=params, selection="label-free score",
+                       n_clusters=k - 1, n_unclustered=int(np.sum(labels == 0)))  # fmt: skip
     rcc.write_rcc_folders(T, data, "conv", images, labels, gifs=gifs)
+    write_cluster_analysis(T, images, labels, embedding_of(T / "Heatmaps" / "conv.npy"))
     summary["rq1"] = rq1.analyse(T, data, images, labels)
     (T / "ClusterAnalysis" / "summary.json").write_text(json.dumps(summary))
     return labels
@@ -147,9 +159,11 @@ def make_report_case(
     image_size: int = 32,
     seed: int = 0,
     gifs: bool = True,
+    noise: bool = False,
 ) -> dict:
     """Writes ``root/DataSets`` (simulator: ``n_errors`` test images, half as many
-    improvement images) and ``root/T``; returns paths, images, labels and retrain.json."""
+    improvement images) and ``root/T``; returns paths, images, labels and retrain.json.
+    ``noise``: a density method's clustering (see :func:`_cluster_files`)."""
     from hudd_core.data.generate import generate
 
     rng = np.random.default_rng(seed)
@@ -174,12 +188,12 @@ def make_report_case(
         [(i, "Wrong", i.split("/")[1], p) for i, p in zip(images, predicted, strict=True)],
     )
     _heatmaps(T, data, images, rng)
-    labels = _cluster_files(T, data, images, X, n_clusters, gifs)
+    labels = _cluster_files(T, data, images, X, n_clusters, gifs, noise)
     pool = [f"ImprovementSet/{r['image']}" for r in _rows(data / "ImprovementSet" / "metadata.csv")]
     rows, start = [], 0
     ids, sizes = np.unique(labels, return_counts=True)
     for cid, n in zip(ids.tolist(), sizes.tolist(), strict=True):  # the pool shared by size
-        quota = math.ceil(2 * n) if n > 1 else 0
+        quota = math.ceil(2 * n) if n > 1 and cid != 0 else 0  # noise: no quota
         take = pool[start : start + min(quota, len(pool) * n // len(images))]
         start += len(take)
         rows += [(img, cid, f"{0.1 + 0.01 * j:.4f}", 0) for j, img in enumerate(take)]

@@ -4,8 +4,10 @@ section; :mod:`hudd_core.report.html` renders them with the section templates).
 The page's size is bounded by design, whatever the number of error images: per cluster
 one contact sheet of at most ``SHEET_FRAMES`` members (fewer when there are many
 clusters: ``PAGE_FRAMES`` in all), overlays for ``samples`` members, the ``SELECTED``
-closest selected improvement images; everything else is linked, and the "left out"
-section says what and where.
+closest selected improvement images, the 2-D embedding's points (at most
+``charts.MAX_DOTS``; ``HOVER_POINTS`` of them with an image on hover, cut from the
+contact sheets); everything else is linked, and the "left out" section says what and
+where.
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ import csv
 import json
 import math
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 
 from hudd_core.cluster import layer_folder
+from hudd_core.cluster_methods import NOISE
 from hudd_core.inspection import cluster_facts, inspection_by_cluster, read_inspection
 from hudd_core.plots import dendrogram_png, rq1_plot
 from hudd_core.rcc import rcc_folder
-from hudd_core.report import media
+from hudd_core.report import charts, media
 
 PAGE_FRAMES = 10_000  # contact-sheet cells on the whole page (100 clusters × 100)
 MIN_FRAMES = 12
@@ -31,6 +36,8 @@ SELECTED = 20  # selected improvement images shown per cluster (the closest)
 SELECTED_CELL = 40
 DENDROGRAM_LEAVES = 60
 MANY_CLUSTERS = 100  # past this, overlays for one member per cluster
+TOP_PAIRS = 3  # (true → predicted) pairs named per cluster, the rest as "other"
+HOVER_POINTS = 2000  # embedding points that show their image on hover, on the whole page
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -43,6 +50,15 @@ def read_csv(path: Path) -> list[dict]:
 
 def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+@contextmanager
+def _row_of(path: Path, line: int) -> Iterator[None]:
+    """A row that does not parse stops the report with the file and line named."""
+    try:
+        yield
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValueError(f"{path} line {line}: {exc!r} (`hudd cluster` rewrites it)") from exc
 
 
 class Links:
@@ -76,12 +92,13 @@ def frames_per_cluster(n_clusters: int, cap: int = media.SHEET_FRAMES) -> int:
 
 
 def _sheet(data: Path, images: list[str], n: int, cell: int) -> dict | None:
-    """A contact sheet of ``n`` evenly spaced ``images`` (those that open)."""
-    thumbs = [media.load_thumbnail(data / i, cell) for i in media.pick_evenly(images, n)]
-    thumbs = [t for t in thumbs if t is not None]
-    if not thumbs:
+    """A contact sheet of ``n`` evenly spaced ``images`` (those that open; ``images``:
+    those in the sheet, cell by cell)."""
+    picked = [(i, media.load_thumbnail(data / i, cell)) for i in media.pick_evenly(images, n)]
+    picked = [(i, t) for i, t in picked if t is not None]
+    if not picked:
         return None
-    sheet, count = media.contact_sheet(thumbs, cell)
+    sheet, count = media.contact_sheet([t for _, t in picked], cell)
     cols = sheet.width // cell
     return {
         "uri": media.encoded_uri(sheet),
@@ -90,27 +107,20 @@ def _sheet(data: Path, images: list[str], n: int, cell: int) -> dict | None:
         "cell": cell,
         "width": sheet.width,
         "height": sheet.height,
+        "images": [i for i, _ in picked],
     }
 
 
 def summary(workdir: Path, cluster_summary: dict, n_clusters: int) -> dict:
     best = cluster_summary["best_layer"]
-    info = cluster_summary["layers"][best]
     rows = [
         ["error-inducing images", cluster_summary.get("n_images", "")],
+        ["clustering method", method_line(cluster_summary)],
         ["root-cause clusters", n_clusters],
-        ["best layer", best],
-        ["number of clusters chosen by", info["method"]],
-        ["WICD at k", fmt_num(info["wicd"])],
-        ["silhouette at k", fmt_num(info["silhouette"])],
-        ["images to inspect (5 per cluster)", fmt_pct(cluster_summary.get("inspect_share"))],
     ]
-    path = cluster_summary.get("clustering", {})
-    if info.get("approximate") or path.get("path") == "approximate":
-        reason = path.get("reason") or "large N"
-        rows.append(["clustering", f"APPROXIMATE ({reason}: random projection + sampling)"])
-    else:
-        rows.append(["clustering", "exact (the published toolset's rule)"])
+    if "n_unclustered" in cluster_summary:
+        rows.append(["unclustered images (noise, cluster 0)", cluster_summary["n_unclustered"]])
+    rows += [["best layer", best], *_selection_rows(cluster_summary)]
     rq1 = cluster_summary.get("rq1")
     if rq1:
         rows.append(
@@ -131,6 +141,101 @@ def summary(workdir: Path, cluster_summary: dict, n_clusters: int) -> dict:
     return {"rows": rows, "workdir": str(workdir.resolve())}
 
 
+def pair_shares(workdir: Path, top: int = TOP_PAIRS) -> dict[int, list[dict]]:
+    """Per cluster, from ``T/ClusterAnalysis/pairs.csv``: its ``top`` (true → predicted)
+    pairs by count, then ``other`` (the rest together), each ``{pair, n, share}``. A
+    cluster without classes (keypoint runs: every pair ``unknown``) has none; so has
+    every cluster of an older work folder without the file."""
+    path = workdir / "ClusterAnalysis" / "pairs.csv"
+    by: dict[int, list[dict]] = {}
+    for line, r in enumerate(read_csv(path), start=2):
+        with _row_of(path, line):
+            row = {"pair": r["pair"].replace("→", " → "), "n": int(r["count"]),
+                   "share": float(r["share"])}  # fmt: skip
+            by.setdefault(int(r["cluster"]), []).append(row)
+    out = {}
+    for cid, rows in by.items():
+        if all(r["pair"] == "unknown" for r in rows):
+            continue
+        rows.sort(key=lambda r: -r["n"])  # the file's order; kept for ties
+        rest = rows[top:]
+        other = [{"pair": "other", "n": sum(r["n"] for r in rest),
+                  "share": sum(r["share"] for r in rest)}] if rest else []  # fmt: skip
+        out[cid] = rows[:top] + other
+    return out
+
+
+HYPER = {  # what a clusterer's grid share stands for (hudd_core.cluster_methods.GRIDS)
+    "hdbscan": "min_cluster_size={m} ({share:.0%} of the error images)",
+    "dbscan": "min_samples={m} ({share:.0%} of the error images), eps at the knee of the "
+    "distances to the {m}-th neighbour",
+    "ward": "with k of the highest silhouette",
+}
+
+
+def _selection_rows(cluster_summary: dict) -> list[list]:
+    """How k was chosen at the best layer, the scores there, the share to inspect and
+    (the published rule) whether the clustering was exact."""
+    info = cluster_summary["layers"][cluster_summary["best_layer"]]
+    share = ["images to inspect (5 per cluster)", fmt_pct(cluster_summary.get("inspect_share"))]
+    if cluster_summary.get("method", "hudd") != "hudd":
+        return [
+            ["clusters chosen by", cluster_summary.get("selection", "")],
+            ["label-free score of the chosen candidate", fmt_num(info["silhouette"])],
+            share,
+        ]
+    rows = [
+        ["number of clusters chosen by", info["method"]],
+        ["WICD at k", fmt_num(info["wicd"])],
+        ["silhouette at k", fmt_num(info["silhouette"])],
+        share,
+    ]
+    path = cluster_summary.get("clustering", {})
+    if info.get("approximate") or path.get("path") == "approximate":
+        reason = path.get("reason") or "large N"
+        rows.append(["clustering", f"APPROXIMATE ({reason}: random projection + sampling)"])
+    else:
+        rows.append(["clustering", "exact (the published toolset's rule)"])
+    return rows
+
+
+def method_line(cluster_summary: dict) -> str:
+    r"""The clustering method and its parameters as the cluster step recorded them (a
+    summary without ``method`` predates ``--method``: the published rule).
+
+    Example:
+        >>> method_line({"method": "hudd", "selection": "wicd-knee"})
+        "hudd (the published toolset's rule: Ward per layer, k by wicd-knee)"
+        >>> line = method_line({"method": "hdbscan", "best_layer": "conv", "n_images": 400,
+        ...     "selection": "label-free score", "method_params": {"features": "unit",
+        ...     "reduction": "pca", "clusterer": "hdbscan", "dims": 10, "layers": "spatial",
+        ...     "share": 0.05, "seed": 0}})
+        >>> print(*line.split("; "), sep="\n")
+        hdbscan: unit heatmaps, pca to 10 dimensions, hdbscan min_cluster_size=20 (5% of ...)
+        layer conv of the spatial layers by label-free score
+        seed 0
+    """
+    from hudd_core.cluster_methods import grid_size
+
+    name = cluster_summary.get("method", "hudd")
+    if name == "hudd":
+        selection = cluster_summary.get("selection", "wicd-knee")
+        return f"hudd (the published toolset's rule: Ward per layer, k by {selection})"
+    p = cluster_summary.get("method_params", {})
+    reduction = p.get("reduction", "none")
+    if reduction != "none":
+        reduction = f"{reduction} to {p.get('dims')} dimensions"
+    clusterer = p.get("clusterer", "")
+    share = float(p.get("share", 0.0))
+    m = grid_size(share, int(cluster_summary.get("n_images", 0)))
+    hyper = HYPER.get(clusterer, "").format(m=m, share=share)
+    return (
+        f"{name}: {p.get('features', '')} heatmaps, {reduction}, {clusterer} {hyper}; "
+        f"layer {cluster_summary.get('best_layer')} of the {p.get('layers', '')} layers by "
+        f"{cluster_summary.get('selection', '')}; seed {p.get('seed', '')}"
+    )
+
+
 def clusters(
     workdir: Path, data: Path, best: str, links: Links, samples: int, selected: dict[int, int]
 ) -> list[dict]:
@@ -138,6 +243,7 @@ def clusters(
     sheet, overlay strip, links to its folder and full GIF, planted region, the
     engineer's entry and the number of selected improvement images."""
     facts = cluster_facts(workdir, data)
+    shares = pair_shares(workdir)
     words = inspection_by_cluster(workdir)
     planted = {int(r["cluster"]): r for r in read_csv(workdir / "ClusterAnalysis" / "planted.csv")}
     hm = media.Heatmaps(workdir)
@@ -158,6 +264,7 @@ def clusters(
         out.append(
             {
                 "id": cid,
+                "label": charts.cluster_label(cid),
                 "size": f["size"],
                 "sheet": _sheet(data, f["images"], n_frames, media.SHEET_CELL),
                 "gif": links(folder / f"Cluster_{cid}.gif"),
@@ -172,8 +279,9 @@ def clusters(
                 },
                 "pairs": [
                     {"true": t, "pred": p, "n": n, "share": n / f["size"]}
-                    for t, p, n in f["pairs"][:3]
+                    for t, p, n in f["pairs"][:TOP_PAIRS]
                 ],
+                "pair_shares": shares.get(cid, []),
                 "purity": f["purity"],
                 "params": params[:3],
                 "max_reduction": params[0]["reduction"] if params else None,
@@ -186,6 +294,26 @@ def clusters(
             }
         )
     return out
+
+
+def embedding(workdir: Path, cards: list[dict]) -> dict | None:
+    """``T/ClusterAnalysis/embedding.csv`` as the scatter of :mod:`charts` (None without
+    the file: older work folders). On hover: per cluster an even sample of its contact
+    sheet's images (``HOVER_POINTS`` on the page in all), drawn from that sheet."""
+    path = workdir / "ClusterAnalysis" / "embedding.csv"
+    rows = read_csv(path)
+    if not rows:
+        return None
+    for line, r in enumerate(rows, start=2):
+        with _row_of(path, line):
+            r["cluster"], r["x"], r["y"] = int(r["cluster"]), float(r["x"]), float(r["y"])
+    with_sheet = [c for c in cards if c["sheet"]]
+    per = max(1, HOVER_POINTS // max(1, len(with_sheet)))
+    hover = {}
+    for c in media.pick_evenly(with_sheet, HOVER_POINTS):  # past that many clusters: some
+        cells = list(enumerate(c["sheet"]["images"]))
+        hover[c["id"]] = [(img, cell) for cell, img in media.pick_evenly(cells, per)]
+    return charts.embedding_scatter(rows, hover)
 
 
 def assignment(workdir: Path, data: Path, cards: list[dict], links: Links) -> dict | None:
@@ -246,6 +374,7 @@ def retraining(info: dict | None, cards_or_words: dict[int, dict]) -> dict | Non
         rows = [
             {
                 "name": n,
+                "unclustered": group == "rcc" and n.isdigit() and int(n) == NOISE,
                 "n": info["before"][group][n]["n"],
                 "before": info["before"][group][n]["accuracy"],
                 "after": [info[m][group][n] for m in methods],
@@ -259,6 +388,7 @@ def retraining(info: dict | None, cards_or_words: dict[int, dict]) -> dict | Non
     return {
         "info": info,
         "methods": methods,
+        "box": charts.box_plot({m: info[m].get("gain", {}).get("runs", []) for m in methods}),
         "groups": groups,
         "named": _named_root_causes(info, methods, cards_or_words),
     }
@@ -337,6 +467,7 @@ def left_out(
     dendro: dict,
     cluster_summary: dict,
     links: Links,
+    scatter: dict | None = None,
 ) -> list[dict]:
     """What the page leaves out, how much of it it shows, and where the full material is."""
     total = sum(c["size"] for c in cards)
@@ -379,6 +510,15 @@ def left_out(
                 "shown": DENDROGRAM_LEAVES,
                 "total": dendro["n"],
                 "where": links.show(layer_folder(workdir, best) / "linkage.npy"),
+            }
+        )
+    if scatter and scatter["dots"] < scatter["n"]:
+        items.append(
+            {
+                "what": "error images drawn in the 2-D embedding",
+                "shown": scatter["dots"],
+                "total": scatter["n"],
+                "where": links.show(workdir / "ClusterAnalysis" / "embedding.csv"),
             }
         )
     others = [n for n in cluster_summary["layers"] if n != best]
@@ -434,8 +574,9 @@ def gather(
     assign = assignment(workdir, data, cards, links)
     dendro = dendrogram(workdir, cluster_summary)
     removed = [r for r in read_inspection(workdir) if r["cluster"] is None]
+    scatter = embedding(workdir, cards)
     return {
-        "summary": summary(workdir, cluster_summary, len(cards)),
+        "summary": summary(workdir, cluster_summary, sum(c["id"] != NOISE for c in cards)),
         "clusters": {
             "cards": cards,
             "best": best,
@@ -444,10 +585,11 @@ def gather(
             "inspection": links(workdir / "inspection.csv"),
             "inspection_shown": links.show(workdir / "inspection.csv"),
         },
+        "embedding": scatter,
         "assignment": assign,
         "retraining": retraining(retraining_info, {c["id"]: c for c in cards}),
         "rq1": rq1(workdir),
         "layers": layers(workdir, cluster_summary),
         "dendrogram": dendro,
-        "left_out": left_out(workdir, cards, best, assign, dendro, cluster_summary, links),
+        "left_out": left_out(workdir, cards, best, assign, dendro, cluster_summary, links, scatter),
     }

@@ -7,7 +7,8 @@ data as plain dicts, and each section has its jinja2 template (``templates/<sect
 autoescaped) inside ``page.html``. Sections: contents, summary, the root-cause clusters
 (sortable and filterable overview; per cluster its animation and contact sheet, heatmap
 overlays, true → predicted pairs, the parameters whose variance it reduces, and the
-engineer's inspection entry from ``T/inspection.csv``), the unsafe set, retraining,
+engineer's inspection entry from ``T/inspection.csv``), the error images in two
+dimensions coloured by cluster (when ``embedding.csv`` exists), the unsafe set, retraining,
 RQ1, the layers' WICD/knee plots, the dendrogram, and what the page leaves out.
 
 Example (after ``hudd cluster``)::
@@ -31,6 +32,7 @@ from hudd_core.report import gather as G
 SECTIONS = [  # (id, title, template); a section whose data is None is left out
     ("summary", "Summary", "summary.html"),
     ("clusters", "Root-cause clusters", "clusters.html"),
+    ("embedding", "Error images in two dimensions", "embedding.html"),
     ("assignment", "Unsafe set: selected improvement images", "assignment.html"),
     ("retraining", "Retraining", "retraining.html"),
     ("rq1", "Variance reduction of the simulator parameters (RQ1)", "rq1.html"),

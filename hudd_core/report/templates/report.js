@@ -21,6 +21,7 @@
       if (label) label.textContent = (i + 1) + "/" + n;
     }
     sheet.addEventListener("load", draw);
+    if (sheet.complete) draw();  // loaded before this script ran: no load event comes
     return {
       start() {
         sheet.loading = "eager";  // the animation needs the sheet now
@@ -78,4 +79,66 @@
     $(id).addEventListener("input", apply);
   }
   apply();
+})();
+
+// The embedding: pointing near a sampled point shows its image, drawn from its cluster's
+// contact sheet (no image of its own on the page); a click opens the cluster's card.
+(function () {
+  const svg = document.getElementById("embedding-plot");
+  const data = document.getElementById("embedding-points");
+  if (!svg || !data) return;
+  const points = JSON.parse(data.textContent);  // [x, y, cluster, cell, image]
+  const tip = document.getElementById("embedding-tip");
+  const ring = document.getElementById("embedding-ring");
+  const canvas = tip.querySelector("canvas"), text = tip.querySelector("div");
+  const RADIUS = 8;
+  let current = null;
+  function nearest(evt) {
+    const p = svg.createSVGPoint();
+    p.x = evt.clientX; p.y = evt.clientY;
+    const q = p.matrixTransform(svg.getScreenCTM().inverse());
+    let best = null, dist = RADIUS * RADIUS;
+    for (const pt of points) {
+      const d = (pt[0] - q.x) ** 2 + (pt[1] - q.y) ** 2;
+      if (d <= dist) { dist = d; best = pt; }
+    }
+    return best;
+  }
+  function draw(pt) {
+    const sheet = document.querySelector("#cluster-" + pt[2] + " img.sheet");
+    const anim = document.querySelector("#cluster-" + pt[2] + " canvas.anim");
+    const ctx = canvas.getContext("2d");
+    ctx.fillRect(0, 0, canvas.width, canvas.height);
+    if (!sheet || !anim) return;
+    sheet.loading = "eager";
+    if (!sheet.complete || !sheet.naturalWidth) {
+      sheet.addEventListener("load", () => { if (current === pt) draw(pt); }, { once: true });
+      return;
+    }
+    const cols = Number(anim.dataset.cols), cell = Number(anim.dataset.cell);
+    ctx.imageSmoothingEnabled = false;
+    ctx.drawImage(sheet, (pt[3] % cols) * cell, Math.floor(pt[3] / cols) * cell, cell, cell,
+                  0, 0, canvas.width, canvas.height);
+  }
+  svg.addEventListener("mousemove", (evt) => {
+    const pt = nearest(evt);
+    if (pt === current) return;
+    current = pt;
+    tip.hidden = !pt;
+    ring.toggleAttribute("hidden", !pt);  // an SVG element: the attribute, not .hidden
+    if (!pt) return;
+    ring.setAttribute("cx", pt[0]);
+    ring.setAttribute("cy", pt[1]);
+    text.textContent = "cluster " + pt[2] + ": " + pt[4];
+    const box = svg.parentElement.getBoundingClientRect();
+    tip.style.left = (evt.clientX - box.left + 14) + "px";
+    tip.style.top = (evt.clientY - box.top + 14) + "px";
+    draw(pt);
+  });
+  svg.addEventListener("mouseleave", () => {
+    current = null;
+    tip.hidden = true;
+    ring.setAttribute("hidden", "");
+  });
+  svg.addEventListener("click", () => { if (current) location.hash = "#cluster-" + current[2]; });
 })();
