@@ -453,3 +453,22 @@ def test_selection_options_reuse_or_recompute_the_candidates(assign_case):
     with pytest.raises(ValueError, match="returned no model outputs"):
         (T / "Assign" / "candidates.npz").unlink()
         A.run_assign(T, data, _relevance, backend="numpy", rank="uncertainty", progress=False)
+
+
+def test_hudd_run_checks_the_selection_and_retraining_options():
+    from hudd_core.config import load_config
+    from hudd_core.pipeline import SPECS, validate
+
+    validate(load_config(None, {"quota": "uniform", "distance_threshold": "paper",
+                                "rank": "uncertainty", "freeze": "features",
+                                "bootstrap": "none", "validation": 0.2}))  # fmt: skip
+    bad = {"rank": "size", "quota": "equal", "distance_threshold": "near",
+           "freeze": "all", "bootstrap": "twice"}  # fmt: skip
+    for key, value in bad.items():
+        with pytest.raises(ValueError, match=f"--{key.replace('_', '-')}: '{value}' is not one"):
+            validate(load_config(None, {key: value}))
+    with pytest.raises(ValueError, match=r"--validation must be in \[0, 1\)"):
+        validate(load_config(None, {"validation": 1.5}))
+    # a changed option reruns its step (the step's fingerprint covers it)
+    assert {"quota", "distance_threshold", "rank"} <= set(SPECS["assign"].options)
+    assert {"quota", "freeze", "bootstrap", "validation"} <= set(SPECS["retrain"].options)
