@@ -8,8 +8,19 @@ pass. Reported: the test accuracy gain per method (mean ± std, overall and on t
 regions), HUDD's Vargha–Delaney A12 and Mann–Whitney p against each baseline, and the time
 per repeat. Nothing here is tuned: the reference hyper-parameters are used as they are.
 
+``--variants`` adds HUDD configurations beside the reference ``hudd`` (quota by error
+mass, ranking by distance, no threshold, weighted bootstrap): each reruns the assignment
+with its options (on the saved candidates; ``rank:uncertainty`` recomputes them once) and
+retrains HUDD only, at its own labelling budget; the baselines stay at the reference's.
+A variant is ``LABEL=key:value,...`` over ``quota``, ``distance_threshold``, ``rank``
+(assignment) and ``freeze``, ``bootstrap`` (retraining), or one of :data:`VARIANTS`.
+``--validation F`` also reports every method's gain on a held-out F of the TrainingSet
+(what :mod:`hudd_core.tuning` chooses on; the test figures are never used to choose).
+
     python benchmarks/bench_retrain.py --cases demo:0 demo:1 --repeats 5
     python benchmarks/bench_retrain.py --cases demo:0 --repeats 2 --epochs 3   # quick look
+    python benchmarks/bench_retrain.py --cases demo:0 --size tiny --repeats 1 --epochs 1 \
+        --baselines BL2 --variants uniform uncertainty paper                  # smoke run
 
 Writes ``benchmarks/results/retrain.json`` and ``retrain.md``.
 """
@@ -26,6 +37,44 @@ import numpy as np
 from hudd_core.baselines import BASELINES
 
 RESULTS = Path(__file__).parent / "results"
+ASSIGN_OPTIONS = ("quota", "distance_threshold", "rank")
+RETRAIN_OPTIONS = ("freeze", "bootstrap")
+VARIANTS = {
+    "uniform": {"quota": "uniform"},
+    "uncertainty": {"rank": "uncertainty"},
+    "paper": {"distance_threshold": "paper"},
+    "frozen": {"freeze": "features"},
+    "once": {"bootstrap": "none"},
+}
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """``uniform`` (a name of :data:`VARIANTS`) or ``LABEL=key:value,...``.
+
+    >>> parse_variant("u+p=quota:uniform,distance_threshold:paper")
+    ('u+p', {'quota': 'uniform', 'distance_threshold': 'paper'})
+    """
+    if "=" not in text:
+        if text not in VARIANTS:
+            raise SystemExit(f"--variants: unknown {text!r}; names: {sorted(VARIANTS)} "
+                             "or LABEL=key:value,...")  # fmt: skip
+        return text, dict(VARIANTS[text])
+    label, _, spec = text.partition("=")
+    options = dict(item.split(":", 1) for item in spec.split(",") if item)
+    unknown = sorted(set(options) - {*ASSIGN_OPTIONS, *RETRAIN_OPTIONS})
+    if unknown:
+        raise SystemExit(f"--variants {text}: unknown options {unknown}")
+    return label, options
+
+
+def assign_with(work: Path, options: dict[str, str]) -> dict:
+    """Reruns the demo's assignment with ``options`` (the others: the reference)."""
+    from hudd_core.config import load_config
+    from hudd_core.pipeline import DEMO_MODEL, Run, step_assign
+
+    cfg = load_config(None, {"workdir": str(work), "data": str(work / "DataSets"),
+                             "quiet": True, **options})  # fmt: skip
+    return step_assign(Run(cfg, work / "DNNModels" / f"{DEMO_MODEL}.pt"))
 
 
 def planted_gain(result: dict, method: str) -> float:
@@ -39,33 +88,69 @@ def planted_gain(result: dict, method: str) -> float:
     return float((n * gain).sum() / n.sum())
 
 
-def run_case(case: str, root: Path, repeats: int, epochs: int, baselines: list[str]) -> dict:
+def run_case(
+    case: str,
+    root: Path,
+    repeats: int,
+    epochs: int,
+    baselines: list[str],
+    *,
+    size: str = "small",
+    variants: list[tuple[str, dict[str, str]]] = (),
+    validation: float = 0.0,
+) -> dict:
+    from hudd_core.baselines import versus
     from hudd_core.pipeline import SIZES, run_demo
     from hudd_core.retrain import run_retrain
 
     kind, seed = case.split(":")
-    work = root / f"{kind}_{seed}"
+    work = root / f"{kind}_{seed}_{size}"
     t = time.perf_counter()
-    run_demo(work, "small", int(seed), baselines=False, repeats=1, progress=False)
+    run_demo(work, size, int(seed), baselines=False, repeats=1, progress=False)
     prepare = time.perf_counter() - t
-    hp = {"epochs": epochs or SIZES["small"]["retrain_epochs"]}
+    hp = {"epochs": epochs or SIZES[size]["retrain_epochs"]}
+    common = {"repeats": repeats, "seed": int(seed), "hp": hp, "validation": validation,
+              "progress": False}  # fmt: skip
     t = time.perf_counter()
-    result = run_retrain(work, work / "DataSets", baselines=baselines, repeats=repeats,
-                         seed=int(seed), hp=hp, progress=False)  # fmt: skip
+    result = run_retrain(work, work / "DataSets", baselines=baselines, **common)
     seconds = time.perf_counter() - t
     methods = ["hudd", *baselines]
-    return {
+    row = {
         "case": case,
+        "size": size,
         "prepare_seconds": prepare,
         "retrain_seconds": seconds,
         "seconds_per_repeat": seconds / repeats,
-        "budget": result["labelling_budget"],
+        "budget": {"hudd": result["labelling_budget"]},
         "added_samples": result["balanced_unsafe_set"],
         "before": result["before"]["overall"],
         "gain": {m: result[m]["gain"] for m in methods},
         "planted_gain": {m: planted_gain(result, m) for m in methods},
         "versus": result.get("versus", {}),
     }
+    if validation:
+        row["validation_gain"] = {m: result[m]["validation_gain"] for m in methods}
+    baseline_gains = {b: result[b]["gain"]["runs"] for b in baselines}
+    for label, options in variants:
+        name = f"hudd({label})"
+        assign_with(work, {k: v for k, v in options.items() if k in ASSIGN_OPTIONS})
+        retrain = {k: v for k, v in options.items() if k in RETRAIN_OPTIONS}
+        if "quota" in options:  # the bootstrap target follows the assignment's quota
+            retrain["quota"] = options["quota"]
+        got = run_retrain(work, work / "DataSets", **common, **retrain)
+        row["gain"][name], row["planted_gain"][name] = (
+            got["hudd"]["gain"],
+            planted_gain(got, "hudd"),
+        )
+        row["budget"][name] = got["labelling_budget"]
+        if validation:
+            row["validation_gain"][name] = got["hudd"]["validation_gain"]
+        row.setdefault("variant_versus", {})[name] = versus(got["hudd"]["gain"]["runs"],
+                                                            baseline_gains)  # fmt: skip
+    if variants:  # leave the work folder with the reference's unsafe set and retraining
+        assign_with(work, {})
+        run_retrain(work, work / "DataSets", baselines=baselines, **common)
+    return row
 
 
 def markdown(rows: list[dict], repeats: int) -> str:
@@ -81,12 +166,18 @@ def markdown(rows: list[dict], repeats: int) -> str:
             )
             if m in r["versus"]:
                 cell += f", A12 {r['versus'][m]['a12']:.2f}"
+            if "validation_gain" in r:
+                cell += f", val {100 * r['validation_gain'][m]['mean']:+.1f}"
+            if m in r["budget"]:
+                cell += f", B={r['budget'][m]}"
             cells.append(cell)
         out.append(f"| {r['case']} | " + " | ".join(cells) + f" | {r['seconds_per_repeat']:.0f} |")
     out.append(
         f"\nTest accuracy gain in pp, mean ± std over {repeats} repeats (planted regions in "
         "parentheses); A12: HUDD's Vargha–Delaney effect size against that baseline on the "
-        "overall gains (0.5 = no difference)."
+        "overall gains (0.5 = no difference); val: the gain on the held-out validation "
+        "split (--validation); B: the labelling budget of a HUDD configuration (the "
+        "baselines use the reference hudd's); hudd(...): the --variants."
     )
     return "\n".join(out)
 
@@ -98,13 +189,23 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=0, help="0: the demo's retraining epochs")
     p.add_argument("--baselines", nargs="+", default=[b for b in BASELINES])
     p.add_argument("--root", default="/tmp/hudd_bench_retrain")
+    p.add_argument("--out", default=str(RESULTS), help="folder of retrain.json / retrain.md")
+    p.add_argument("--size", default="small", help="demo size: tiny, small, medium, large")
+    p.add_argument("--variants", nargs="*", default=["uniform", "uncertainty", "paper"],
+                   help=f"HUDD configurations beside the reference: {', '.join(VARIANTS)} "
+                   "or LABEL=key:value,... (none: the reference only)")  # fmt: skip
+    p.add_argument("--validation", type=float, default=0.0,
+                   help="also report gains on this held-out share of the TrainingSet")  # fmt: skip
     args = p.parse_args()
-    rows = [run_case(c, Path(args.root), args.repeats, args.epochs, args.baselines)
+    variants = [parse_variant(v) for v in args.variants]
+    rows = [run_case(c, Path(args.root), args.repeats, args.epochs, args.baselines,
+                     size=args.size, variants=variants, validation=args.validation)
             for c in args.cases]  # fmt: skip
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "retrain.json").write_text(json.dumps(rows, indent=2))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "retrain.json").write_text(json.dumps(rows, indent=2))
     table = markdown(rows, args.repeats)
-    (RESULTS / "retrain.md").write_text(table + "\n")
+    (out / "retrain.md").write_text(table + "\n")
     print(table)
 
 

@@ -7,6 +7,13 @@ first, while the cluster's quota ``ceil(2 × its error count)`` is not full; an 
 to one cluster at most; clusters with a single member are skipped (the reference rule),
 and so are the unclustered images of density methods (cluster 0, never a quota).
 
+Selection options (beyond the reference, never the default): ``quota`` (:data:`QUOTAS`:
+``mass``, the reference ``ceil(factor × errors)``, or ``uniform``, the same total budget
+split evenly), ``distance_threshold`` (:data:`THRESHOLDS`: ``paper`` keeps only candidates
+as close to a cluster as its own members are to each other, :func:`member_thresholds`)
+and ``rank`` (:data:`RANKS`: inside a cluster's candidates, ``distance`` first, the
+reference, or the model's ``uncertainty``, the softmax entropy of the LRP forward pass).
+
 Every cluster is ranked for every image (the reference); ``top`` keeps only each image's
 ``top`` closest clusters, bounding memory by ``N × top`` for very many RCCs. Improvement
 heatmaps are never all in memory. Keypoint regressors: an unlabeled image has no worst
@@ -29,6 +36,7 @@ import numpy as np
 import torch
 
 from hudd_core.cluster_methods import NOISE
+from hudd_core.config import check_choice
 from hudd_core.fileio import (
     fresh_tmp_dir,
     load_signed_npz,
@@ -44,14 +52,102 @@ from hudd_core.search import (  # noqa: F401 - the search backend, re-exported
     resolve_backend,
 )
 
+QUOTAS = ("mass", "uniform")
+THRESHOLDS = ("none", "paper")
+RANKS = ("distance", "uncertainty")
+FAR = -1  # the cluster id of a candidate beyond its cluster's threshold: never selected
 
-def cluster_quotas(cluster_sizes: Mapping[int, int], factor: float = 2.0) -> dict[int, int]:
-    """``ceil(factor × size)`` for every cluster with more than one member.
+
+def cluster_quotas(
+    cluster_sizes: Mapping[int, int], factor: float = 2.0, rule: str = "mass"
+) -> dict[int, int]:
+    """The quota of every cluster with more than one member.
+
+    ``mass`` (the reference): ``ceil(factor × size)``, by the cluster's error mass.
+    ``uniform``: the same total budget (the sum of the ``mass`` quotas) split evenly; the
+    remainder goes one image each to the clusters of the largest error mass (ties: the
+    lower id).
 
     >>> cluster_quotas({1: 5, 2: 1, 3: 2})
     {1: 10, 3: 4}
+    >>> cluster_quotas({1: 5, 2: 1, 3: 2}, rule="uniform")
+    {1: 7, 3: 7}
     """
-    return {c: math.ceil(factor * n) for c, n in cluster_sizes.items() if n > 1}
+    mass = {c: math.ceil(factor * n) for c, n in cluster_sizes.items() if n > 1}
+    if rule == "mass":
+        return mass
+    check_choice("quota", rule, QUOTAS)
+    if not mass:
+        return mass
+    base, rest = divmod(sum(mass.values()), len(mass))
+    larger = set(sorted(mass, key=lambda c: (-mass[c], c))[:rest])
+    return {c: base + (c in larger) for c in mass}
+
+
+def check_selection(quota: str, distance_threshold: str, rank: str) -> None:
+    """A ValueError naming the option whose value is not one of its choices."""
+    check_choice("quota", quota, QUOTAS)
+    check_choice("distance_threshold", distance_threshold, THRESHOLDS)
+    check_choice("rank", rank, RANKS)
+
+
+def member_thresholds(
+    members: np.ndarray, labels: np.ndarray, block: int = 1024
+) -> dict[int, float]:
+    """The paper's distance threshold of every cluster, from the test-set observations.
+
+    The ICSE'22 tool paper (Section 2, Step 4): "Since RCCs characterize only the portion
+    of the input space that is unsafe, images belonging to the improvement set may not
+    belong to any of these clusters. For this reason, HUDD selects only images that are
+    sufficiently close to cluster members based on test set observations." The paper
+    gives no formula; this applies the assignment's own distance (to the nearest member)
+    to the members themselves: τ_C is the largest distance of a member of C to its nearest
+    other member of C, so an improvement image at most τ_C from C is as close to C as C's
+    own error images are to each other. A cluster with one member has τ = 0.
+
+    >>> member_thresholds(np.array([[0.0], [1.0], [3.0], [10.0], [10.5]]),
+    ...                   np.array([1, 1, 1, 2, 2]))
+    {1: 2.0, 2: 0.5}
+    """
+    from hudd_core.distance import cdist
+
+    out: dict[int, float] = {}
+    for c in np.unique(labels).tolist():
+        X = members[labels == c]
+        if len(X) < 2:
+            out[int(c)] = 0.0
+            continue
+        worst = 0.0
+        for a in range(0, len(X), block):
+            d = cdist(X[a : a + block], X)
+            d[np.arange(len(d)), np.arange(a, a + len(d))] = np.inf  # not itself
+            worst = max(worst, float(d.min(axis=1).max()))
+        out[int(c)] = worst
+    return out
+
+
+def beyond_thresholds(
+    cand_cluster: np.ndarray, cand_distance: np.ndarray, thresholds: Mapping[int, float]
+) -> np.ndarray:
+    """``cand_cluster`` with every candidate farther from its cluster than the cluster's
+    threshold replaced by :data:`FAR` (no quota: it is never selected; the image may still
+    go to another of its clusters).
+
+    >>> beyond_thresholds(np.array([[1, 2]]), np.array([[0.5, 0.7]]), {1: 0.4, 2: 1.0})
+    array([[-1,  2]])
+    """
+    ids = np.array(sorted(thresholds), dtype=np.int64)
+    limits = np.array([thresholds[c] for c in ids], dtype=np.float64)
+    pos = np.searchsorted(ids, cand_cluster).clip(0, max(len(ids) - 1, 0))
+    known = ids[pos] == cand_cluster if len(ids) else np.zeros(cand_cluster.shape, bool)
+    limit = np.where(known, limits[pos] if len(ids) else 0.0, -np.inf)
+    return np.where(cand_distance > limit, FAR, cand_cluster)
+
+
+def softmax_entropy(logits: torch.Tensor) -> np.ndarray:
+    """Per row of a classifier's outputs, the entropy of its softmax (nats), float32."""
+    logp = torch.log_softmax(logits.double(), dim=1)
+    return (-(logp.exp() * logp).sum(dim=1)).float().cpu().numpy()
 
 
 def top_candidates(distances: np.ndarray, top: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +171,10 @@ class Selection:
 
 
 def greedy_select(
-    cand_cluster: np.ndarray, cand_distance: np.ndarray, quotas: Mapping[int, int]
+    cand_cluster: np.ndarray,
+    cand_distance: np.ndarray,
+    quotas: Mapping[int, int],
+    priority: np.ndarray | None = None,
 ) -> Selection:
     """The reference greedy rule over the kept candidates.
 
@@ -83,6 +182,8 @@ def greedy_select(
     distance). Order 0 first: within one order each image appears once, so taking the
     smallest distances first while a quota is open equals taking, per cluster, its
     ``remaining quota`` closest candidates; then order 1 for the images still free, etc.
+    ``priority`` (one value per image, lower first; ties: distance) replaces the distance
+    as the order inside a cluster (``--rank uncertainty``: minus the entropy).
 
     >>> sel = greedy_select(np.array([[1, 2], [1, 2], [1, 2]]),
     ...                     np.array([[0.1, 0.5], [0.2, 0.3], [0.3, 0.4]]), {1: 2, 2: 1})
@@ -100,7 +201,8 @@ def greedy_select(
         cl, d = cand_cluster[rows, order], cand_distance[rows, order]
         open_ = np.array([remaining.get(int(c), 0) > 0 for c in cl], dtype=bool)
         rows, cl, d = rows[open_], cl[open_], d[open_]
-        by = np.lexsort((rows, d, cl))  # per cluster, smallest distance first (ties: row)
+        first = d if priority is None else priority[rows]
+        by = np.lexsort((rows, d, first, cl))  # per cluster, smallest first (ties: row)
         rows, cl, d = rows[by], cl[by], d[by]
         starts = np.r_[0, np.flatnonzero(np.diff(cl)) + 1]
         rank = np.arange(len(cl)) - np.repeat(starts, np.diff(np.r_[starts, len(cl)]))
@@ -189,6 +291,7 @@ class CandidateStore:
     image_idx: list[np.ndarray] = field(default_factory=list)  # position in the pool
     cluster_idx: list[np.ndarray] = field(default_factory=list)
     distance: list[np.ndarray] = field(default_factory=list)
+    uncertainty: list[np.ndarray] = field(default_factory=list)  # --rank uncertainty only
     done: int = 0  # pool positions processed, skipped images included
 
     @classmethod
@@ -198,26 +301,36 @@ class CandidateStore:
         if z is not None:
             store.image_idx, store.cluster_idx = [z["image_idx"]], [z["cluster_idx"]]
             store.distance, store.done = [z["distance"]], int(z["done"])
+            store.uncertainty = [z["uncertainty"]] if "uncertainty" in z else []
         return store
 
-    def add(self, images: np.ndarray, idx: np.ndarray, dist: np.ndarray) -> None:
+    def add(
+        self, images: np.ndarray, idx: np.ndarray, dist: np.ndarray, unc: np.ndarray | None
+    ) -> None:
         self.image_idx.append(images.astype(np.int64))
         self.cluster_idx.append(idx.astype(np.int32))
         self.distance.append(dist.astype(np.float32))
+        if unc is not None:
+            self.uncertainty.append(unc.astype(np.float32))
 
-    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(pool positions, cluster columns, distances, uncertainty or None)``."""
+        unc = np.concatenate(self.uncertainty) if self.uncertainty else None
         if not self.image_idx:
-            return np.zeros(0, np.int64), np.zeros((0, 1), np.int32), np.zeros((0, 1), np.float32)
+            empty = np.zeros(0, np.int64), np.zeros((0, 1), np.int32), np.zeros((0, 1), np.float32)
+            return (*empty, unc)
         images, idx, dist = (
             np.concatenate(a) for a in (self.image_idx, self.cluster_idx, self.distance)
         )
-        return images, idx, dist
+        return images, idx, dist, unc
 
     def save(self) -> None:
-        images, idx, dist = self.arrays()
+        images, idx, dist, unc = self.arrays()
         self.image_idx, self.cluster_idx, self.distance = [images], [idx], [dist]
+        extra = {} if unc is None else {"uncertainty": unc}
+        self.uncertainty = [] if unc is None else [unc]
         save_signed_npz(self.path, self.signature, image_idx=images, cluster_idx=idx,
-                        distance=dist, done=self.done)  # fmt: skip
+                        distance=dist, done=self.done, **extra)  # fmt: skip
 
 
 Relevance = Callable[[torch.Tensor], torch.Tensor]
@@ -253,17 +366,23 @@ class GroupedIndex:
             self.parts.append((relevance, index, columns))
         self.backend = self.parts[0][1].backend
 
-    def search(self, x: torch.Tensor) -> tuple[np.ndarray, str | None]:
-        """B × C distances of the images ``x`` to every cluster, or ``(None, reason)``
-        naming the group whose relevance is not finite."""
+    def search(self, x: torch.Tensor) -> tuple[np.ndarray | None, int | None, torch.Tensor | None]:
+        """``(distances, None, outputs)``: B × C distances of the images ``x`` to every
+        cluster, and the model's outputs when the relevance function also returns them
+        (``(relevance, outputs)``, :func:`relevance_with_outputs`); or
+        ``(None, row, None)`` naming the first image whose relevance is not finite."""
         out = np.empty((len(x), len(self.clusters)), dtype=np.float32)
+        outputs = None
         for relevance, index, columns in self.parts:
-            rel = relevance(x).reshape(len(x), -1)
+            rel = relevance(x)
+            if isinstance(rel, tuple):
+                rel, outputs = rel
+            rel = rel.reshape(len(x), -1)
             finite = torch.isfinite(rel).all(dim=1)
             if not bool(finite.all()):
-                return None, int((~finite).nonzero()[0])
+                return None, int((~finite).nonzero()[0]), None
             out[:, columns] = index.search(rel)
-        return out, None
+        return out, None, outputs
 
 
 @dataclass
@@ -280,6 +399,8 @@ class AssignPlan:
     n: int
     top: int
     signature: dict
+    thresholds: dict[int, float] | None = None  # --distance-threshold paper
+    rank: str = "distance"
 
 
 def plan_assign(
@@ -294,14 +415,19 @@ def plan_assign(
     mean: list[float] | None = None,
     std: list[float] | None = None,
     explained_by: Mapping[str, Any] | None = None,
+    quota: str = "mass",
+    distance_threshold: str = "none",
+    rank: str = "distance",
 ) -> AssignPlan:
-    """Reads ``T/clusters.csv``, the member heatmaps and the pool listing; checks them."""
+    """Reads ``T/clusters.csv``, the member heatmaps and the pool listing; checks them.
+    ``quota``, ``distance_threshold``, ``rank``: the selection options (module docstring)."""
     from hudd_core.data.datasets import ImageFiles
 
+    check_selection(quota, distance_threshold, rank)
     layer, images, labels = read_rccs(workdir)
     sizes = dict(zip(*np.unique(labels, return_counts=True), strict=True))
     sizes.pop(NOISE, None)  # unclustered images (density methods) get no quota
-    quotas = cluster_quotas({int(c): int(n) for c, n in sizes.items()}, quota_factor)
+    quotas = cluster_quotas({int(c): int(n) for c, n in sizes.items()}, quota_factor, quota)
     if not quotas:
         raise NothingToDo(
             "every RCC has a single member (a single image each): nothing to assign "
@@ -332,7 +458,11 @@ def plan_assign(
         "preprocessing": {"image_size": image_size, "mean": mean, "std": std},
         "explained_by": dict(explained_by or {}),
     }
-    return AssignPlan(layer, quotas, members, labels[keep], clusters, pool, n, top, signature)
+    if rank != "distance":  # the candidates then hold the entropy too; the default adds
+        signature["rank"] = rank  # nothing, so candidates saved before stay valid
+    thresholds = member_thresholds(members, labels[keep]) if distance_threshold == "paper" else None
+    return AssignPlan(layer, quotas, members, labels[keep], clusters, pool, n, top, signature,
+                      thresholds, rank)  # fmt: skip
 
 
 def searched_groups(
@@ -353,20 +483,34 @@ def assign_relevance(
     *,
     composite: str = "hudd",
     device: str = "auto",
+    rank: str = "distance",
 ) -> Relevance | dict[Relevance, list[int]]:
     """The relevance at ``layer`` the RCCs are searched with: one function for a
     classifier (``keypoint_of`` None); for a keypoint regressor one per explained
     keypoint, ``{relevance: [its clusters]}`` (``keypoint_of``: cluster → keypoint,
-    :func:`rcc_keypoints`)."""
+    :func:`rcc_keypoints`). ``rank="uncertainty"``: the classifier's function also
+    returns the model's outputs of the same forward pass."""
     from hudd_core.heatmaps import batch_relevance
 
+    check_rank(rank, keypoint_of)
     if keypoint_of is None:
-        return batch_relevance(model, layer, composite=composite, device=device)
+        return batch_relevance(model, layer, composite=composite, device=device,
+                               outputs=rank == "uncertainty")  # fmt: skip
     groups: dict[Relevance, list[int]] = {}
     for kp in sorted(set(keypoint_of.values())):
         f = batch_relevance(model, layer, keypoint=kp, composite=composite, device=device)
         groups[f] = [c for c, k in keypoint_of.items() if k == kp]
     return groups
+
+
+def check_rank(rank: str, keypoint_of: Mapping[int, int] | None) -> None:
+    """``--rank uncertainty`` needs a classifier's softmax: a ValueError for a keypoint
+    regressor (its outputs are coordinates)."""
+    if rank == "uncertainty" and keypoint_of is not None:
+        raise ValueError(
+            "--rank uncertainty: a keypoint regressor has no softmax to take the entropy "
+            "of; use --rank distance (the default) for keypoint models"
+        )
 
 
 def run_assign(
@@ -388,6 +532,9 @@ def run_assign(
     mean: list[float] | None = None,
     std: list[float] | None = None,
     explained_by: Mapping[str, Any] | None = None,
+    quota: str = "mass",
+    distance_threshold: str = "none",
+    rank: str = "distance",
 ) -> dict:
     """The AssignModule over the work folder: writes ``T/unsafe_set.csv`` and
     ``T/UnsafeSet/<cluster>/`` (image copies, ``Cluster_<id>.gif``); returns a summary.
@@ -408,6 +555,11 @@ def run_assign(
         explained_by: what the relevance depends on (model weights, composite, ...): with
             the member heatmaps and the preprocessing, part of the resume signature, so a
             rerun never reuses candidates computed for another model.
+        quota, distance_threshold, rank: the selection options (:data:`QUOTAS`,
+            :data:`THRESHOLDS`, :data:`RANKS`; the defaults are the reference). They only
+            change the selection over the candidates, which every run redoes; ``rank
+            uncertainty`` needs ``relevance`` to return ``(relevance, outputs)``
+            (:func:`assign_relevance` with ``rank``) and is part of the signature.
     """
     from torch.utils.data import DataLoader, Subset
 
@@ -417,7 +569,8 @@ def run_assign(
     workdir, data_root = Path(workdir), Path(data_root)
     plan = plan_assign(workdir, data_root, input_shape=input_shape, top=top,
                        quota_factor=quota_factor, limit=limit, image_size=image_size, mean=mean,
-                       std=std, explained_by=explained_by)  # fmt: skip
+                       std=std, explained_by=explained_by, quota=quota,
+                       distance_threshold=distance_threshold, rank=rank)  # fmt: skip
     layer, pool, n, top = plan.layer, plan.pool, plan.n, plan.top
     index = GroupedIndex(plan.members, plan.labels, searched_groups(relevance, plan.quotas),
                          backend)  # fmt: skip
@@ -435,13 +588,13 @@ def run_assign(
             for i, reason in skipped:
                 skips.add("assign", pool.ids[i], reason)
             if x is not None:
-                distances, bad_row = index.search(x)
+                distances, bad_row, outputs = index.search(x)
                 if distances is None:
                     bad = pool.ids[int(positions[bad_row])]
                     store.save()
                     raise ValueError(non_finite_message(layer, bad))
                 idx, dist = top_candidates(distances, top)
-                store.add(positions.numpy(), idx, dist)
+                store.add(positions.numpy(), idx, dist, batch_uncertainty(rank, outputs))
             store.done = max(
                 [store.done, *(int(p) + 1 for p in positions), *(i + 1 for i, _ in skipped)]
             )
@@ -452,6 +605,15 @@ def run_assign(
     skipped = len(skips.images("assign"))
     return finish_assign(workdir, data_root, plan, *store.arrays(), skipped=skipped,
                          backend=index.backend, gifs=gifs)  # fmt: skip
+
+
+def batch_uncertainty(rank: str, outputs: torch.Tensor | None) -> np.ndarray | None:
+    """The entropy of a batch's outputs under ``--rank uncertainty`` (None otherwise)."""
+    if rank != "uncertainty":
+        return None
+    if outputs is None:
+        raise ValueError("--rank uncertainty: the relevance function returned no model outputs")
+    return softmax_entropy(outputs)
 
 
 def non_finite_message(layer: str, image: str) -> str:
@@ -469,16 +631,26 @@ def finish_assign(
     done_images: np.ndarray,
     cand_idx: np.ndarray,
     cand_dist: np.ndarray,
+    uncertainty: np.ndarray | None = None,
     *,
     skipped: int,
     backend: str,
     gifs: bool = True,
 ) -> dict:
     """The greedy quota selection over the kept candidates (pool positions
-    ``done_images``, ascending; column indices into ``plan.clusters``), then
-    ``T/unsafe_set.csv``, ``T/UnsafeSet/`` and the step's summary."""
+    ``done_images``, ascending; column indices into ``plan.clusters``; ``uncertainty``
+    per image under ``--rank uncertainty``), then ``T/unsafe_set.csv``, ``T/UnsafeSet/``
+    and the step's summary."""
     quotas = plan.quotas
-    sel = greedy_select(plan.clusters[cand_idx], cand_dist, quotas)
+    cand_cluster = plan.clusters[cand_idx]
+    if plan.thresholds is not None:
+        cand_cluster = beyond_thresholds(cand_cluster, cand_dist, plan.thresholds)
+    priority = None
+    if plan.rank == "uncertainty":
+        if uncertainty is None or len(uncertainty) != len(done_images):
+            raise ValueError("--rank uncertainty: the candidates hold no entropy per image")
+        priority = -np.asarray(uncertainty, dtype=np.float64)  # the most uncertain first
+    sel = greedy_select(cand_cluster, cand_dist, quotas, priority)
     chosen = [plan.pool.ids[i] for i in done_images[sel.image]]
     write_csv(
         workdir / "unsafe_set.csv",
@@ -499,6 +671,7 @@ def finish_assign(
         "per_cluster": per,
         "backend": backend,
         "top": plan.top,
+        **({} if plan.thresholds is None else {"thresholds": plan.thresholds}),
     }
 
 

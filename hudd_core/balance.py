@@ -5,6 +5,9 @@ The reference: each cluster is resampled with replacement up to the size of the 
 cluster's quota, ``ceil(quota_factor × its error images)`` (the assignment's quota rule),
 image i drawn with weight ``1 − d_i / Σd`` (images closer to the cluster more often).
 
+Variants (``--bootstrap``, :data:`BOOTSTRAPS`): ``weighted`` (the reference, above) and
+``none`` (the selected images once each, no resampling: :func:`balance_indices`).
+
 Example:
     >>> import numpy as np
     >>> target = bootstrap_target({1: 3, 2: 2}, quota_factor=2.0)
@@ -16,20 +19,57 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 import numpy as np
 
+BOOTSTRAPS = ("weighted", "none")
 
-def bootstrap_target(cluster_sizes: Mapping[int, int], quota_factor: float = 2.0) -> int:
-    """The size every cluster is resampled to: the largest quota
-    ``ceil(quota_factor × error images)`` among ``cluster_sizes`` (``{cluster: errors}``
-    of the RCCs present in the unsafe set)."""
-    if not cluster_sizes:
+
+def bootstrap_target(
+    cluster_sizes: Mapping[int, int],
+    quota_factor: float = 2.0,
+    quota: str = "mass",
+    present: Collection[int] | None = None,
+) -> int:
+    """The size every cluster is resampled to: the largest quota among the clusters
+    ``present`` in the unsafe set (default: all of ``cluster_sizes``, ``{cluster:
+    errors}``). ``quota="mass"`` (the reference): ``ceil(quota_factor × error images)``;
+    ``uniform``: the assignment's uniform quota over every cluster of ``cluster_sizes``
+    (:func:`hudd_core.assign.cluster_quotas`).
+
+    >>> bootstrap_target({1: 3, 2: 2, 3: 5}, present=[1, 2]), bootstrap_target(
+    ...     {1: 3, 2: 2, 3: 5}, quota="uniform", present=[1, 2])
+    (6, 7)
+    """
+    from hudd_core.assign import cluster_quotas
+
+    present = set(cluster_sizes if present is None else present)
+    if not present & set(cluster_sizes):
         raise ValueError("no cluster to balance")
     if quota_factor <= 0:
         raise ValueError(f"--quota-factor must be positive, got {quota_factor}")
-    return max(math.ceil(quota_factor * n) for n in cluster_sizes.values())
+    if quota == "mass":
+        return max(math.ceil(quota_factor * n) for c, n in cluster_sizes.items() if c in present)
+    quotas = cluster_quotas(cluster_sizes, quota_factor, quota)
+    return max(q for c, q in quotas.items() if c in present)
+
+
+def balance_indices(
+    clusters: np.ndarray, distances: np.ndarray, target: int, seed: int, bootstrap: str
+) -> np.ndarray:
+    """Indices into the unsafe set of the ``bootstrap`` variant (:data:`BOOTSTRAPS`):
+    ``weighted`` → :func:`bootstrap_balance`; ``none`` → every image once, in order.
+
+    >>> balance_indices(np.array([1, 1, 2]), np.array([0.1, 0.3, 0.2]), 6, 0, "none")
+    array([0, 1, 2])
+    """
+    from hudd_core.config import check_choice
+
+    check_choice("bootstrap", bootstrap, BOOTSTRAPS)
+    if bootstrap == "none":
+        return np.arange(len(clusters))
+    return bootstrap_balance(clusters, distances, target, seed=seed)
 
 
 def bootstrap_balance(

@@ -72,6 +72,9 @@ DEFAULTS: dict[str, Any] = {
     "backend": "auto",
     "top": None,
     "quota_factor": 2.0,
+    "quota": "mass",
+    "distance_threshold": "none",
+    "rank": "distance",
     # retrain
     "labels": None,
     "epochs": REFERENCE_HP["epochs"],
@@ -82,6 +85,9 @@ DEFAULTS: dict[str, Any] = {
     "baselines": False,
     "repeats": 5,
     "group_by": None,
+    "freeze": "none",
+    "bootstrap": "weighted",
+    "validation": 0.0,
     "steps": ["test", "heatmaps", "cluster", "assign", "retrain", "report"],
 }
 ENGINES = ("local", "ray")
@@ -123,6 +129,18 @@ def pick(cfg: dict[str, Any], *keys: str) -> dict[str, Any]:
     {'top': 5, 'device': 'cpu'}
     """
     return {k: cfg[k] for k in keys}
+
+
+def check_choice(option: str, value: Any, allowed: tuple) -> None:
+    """A ValueError naming the option (``--option-name``) when ``value`` is not allowed.
+
+    >>> check_choice("rank", "size", ("distance", "uncertainty"))
+    Traceback (most recent call last):
+    ValueError: --rank: 'size' is not one of distance, uncertainty
+    """
+    if value not in allowed:
+        shown = ", ".join(str(a) for a in allowed if a is not None)
+        raise ValueError(f"--{option.replace('_', '-')}: {value!r} is not one of {shown}")
 
 
 def parse_k_range(text: str | tuple[int, int] | list[int]) -> tuple[int, int]:

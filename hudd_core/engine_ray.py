@@ -152,7 +152,8 @@ class PredictActor(_ModelActor):
 class AssignActor(_ModelActor):
     """LRP at ``layer`` and the nearest-member search of every RCC
     (:class:`hudd_core.assign.GroupedIndex`); emits per image read its ``top`` closest
-    cluster columns and distances."""
+    cluster columns and distances, and with ``rank="uncertainty"`` the softmax entropy of
+    the same forward pass (column ``uncertainty``)."""
 
     def __init__(
         self,
@@ -166,28 +167,33 @@ class AssignActor(_ModelActor):
         backend: str,
         composite: str,
         top: int,
+        rank: str = "distance",
     ) -> None:
         from hudd_core.assign import GroupedIndex, assign_relevance
 
         super().__init__(model, device)
         relevance = assign_relevance(self.model, layer, keypoint_of, composite=composite,
-                                     device=str(self.device))  # fmt: skip
+                                     device=str(self.device), rank=rank)  # fmt: skip
         self.index = GroupedIndex(members, labels, relevance, backend)
-        self.layer, self.top = layer, top
+        self.layer, self.top, self.rank = layer, top, rank
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from hudd_core.assign import non_finite_message, top_candidates
+        from hudd_core.assign import batch_uncertainty, non_finite_message, top_candidates
 
         ok, x = self.read(batch)
         idx = np.full((len(ok), self.top), -1, dtype=np.int32)
         dist = np.full((len(ok), self.top), np.inf, dtype=np.float32)
+        unc = np.zeros((len(ok), 1), dtype=np.float32)
         if x is not None:
-            distances, bad_row = self.index.search(x)
+            distances, bad_row, outputs = self.index.search(x)
             if distances is None:
                 image = str(batch["id"][np.flatnonzero(ok)[bad_row]])
                 raise ValueError(non_finite_message(self.layer, image))
             idx[ok], dist[ok] = top_candidates(distances, self.top)
-        return {"pos": batch["pos"], "skip": batch["skip"], "cluster_idx": idx, "distance": dist}
+            if self.rank == "uncertainty":
+                unc[ok, 0] = batch_uncertainty(self.rank, outputs)
+        out = {"pos": batch["pos"], "skip": batch["skip"], "cluster_idx": idx, "distance": dist}
+        return out | ({"uncertainty": unc} if self.rank == "uncertainty" else {})
 
 
 class RelevanceActor(_ModelActor):
@@ -422,29 +428,37 @@ def ray_assign(
     ray_cpus_per_actor: float = 1.0,
     ray_gpus_per_actor: float = 0.0,
     ray_shard_size: int = 4096,
+    quota: str = "mass",
+    distance_threshold: str = "none",
+    rank: str = "distance",
 ) -> dict:
     """The AssignModule on Ray (:func:`hudd_core.assign.run_assign`'s outputs, the same
     ``unsafe_set.csv`` and ``T/skipped.csv``); candidates in ``T/Assign/shards``.
 
     ``keypoint_of``: a keypoint regressor's cluster → explained keypoint
-    (:func:`hudd_core.assign.rcc_keypoints`), None for a classifier.
+    (:func:`hudd_core.assign.rcc_keypoints`), None for a classifier. ``quota``,
+    ``distance_threshold``, ``rank``: the local engine's selection options; the actors
+    emit the entropy under ``rank="uncertainty"`` (refused here, before Ray starts, for a
+    keypoint regressor).
     """
-    from hudd_core.assign import finish_assign, plan_assign, resolve_backend
+    from hudd_core.assign import check_rank, finish_assign, plan_assign, resolve_backend
     from hudd_core.data.robust import SkipLog
 
     resources = actor_resources(ray_concurrency, ray_cpus_per_actor, ray_gpus_per_actor,
                                 ray_shard_size)  # fmt: skip
+    check_rank(rank, keypoint_of)
     workdir, data_root = Path(workdir), Path(data_root)
     plan = plan_assign(workdir, data_root, input_shape=input_shape, top=top,
                        quota_factor=quota_factor, limit=limit, image_size=image_size, mean=mean,
-                       std=std, explained_by=explained_by)  # fmt: skip
+                       std=std, explained_by=explained_by, quota=quota,
+                       distance_threshold=distance_threshold, rank=rank)  # fmt: skip
     searched = None
     if keypoint_of is not None:
         searched = {int(c): int(k) for c, k in keypoint_of.items() if c in plan.quotas}
     pool = plan.pool
     kwargs = {"layer": plan.layer, "keypoint_of": searched, "members": plan.members,
               "labels": plan.labels, "backend": backend, "composite": composite,
-              "top": plan.top}  # fmt: skip
+              "top": plan.top, "rank": rank}  # fmt: skip
     job = ShardJob(
         folder=pool.folder,
         names=pool.names[: plan.n],
@@ -454,7 +468,7 @@ def ray_assign(
         shape=tuple(input_shape),
         actor=AssignActor,
         actor_kwargs={"model": model.cpu(), "device": device, **kwargs},
-        columns=("cluster_idx", "distance"),
+        columns=("cluster_idx", "distance", *(("uncertainty",) if rank == "uncertainty" else ())),
         batch_size=batch_size,
         **resources,
     )
@@ -465,8 +479,9 @@ def ray_assign(
     read = rows["skip"] == ""
     # what "auto" resolves to here; GPU actors may resolve it to a GPU search
     shown = backend if ray_gpus_per_actor else resolve_backend(backend)
+    unc = rows["uncertainty"][read, 0] if rank == "uncertainty" else None
     return finish_assign(workdir, data_root, plan, rows["pos"][read],
-                         rows["cluster_idx"][read], rows["distance"][read],
+                         rows["cluster_idx"][read], rows["distance"][read], unc,
                          skipped=len(skips.images("assign")), backend=shown,
                          gifs=gifs)  # fmt: skip
 

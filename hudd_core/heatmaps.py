@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from hudd_core._ext import resolve_device
 from hudd_core.data.robust import Skipping, collate_skipping
 from hudd_core.lrp import LRP
-from hudd_core.lrp.engine import layer_relevance
+from hudd_core.lrp.engine import layer_relevance, start_relevance
 from hudd_core.models.checkpoint import model_fingerprint
 from hudd_core.progress import bar as progress_bar
 from hudd_core.runstate import NothingToDo
@@ -181,11 +181,13 @@ def batch_relevance(
     composite: str = "hudd",
     device: str = "auto",
     keypoint: int | None = None,
-) -> Callable[[torch.Tensor], torch.Tensor]:
+    outputs: bool = False,
+) -> Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, torch.Tensor]]:
     """A function mapping a batch of images to its flattened relevance at ``layer``,
     ``(B, D)`` float32 on the CPU, computed on ``device`` (what the AssignModule streams).
     ``keypoint``: a keypoint regressor's images are explained by that keypoint (unlabeled
-    images have no worst keypoint).
+    images have no worst keypoint). ``outputs``: the function returns ``(relevance,
+    model outputs)``, the outputs of the same forward pass (float32, CPU).
 
     Example:
         >>> from hudd_core.models import alexnet
@@ -195,17 +197,22 @@ def batch_relevance(
     """
     param = next(model.parameters(), None)
     dev = resolve_device(device, param.device if param is not None else torch.device("cpu"))
-    if keypoint is None:
+    if keypoint is None and not outputs:
         relevance = layer_relevance(model.to(dev).eval(), layer, composite)
     else:
         lrp = LRP(model.to(dev).eval(), composite, layers=[layer])
+        seen: dict[str, torch.Tensor] = {}
+
+        def start(out: torch.Tensor) -> torch.Tensor:
+            seen["out"] = out
+            return start_relevance(out) if keypoint is None else keypoint_start(out, keypoint)
 
         def relevance(x: torch.Tensor) -> torch.Tensor:
-            rel = lrp(x, start=lambda out: keypoint_start(out, keypoint))[layer]
-            return rel.reshape(len(x), -1)
+            return lrp(x, start=start)[layer].reshape(len(x), -1)
 
-    def on_device(x: torch.Tensor) -> torch.Tensor:
-        return relevance(x.to(dev, non_blocking=True)).float().cpu()
+    def on_device(x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        rel = relevance(x.to(dev, non_blocking=True)).float().cpu()
+        return (rel, seen.pop("out").float().cpu()) if outputs else rel
 
     return on_device
 

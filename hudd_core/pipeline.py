@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hudd_core.config import DEFAULTS, ENGINES, RAY_OPTIONS, load_config, pick
+from hudd_core.config import DEFAULTS, ENGINES, RAY_OPTIONS, check_choice, load_config, pick
 from hudd_core.data import simulator
 from hudd_core.data.datasets import ImageSet
 from hudd_core.data.generate import MARKER, generate
@@ -173,7 +173,8 @@ def step_assign(run: Run) -> dict[str, Any]:
         keypoint_of = rcc_keypoints(run.workdir / "testResult.csv", images, labels)
     size = cfg["image_size"] or meta["input_size"]
     options = pick(cfg, "backend", "top", "quota_factor", "batch_size", "limit", "gifs",
-                   "image_size", "mean", "std")  # fmt: skip
+                   "image_size", "mean", "std", "quota", "distance_threshold",
+                   "rank")  # fmt: skip
     shape = (meta["in_channels"], size, size)
     by = {"weights": model_fingerprint(model), "composite": cfg["composite"]}
     if cfg["engine"] == "ray":
@@ -183,7 +184,7 @@ def step_assign(run: Run) -> dict[str, Any]:
                           **options, **ray_options(cfg), composite=cfg["composite"],
                           device=cfg["device"], explained_by=by,
                           progress=run.progress)  # fmt: skip
-    explain = {"composite": cfg["composite"], "device": cfg["device"]}
+    explain = {"composite": cfg["composite"], "device": cfg["device"], "rank": cfg["rank"]}
     relevance = assign_relevance(model, layer, keypoint_of, **explain)
     return run_assign(run.workdir, run.data, relevance, input_shape=shape, **options,
                       num_workers=cfg["num_workers"], explained_by=by,
@@ -213,7 +214,8 @@ def step_retrain(run: Run) -> dict[str, Any]:
     hp = {**pick(cfg, "epochs", "lr", "momentum", "weight_decay"),
           "batch_size": cfg["train_batch_size"]}  # fmt: skip
     options = pick(cfg, "baselines", "repeats", "seed", "device", "quota_factor", "image_size",
-                   "mean", "std", "group_by")  # fmt: skip
+                   "mean", "std", "group_by", "quota", "freeze", "bootstrap",
+                   "validation")  # fmt: skip
     result = run_retrain(run.workdir, run.data, model_name=run.checkpoint.stem,
                          labels_csv=cfg["labels"], hp=hp, **options,
                          eval_batch_size=cfg["batch_size"], progress=run.progress)  # fmt: skip
@@ -270,7 +272,19 @@ SPECS: dict[str, StepSpec] = {
     ),
     "assign": StepSpec(
         step_assign,
-        ("composite", "top", "quota_factor", "limit", "gifs", "image_size", "mean", "std"),
+        (
+            "composite",
+            "top",
+            "quota_factor",
+            "limit",
+            "gifs",
+            "image_size",
+            "mean",
+            "std",
+            "quota",
+            "distance_threshold",
+            "rank",
+        ),
         lambda r: [r.checkpoint, r.workdir / "clusters.csv", r.data / "ImprovementSet"],
         ("unsafe_set.csv",),
     ),
@@ -291,6 +305,10 @@ SPECS: dict[str, StepSpec] = {
             "image_size",
             "mean",
             "std",
+            "quota",
+            "freeze",
+            "bootstrap",
+            "validation",
         ),
         lambda r: [
             r.checkpoint,
@@ -311,19 +329,20 @@ SPECS: dict[str, StepSpec] = {
 def validate(cfg: dict[str, Any]) -> None:
     """Checks every option value before the first step runs (a ValueError naming the
     option), so that a typo never surfaces hours later at the step that reads it."""
-    from hudd_core.assign import BACKENDS
+    from hudd_core.assign import BACKENDS, QUOTAS, RANKS, THRESHOLDS
+    from hudd_core.balance import BOOTSTRAPS
     from hudd_core.baselines import baseline_names
     from hudd_core.cluster_methods import METHOD_NAMES
     from hudd_core.knee import SELECTIONS
     from hudd_core.lrp.composites import COMPOSITES
+    from hudd_core.retrain import FREEZE
 
     choices = {"backend": BACKENDS, "selection": SELECTIONS, "composite": tuple(COMPOSITES),
                "export_distances": (None, "csv", "xlsx"), "method": METHOD_NAMES,
-               "engine": ENGINES}  # fmt: skip
+               "engine": ENGINES, "quota": QUOTAS, "distance_threshold": THRESHOLDS,
+               "rank": RANKS, "freeze": FREEZE, "bootstrap": BOOTSTRAPS}  # fmt: skip
     for key, allowed in choices.items():
-        if cfg[key] not in allowed:
-            shown = ", ".join(str(a) for a in allowed if a is not None)
-            raise ValueError(f"--{key.replace('_', '-')}: {cfg[key]!r} is not one of {shown}")
+        check_choice(key, cfg[key], allowed)
     positive = ("batch_size", "repeats", "epochs", "train_batch_size", "image_size", "top",
                 "limit", "approx_threshold")  # fmt: skip
     for key in positive:
@@ -333,6 +352,8 @@ def validate(cfg: dict[str, Any]) -> None:
     for key in ("quota_factor", "lr", "threshold"):
         if not float(cfg[key]) > 0:
             raise ValueError(f"--{key.replace('_', '-')} must be positive, got {cfg[key]!r}")
+    if not 0 <= float(cfg["validation"]) < 1:
+        raise ValueError(f"--validation must be in [0, 1), got {cfg['validation']!r}")
     if cfg["num_workers"] < 0:
         raise ValueError(f"--num-workers must be 0 or more, got {cfg['num_workers']}")
     if cfg["in_channels"] is not None and cfg["in_channels"] not in (1, 3):

@@ -14,6 +14,13 @@ balanced set. Every method is repeated over ``repeats`` seeds; ``retrain.json`` 
 mean and std, and HUDD's Vargha–Delaney A12 and Mann–Whitney p-value against each
 baseline (``versus``).
 
+Options beyond the reference (none by default): ``freeze="features"`` fine-tunes only the
+classifier head (:func:`head_modules`); ``bootstrap="none"`` adds the selected images once
+(:mod:`hudd_core.balance`); ``validation=F`` holds a seeded fraction F of the TrainingSet
+out of the fine-tuning and reports every method's ``validation_accuracy`` beside the test
+``accuracy``; ``tuning=True`` reports only those, never reading the TestSet
+(:mod:`hudd_core.tuning` chooses options that way).
+
 Example (after ``hudd assign``)::
 
     result = run_retrain("T", "DataSets", baselines=True, repeats=3)
@@ -33,9 +40,10 @@ import numpy as np
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from hudd_core.balance import bootstrap_balance, bootstrap_target
+from hudd_core.assign import QUOTAS
+from hudd_core.balance import BOOTSTRAPS, balance_indices, bootstrap_target
 from hudd_core.baselines import baseline_names, baseline_sample, improvement_pool, versus
-from hudd_core.config import REFERENCE_HP
+from hudd_core.config import REFERENCE_HP, check_choice
 from hudd_core.data.datasets import ImageSet, LabelledImages, read_labels, read_metadata
 from hudd_core.fileio import atomic_write_json
 from hudd_core.models.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
@@ -207,6 +215,43 @@ def test_groups(
     return groups
 
 
+FREEZE = ("none", "features")
+
+
+def head_modules(model: nn.Module) -> list[nn.Module]:
+    """The classifier head: the last ``nn.Linear`` in module order (``named_modules``)
+    and every module registered after it; a ValueError when the model has no Linear.
+
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2), nn.Softmax(1))
+    >>> [type(m).__name__ for m in head_modules(net)]
+    ['Linear', 'Softmax']
+    """
+    modules = [m for _, m in model.named_modules()]
+    linear = [i for i, m in enumerate(modules) if isinstance(m, nn.Linear)]
+    if not linear:
+        raise ValueError(
+            f"--freeze features: {type(model).__name__} has no nn.Linear module to take as "
+            "its classifier head; use --freeze none"
+        )
+    return modules[linear[-1] :]
+
+
+def freeze_features(model: nn.Module) -> list[nn.Module]:
+    """Turns off the gradients of every parameter outside :func:`head_modules`; returns
+    the frozen leaf modules (to keep in eval mode while training)."""
+    head = {id(m) for m in head_modules(model)}
+    frozen = []
+    for m in model.modules():
+        if id(m) in head:
+            continue
+        for p in m.parameters(recurse=False):
+            p.requires_grad_(False)
+        if not any(True for _ in m.children()):
+            frozen.append(m)
+    return frozen
+
+
 def fine_tune(
     model: nn.Module,
     data: Dataset,
@@ -216,9 +261,13 @@ def fine_tune(
     seed: int,
     device: str,
     progress: bool,
+    freeze: str = "none",
 ) -> nn.Module:
-    """A copy of ``model`` trained from its current weights on ``data`` with ``hp``."""
+    """A copy of ``model`` trained from its current weights on ``data`` with ``hp``;
+    ``freeze="features"``: only the classifier head (:func:`head_modules`) is trained."""
+    check_choice("freeze", freeze, FREEZE)
     tuned = copy.deepcopy(model)
+    frozen = freeze_features(tuned) if freeze == "features" else []
     train(
         tuned,
         data,
@@ -232,8 +281,29 @@ def fine_tune(
         optimizer="sgd",
         device=device,
         progress=progress,
+        frozen=frozen,
     )
+    for p in tuned.parameters():
+        p.requires_grad_(True)
     return tuned
+
+
+def validation_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(fit, held_out)`` positions of ``n`` training images: a seeded permutation,
+    ``round(fraction × n)`` held out (at least one, and one left to fit), both sorted.
+
+    >>> validation_split(10, 0.3, seed=0)[1].size, validation_split(10, 0.0, seed=0)[1].size
+    (3, 0)
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"--validation must be in [0, 1), got {fraction!r}")
+    if fraction == 0:
+        return np.arange(n), np.zeros(0, dtype=np.int64)
+    k = min(max(round(fraction * n), 1), n - 1)
+    if k < 1:
+        raise ValueError(f"--validation {fraction}: the TrainingSet has only {n} image(s)")
+    order = np.random.default_rng(seed).permutation(n)
+    return np.sort(order[k:]), np.sort(order[:k])
 
 
 def _stats(values: list[float]) -> dict[str, Any]:
@@ -275,6 +345,11 @@ def run_retrain(
     std: Sequence[float] | None = None,
     group_by: Sequence[str] | None = None,
     progress: bool = True,
+    quota: str = "mass",
+    freeze: str = "none",
+    bootstrap: str = "weighted",
+    validation: float = 0.0,
+    tuning: bool = False,
 ) -> dict[str, Any]:
     """HUDD's retraining and (optionally) the baselines; writes
     ``T/DNNModels/<model>_retrained.pt`` and ``T/retrain.json`` and returns the latter.
@@ -288,17 +363,31 @@ def run_retrain(
             (:data:`hudd_core.baselines.BASELINES`).
         repeats: seeds ``seed, seed+1, ...`` for every method.
         hp: hyper-parameters overriding :data:`REFERENCE_HP`.
-        quota_factor: the assignment's quota factor (the bootstrap target is the largest
-            cluster's quota).
+        quota_factor, quota: the assignment's quota rule (the bootstrap target is the
+            largest quota of the clusters in the unsafe set).
         image_size, mean, std: the preprocessing of ``hudd test``, for every image the
             retraining reads and evaluates.
         group_by: categorical columns of ``TestSet/metadata.csv`` to report the accuracy
             per group of (default: ``planted`` when the column exists).
+        freeze: ``none`` (the reference) or ``features`` (only the classifier head).
+        bootstrap: ``weighted`` (the reference) or ``none`` (:data:`BOOTSTRAPS`).
+        validation: the fraction of the TrainingSet held out of the fine-tuning (seeded by
+            ``seed``, the same for every repeat and method); every method then reports
+            ``validation_accuracy`` and ``validation_gain`` beside the test figures, and
+            ``validation`` gives the split and the accuracy before.
+        tuning: validation figures only: the TestSet is never read (no ``before``,
+            ``accuracy``, ``gain``, no per-group tables) and nothing is written (no
+            checkpoint, no ``retrain.json``); needs ``validation`` > 0.
     """
     workdir, data_root = Path(workdir), Path(data_root)
     hp = {**REFERENCE_HP, **(hp or {})}
     if repeats < 1:
         raise ValueError(f"--repeats must be at least 1, got {repeats}")
+    if tuning and not validation:
+        raise ValueError("tuning reads no test set: it needs --validation above 0")
+    check_choice("freeze", freeze, FREEZE)
+    check_choice("bootstrap", bootstrap, BOOTSTRAPS)
+    check_choice("quota", quota, QUOTAS)
     names = baseline_names(baselines)
     checkpoint = find_checkpoint(workdir, model_name)
     model, meta = load_checkpoint(checkpoint)
@@ -317,33 +406,51 @@ def run_retrain(
     train_set = tested_only(
         ImageSet(data_root / "TrainingSet", **sets), workdir / RESULT_FILES["TrainingSet"]
     )
-    test_set = ImageSet(data_root / "TestSet", **sets)
-    groups = test_groups(workdir, data_root, test_set, meta, group_by)
+    fit, held_out = validation_split(len(train_set), validation, seed)
+    if len(held_out):
+        train_set, val_set = Subset(train_set, fit.tolist()), Subset(train_set, held_out.tolist())
+    scores = {"batch_size": eval_batch_size, "device": device}
 
-    def evaluate(m: nn.Module) -> dict[str, Any]:
-        ok, pos = correct_mask(m, test_set, meta, batch_size=eval_batch_size, device=device)
-        return accuracy_table(ok, [test_set.ids[i] for i in pos], groups)
+    def validate(m: nn.Module) -> float:
+        return float(np.mean(correct_mask(m, val_set, meta, **scores)[0]))
 
-    before = evaluate(model)
-    target = _bootstrap_target(workdir, clusters, quota_factor)
-    methods: dict[str, list[dict[str, Any]]] = {"hudd": []}
+    if tuning:
+        evaluate, before = None, None
+    else:
+        test_set = ImageSet(data_root / "TestSet", **sets)
+        groups = test_groups(workdir, data_root, test_set, meta, group_by)
+
+        def evaluate(m: nn.Module) -> dict[str, Any]:
+            ok, pos = correct_mask(m, test_set, meta, **scores)
+            return accuracy_table(ok, [test_set.ids[i] for i in pos], groups)
+
+        before = evaluate(model)
+    before_val = validate(model) if len(held_out) else None
+    target = _bootstrap_target(workdir, clusters, quota_factor, quota)
+    methods: dict[str, list[dict[str, Any]]] = {"hudd": [], **{name: [] for name in names}}
+    val_runs: dict[str, list[float]] = {m: [] for m in methods}
     pool = None
     if names:
         pool = improvement_pool(model, data_root, meta, sets, device, eval_batch_size)
-    for name in names:
-        methods[name] = []
     kept: dict[str, list[int]] = {name: [] for name in names}
 
-    def tune(added: Dataset, s: int) -> nn.Module:  # every method: TrainingSet + its images
+    def tune(name: str, added: Dataset, s: int) -> nn.Module:
+        """Every method: TrainingSet (less the held-out part) + its images, then scored."""
         data = ConcatDataset([train_set, added])
-        return fine_tune(model, data, meta, hp, seed=s, device=device, progress=progress)
+        tuned = fine_tune(model, data, meta, hp, seed=s, device=device, progress=progress,
+                          freeze=freeze)  # fmt: skip
+        if evaluate is not None:
+            methods[name].append(evaluate(tuned))
+        if before_val is not None:
+            val_runs[name].append(validate(tuned))
+        return tuned
 
+    saved = None
     for r in range(repeats):
         s = seed + r
-        balanced = unsafe.subset(bootstrap_balance(clusters, distances, target, seed=s))
-        tuned = tune(balanced, s)
-        methods["hudd"].append(evaluate(tuned))
-        if r == 0:
+        balanced = unsafe.subset(balance_indices(clusters, distances, target, s, bootstrap))
+        tuned = tune("hudd", balanced, s)
+        if r == 0 and not tuning:
             saved = save_checkpoint(
                 tuned,
                 workdir / "DNNModels",
@@ -353,36 +460,54 @@ def run_retrain(
         for name in names:
             extra, labelled_wrong = baseline_sample(name, pool, len(images), len(balanced), s)
             kept[name].append(labelled_wrong)
-            methods[name].append(evaluate(tune(extra, s)))
-    result = {
+            tune(name, extra, s)
+    result: dict[str, Any] = {
         "model": checkpoint.name,
-        "retrained_model": saved.name,
+        "retrained_model": saved.name if saved else None,
         "hp": hp,
         "repeats": repeats,
         "seed": seed,
         "labelling_budget": len(images),
         "balanced_unsafe_set": len(balanced),
-        "before": before,
-        **{name: _summarise(runs, before) for name, runs in methods.items()},
     }
+    options = {"quota": quota, "freeze": freeze, "bootstrap": bootstrap}
+    if options != {"quota": "mass", "freeze": "none", "bootstrap": "weighted"}:
+        result["options"] = options  # the reference's retrain.json keeps its shape
+    if not tuning:
+        result["before"] = before
+    for name in methods:
+        result[name] = {} if tuning else _summarise(methods[name], before)
+        if before_val is not None:
+            result[name]["validation_accuracy"] = _stats(val_runs[name])
+            result[name]["validation_gain"] = _stats([v - before_val for v in val_runs[name]])
+    if before_val is not None:
+        result["validation"] = {"fraction": validation, "n": len(held_out), "seed": seed,
+                                "before": before_val}  # fmt: skip
     for name in names:  # how many distinct images each baseline added (per repeat)
         result[name]["distinct_images"] = kept[name]
-    if names:  # HUDD's gains against each baseline's: effect size and significance
+    if names and not tuning:  # HUDD's gains against each baseline's: effect size, significance
         gains = {m: result[m]["gain"]["runs"] for m in methods}
         result["versus"] = versus(gains.pop("hudd"), gains)
-    atomic_write_json(workdir / "retrain.json", result)
+    if not tuning:
+        atomic_write_json(workdir / "retrain.json", result)
     return result
 
 
-def _bootstrap_target(workdir: Path, clusters: np.ndarray, quota_factor: float) -> int:
-    """The bootstrap target from ``T/clusters.csv``'s cluster sizes (the RCCs present in
-    the unsafe set); the largest unsafe-set cluster when that file is absent."""
+def _bootstrap_target(
+    workdir: Path, clusters: np.ndarray, quota_factor: float, quota: str = "mass"
+) -> int:
+    """The bootstrap target from ``T/clusters.csv``'s cluster sizes (the quota rule over
+    every RCC, the largest quota among those present in the unsafe set); the largest
+    unsafe-set cluster when that file is absent."""
+    from hudd_core.cluster_methods import NOISE
+
     path = workdir / "clusters.csv"
     if path.is_file():
         with open(path, newline="") as fh:
             ids, counts = np.unique([int(r["cluster"]) for r in csv.DictReader(fh)],
                                     return_counts=True)  # fmt: skip
-        sizes = {int(c): int(n) for c, n in zip(ids, counts, strict=True) if c in clusters}
-        if sizes:
-            return bootstrap_target(sizes, quota_factor)
+        sizes = {int(c): int(n) for c, n in zip(ids, counts, strict=True) if c != NOISE}
+        present = set(sizes) & {int(c) for c in np.unique(clusters)}
+        if present:
+            return bootstrap_target(sizes, quota_factor, quota, present)
     return int(np.bincount(clusters).max())

@@ -109,6 +109,30 @@ def test_ray_assign_rerun_reuses_shards_and_other_inputs_start_afresh(cluster, c
     assert [p.stat().st_mtime_ns for p in shards] != stamps
 
 
+def test_ray_assign_selection_options_equal_local(cluster, case):
+    w, reference = case
+    options = {"quota": "uniform", "distance_threshold": "paper", "rank": "uncertainty"}
+    local = _assign(w, reference, "local", **options)
+    got = _assign(w, w.T, "ray", **options)
+    assert got == local and got["selected"] > 0 and "thresholds" in got
+    assert (w.T / "unsafe_set.csv").read_text() == (reference / "unsafe_set.csv").read_text()
+    chosen = (reference / "unsafe_set.csv").read_text()
+    _assign(w, reference, "local")
+    assert (reference / "unsafe_set.csv").read_text() != chosen  # the options do change it
+
+
+def test_ray_assign_refuses_uncertainty_for_keypoint_models(case):
+    from hudd_core.engine_ray import ray_assign
+    from hudd_core.models.checkpoint import load_checkpoint
+
+    w, _ = case
+    model, _ = load_checkpoint(w.pt)
+    with pytest.raises(ValueError, match="--rank uncertainty: a keypoint regressor"):
+        ray_assign(w.T, w.data, model, LAYER, {1: 0}, input_shape=(1, 32, 32),
+                   rank="uncertainty", progress=False)  # fmt: skip
+    assert not (w.T / "Assign").exists()  # refused before any work
+
+
 def test_ray_test_step_equals_local(cluster, model_workdir):
     from hudd_core.engine_ray import ray_predictor
     from hudd_core.models.checkpoint import load_checkpoint

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,148 @@ def test_keypoint_model_retrains_with_mse_and_pixel_error_accuracy(model_workdir
     assert meta["task"] == "keypoints"
     assert model(torch.rand(2, 1, SIZE, SIZE)).shape == (2, 2 * len(simulator.KEYPOINTS))
     assert 0.0 <= result["hudd"]["accuracy"]["mean"] <= 1.0  # mean pixel error ≤ 4 px
+
+
+# --- options: --freeze, --bootstrap, --validation, validation-only tuning -----------------
+
+
+def test_head_is_the_last_linear_and_what_follows_it():
+    from torch import nn
+
+    net = nn.Sequential(
+        nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Sequential(nn.Linear(8, 4), nn.ReLU()),
+        nn.Linear(4, 3), nn.Dropout(0.1),
+    )  # fmt: skip
+    assert R.head_modules(net) == [net[3], net[4]]
+    with pytest.raises(ValueError, match=r"--freeze features: Sequential has no nn\.Linear"):
+        R.head_modules(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()))
+
+
+def test_freeze_features_changes_only_the_head(case):
+    data, T = case
+    model, meta = load_checkpoint(T / "DNNModels" / "m.pt")
+    train_set = R.ImageSet(data / "TrainingSet", classes=meta["classes"])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hp = {**R.REFERENCE_HP, **HP, "lr": 0.05}
+    tuned = R.fine_tune(model, train_set, meta, hp, seed=0, device="cpu", progress=False,
+                        freeze="features")  # fmt: skip
+    after = tuned.state_dict()
+    head = {"classifier.7.weight", "classifier.7.bias"}  # the zoo AlexNet's last Linear
+    for k in before:
+        if k in head:
+            assert not torch.equal(before[k], after[k]), k
+        else:
+            assert torch.equal(before[k], after[k]), k
+    assert all(p.requires_grad for p in tuned.parameters())  # the copy is left trainable
+    moved = R.fine_tune(model, train_set, meta, hp, seed=0, device="cpu", progress=False)
+    assert not torch.equal(moved.state_dict()["features.0.weight"], before["features.0.weight"])
+
+
+def _spy_train(monkeypatch) -> list:
+    seen = []
+    real = R.train
+
+    def spy(model, dataset, **kwargs):
+        seen.append(dataset)
+        return real(model, dataset, **kwargs)
+
+    monkeypatch.setattr(R, "train", spy)
+    return seen
+
+
+def test_bootstrap_none_adds_exactly_the_selected_images(case, monkeypatch):
+    data, T = case
+    seen = _spy_train(monkeypatch)
+    result = R.run_retrain(T, data, hp=HP, bootstrap="none", baselines=["BL2"], progress=False)
+    unsafe = [r["image"] for r in csv.DictReader(open(T / "unsafe_set.csv"))]
+    assert result["balanced_unsafe_set"] == result["labelling_budget"] == len(unsafe) == 5
+    train_part, added = seen[0].datasets
+    assert added.ids == unsafe  # each once, in the unsafe set's order
+    assert len(train_part) == 48
+    assert len(seen[1].datasets[1]) == 5  # BL2 at the same number of added samples
+    assert result["options"]["bootstrap"] == "none"
+    with pytest.raises(ValueError, match="--bootstrap: 'twice' is not one of weighted, none"):
+        R.run_retrain(T, data, hp=HP, bootstrap="twice", progress=False)
+
+
+def test_validation_split_is_held_out_and_reported(case, monkeypatch):
+    data, T = case
+    seen = _spy_train(monkeypatch)
+    result = R.run_retrain(T, data, hp=HP, validation=0.25, repeats=2, baselines=["BL2"],
+                           progress=False)  # fmt: skip
+    fit, held = R.validation_split(48, 0.25, seed=0)
+    assert len(held) == 12 and not set(fit) & set(held) and len(fit) + len(held) == 48
+    train_part = seen[0].datasets[0]
+    assert sorted(train_part.indices) == fit.tolist()  # the held-out images never train
+    assert result["validation"]["n"] == 12
+    for method in ("hudd", "BL2"):
+        v = result[method]["validation_accuracy"]
+        assert len(v["runs"]) == 2 and all(0 <= a <= 1 for a in v["runs"])
+        assert "accuracy" in result[method]  # the test set's, beside it
+        gains = [a - result["validation"]["before"] for a in v["runs"]]
+        assert result[method]["validation_gain"]["runs"] == pytest.approx(gains)
+    # the split is seeded: the same held-out images for another run with that seed
+    assert R.validation_split(48, 0.25, seed=0)[1].tolist() == held.tolist()
+    assert R.validation_split(48, 0.25, seed=1)[1].tolist() != held.tolist()
+
+
+@pytest.fixture
+def opened_files():
+    """The paths every ``open`` (Python's audit event: builtins, io, os, PIL, NumPy) and
+    folder listing of this process touches while ``record`` is on."""
+    import sys
+
+    state = {"on": False, "paths": []}
+
+    def hook(event, args):
+        if state["on"] and event in ("open", "os.listdir", "os.scandir") and args:
+            if isinstance(args[0], str | bytes | Path):
+                state["paths"].append(str(Path(os.fsdecode(args[0])).resolve()))
+
+    sys.addaudithook(hook)  # audit hooks stay for the process: the flag turns it off
+    yield state
+    state["on"] = False
+
+
+def test_no_tuning_reads_the_test_set(case, opened_files):
+    from hudd_core.tuning import tune_on_validation
+
+    data, T = case
+    test_set = str((data / "TestSet").resolve())
+    (T / "retrain.json").unlink(missing_ok=True)
+    opened_files["on"] = True
+    chosen = tune_on_validation([{"freeze": "none"}, {"freeze": "features", "hp": {"lr": 0.05,
+                                 **HP}}], workdir=T, data_root=data, validation=0.25, hp=HP,
+                                baselines=["BL2"], repeats=1, progress=False)  # fmt: skip
+    opened_files["on"] = False
+    touched = opened_files["paths"]
+    assert any("TrainingSet" in p for p in touched)  # the hook sees the data being read
+    assert not [p for p in touched if p.startswith(test_set)]
+    assert not (T / "retrain.json").exists()  # tuning writes nothing
+    assert chosen["best"] in ({"freeze": "none"}, chosen["trials"][1]["options"])
+    means = [t["validation_gain"]["mean"] for t in chosen["trials"]]
+    assert chosen["index"] == means.index(max(means))
+    # the positive control: the reported retraining does read the TestSet
+    opened_files["paths"].clear()
+    opened_files["on"] = True
+    R.run_retrain(T, data, hp=HP, validation=0.25, progress=False)
+    opened_files["on"] = False
+    assert [p for p in opened_files["paths"] if p.startswith(test_set)]
+
+
+def test_tuning_picks_the_best_mean_validation_gain_and_refuses_a_missing_split(case):
+    from hudd_core.tuning import tune_on_validation
+
+    gains = {0.1: [0.02, 0.00], 0.01: [0.05, 0.03], 0.001: [0.04, 0.04]}  # means .01 .04 .04
+
+    def trial(options):
+        runs = gains[options["lr"]]
+        return {"hudd": {"validation_gain": {"mean": sum(runs) / 2, "runs": runs}}}
+
+    got = tune_on_validation([{"lr": 0.1}, {"lr": 0.01}, {"lr": 0.001}], trial=trial)
+    assert got["best"] == {"lr": 0.01} and got["index"] == 1  # the tie: the earlier one
+    with pytest.raises(ValueError, match="has no validation_gain for 'hudd'"):
+        tune_on_validation([{"lr": 0.1}], trial=lambda o: {"hudd": {}})
+    data, T = case
+    with pytest.raises(ValueError, match="tuning reads no test set: it needs --validation"):
+        R.run_retrain(T, data, hp=HP, tuning=True, progress=False)

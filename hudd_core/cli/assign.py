@@ -48,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULTS["quota_factor"],
         help="a cluster takes up to ceil(factor × its error images)",
     )
+    add_selection(p)
     p.add_argument("--composite", default=DEFAULTS["composite"], choices=sorted(COMPOSITES))
     add_preprocessing(p)
     add_channels(p)
@@ -58,6 +59,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def add_selection(p: argparse.ArgumentParser) -> None:
+    """``--quota``, ``--distance-threshold``, ``--rank``: the selection options."""
+    from hudd_core.assign import QUOTAS, RANKS, THRESHOLDS
+    from hudd_core.cli.run import HELP
+
+    for key, choices in (("quota", QUOTAS), ("distance_threshold", THRESHOLDS),
+                         ("rank", RANKS)):  # fmt: skip
+        p.add_argument("--" + key.replace("_", "-"), default=DEFAULTS[key], choices=choices,
+                       help=f"{HELP[key]} (default: {DEFAULTS[key]})")  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     from hudd_core.config import load_config
     from hudd_core.pipeline import Run, step_assign
@@ -65,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.quiet, None)
     options = ("workdir", "data", "device", "batch_size", "seed", "quiet", "backend", "top",
                "quota_factor", "composite", "image_size", "mean", "std", "num_workers",
-               "limit", "engine", *RAY_OPTIONS)  # fmt: skip
+               "limit", "engine", "quota", "distance_threshold", "rank",
+               *RAY_OPTIONS)  # fmt: skip
     cfg = load_config(None, {k: getattr(args, k) for k in options} | {"gifs": not args.no_gifs})
     s = step_assign(Run(cfg, step_checkpoint(args)))
     print(

@@ -50,6 +50,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=DEFAULTS["quota_factor"],
         help="the assignment's quota factor (the bootstrap target is the largest quota)",
     )
+    from hudd_core.assign import QUOTAS
+    from hudd_core.balance import BOOTSTRAPS
+    from hudd_core.cli.run import HELP
+    from hudd_core.retrain import FREEZE
+
+    for key, choices in (("quota", QUOTAS), ("freeze", FREEZE), ("bootstrap", BOOTSTRAPS)):
+        p.add_argument("--" + key, default=DEFAULTS[key], choices=choices,
+                       help=f"{HELP[key]} (default: {DEFAULTS[key]})")  # fmt: skip
+    p.add_argument("--validation", type=float, default=DEFAULTS["validation"],
+                   metavar="FRACTION", help=HELP["validation"])  # fmt: skip
     add_preprocessing(p)
     add_channels(p)
     p.set_defaults(func=run)
@@ -83,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
         std=args.std,
         group_by=args.group_by,
         progress=not args.quiet,
+        quota=args.quota,
+        freeze=args.freeze,
+        bootstrap=args.bootstrap,
+        validation=args.validation,
     )
     print(format_summary(result))
     print(
@@ -100,11 +114,14 @@ def format_summary(result: dict) -> str:
     for method in ("hudd", *BASELINES):
         if method in result:
             acc, gain = result[method]["accuracy"], result[method]["gain"]
-            lines.append(
+            line = (
                 f"{method:>10}: {acc['mean']:.2%} ± {acc['std']:.2%} "
                 f"(gain {gain['mean'] * 100:+.1f} ± {gain['std'] * 100:.1f} pp, "
                 f"{result['repeats']} runs)"
             )
+            if "validation_accuracy" in result[method]:
+                line += f", validation {result[method]['validation_accuracy']['mean']:.2%}"
+            lines.append(line)
     for method, s in result.get("versus", {}).items():
         lines.append(f"hudd vs {method}: A12 {s['a12']:.2f}, Mann-Whitney p {s['p_value']:.3g}")
     return "\n".join(lines)

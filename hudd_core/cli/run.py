@@ -43,6 +43,18 @@ HELP = {
     "gifs": "the animated GIFs of the RCCs and the unsafe set",
     "top": "assign: closest clusters kept per image (default: all, the reference)",
     "quota_factor": "assign: a cluster takes up to ceil(factor x its error images)",
+    "quota": "assign: mass = ceil(factor x errors) per cluster (reference), uniform = the "
+    "same total budget split evenly (retrain: the bootstrap target follows it)",
+    "distance_threshold": "assign: none (reference) or paper = only images as close to a "
+    "cluster as its members are to each other",
+    "rank": "assign: order inside a cluster's candidates: distance (reference) or "
+    "uncertainty (softmax entropy; classifiers only)",
+    "freeze": "retrain: none (reference) or features = fine-tune only the classifier head "
+    "(the last Linear and what follows it)",
+    "bootstrap": "retrain: weighted (reference: every RCC resampled to the largest quota) or "
+    "none (the selected images once)",
+    "validation": "retrain: fraction of the TrainingSet held out of fine-tuning; reports "
+    "validation_accuracy per method (0: off)",
     "epochs": "retrain: fine-tuning epochs",
     "lr": "retrain: SGD learning rate",
     "momentum": "retrain: SGD momentum",

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -44,6 +45,7 @@ def train(
     device: str = "auto",
     num_workers: int = 0,
     progress: bool = True,
+    frozen: Sequence[nn.Module] = (),
 ) -> list[float]:
     """Trains ``model`` in place from its current weights; returns the mean loss per epoch.
 
@@ -51,7 +53,8 @@ def train(
     ``optimizer``: ``sgd`` (with ``momentum``) or ``adam``. ``schedule``: ``constant`` (the
     reference retraining) or ``cosine`` (the rate decays to 0 over the run). Shuffling and
     dropout follow ``seed``; the global torch RNG state is left as it was. The model ends in
-    eval mode.
+    eval mode. Only parameters with ``requires_grad`` are trained; the modules ``frozen``
+    stay in eval mode (BatchNorm statistics and dropout as at inference).
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
@@ -59,6 +62,8 @@ def train(
         raise ValueError("cannot train on an empty data set")
     dev = resolve_device(device)
     model.to(dev).train()
+    for m in frozen:
+        m.eval()
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
