@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from hudd_core.data.uris import is_uri, read_uri, require_pyarrow
@@ -253,7 +253,10 @@ def open_image(source: str | Path) -> Image.Image:
     (:func:`hudd_core.data.uris.read_uri`): one opening for every reader, so a URI image is
     decoded, checked and refused exactly as a local file is."""
     if isinstance(source, str) and is_uri(source):
-        return Image.open(io.BytesIO(read_uri(source)))
+        try:
+            return Image.open(io.BytesIO(read_uri(source)))
+        except UnidentifiedImageError:  # it would show the buffer, not the file
+            raise UnidentifiedImageError(f"cannot identify image file {source!r}") from None
     return Image.open(source)
 
 
