@@ -7,6 +7,7 @@ with both engines; ``s3://`` URIs reach pyarrow's S3 file system with the bucket
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -285,3 +286,25 @@ def test_relative_entries_keep_their_checks_beside_uris(tmp_path):
     _list(pool, [uri, uri])
     with pytest.raises(ValueError, match="more than once"):
         ImageFiles(pool)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_worker_builds_its_own_file_system(tmp_path):
+    """A DataLoader worker forked after the parent read a URI does not reuse the parent's
+    file system object (nor destroy it)."""
+    parent, _ = uris.filesystem("file", "", "")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report whether it got a new object, then leave at once
+        try:
+            inherited = uris._FILESYSTEMS[(os.getppid(), "file", "", "")][0]
+            own, _ = uris.filesystem("file", "", "")
+            os.write(write, b"new" if own is not inherited and own is not parent else b"same")
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as fh:
+        answer = fh.read()
+    os.waitpid(pid, 0)
+    assert answer == b"new"
+    assert uris.filesystem("file", "", "")[0] is parent  # the parent keeps its own

@@ -6,8 +6,9 @@ pyarrow builds one file system per scheme, authority and query (``?region=...``,
 and it is reused for every other image there (S3 resolves a bucket's region and finds
 the credentials once, as pyarrow does: AWS environment variables, config files, the
 instance's role). The file systems are never shipped between processes: a forked
-DataLoader worker starts with none (the AWS SDK's threads do not survive a fork) and a
-Ray task builds its own.
+DataLoader worker builds its own (the AWS SDK's threads do not survive a fork; the
+parent's objects are left untouched there, as destroying them could block) and so does
+a Ray task.
 
 Example:
     >>> import tempfile
@@ -27,9 +28,8 @@ from urllib.parse import unquote, urlsplit
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
-# (scheme, authority, query) -> (pyarrow FileSystem, the path of its root in it)
-_FILESYSTEMS: dict[tuple[str, str, str], tuple[Any, str]] = {}
-os.register_at_fork(after_in_child=_FILESYSTEMS.clear)
+# (process id, scheme, authority, query) -> (pyarrow FileSystem, the path of its root)
+_FILESYSTEMS: dict[tuple[int, str, str, str], tuple[Any, str]] = {}
 
 
 def is_uri(name: str) -> bool:
@@ -69,7 +69,7 @@ def build_filesystem(scheme: str, authority: str, query: str) -> tuple[Any, str]
 def filesystem(scheme: str, authority: str, query: str) -> tuple[Any, str]:
     """:func:`build_filesystem`, once per process and key (a failure is not kept: the
     next image tries again)."""
-    key = (scheme, authority, query)
+    key = (os.getpid(), scheme, authority, query)
     if key not in _FILESYSTEMS:
         _FILESYSTEMS[key] = build_filesystem(scheme, authority, query)
     return _FILESYSTEMS[key]
