@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import math
-import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -678,8 +677,9 @@ def finish_assign(
 def write_unsafe_folders(
     workdir: Path, data_root: Path, images: list[str], clusters: np.ndarray, *, gifs: bool = True
 ) -> Path:
-    """``T/UnsafeSet/<cluster>/`` with copies of the selected images and a GIF per cluster,
-    built in a temporary folder then renamed into place."""
+    """``T/UnsafeSet/<cluster>/`` with copies of the selected images (local or named by
+    URI) and a GIF per cluster, built in a temporary folder then renamed into place."""
+    from hudd_core.data.datasets import copy_image, image_source
     from hudd_core.rcc import unique_flat_names, write_gif
 
     final = Path(workdir) / "UnsafeSet"
@@ -688,9 +688,9 @@ def write_unsafe_folders(
         folder = tmp / str(c)
         folder.mkdir()
         chosen = [img for img, k in zip(images, clusters, strict=True) if k == c]
-        members = [data_root / img for img in chosen]
+        members = [image_source(data_root, img) for img in chosen]
         for src, name in zip(members, unique_flat_names(chosen), strict=True):
-            shutil.copyfile(src, folder / name)
+            copy_image(src, folder / name)
         if gifs and members:
             write_gif(members, tmp / f"Cluster_{c}.gif")
     replace_dir(tmp, final)

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from hudd_core.data.datasets import load_image
+from hudd_core.data.datasets import load_image, readable_path
 
 SHARD_GLOB = "part-*.parquet"
 
@@ -66,24 +66,29 @@ def _on_terminal() -> bool:
 
 
 class _Listed(Dataset):
-    """The images ``names`` of ``folder`` as a dataset of ``(tensor, 0)``, read as the local
-    engine reads them (:func:`hudd_core.data.datasets.load_image`)."""
+    """The images ``names`` of ``folder`` (relative paths or URIs) as a dataset of
+    ``(tensor, 0)``, read as the local engine reads them
+    (:func:`hudd_core.data.datasets.readable_path`, then ``load_image``)."""
 
     def __init__(self, folder: str, names: Sequence[str], load: Mapping[str, Any]) -> None:
         self.folder, self.names, self.load = Path(folder), list(names), dict(load)
+        self.follow_symlinks = bool(self.load.pop("follow_symlinks", False))
         self.ids = [f"{self.folder.name}/{n}" for n in self.names]
 
     def __len__(self) -> int:
         return len(self.names)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return load_image(self.folder / self.names[i], **self.load), 0
+        path = readable_path(self.folder, self.names[i], self.follow_symlinks)
+        return load_image(path, **self.load), 0
 
 
 def preprocessing(dataset: Any) -> dict[str, Any]:
-    """How a dataset of :mod:`hudd_core.data.datasets` turns its files into tensors."""
+    """How a dataset of :mod:`hudd_core.data.datasets` turns its files into tensors:
+    ``load_image``'s options and ``readable_path``'s ``follow_symlinks``."""
     return {"channels": dataset.channels, "image_size": dataset.image_size,
-            "mean": dataset.mean, "std": dataset.std}  # fmt: skip
+            "mean": dataset.mean, "std": dataset.std, "max_pixels": dataset.max_pixels,
+            "follow_symlinks": dataset.follow_symlinks}  # fmt: skip
 
 
 def decode_batch(

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from hudd_core.data.datasets import open_image
 from hudd_core.fileio import atomic_write, fresh_tmp_dir, replace_dir, safe_component
 
 FRAME_MS = 600
@@ -88,10 +89,11 @@ def rcc_folder(workdir: str | Path, layer: str) -> Path:
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 
 
-def thumbnail(path: Path, max_side: int = GIF_MAX_SIDE) -> Image.Image:
-    """The image scaled (both ways) so that its longer side is ``max_side``: grayscale
-    images stay grayscale ("L": GIFs of them need no colour quantisation), others RGB."""
-    with Image.open(path) as im:
+def thumbnail(path: Path | str, max_side: int = GIF_MAX_SIDE) -> Image.Image:
+    """The image (a path or a URI) scaled (both ways) so that its longer side is
+    ``max_side``: grayscale images stay grayscale ("L": GIFs of them need no colour
+    quantisation), others RGB."""
+    with open_image(path) as im:
         im = im.convert("L" if im.mode in GRAY_MODES else "RGB")
     scale = max_side / max(im.size)
     size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
@@ -99,7 +101,7 @@ def thumbnail(path: Path, max_side: int = GIF_MAX_SIDE) -> Image.Image:
 
 
 def write_gif(
-    paths: list[Path], out: Path, frame_ms: int = FRAME_MS, max_side: int = GIF_MAX_SIDE
+    paths: list[Path | str], out: Path, frame_ms: int = FRAME_MS, max_side: int = GIF_MAX_SIDE
 ) -> int:
     """An animated GIF of all ``paths``: one frame each, centred on a common canvas, with
     a strip below showing "i/n" (the engineer knows where they are, and no two frames are

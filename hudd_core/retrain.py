@@ -44,7 +44,13 @@ from hudd_core.assign import QUOTAS
 from hudd_core.balance import BOOTSTRAPS, balance_indices, bootstrap_target
 from hudd_core.baselines import baseline_names, baseline_sample, improvement_pool, versus
 from hudd_core.config import REFERENCE_HP, check_choice
-from hudd_core.data.datasets import ImageSet, LabelledImages, read_labels, read_metadata
+from hudd_core.data.datasets import (
+    ImageSet,
+    LabelledImages,
+    read_labels,
+    read_metadata,
+    uri_of,
+)
 from hudd_core.fileio import atomic_write_json
 from hudd_core.models.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from hudd_core.models.train import train
@@ -90,7 +96,8 @@ def label_images(
         for img in images:
             label = given.get(img) if given is not None else _folder_class(img)
             if label is None:
-                raise ValueError(f"{source}: no label for {img}")
+                hint = " (an image named by URI has no class folder: give --labels)"
+                raise ValueError(f"{source}: no label for {img}" + (hint * bool(uri_of(img))))
             if label not in index and not (label.isdigit() and int(label) < len(index)):
                 raise ValueError(
                     f"{source}: label {label!r} of {img} is not one of the "
@@ -113,8 +120,9 @@ def label_images(
 
 
 def _folder_class(image: str) -> str | None:
+    """``ImprovementSet/<class>/x.png``'s class; None for an image named by URI."""
     parts = image.split("/")
-    return parts[1] if len(parts) >= 3 else None
+    return parts[1] if len(parts) >= 3 and uri_of(image) is None else None
 
 
 def _read_label_csv(path: Path) -> dict[str, str]:

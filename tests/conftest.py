@@ -56,3 +56,19 @@ def model_workdir(tmp_path):
         return SimpleNamespace(root=root, data=data, T=T, pt=pt, meta=meta)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """A local Ray cluster of 2 CPUs (the cluster of RAY_ADDRESS when set), shut down
+    after the module's tests; its address. Skips without Ray."""
+    import os
+
+    ray = pytest.importorskip("ray")
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init()
+        else:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

@@ -5,7 +5,6 @@ killed mid-run."""
 
 from __future__ import annotations
 
-import csv
 import os
 import signal
 import subprocess
@@ -18,72 +17,19 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from hudd_core.config import load_config  # noqa: E402
-from hudd_core.pipeline import Run, step_assign  # noqa: E402
-
-LAYER = "features.10"
-
-
-@pytest.fixture(scope="module")
-def cluster():
-    """A local cluster of 2 CPUs (the cluster of RAY_ADDRESS when set); its address."""
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init()
-        else:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
-
-
-def _add_bad_images(folder: Path) -> None:
-    from PIL import Image
-
-    (folder / "left" / "broken.png").write_bytes(b"")
-    Image.new("L", (40, 40)).save(folder / "left" / "big.png")  # not 32 x 32
+from assign_fixtures import LAYER, add_bad_images, make_assign_case  # noqa: E402
+from assign_fixtures import read_skipped as _skipped  # noqa: E402
+from assign_fixtures import run_assign as _assign  # noqa: E402
 
 
 @pytest.fixture
 def case(model_workdir):
-    """A work folder with T/testResult.csv, the heatmaps of its Wrong images at LAYER and
-    hand-made RCCs over them (clusters 1-3 and a singleton), and a pool with two bad
-    images. Returns ``(w, reference)`` where ``reference`` is a copy of T before assign."""
-    import shutil
-
-    from hudd_core.heatmaps import run_heatmaps
-    from hudd_core.models.checkpoint import load_checkpoint
-    from hudd_core.testing import read_results, run_test
-
-    w = model_workdir({"TestSet": 24, "ImprovementSet": 90})
-    _add_bad_images(w.data / "ImprovementSet")
-    model, meta = load_checkpoint(w.pt)
-    run_test(model, w.data, w.T, meta, sets=("TestSet",), device="cpu", progress=False)
-    run_heatmaps(w.T, w.data, model, meta, layers=[LAYER], device="cpu", progress=False)
-    wrong = [i for i, r in read_results(w.T / "testResult.csv").items() if r == "Wrong"]
-    assert len(wrong) >= 8
-    labels = [1 + k % 3 for k in range(len(wrong) - 1)] + [4]
-    with open(w.T / "clusters.csv", "w", newline="") as fh:
-        rows = [(i, c, LAYER) for i, c in zip(wrong, labels, strict=True)]
-        csv.writer(fh).writerows([("image", "cluster", "layer"), *rows])
-    reference = w.root / "reference"
-    shutil.copytree(w.T, reference)
-    return w, reference
-
-
-def _assign(w, workdir: Path, engine: str, **extra) -> dict:
-    cfg = load_config(None, {"workdir": str(workdir), "data": str(w.data), "device": "cpu",
-                             "quiet": True, "batch_size": 8, "backend": "numpy",
-                             "engine": engine, "ray_shard_size": 16, **extra})  # fmt: skip
-    return step_assign(Run(cfg, w.pt))
-
-
-def _skipped(workdir: Path) -> list[tuple[str, str, str]]:
-    with open(workdir / "skipped.csv", newline="") as fh:
-        return sorted((r["step"], r["image"], r["reason"]) for r in csv.DictReader(fh))
+    """``(w, reference)`` of :func:`assign_fixtures.make_assign_case`."""
+    return make_assign_case(model_workdir)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "faiss"])
-def test_ray_assign_equals_local(cluster, case, backend):
+def test_ray_assign_equals_local(ray_cluster, case, backend):
     w, reference = case
     local = _assign(w, reference, "local", backend=backend)
     got = _assign(w, w.T, "ray", backend=backend)
@@ -97,7 +43,7 @@ def test_ray_assign_equals_local(cluster, case, backend):
     assert len(shards) == -(-local["improvement_images"] // 16)
 
 
-def test_ray_assign_rerun_reuses_shards_and_other_inputs_start_afresh(cluster, case):
+def test_ray_assign_rerun_reuses_shards_and_other_inputs_start_afresh(ray_cluster, case):
     w, _ = case
     first = _assign(w, w.T, "ray")
     shards = sorted((w.T / "Assign" / "shards").glob("part-*.parquet"))
@@ -109,7 +55,7 @@ def test_ray_assign_rerun_reuses_shards_and_other_inputs_start_afresh(cluster, c
     assert [p.stat().st_mtime_ns for p in shards] != stamps
 
 
-def test_ray_assign_selection_options_equal_local(cluster, case):
+def test_ray_assign_selection_options_equal_local(ray_cluster, case):
     w, reference = case
     options = {"quota": "uniform", "distance_threshold": "paper", "rank": "uncertainty"}
     local = _assign(w, reference, "local", **options)
@@ -133,13 +79,13 @@ def test_ray_assign_refuses_uncertainty_for_keypoint_models(case):
     assert not (w.T / "Assign").exists()  # refused before any work
 
 
-def test_ray_test_step_equals_local(cluster, model_workdir):
+def test_ray_test_step_equals_local(ray_cluster, model_workdir):
     from hudd_core.engine_ray import ray_predictor
     from hudd_core.models.checkpoint import load_checkpoint
     from hudd_core.testing import run_test
 
     w = model_workdir({"TrainingSet": 20, "TestSet": 30})
-    _add_bad_images(w.data / "TestSet")
+    add_bad_images(w.data / "TestSet")
     model, meta = load_checkpoint(w.pt)
     reference = w.root / "reference"
     kw = {"device": "cpu", "progress": False, "batch_size": 8}
@@ -151,8 +97,21 @@ def test_ray_test_step_equals_local(cluster, model_workdir):
     assert _skipped(w.T) == _skipped(reference)
 
 
+def _ancestors(pid: int):
+    """The parent, grandparent, ... process ids of ``pid`` (from ``/proc/<pid>/stat``)."""
+    while pid > 1:
+        try:
+            stat = (Path("/proc") / str(pid) / "stat").read_text()
+        except OSError:
+            return
+        pid = int(stat.rsplit(")", 1)[1].split()[1])
+        yield pid
+
+
 def _actor_pids() -> list[int]:
-    """The processes of Ray Data's model actors on this machine (their title)."""
+    """The processes of Ray Data's model actors (their title) of this test's own local
+    cluster: its raylet descends from this process, so another cluster on the machine
+    (a benchmark's) is left alone; any on the machine with ``RAY_ADDRESS``."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
@@ -160,7 +119,9 @@ def _actor_pids() -> list[int]:
         except (OSError, ValueError):
             continue
         if entry.name.isdigit() and title.startswith(b"ray::MapWorker") and b"Actor" in title:
-            pids.append(int(entry.name))
+            pid = int(entry.name)
+            if os.environ.get("RAY_ADDRESS") or os.getpid() in _ancestors(pid):
+                pids.append(pid)
     return pids
 
 
@@ -179,7 +140,7 @@ def _kill_an_actor_after_first_shard(shards: Path, killed: dict) -> None:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the actor process in /proc")
-def test_actor_killed_mid_run_gives_the_same_result(cluster, case):
+def test_actor_killed_mid_run_gives_the_same_result(ray_cluster, case):
     import threading
 
     w, reference = case
@@ -197,14 +158,14 @@ def test_actor_killed_mid_run_gives_the_same_result(cluster, case):
     assert _skipped(w.T) == _skipped(reference)
 
 
-def test_driver_killed_with_kill_9_resumes_from_its_shards(cluster, case):
+def test_driver_killed_with_kill_9_resumes_from_its_shards(ray_cluster, case):
     w, reference = case
     local = _assign(w, reference, "local", batch_size=2)  # the batches of the Ray run
     shards = w.T / "Assign" / "shards"
     cmd = [sys.executable, "-m", "hudd_core.cli", "assign", "--engine", "ray", "--workdir",
            str(w.T), "--data", str(w.data), "--device", "cpu", "--batch-size", "2",
            "--ray-shard-size", "4", "--backend", "numpy", "--quiet"]  # fmt: skip
-    env = {**os.environ, "RAY_ADDRESS": cluster}
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while proc.poll() is None and time.monotonic() < deadline:
@@ -226,7 +187,7 @@ def test_driver_killed_with_kill_9_resumes_from_its_shards(cluster, case):
     assert _skipped(w.T) == _skipped(reference)
 
 
-def test_ray_options_are_checked(cluster, case):
+def test_ray_options_are_checked(ray_cluster, case):
     w, _ = case
     with pytest.raises(ValueError, match="--ray-concurrency must be a positive integer"):
         _assign(w, w.T, "ray", ray_concurrency=0)
@@ -235,7 +196,7 @@ def test_ray_options_are_checked(cluster, case):
     np.testing.assert_equal(list((w.T / "Assign").glob("shards")), [])
 
 
-def test_ray_improvement_heatmaps_equal_local_and_resume(cluster, model_workdir):
+def test_ray_improvement_heatmaps_equal_local_and_resume(ray_cluster, model_workdir):
     from hudd_core.engine_ray import ray_heatmap_source
     from hudd_core.heatmaps import run_heatmaps
     from hudd_core.models.checkpoint import load_checkpoint

@@ -19,7 +19,9 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import os
+import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,9 +30,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from hudd_core.data.uris import is_uri, read_uri, require_pyarrow
 from hudd_core.fileio import shown_name
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -67,14 +70,26 @@ FILE_LIST = "files.txt"  # optional: the images of a folder listed instead of sc
 
 
 def _listed_images(folder: Path) -> list[str]:
-    """The image paths (relative to ``folder``) listed in ``folder/files.txt``, in its
-    order; blank lines and ``#`` comments ignored. Listing a pool of millions of images
-    once saves scanning the tree on every run and lets the engineer choose them."""
+    """The images listed in ``folder/files.txt``, in its order: paths relative to
+    ``folder``, or URIs (``s3://bucket/key.png``, ``file:///abs/x.png``: any scheme
+    pyarrow's file systems read), kept verbatim; blank lines and ``#`` comments ignored.
+    Listing a pool of millions of images once saves scanning the tree on every run and
+    lets the engineer choose them (or name them in an object store)."""
     path = folder / FILE_LIST
     names: list[str] = []
+    checked = False  # pyarrow, once there is a URI
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         entry = line.strip()
         if not entry or entry.startswith("#"):
+            continue
+        if is_uri(entry):
+            if not checked:
+                try:
+                    require_pyarrow(entry)
+                except ImportError as exc:
+                    raise ValueError(f"{path}, line {number}: {exc}") from None
+                checked = True
+            names.append(entry)
             continue
         rel = PurePosixPath(entry)
         if rel.is_absolute() or ".." in rel.parts:
@@ -211,8 +226,50 @@ def _pixels(im: Image.Image | np.ndarray, channels: int, size: int | None) -> np
     return np.asarray(im, dtype=np.float32) / 255.0
 
 
+def uri_of(image: str) -> str | None:
+    """The URI an image id of the files under ``T/`` names (``ImprovementSet/s3://b/k.png``:
+    the pool's ``files.txt`` listed ``s3://b/k.png``), or None for a local image."""
+    name = image.partition("/")[2]
+    return name if is_uri(name) else None
+
+
+def image_source(data_root: str | Path, image: str) -> Path | str:
+    """What to open for an image id of the files under ``T/`` (``<Set>/<name>``): the URI
+    when the pool's ``files.txt`` named the image by one (the id is then
+    ``ImprovementSet/s3://bucket/key.png``), else ``data_root / image``.
+
+    Example:
+        >>> image_source("DataSets", "ImprovementSet/s3://b/k.png")
+        's3://b/k.png'
+        >>> image_source("DataSets", "TestSet/closed/1.png").as_posix()
+        'DataSets/TestSet/closed/1.png'
+    """
+    uri = uri_of(image)
+    return uri if uri is not None else Path(data_root) / image
+
+
+def open_image(source: str | Path) -> Image.Image:
+    """``PIL.Image.open`` of a local file, or of the bytes of a URI read through pyarrow
+    (:func:`hudd_core.data.uris.read_uri`): one opening for every reader, so a URI image is
+    decoded, checked and refused exactly as a local file is."""
+    if isinstance(source, str) and is_uri(source):
+        try:
+            return Image.open(io.BytesIO(read_uri(source)))
+        except UnidentifiedImageError:  # it would show the buffer, not the file
+            raise UnidentifiedImageError(f"cannot identify image file {source!r}") from None
+    return Image.open(source)
+
+
+def copy_image(source: str | Path, target: Path) -> None:
+    """The file ``source`` (a path or a URI, see :func:`image_source`) copied to ``target``."""
+    if isinstance(source, str) and is_uri(source):
+        target.write_bytes(read_uri(source))
+    else:
+        shutil.copyfile(source, target)
+
+
 def load_image(
-    path: Path,
+    path: str | Path,
     channels: int,
     image_size: int | None = None,
     mean: Sequence[float] | None = None,
@@ -222,8 +279,9 @@ def load_image(
 ) -> torch.Tensor:
     """One image as a ``(channels, H, W)`` float32 tensor in [0, 1] (then normalised);
     ``channels`` is 1 (grayscale) or 3 (RGB), converting the file as :func:`decode`
-    says. A corrupt or truncated file, or one of more than ``max_pixels`` pixels
-    (default :data:`PIXEL_LIMIT`, Pillow's; a decompression bomb is never decoded), is a
+    says. ``path`` is a local file or a URI (:func:`open_image`). A missing, corrupt or
+    truncated file, or one of more than ``max_pixels`` pixels (default
+    :data:`PIXEL_LIMIT`, Pillow's; a decompression bomb is never decoded), is a
     ValueError naming the file (the steps skip it into ``T/skipped.csv``)."""
     if channels not in (1, 3):
         raise ValueError(f"models taking {channels} input channels are not supported (1 or 3)")
@@ -231,7 +289,7 @@ def load_image(
     try:
         with warnings.catch_warnings():  # the size is checked below, against our limit
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = open_image(path)
         with im:
             w, h = im.size
             if w * h > limit:
@@ -251,12 +309,15 @@ def load_image(
     return x
 
 
-def readable_path(folder: Path, name: str, follow_symlinks: bool = False) -> Path:
+def readable_path(folder: Path, name: str, follow_symlinks: bool = False) -> Path | str:
     """``folder / name``, the file an item reads, once it is safe to read: a name that is
     not valid UTF-8 (it could not be written to the CSVs under ``T/``), or a symbolic
     link (the file or a folder on its way) to a place outside the DataSets root
     (``folder``'s parent), is a ValueError naming it, so the step skips it into
-    ``T/skipped.csv``; ``follow_symlinks`` reads such links."""
+    ``T/skipped.csv``; ``follow_symlinks`` reads such links. A URI listed in
+    ``files.txt`` is returned as it is: it names its file explicitly, wherever it is."""
+    if is_uri(name):
+        return name
     path = folder / name
     try:
         name.encode("utf-8")
@@ -356,11 +417,14 @@ class ImageSet(Dataset):
 
 class ImageFiles(Dataset):
     """Every image under ``folder`` (recursively, sorted; or the ones ``folder/files.txt``
-    lists, in its order), unlabeled: items are ``(image tensor, index)``. For the
-    improvement pool, which needs no labels. A listed file that is missing or unreadable
-    is skipped where it is read (``T/skipped.csv``), as a corrupt image is.
+    lists, in its order: relative paths or URIs), unlabeled: items are ``(image tensor,
+    index)``. For the improvement pool, which needs no labels. A listed file that is
+    missing or unreadable is skipped where it is read (``T/skipped.csv``), as a corrupt
+    image is.
 
-    ``ids`` are relative to ``folder``'s parent (the DataSets root), as in files under T/.
+    ``ids`` are ``<folder name>/<name>``, relative to ``folder``'s parent (the DataSets
+    root) as in files under T/; for a URI ``ImprovementSet/s3://bucket/key.png``
+    (:func:`image_source` gives back what to open).
     ``max_pixels`` and ``follow_symlinks`` as for :class:`ImageSet`.
     """
 
@@ -410,7 +474,8 @@ class LabelledImages(Dataset):
         return len(self.ids)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = load_image(self.data_root / self.ids[i], self.channels, **self.preprocessing)
+        x = load_image(image_source(self.data_root, self.ids[i]), self.channels,
+                       **self.preprocessing)  # fmt: skip
         t = self.targets[i]
         return x, torch.tensor(t) if self.task == "classifier" else torch.from_numpy(t)
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from hudd_core.cluster import layer_folder
 from hudd_core.cluster_methods import NOISE
+from hudd_core.data.datasets import image_source
 from hudd_core.inspection import cluster_facts, inspection_by_cluster, read_inspection
 from hudd_core.plots import dendrogram_png, rq1_plot
 from hudd_core.rcc import rcc_folder
@@ -94,7 +95,8 @@ def frames_per_cluster(n_clusters: int, cap: int = media.SHEET_FRAMES) -> int:
 def _sheet(data: Path, images: list[str], n: int, cell: int) -> dict | None:
     """A contact sheet of ``n`` evenly spaced ``images`` (those that open; ``images``:
     those in the sheet, cell by cell)."""
-    picked = [(i, media.load_thumbnail(data / i, cell)) for i in media.pick_evenly(images, n)]
+    picked = [(i, media.load_thumbnail(image_source(data, i), cell))
+              for i in media.pick_evenly(images, n)]  # fmt: skip
     picked = [(i, t) for i, t in picked if t is not None]
     if not picked:
         return None

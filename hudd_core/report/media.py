@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, features
 
+from hudd_core.data.datasets import image_source, open_image
 from hudd_core.rcc import GRAY_MODES
 
 SHEET_FRAMES = 100  # one minute of animation at the paper's 100 images per minute
@@ -65,11 +66,12 @@ def pick_evenly(items: list, n: int) -> list:
     return [items[int(i)] for i in np.linspace(0, len(items) - 1, n).round().astype(int)]
 
 
-def load_thumbnail(path: Path, cell: int) -> Image.Image | None:
-    """The image fitted into ``cell`` × ``cell`` (aspect kept), grayscale images kept
-    grayscale; None when it is missing or unreadable (the page says how many)."""
+def load_thumbnail(path: Path | str, cell: int) -> Image.Image | None:
+    """The image (a path or a URI) fitted into ``cell`` × ``cell`` (aspect kept),
+    grayscale images kept grayscale; None when it is missing or unreadable (the page
+    says how many)."""
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im = im.convert("L" if im.mode in GRAY_MODES else "RGB")
     except (OSError, ValueError):
         return None
@@ -159,7 +161,7 @@ def overlay_strip(
     rows, shown = [], []
     for img in images:
         try:
-            with Image.open(data / img) as im:
+            with open_image(image_source(data, img)) as im:
                 im = im.convert("RGB")
         except (OSError, ValueError):
             continue
