@@ -203,11 +203,15 @@ def _kill_at_random(lab: Lab, rng: random.Random) -> str:
         return f"killed at {delay:.2f} s"
 
 
-def trial_kill(lab: Lab, rng: random.Random) -> tuple[str, str]:
-    restore(lab.base, lab.work)
-    what = _kill_at_random(lab, rng)
+def _rerun_after(lab: Lab, what: str) -> tuple[str, str]:
+    """The verdict of a rerun on the damaged work folder, with what was done to it."""
     verdict = _after_clear_error(lab, judge(lab, *run(lab.work)))
     return verdict[0], f"{what}; {verdict[1]}".rstrip("; ")
+
+
+def trial_kill(lab: Lab, rng: random.Random) -> tuple[str, str]:
+    restore(lab.base, lab.work)
+    return _rerun_after(lab, _kill_at_random(lab, rng))
 
 
 def _corrupt_one(lab: Lab, rng: random.Random) -> str:
@@ -223,16 +227,12 @@ def _corrupt_one(lab: Lab, rng: random.Random) -> str:
 
 def trial_corrupt(lab: Lab, rng: random.Random) -> tuple[str, str]:
     restore(lab.done, lab.work)
-    what = _corrupt_one(lab, rng)
-    verdict = _after_clear_error(lab, judge(lab, *run(lab.work)))
-    return verdict[0], f"{what}; {verdict[1]}".rstrip("; ")
+    return _rerun_after(lab, _corrupt_one(lab, rng))
 
 
 def trial_kill_corrupt(lab: Lab, rng: random.Random) -> tuple[str, str]:
     restore(lab.base, lab.work)
-    what = f"{_kill_at_random(lab, rng)}, then {_corrupt_one(lab, rng)}"
-    verdict = _after_clear_error(lab, judge(lab, *run(lab.work)))
-    return verdict[0], f"{what}; {verdict[1]}".rstrip("; ")
+    return _rerun_after(lab, f"{_kill_at_random(lab, rng)}, then {_corrupt_one(lab, rng)}")
 
 
 def _size(folder: Path) -> int:

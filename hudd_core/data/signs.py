@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from hudd_core.data.simulator import draw_planted
+
 CLASSES = ["circle", "diamond", "square", "triangle"]
 PARAMS = [
     "shape",  # class index into CLASSES
@@ -55,11 +57,7 @@ def sample_params(
 ) -> dict[str, np.ndarray]:
     """``n`` parameter sets (arrays named as :data:`PARAMS`, plus ``planted``); each
     image falls in planted region r with probability ``rates[r]`` (at most one)."""
-    names = ["none", *PLANTED]
-    p = np.array([rates.get(r, 0.0) for r in PLANTED])
-    if p.sum() > 1 or (p < 0).any():
-        raise ValueError(f"planted rates must be >= 0 and sum to <= 1, got {rates}")
-    planted = rng.choice(names, size=n, p=[1 - p.sum(), *p])
+    planted = draw_planted(n, rng, rates, PLANTED)
     is_ = {r: planted == r for r in PLANTED}
     return {
         "shape": rng.integers(0, len(CLASSES), n).astype(np.float64),

@@ -121,6 +121,17 @@ def _sample_gaze(n: int, rng: np.random.Generator, borderline: bool) -> tuple:
     return h, v
 
 
+def draw_planted(
+    n: int, rng: np.random.Generator, rates: dict[str, float], regions: list[str]
+) -> np.ndarray:
+    """``n`` region names: each of ``regions`` with probability ``rates[r]`` (at most one
+    per image), else ``none``; a ValueError for rates below 0 or summing above 1."""
+    p = np.array([rates.get(r, 0.0) for r in regions])
+    if p.sum() > 1 or (p < 0).any():
+        raise ValueError(f"planted rates must be >= 0 and sum to <= 1, got {rates}")
+    return rng.choice(["none", *regions], size=n, p=[1 - p.sum(), *p])
+
+
 def sample_params(
     n: int, rng: np.random.Generator, rates: dict[str, float]
 ) -> dict[str, np.ndarray]:
@@ -131,11 +142,7 @@ def sample_params(
     A planted image differs from a common one in its region's parameter only, so each
     planted region is one root cause.
     """
-    names = ["none", *PLANTED]
-    p_planted = np.array([rates.get(r, 0.0) for r in PLANTED])
-    if p_planted.sum() > 1 or (p_planted < 0).any():
-        raise ValueError(f"planted rates must be >= 0 and sum to <= 1, got {rates}")
-    planted = rng.choice(names, size=n, p=[1 - p_planted.sum(), *p_planted])
+    planted = draw_planted(n, rng, rates, PLANTED)
     is_ = {r: planted == r for r in PLANTED}
 
     gh, gv = _sample_gaze(n, rng, borderline=False)

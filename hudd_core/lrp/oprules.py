@@ -335,6 +335,14 @@ class Normalization(OpRule):
         return [_normalization_relevance(x, y, r, groups, gamma, norm_eps, self.stabilizer)]
 
 
+def _functional_norm_args(call: Call) -> tuple:
+    """``(shape or groups, weight, eps)`` of a ``F.layer_norm`` / ``F.group_norm`` call,
+    whose signatures share those positions (``input, shape|groups, weight, bias, eps``)."""
+    args, kw = call.op.evaluate_args(call.env), call.op.evaluate_kwargs(call.env)
+    weight = args[2] if len(args) > 2 else kw.get("weight")
+    return args[1], weight, args[4] if len(args) > 4 else kw.get("eps", 1e-5)
+
+
 def _norm_params(call: Call):
     """``(group shape, gamma broadcast to x, eps)`` of a LayerNorm / GroupNorm call."""
     op, x = call.op, call.inputs[0]
@@ -343,11 +351,7 @@ def _norm_params(call: Call):
         if m is not None:
             shape, weight, eps = m.normalized_shape, m.weight, m.eps
         else:
-            args = op.evaluate_args(call.env)
-            kw = op.evaluate_kwargs(call.env)
-            shape = args[1]
-            weight = args[2] if len(args) > 2 else kw.get("weight")
-            eps = args[4] if len(args) > 4 else kw.get("eps", 1e-5)
+            shape, weight, eps = _functional_norm_args(call)
         n = len(tuple(shape))
         lead = x.shape[: x.dim() - n]
         groups = (int(torch.Size(lead).numel()), 1, *x.shape[x.dim() - n :])
@@ -356,11 +360,7 @@ def _norm_params(call: Call):
         if m is not None:
             g, weight, eps = m.num_groups, m.weight, m.eps
         else:
-            args = op.evaluate_args(call.env)
-            kw = op.evaluate_kwargs(call.env)
-            g = args[1]
-            weight = args[2] if len(args) > 2 else kw.get("weight")
-            eps = args[4] if len(args) > 4 else kw.get("eps", 1e-5)
+            g, weight, eps = _functional_norm_args(call)
         groups = (x.shape[0], g, -1)
         gamma = None
         if weight is not None:
