@@ -450,6 +450,13 @@ def run_cluster(
     export: str | None = None,
     progress: bool = True,
     method: str = "hudd",
+    feature_model: str | None = None,
+    feature_weights: str | Path | None = None,
+    feature_layer: str | None = None,
+    trust_model_file: bool = False,
+    feature_size: int | None = None,
+    feature_mean: list[float] | None = None,
+    feature_std: list[float] | None = None,
 ) -> dict:
     """The whole ClusterModule over ``T/Heatmaps``: every (or the given) layer clustered,
     the best layer chosen, and its RCCs written (``T/clusters.csv``, ``T/<layer>/``,
@@ -462,7 +469,12 @@ def run_cluster(
         export: ``"csv"`` or ``"xlsx"``: also each layer's distance matrix
             (:func:`export_distances`), checked before anything is clustered.
         method: ``"hudd"`` (the published rule) or a method of
-            :mod:`hudd_core.cluster_methods` (noise images get cluster 0).
+            :mod:`hudd_core.cluster_methods` (noise images get cluster 0); ``act-*`` and
+            ``rxa-*`` read ``T/Activations`` (``hudd heatmaps --activations``).
+        feature_model, feature_weights, feature_layer: the extractor of ``model-*``
+            methods (:mod:`hudd_core.feature_model`; ``trust_model_file`` as for
+            ``--model``), fed the images at ``feature_size`` with ``feature_mean`` and
+            ``feature_std`` (an ImageNet extractor wants its own normalisation).
 
     Returns:
         The summary written to ``T/ClusterAnalysis/summary.json``.
@@ -492,7 +504,30 @@ def run_cluster(
     if alternative is not None:
         files = {n: workdir / "Heatmaps" / by_name[n]["file"] for n in names}
         shapes = {n: by_name[n].get("shape", []) for n in names}
-        summary, labels, embedding = cm.run_method(files, images, alternative, seed, shapes)
+        source = cm.SOURCES[alternative.features]
+        activations = _activation_files(workdir, images, names) if source in (
+            "activations", "both") else None  # fmt: skip
+        extracted = None
+        if source == "model":
+            if feature_model is None:
+                raise ValueError(f"--method {method} clusters the features of --feature-model: "
+                                 "give one (README: Clustering methods)")  # fmt: skip
+            from hudd_core.feature_model import extract_features, load_feature_model
+
+            extractor = load_feature_model(feature_model, feature_weights, trust=trust_model_file)
+            extracted = extract_features(extractor, data, images, layer=feature_layer,
+                                         image_size=feature_size, mean=feature_mean,
+                                         std=feature_std,
+                                         device=device or "auto", progress=progress)  # fmt: skip
+        summary, labels, embedding = cm.run_method(files, images, alternative, seed, shapes,
+                                                   activations=activations,
+                                                   extracted=extracted)  # fmt: skip
+        if source == "model":
+            summary["feature_model"] = {
+                "spec": feature_model,
+                "layer": feature_layer,
+                "weights": feature_weights and str(feature_weights),
+            }
     else:
         summary, labels = _run_faithful(
             workdir, images, by_name, names, k_range, selection, device, approx_threshold,
@@ -501,6 +536,24 @@ def run_cluster(
         embedding = cm.embedding_of(workdir / "Heatmaps" / by_name[summary["best_layer"]]["file"],
                                     seed)  # fmt: skip
     return _write_rccs(workdir, data, images, labels, embedding, summary, gifs, progress)
+
+
+def _activation_files(workdir: Path, images: list[str], names: list[str]) -> dict[str, Path]:
+    """``{layer: T/Activations file}`` for ``names``, checked to hold the same images in
+    the same order as ``T/Heatmaps``."""
+    folder = workdir / "Activations"
+    again = "run `hudd heatmaps --activations` (or `hudd run`, which does it for this method)"
+    try:
+        meta, rows = read_heatmap_index(workdir, folder="Activations")
+    except FileNotFoundError as exc:
+        raise ValueError(f"{folder}: no activations ({exc}): {again}") from exc
+    if rows != images:
+        raise ValueError(f"{folder} holds other images than {workdir / 'Heatmaps'}: {again}")
+    by_name = {m["name"]: folder / m["file"] for m in meta}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise ValueError(f"{folder} lacks the layers {missing}: {again}")
+    return {n: by_name[n] for n in names}
 
 
 def _run_faithful(

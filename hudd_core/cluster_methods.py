@@ -5,7 +5,11 @@ A method is three small pieces composed (:class:`Method`):
 
 - **features** of each error image at a layer: its heatmap as recorded (``raw``), or
   divided by its Euclidean norm (``unit``: the image's relevance *pattern*, not its
-  total relevance, which mostly follows the model's confidence);
+  total relevance, which mostly follows the model's confidence); the layer's activation
+  (``act``, ``T/Activations``) or relevance × activation (``rxa``), both unit rows; or
+  the output of a user-given feature extractor as it is (``model``, ``--feature-model``,
+  SAFE style: one "layer", whose clusters the AssignModule measures at the heatmap layer
+  where they are best separated, :func:`assign_layer`);
 - **reduction**: none, or PCA to ``dims`` components (:func:`reduce`, signs fixed);
 - **clusterer**: Ward as published (:func:`hudd_core.cluster.cluster_layer` on the
   reduced features) with k of the highest silhouette, HDBSCAN (scikit-learn), or DBSCAN
@@ -47,7 +51,12 @@ import numpy as np
 
 NOISE = 0  # the cluster id of the unclustered (noise) images
 
-FEATURES = ("raw", "unit")
+FEATURES = ("raw", "unit", "act", "rxa", "model")
+# What each kind of features is computed from: the heatmaps, the activations
+# (``T/Activations``), both (their product) or the feature extractor's output.
+SOURCES = {"raw": "heatmaps", "unit": "heatmaps", "act": "activations", "rxa": "both",
+           "model": "model"}  # fmt: skip
+FEATURE_LAYER = "feature-model"  # the one "layer" of --feature-model features
 GRAM_PCA_MAX = 4000  # up to this many rows PCA runs on the N × N Gram matrix
 INSPECT_BUDGET = 0.15  # hdbscan-budget: the share of the error images an engineer inspects
 MIN_CLUSTERS = 3  # a candidate with fewer clusters scores -1 (a split in two explains little)
@@ -82,6 +91,12 @@ METHODS: dict[str, Method] = {
         Method("hdbscan-raw", "raw", "pca", "hdbscan", doc="raw heatmaps, PCA, HDBSCAN"),
         Method("dbscan", "unit", "pca", "dbscan", doc="unit heatmaps, PCA, DBSCAN (knee eps)"),
         Method("hdbscan-20", "unit", "pca", "hdbscan", 20, doc="as hdbscan, PCA to 20"),
+        Method("act-hdbscan", "act", "pca", "hdbscan", doc="unit activations, PCA, HDBSCAN"),
+        Method(
+            "rxa-hdbscan", "rxa", "pca", "hdbscan", doc="unit relevance × activation, PCA, HDBSCAN"
+        ),
+        Method("model-hdbscan", "model", "pca", "hdbscan", doc="feature extractor, PCA, HDBSCAN"),
+        Method("model-dbscan", "model", "pca", "dbscan", doc="feature extractor, PCA, DBSCAN"),
         Method(
             "hdbscan-budget",
             "unit",
@@ -126,16 +141,29 @@ def resolve(name: str) -> Method | None:
 # --- the pieces ------------------------------------------------------------------------
 
 
+def needs(method_name: str) -> str:
+    """What a ``--method`` clusters: ``"heatmaps"``, ``"activations"``, ``"both"`` or
+    ``"model"`` (:data:`SOURCES`; ``hudd``: the heatmaps).
+
+    Example:
+        >>> needs("hudd"), needs("rxa-hdbscan")
+        ('heatmaps', 'both')
+    """
+    method = resolve(method_name)
+    return "heatmaps" if method is None else SOURCES[method.features]
+
+
 def features(X, kind: str) -> np.ndarray:
-    """Rows of ``X`` as float64 (``raw``) or each divided by its Euclidean norm
-    (``unit``; an all-zero row stays zero)."""
+    """Rows of ``X`` as float64 (``raw``, and a feature extractor's ``model`` features,
+    whose magnitudes are the features) or each divided by its Euclidean norm (``unit``,
+    ``act``, ``rxa``: the pattern over the layer's neurons; an all-zero row stays zero)."""
     if kind not in FEATURES:
         raise ValueError(f"features must be one of {FEATURES}, got {kind!r}")
     F = np.asarray(X, dtype=np.float64)
     if not np.isfinite(F).all():
         row = int(np.flatnonzero(~np.isfinite(F).all(axis=1))[0])
         raise ValueError(f"row {row} contains NaN or inf")
-    if kind == "unit":
+    if kind in ("unit", "act", "rxa"):
         norm = np.linalg.norm(F, axis=1, keepdims=True)
         F = F / np.where(norm > 0, norm, 1.0)
     return F
@@ -386,25 +414,81 @@ def choose(tried: list[MethodResult], budget: float | None = None) -> MethodResu
     return pick
 
 
+def _rows(path: Path, n: int) -> np.ndarray:
+    """A layer file's rows (memory-mapped), checked against the ``n`` indexed images."""
+    X = np.load(path, mmap_mode="r")
+    if X.ndim != 2 or X.shape[0] != n:
+        raise ValueError(f"{path}: {X.shape[0]} rows but index.csv lists {n}")
+    return X
+
+
+def method_inputs(
+    method: Method,
+    files: dict[str, Path],
+    n: int,
+    activations: dict[str, Path] | None = None,
+    extracted: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """``{layer: N × D}`` that ``method`` clusters: the heatmaps (``files``), the
+    activations, their product (:data:`SOURCES`) or ``{FEATURE_LAYER: extracted}``."""
+    source = SOURCES[method.features]
+    if source == "model":
+        if extracted is None:
+            raise ValueError(f"{method.name} clusters --feature-model's features: give one")
+        if len(extracted) != n:
+            raise ValueError(f"--feature-model gave {len(extracted)} rows for {n} images")
+        return {FEATURE_LAYER: np.asarray(extracted)}
+    if source != "heatmaps" and activations is None:
+        raise ValueError(f"{method.name} needs T/Activations: run `hudd heatmaps --activations`")
+    out = {}
+    for name, path in files.items():
+        if source == "heatmaps":
+            out[name] = _rows(path, n)
+        elif source == "activations":
+            out[name] = _rows(activations[name], n)
+        else:  # relevance × activation, as float32 (the heatmaps' width)
+            out[name] = np.multiply(_rows(path, n), _rows(activations[name], n),
+                                    dtype=np.float32)  # fmt: skip
+    return out
+
+
+def assign_layer(
+    files: dict[str, Path],
+    labels: np.ndarray,
+    shapes: dict[str, list[int]] | None = None,
+    seed: int = 0,
+) -> str:
+    """The heatmap layer the AssignModule measures clusters found on other features at:
+    the eligible layer (:func:`eligible`) where they are best separated, by
+    :func:`label_free_score` of the labels in its unit-PCA space (ties: the earlier)."""
+    best, top = "", -np.inf
+    for name in eligible(list(files), shapes, "spatial"):
+        Z = reduce(features(np.load(files[name], mmap_mode="r"), "unit"), "pca", 10, seed)
+        score = label_free_score(Z, labels)
+        if score > top:
+            best, top = name, score
+    return best
+
+
 def run_method(
     files: dict[str, Path],
     images: list[str],
     method: Method,
     seed: int = 0,
     shapes: dict[str, list[int]] | None = None,
+    *,
+    activations: dict[str, Path] | None = None,
+    extracted: np.ndarray | None = None,
 ) -> tuple[dict, np.ndarray, np.ndarray]:
     """``method`` over the layers' heatmap files (``{layer: .npy}``, rows = ``images``;
-    ``shapes``: each layer's recorded shape, for :func:`eligible`):
-    ``(summary, labels, 2-D embedding)``; the summary has the keys of the published
-    rule's (``best_layer``, ``n_clusters``, ``inspect_share``, ``layers``, ...) and the
-    method's own (``method``, ``method_params``, ``n_unclustered``, ``candidates``)."""
-    layers = {}
-    for name, path in files.items():
-        X = np.load(path, mmap_mode="r")
-        if X.ndim != 2 or X.shape[0] != len(images):
-            raise ValueError(f"{path}: {X.shape[0]} rows but index.csv lists {len(images)}")
-        layers[name] = X
+    ``shapes``: each layer's recorded shape, for :func:`eligible`; ``activations``: the
+    layers' ``T/Activations`` files; ``extracted``: ``--feature-model``'s N × D
+    features): ``(summary, labels, 2-D embedding)``; the summary has the keys of the
+    published rule's (``best_layer``, ``n_clusters``, ``inspect_share``, ``layers``,
+    ...) and the method's own (``method``, ``method_params``, ``n_unclustered``,
+    ``candidates``, ``features_layer``)."""
     try:
+        layers = method_inputs(method, files, len(images), activations, extracted)
         res = cluster_features(layers, method, seed=seed, shapes=shapes)
     except ValueError as exc:
         raise ValueError(f"cluster --method {method.name}: {exc}") from exc
@@ -413,10 +497,15 @@ def run_method(
         if c["layer"] not in per_layer or c["score"] > per_layer[c["layer"]]["silhouette"]:
             per_layer[c["layer"]] = {"k": c["k"], "wicd": None, "silhouette": c["score"],
                                      "method": method.name, "approximate": False}  # fmt: skip
+    best = res.layer
+    if best not in files:  # features of no heatmap layer: the clusters as assign sees them
+        best = assign_layer(files, res.labels, shapes, seed)
+        per_layer[best] = {**per_layer[res.layer], "features": res.layer}
     summary = {
         "method": method.name,
         "method_params": {**method.params(), "share": res.share, "seed": seed},
-        "best_layer": res.layer,
+        "best_layer": best,
+        "features_layer": res.layer,
         "selection": "label-free score (silhouette x share clustered)"
         + (f", most clusters within {method.budget:.0%} inspected" if method.budget else ""),
         "n_images": len(images),

@@ -68,6 +68,12 @@ DEFAULTS: dict[str, Any] = {
     "approx_threshold": None,
     "gifs": True,
     "export_distances": None,
+    "feature_model": None,
+    "feature_weights": None,
+    "feature_layer": None,
+    "feature_size": None,
+    "feature_mean": None,
+    "feature_std": None,
     # assign
     "backend": "auto",
     "top": None,
@@ -91,6 +97,8 @@ DEFAULTS: dict[str, Any] = {
     "steps": ["test", "heatmaps", "cluster", "assign", "retrain", "report"],
 }
 ENGINES = ("local", "ray")
+FEATURE_OPTIONS = ("feature_model", "feature_weights", "feature_layer", "feature_size",
+                   "feature_mean", "feature_std")  # fmt: skip
 RAY_OPTIONS = ("ray_concurrency", "ray_cpus_per_actor", "ray_gpus_per_actor", "ray_shard_size")
 STEP_TABLES = {"test", "heatmaps", "cluster", "assign", "retrain", "report", "run"}
 

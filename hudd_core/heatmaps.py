@@ -59,6 +59,7 @@ def compute_heatmaps(
     num_workers: int = 0,
     progress: bool = True,
     source: Callable[..., Iterable[tuple[dict | None, list]]] | None = None,
+    activations: bool = False,
 ) -> dict[str, Any]:
     """Heatmaps of ``dataset`` (items ``(image, target)``, row r = ``ids[r]``) into
     ``out_dir`` (CONTRACTS.md format); resumes a matching interrupted run.
@@ -72,6 +73,9 @@ def compute_heatmaps(
         source: computes the relevance batches elsewhere, in row order from the resume
             point (the Ray engine's, :func:`hudd_core.engine_ray.ray_heatmap_source`;
             classifier images only).
+        activations: store each layer's activation (:meth:`~hudd_core.lrp.LRP.activations`,
+            the tensor its relevance belongs to) instead of its relevance, in the same
+            format (``T/Activations``, the features of ``hudd cluster --method act-*``).
     Returns:
         ``{"rows", "layers", "resumed_from", "seconds", "images_per_s"}``.
     """
@@ -79,6 +83,8 @@ def compute_heatmaps(
         raise ValueError(f"{len(ids)} ids for {len(dataset)} images")
     if task not in ("classifier", "keypoints"):
         raise ValueError(f"task must be 'classifier' or 'keypoints', got {task!r}")
+    if activations and source is not None:
+        raise ValueError("activations are computed in this process (no --engine ray)")
     param = next(model.parameters(), None)
     dev = resolve_device(device, param.device if param is not None else torch.device("cpu"))
     model = model.to(dev).eval()
@@ -87,7 +93,8 @@ def compute_heatmaps(
         raise ValueError("no images to compute heatmaps for")
     shape = tuple(dataset[0][0].shape)
     shapes = lrp.shapes(shape)
-    store = HeatmapStore.open(out_dir, ids, shapes, composite=lrp.composite.name,
+    kind = f"activations/{lrp.composite.name}" if activations else lrp.composite.name
+    store = HeatmapStore.open(out_dir, ids, shapes, composite=kind,
                               float16=float16, fingerprint=model_fingerprint(model))  # fmt: skip
     start, t0 = store.done, time.perf_counter()
     # Every row must be filled: an image that cannot be read now (or has another size)
@@ -95,11 +102,13 @@ def compute_heatmaps(
     if source is None:
         items = Skipping(dataset, shape, ids)
         batches = _local_batches(lrp, items, store.done, task=task, dev=dev,
-                                 batch_size=batch_size, num_workers=num_workers)  # fmt: skip
+                                 batch_size=batch_size, num_workers=num_workers,
+                                 activations=activations)  # fmt: skip
     else:
         batches = source(model, dataset, shape, store.done, composite=composite,
                          layers=list(shapes), batch_size=batch_size, device=device)  # fmt: skip
-    with progress_bar(total=len(dataset), initial=start, desc="heatmaps", unit="img",
+    desc = "activations" if activations else "heatmaps"
+    with progress_bar(total=len(dataset), initial=start, desc=desc, unit="img",
                       enabled=progress) as bar:  # fmt: skip
         for relevance, bad in batches:
             if bad:
@@ -131,9 +140,11 @@ def _local_batches(
     dev: torch.device,
     batch_size: int,
     num_workers: int,
+    activations: bool = False,
 ) -> Iterable[tuple[dict | None, list]]:
-    """``(relevance of every layer, [])`` per batch from ``start``, in this process;
-    ``(None, skipped)`` at a batch with an image that cannot be read."""
+    """``(relevance of every layer, [])`` per batch from ``start``, in this process (with
+    ``activations``, the layers' outputs instead); ``(None, skipped)`` at a batch with an
+    image that cannot be read."""
     loader = DataLoader(Subset(items, range(start, len(items))), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=collate_skipping)  # fmt: skip
     for x, target, _, bad in loader:
@@ -141,6 +152,9 @@ def _local_batches(
             yield None, bad
             return
         x = x.to(dev, non_blocking=True)
+        if activations:
+            yield lrp.activations(x), []
+            continue
         kp = target.to(dev) if task == "keypoints" else None
         yield lrp(x, keypoints=kp), []
 
@@ -249,11 +263,13 @@ def run_heatmaps(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     improvement: bool = False,
+    activations: bool = False,
     **kwargs,
 ) -> dict[str, Any]:
     """HeatmapModule over the work folder: ``T/testResult.csv`` Wrong rows →
     ``T/Heatmaps``; with ``improvement``, every image of ``DataSets/ImprovementSet`` →
-    ``T/ImprovementHeatmaps`` (classifiers: unlabeled, the predicted class is explained).
+    ``T/ImprovementHeatmaps`` (classifiers: unlabeled, the predicted class is explained);
+    with ``activations``, the Wrong rows' layer activations → ``T/Activations``.
     ``meta`` is the checkpoint sidecar; ``kwargs`` go to :func:`compute_heatmaps`."""
     from hudd_core.data.datasets import ImageFiles, ImageSet
     from hudd_core.testing import RESULT_FILES
@@ -261,6 +277,8 @@ def run_heatmaps(
     workdir, data_root = Path(workdir), Path(data_root)
     load = {"channels": meta["in_channels"], "image_size": image_size, "mean": mean, "std": std}
     if improvement:
+        if activations:
+            raise ValueError("activations: of the Wrong test images only, not --improvement")
         if meta["task"] != "classifier":
             raise ValueError("improvement heatmaps of a keypoint model need ground truth")
         pool = ImageFiles(data_root / "ImprovementSet", **load)
@@ -282,4 +300,6 @@ def run_heatmaps(
             f"{data_root / 'TestSet'} (first: {missing[0]}): rerun `hudd test`"
         )
     subset = Subset(ds, [pos[w] for w in wrong])
-    return compute_heatmaps(model, subset, wrong, workdir / "Heatmaps", task=meta["task"], **kwargs)
+    out = workdir / ("Activations" if activations else "Heatmaps")
+    return compute_heatmaps(model, subset, wrong, out, task=meta["task"],
+                            activations=activations, **kwargs)  # fmt: skip

@@ -27,7 +27,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hudd_core.config import DEFAULTS, ENGINES, RAY_OPTIONS, check_choice, load_config, pick
+from hudd_core.config import (
+    DEFAULTS,
+    ENGINES,
+    FEATURE_OPTIONS,
+    RAY_OPTIONS,
+    check_choice,
+    load_config,
+    pick,
+)
 from hudd_core.data import simulator
 from hudd_core.data.datasets import ImageSet
 from hudd_core.data.generate import MARKER, generate
@@ -128,14 +136,17 @@ def step_test(run: Run) -> dict[str, Any]:
     return {"summary": summary, "planted": accuracy_by_planted(run.data, "TestSet", result)}
 
 
+HEATMAP_OPTIONS = ("image_size", "mean", "std", "composite", "layers", "float16", "batch_size",
+                   "device", "num_workers")  # fmt: skip
+
+
 def step_heatmaps(run: Run) -> dict[str, Any]:
     """LRP heatmaps of every (or the configured) layer for the Wrong test images."""
     from hudd_core.heatmaps import run_heatmaps
 
     cfg = run.cfg
     model, meta = load_checkpoint(run.checkpoint)
-    options = pick(cfg, "image_size", "mean", "std", "composite", "layers", "float16",
-                   "batch_size", "device", "num_workers")  # fmt: skip
+    options = pick(cfg, *HEATMAP_OPTIONS)
     summary = run_heatmaps(run.workdir, run.data, model, meta, **options, progress=run.progress)
     return {k: v for k, v in summary.items() if k != "seconds"}
 
@@ -143,11 +154,17 @@ def step_heatmaps(run: Run) -> dict[str, Any]:
 def step_cluster(run: Run) -> dict[str, Any]:
     """Per-layer clustering, the best layer and its RCCs."""
     from hudd_core.cluster import run_cluster
+    from hudd_core.cluster_methods import needs
+    from hudd_core.heatmaps import run_heatmaps
     from hudd_core.inspection import update_inspection
 
     cfg = run.cfg
+    if needs(cfg["method"]) in ("activations", "both"):  # the method's features, once
+        model, meta = load_checkpoint(run.checkpoint)
+        run_heatmaps(run.workdir, run.data, model, meta, activations=True,
+                     progress=run.progress, **pick(cfg, *HEATMAP_OPTIONS))  # fmt: skip
     options = pick(cfg, "layers", "k_range", "selection", "device", "approx_threshold",
-                   "seed", "gifs", "method")  # fmt: skip
+                   "seed", "gifs", "method", "trust_model_file", *FEATURE_OPTIONS)  # fmt: skip
     s = run_cluster(run.workdir, run.data, **options, export=cfg["export_distances"],
                     progress=run.progress)  # fmt: skip
     update_inspection(run.workdir, run.data)  # T/inspection.csv, the engineer's template

@@ -434,14 +434,17 @@ def read_index(folder: str | Path) -> tuple[list[dict], list[str]]:
     return meta["layers"], images
 
 
-def read_heatmap_index(workdir: Path, *, verify: str = "quick") -> tuple[list[dict], list[str]]:
+def read_heatmap_index(
+    workdir: Path, *, verify: str = "quick", folder: str = "Heatmaps"
+) -> tuple[list[dict], list[str]]:
     """``(layers, images)`` from ``T/Heatmaps/layers.json`` and ``index.csv`` (row order),
     once the layer files are verified (``verify``: ``quick`` = sizes and headers,
     ``full`` = also every byte against its checksum); a damaged file is a ValueError
-    naming it and the way forward."""
+    naming it and the way forward. ``folder``: another folder of the same format
+    (``Activations``)."""
     if verify not in VERIFY:
         raise ValueError(f"verify must be one of {VERIFY}, got {verify!r}")
-    folder = Path(workdir) / "Heatmaps"
+    folder = Path(workdir) / folder
     layers, images = read_index(folder)
     problems = verify_folder(folder, full=verify == "full")
     if problems:

@@ -140,6 +140,11 @@ def test_cli_heatmaps_over_wrong_images(tmp_path, capsys):
     assert [d["name"] for d in layers] == ["input", "features.3"]
     X = np.load(T / "Heatmaps" / "features.3.npy", mmap_mode="r")
     assert X.shape == (3, 64 * 16 * 16) and X.dtype == np.float16
+    assert main([*args, "--quiet", "--layers", "features.3", "--activations"]) == 0
+    act_layers, act_images = read_heatmap_index(T, folder="Activations")
+    assert act_images == wrong and [d["name"] for d in act_layers] == ["features.3"]
+    assert main([*args, "--quiet", "--improvement", "--activations"]) == 2
+    assert "--activations: of the Wrong test images only" in capsys.readouterr().err
     (data / "ImprovementSet" / "sub").mkdir(parents=True)
     for i in range(4):
         Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(

@@ -107,6 +107,20 @@ def test_single_error_image_clusters_then_stops_at_assign(demo, tmp_path):
     assert (work / "report.html").is_file()
 
 
+def test_run_with_an_activation_method_computes_the_activations_once(demo, tmp_path):
+    import shutil
+
+    work = tmp_path / "T"
+    shutil.copytree(demo, work)
+    result = run_pipeline(_cfg(work, method="rxa-hdbscan", steps=["cluster"]))
+    meta = json.loads((work / "Activations" / "layers.json").read_text())
+    heat = json.loads((work / "Heatmaps" / "layers.json").read_text())
+    assert meta["complete"] and meta["rows"] == heat["rows"]
+    assert [m["name"] for m in meta["layers"]] == [m["name"] for m in heat["layers"]]
+    summary = json.loads((work / "ClusterAnalysis" / "summary.json").read_text())
+    assert summary["method"] == "rxa-hdbscan" and result["cluster"]["n_images"] == heat["rows"]
+
+
 def test_hudd_run_with_a_config_file(demo, tmp_path, capsys):
     import shutil
 

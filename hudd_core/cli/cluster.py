@@ -6,7 +6,7 @@ import argparse
 
 from hudd_core.cli.common import add_common
 from hudd_core.cluster_methods import METHOD_NAMES
-from hudd_core.config import DEFAULTS, parse_k_range
+from hudd_core.config import DEFAULTS, FEATURE_OPTIONS, parse_k_range, pick
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,6 +15,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="cluster the error images per layer, pick k and the best layer, write the RCCs",
     )
     add_common(p, model=False)
+    p.add_argument("--trust-model-file", action="store_true",
+                   help="allow unpickling a whole --feature-model weights file (only files "
+                   "you trust)")  # fmt: skip
     p.add_argument("--layers", nargs="+", help="only these recorded layers (default: all)")
     p.add_argument(
         "--k-range",
@@ -49,9 +52,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also write each layer's distance matrix to T/ClusterAnalysis/<layer>/ "
         "(up to 5000 error images for csv, 1000 for xlsx)",
     )
+    add_feature_model(p)
     p.add_argument("--no-gifs", action="store_true", help="skip the animated GIFs")
     p.add_argument("--no-report", action="store_true", help="do not (re)write T/report.html")
     p.set_defaults(func=run)
+
+
+def add_feature_model(p: argparse.ArgumentParser) -> None:
+    """The ``--feature-*`` options of the ``model-*`` methods (:mod:`hudd_core.feature_model`)."""
+    from hudd_core.cli.run import HELP
+
+    for key, kind in (("feature_model", str), ("feature_weights", str), ("feature_layer", str),
+                      ("feature_size", int)):  # fmt: skip
+        p.add_argument("--" + key.replace("_", "-"), type=kind, help=HELP[key])
+    for key in ("feature_mean", "feature_std"):
+        p.add_argument("--" + key.replace("_", "-"), type=float, nargs="+", help=HELP[key])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         export=args.export_distances,
         progress=not args.quiet,
         method=args.method,
+        **pick(vars(args), *FEATURE_OPTIONS, "trust_model_file"),
     )
     best = summary["best_layer"]
     print(

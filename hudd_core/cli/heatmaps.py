@@ -6,7 +6,8 @@
 
 Writes T/Heatmaps/<layer>.npy, index.csv and layers.json (docs/CONTRACTS.md); an
 interrupted run resumes from the last stored batch. ``--improvement`` does the same for
-every ImprovementSet image into T/ImprovementHeatmaps.
+every ImprovementSet image into T/ImprovementHeatmaps; ``--activations`` also stores the
+Wrong images' layer activations in T/Activations, same format.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="every ImprovementSet image into T/ImprovementHeatmaps instead",
     )
+    p.add_argument(
+        "--activations",
+        action="store_true",
+        help="also each layer's activations of the Wrong images into T/Activations (the "
+        "features of hudd cluster --method act-* and rxa-*)",
+    )
     add_preprocessing(p)
     add_channels(p)
     add_engine(p)
@@ -63,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         for name, shape in lrp.shapes((meta["in_channels"], size, size)).items():
             print(f"{name}\t{list(shape)}")
         return 0
+    if args.activations and args.improvement:
+        raise ValueError("--activations: of the Wrong test images only, not with --improvement")
     options = pick(vars(args), "image_size", "mean", "std", "composite", "layers", "float16",
                    "improvement", "batch_size", "device")  # fmt: skip
     if args.engine == "ray":
@@ -74,5 +83,10 @@ def run(args: argparse.Namespace) -> int:
         options["source"] = ray_heatmap_source(**pick(vars(args), *RAY_OPTIONS))
     summary = run_heatmaps(args.workdir, args.data, model, meta, **options,
                            progress=not args.quiet)  # fmt: skip
+    if args.activations:
+        options.pop("source", None)
+        summary["activations"] = run_heatmaps(
+            args.workdir, args.data, model, meta, **options, activations=True,
+            progress=not args.quiet)  # fmt: skip
     print(json.dumps(summary))
     return 0

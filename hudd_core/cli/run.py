@@ -64,6 +64,15 @@ HELP = {
     "selection": "wicd-knee (reference) or silhouette",
     "method": "cluster: hudd (the published rule), recommended, or a method of "
     "hudd_core.cluster_methods (README: Clustering methods)",
+    "feature_model": "cluster, model-* methods: the feature extractor, a spec as --model "
+    "(torchvision.models:NAME, file.py:factory, package.module:factory; built without "
+    "arguments)",
+    "feature_weights": "cluster: the extractor's state_dict (read with weights_only)",
+    "feature_layer": "cluster: the extractor module whose output are the features "
+    "(default: the model's output)",
+    "feature_size": "cluster: resize images to this side for the extractor",
+    "feature_mean": "cluster: the extractor's per-channel mean",
+    "feature_std": "cluster: the extractor's per-channel std",
     "backend": "assign: auto, faiss, faiss-gpu, torch or numpy",
     "labels": "CSV image,label for the unsafe set (default: the ImprovementSet's labels)",
     "baselines": "also retrain baselines at the same labelling budget: BL1, BL2, BL1-oracle "
@@ -98,8 +107,14 @@ TYPES = {
     "approx_threshold": int,
     "top": int,
     "export_distances": str,
+    "feature_model": str,
+    "feature_weights": str,
+    "feature_layer": str,
+    "feature_size": int,
+    "feature_mean": float,
+    "feature_std": float,
 }
-LISTS = {"mean", "std", "layers", "steps", "group_by"}
+LISTS = {"mean", "std", "layers", "steps", "group_by", "feature_mean", "feature_std"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -140,6 +140,18 @@ class LRP:
             env, _ = self._forward(x, self._prepare(x.dtype, x.device))
         return env[self.graph.output]
 
+    def activations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each recorded layer's output for the batch ``x`` (``{name: (B, ...)}``), as the
+        engine computes it (BatchNorm folded, so a convolution's output is that of
+        convolution + BatchNorm), the tensors the relevance at those layers belongs to:
+        the features of ``hudd cluster --method act-*`` and ``rxa-*``."""
+        if not x.dtype.is_floating_point:
+            raise TypeError(f"LRP input must be floating point, got {x.dtype}")
+        with torch.no_grad():
+            env, _ = self._forward(x.contiguous(), self._prepare(x.dtype, x.device))
+        names = {op.record: op.name for op in self.graph.ops if op.record}
+        return {name: _first(env[names[name]]) for name in self.layers}
+
     # -- relevance pass ------------------------------------------------------------------
 
     def __call__(
@@ -233,9 +245,12 @@ def _recorded(r, value) -> torch.Tensor:
     tuple-valued node (attention's ``(output, weights)``) records its first item."""
     if isinstance(r, list):
         r = r[0]
-    if isinstance(value, tuple | list):
-        value = value[0]
-    return torch.zeros_like(value) if r is None else r
+    return torch.zeros_like(_first(value)) if r is None else r
+
+
+def _first(value):
+    """A node's tensor: the first item of a tuple-valued node (attention's pair)."""
+    return value[0] if isinstance(value, tuple | list) else value
 
 
 def layer_relevance(

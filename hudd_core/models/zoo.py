@@ -252,7 +252,7 @@ def torchvision_factory(name: str) -> Callable[..., nn.Module]:
         raise ValueError(f"--model torchvision.models:{name}: not a torchvision classifier "
                          "(torchvision.models.list_models(module=torchvision.models))")  # fmt: skip
 
-    def build(num_classes: int, input_size: int | None = None) -> nn.Module:
+    def build(num_classes: int = 1000, input_size: int | None = None) -> nn.Module:
         size = {}
         if input_size is not None and name.startswith("vit_"):
             size = {"image_size": input_size}
