@@ -63,6 +63,7 @@ QUALITY_SIZE = {
 COVERAGE_PURITY = 0.7  # a cluster this pure in a cause counts towards the cause's coverage
 COVERED = 0.25  # a cause is covered when this share of its errors is in such clusters
 SHUFFLES = 20
+FEATURE_MODEL = "torchvision.models:resnet18"  # the model-* methods' extractor
 
 
 def prepare(name: str, cache: Path) -> tuple[Path, Path]:
@@ -109,15 +110,42 @@ def prepare(name: str, cache: Path) -> tuple[Path, Path]:
     return work, data
 
 
+def ensure_activations(work: Path, data: Path) -> None:
+    """``work/Activations`` for the ``act-*`` and ``rxa-*`` methods (once; a forward pass)."""
+    from hudd_core.heatmaps import run_heatmaps
+    from hudd_core.models.checkpoint import find_checkpoint, load_checkpoint
+
+    model, meta = load_checkpoint(find_checkpoint(work))
+    run_heatmaps(work, data, model, meta, activations=True, device="cpu", progress=False)
+
+
+def extractor_features(case: dict, data: Path) -> np.ndarray:
+    """The ``model-*`` methods' features: torchvision's ResNet-18 with seeded random
+    weights (no download is possible here, so no ImageNet weights), its ``avgpool``
+    output at 64 px."""
+    import torch
+
+    from hudd_core.feature_model import extract_features, load_feature_model
+
+    torch.manual_seed(0)
+    net = load_feature_model(FEATURE_MODEL)
+    return extract_features(net, data, case["images"], layer="avgpool", image_size=64,
+                            device="cpu", progress=False)  # fmt: skip
+
+
 def load_case(work: Path, data: Path) -> dict:
     """The heatmap files, the error images, their planted regions and parameters."""
     from hudd_core.rq1 import read_metadata
-    from hudd_core.store import read_heatmap_index
+    from hudd_core.store import read_heatmap_index, read_index
 
     meta, images = read_heatmap_index(work)
     rows, params = read_metadata(data / "TestSet" / "metadata.csv")
     keys = [i.removeprefix("TestSet/") for i in images]
+    acts = work / "Activations"
     return {
+        "activations": {m["name"]: acts / m["file"] for m in read_index(acts)[0]}
+        if (acts / "layers.json").is_file()
+        else None,
         "files": {m["name"]: work / "Heatmaps" / m["file"] for m in meta},
         "shapes": {m["name"]: m["shape"] for m in meta},
         "images": images,
@@ -143,7 +171,8 @@ def cluster_with(method: str, case: dict, seed: int):
             )
         best = best_layer({n: r.at_k() for n, r in results.items()})
         return results[best].labels, best, time.perf_counter() - t, {}
-    layers = {n: np.load(p, mmap_mode="r") for n, p in files.items()}
+    layers = cm.method_inputs(m, files, len(case["images"]), case.get("activations"),
+                              case.get("extracted"))  # fmt: skip
     res = cm.cluster_features(layers, m, seed=seed, shapes=case["shapes"])
     return res.labels, res.layer, time.perf_counter() - t, {"share": res.share, **m.params()}
 
@@ -229,6 +258,7 @@ COLUMNS = [
 
 
 def main(argv: list[str] | None = None) -> int:
+    from hudd_core import cluster_methods as cm
     from hudd_core.cluster_methods import METHOD_NAMES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -246,7 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in args.cases:
         work, data = prepare(name, args.cache)
+        sources = {cm.needs(m) for m in args.methods}
+        if sources & {"activations", "both"}:
+            ensure_activations(work, data)
         case = load_case(work, data)
+        if "model" in sources:
+            case["extracted"] = extractor_features(case, data)
         seed = CASES[name]["seed"]
         for method in args.methods:
             labels, layer, seconds, params = cluster_with(method, case, seed)
