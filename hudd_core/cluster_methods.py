@@ -10,7 +10,8 @@ A method is three small pieces composed (:class:`Method`):
   the output of a user-given feature extractor as it is (``model``, ``--feature-model``,
   SAFE style: one "layer", whose clusters the AssignModule measures at the heatmap layer
   where they are best separated, :func:`assign_layer`);
-- **reduction**: none, or PCA to ``dims`` components (:func:`reduce`, signs fixed);
+- **reduction**: none, PCA to ``dims`` components (:func:`reduce`, signs fixed), or UMAP
+  to ``dims`` of the first 50 principal components (umap-learn, seeded);
 - **clusterer**: Ward as published (:func:`hudd_core.cluster.cluster_layer` on the
   reduced features) with k of the highest silhouette, HDBSCAN (scikit-learn), or DBSCAN
   with SAFE's eps (the knee of the sorted distances to the ``min_samples``-th
@@ -60,7 +61,9 @@ FEATURE_LAYER = "feature-model"  # the one "layer" of --feature-model features
 GRAM_PCA_MAX = 4000  # up to this many rows PCA runs on the N × N Gram matrix
 INSPECT_BUDGET = 0.15  # hdbscan-budget: the share of the error images an engineer inspects
 MIN_CLUSTERS = 3  # a candidate with fewer clusters scores -1 (a split in two explains little)
-REDUCTIONS = ("none", "pca")
+REDUCTIONS = ("none", "pca", "umap")
+UMAP_PCA = 50  # UMAP runs on this many principal components (denoised, and fast)
+UMAP_NEIGHBORS = 15
 CLUSTERERS = ("ward", "hdbscan", "dbscan")
 
 
@@ -91,6 +94,8 @@ METHODS: dict[str, Method] = {
         Method("hdbscan-raw", "raw", "pca", "hdbscan", doc="raw heatmaps, PCA, HDBSCAN"),
         Method("dbscan", "unit", "pca", "dbscan", doc="unit heatmaps, PCA, DBSCAN (knee eps)"),
         Method("hdbscan-20", "unit", "pca", "hdbscan", 20, doc="as hdbscan, PCA to 20"),
+        Method("umap-hdbscan", "unit", "umap", "hdbscan", 5, doc="unit heatmaps, UMAP 5, HDBSCAN"),
+        Method("umap-dbscan", "unit", "umap", "dbscan", 5, doc="unit heatmaps, UMAP 5, DBSCAN"),
         Method("act-hdbscan", "act", "pca", "hdbscan", doc="unit activations, PCA, HDBSCAN"),
         Method(
             "rxa-hdbscan", "rxa", "pca", "hdbscan", doc="unit relevance × activation, PCA, HDBSCAN"
@@ -170,13 +175,16 @@ def features(X, kind: str) -> np.ndarray:
 
 
 def reduce(F: np.ndarray, kind: str, dims: int, seed: int) -> np.ndarray:
-    """``F`` itself (``none``) or its first ``dims`` principal components (``pca``,
+    """``F`` itself (``none``), its first ``dims`` principal components (``pca``,
     capped by the number of rows and columns; the signs fixed by scikit-learn, so the
-    result is deterministic)."""
+    result is deterministic), or a ``dims``-dimensional UMAP of its first
+    :data:`UMAP_PCA` components (``umap``, :func:`umap_embedding`)."""
     if kind not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {kind!r}")
     if kind == "none":
         return F
+    if kind == "umap":
+        return umap_embedding(reduce(F, "pca", UMAP_PCA, seed), dims, seed)
     d = max(1, min(dims, F.shape[0] - 1, F.shape[1]))
     if F.shape[0] > GRAM_PCA_MAX:
         from sklearn.decomposition import PCA
@@ -190,6 +198,24 @@ def reduce(F: np.ndarray, kind: str, dims: int, seed: int) -> np.ndarray:
     # one sign per component: its largest score positive (so the result is unique)
     flip = np.sign(Z[np.argmax(np.abs(Z), axis=0), np.arange(Z.shape[1])])
     return Z * np.where(flip == 0, 1.0, flip)
+
+
+def umap_embedding(Z: np.ndarray, dims: int, seed: int) -> np.ndarray:
+    """UMAP of ``Z`` to ``dims`` dimensions (umap-learn; :data:`UMAP_NEIGHBORS`
+    neighbours, ``min_dist`` 0 as for clustering; ``random_state`` fixed, which makes it
+    deterministic and single-threaded). Fewer than ``dims`` + 2 rows: ``Z`` itself."""
+    try:
+        import umap
+    except ImportError as exc:  # an optional dependency (pip install hudd_core[umap])
+        raise ValueError("the umap-* methods need umap-learn: pip install umap-learn") from exc
+    n = Z.shape[0]
+    if n < dims + 2:
+        return Z
+    reducer = umap.UMAP(n_components=dims, n_neighbors=min(UMAP_NEIGHBORS, n - 1),
+                        min_dist=0.0, random_state=seed, n_jobs=1,
+                        init="spectral" if n > dims + 10
+                        else "random")  # fmt: skip
+    return np.asarray(reducer.fit_transform(Z), dtype=np.float64)
 
 
 def relabel(raw: np.ndarray) -> np.ndarray:

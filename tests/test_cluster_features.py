@@ -200,3 +200,17 @@ def test_assign_layer_is_where_the_clusters_separate_best(tmp_path):
     np.save(d / "b.npy", sep)
     files = {"a": d / "a.npy", "b": d / "b.npy"}
     assert cm.assign_layer(files, labels, {"a": [1, 4, 4], "b": [1, 4, 4]}) == "b"
+
+
+def test_umap_methods_are_seeded_and_find_obvious_groups():
+    rng = np.random.default_rng(3)
+    X = np.concatenate([rng.normal(0, 0.3, (25, 30)) + 5 * np.eye(30)[i] for i in range(4)])
+    truth = np.repeat([1, 2, 3, 4], 25)
+    for name in ("umap-hdbscan", "umap-dbscan"):
+        a = cm.cluster_features({"conv": X}, cm.METHODS[name], seed=0)
+        b = cm.cluster_features({"conv": X.copy()}, cm.METHODS[name], seed=0)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.reduced, b.reduced)
+        assert a.reduced.shape == (100, 5)
+        kept = a.labels != cm.NOISE
+        assert _partition(a.labels[kept]) == _partition(truth[kept]) and kept.mean() > 0.9
