@@ -13,7 +13,8 @@ mass, ranking by distance, no threshold, weighted bootstrap): each reruns the as
 with its options (on the saved candidates; ``rank:uncertainty`` recomputes them once) and
 retrains HUDD only, at its own labelling budget; the baselines stay at the reference's.
 A variant is ``LABEL=key:value,...`` over ``quota``, ``distance_threshold``, ``rank``
-(assignment) and ``freeze``, ``bootstrap`` (retraining), or one of :data:`VARIANTS`.
+(assignment), ``method`` (the clustering before it: ``hdbscan`` = ``--method recommended``)
+and ``freeze``, ``bootstrap`` (retraining), or one of :data:`VARIANTS`.
 ``--validation F`` also reports every method's gain on a held-out F of the TrainingSet
 (what :mod:`hudd_core.tuning` chooses on; the test figures are never used to choose).
 
@@ -37,7 +38,7 @@ import numpy as np
 from hudd_core.baselines import BASELINES
 
 RESULTS = Path(__file__).parent / "results"
-ASSIGN_OPTIONS = ("quota", "distance_threshold", "rank")
+ASSIGN_OPTIONS = ("method", "quota", "distance_threshold", "rank")  # method: the cluster step's
 RETRAIN_OPTIONS = ("freeze", "bootstrap")
 VARIANTS = {
     "uniform": {"quota": "uniform"},
@@ -45,6 +46,7 @@ VARIANTS = {
     "paper": {"distance_threshold": "paper"},
     "frozen": {"freeze": "features"},
     "once": {"bootstrap": "none"},
+    "hdbscan": {"method": "hdbscan"},  # the clusters of `--method recommended`
 }
 
 
@@ -68,13 +70,17 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
 
 
 def assign_with(work: Path, options: dict[str, str]) -> dict:
-    """Reruns the demo's assignment with ``options`` (the others: the reference)."""
+    """Reruns the demo's assignment with ``options`` (the others: the reference), and
+    first its clustering when they name a cluster ``method``."""
     from hudd_core.config import load_config
-    from hudd_core.pipeline import DEMO_MODEL, Run, step_assign
+    from hudd_core.pipeline import DEMO_MODEL, Run, step_assign, step_cluster
 
     cfg = load_config(None, {"workdir": str(work), "data": str(work / "DataSets"),
-                             "quiet": True, **options})  # fmt: skip
-    return step_assign(Run(cfg, work / "DNNModels" / f"{DEMO_MODEL}.pt"))
+                             "quiet": True, "gifs": False, **options})  # fmt: skip
+    run = Run(cfg, work / "DNNModels" / f"{DEMO_MODEL}.pt")
+    if "method" in options:
+        step_cluster(run)
+    return step_assign(run)
 
 
 def planted_gain(result: dict, method: str) -> float:
@@ -148,7 +154,7 @@ def run_case(
         row.setdefault("variant_versus", {})[name] = versus(got["hudd"]["gain"]["runs"],
                                                             baseline_gains)  # fmt: skip
     if variants:  # leave the work folder with the reference's unsafe set and retraining
-        assign_with(work, {})
+        assign_with(work, {"method": "hudd"} if any("method" in o for _, o in variants) else {})
         run_retrain(work, work / "DataSets", baselines=baselines, **common)
     return row
 
