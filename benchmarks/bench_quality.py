@@ -123,12 +123,9 @@ def extractor_features(case: dict, data: Path) -> np.ndarray:
     """The ``model-*`` methods' features: torchvision's ResNet-18 with seeded random
     weights (no download is possible here, so no ImageNet weights), its ``avgpool``
     output at 64 px."""
-    import torch
-
     from hudd_core.feature_model import extract_features, load_feature_model
 
-    torch.manual_seed(0)
-    net = load_feature_model(FEATURE_MODEL)
+    net = load_feature_model(FEATURE_MODEL, seed=0)
     return extract_features(net, data, case["images"], layer="avgpool", image_size=64,
                             device="cpu", progress=False)  # fmt: skip
 

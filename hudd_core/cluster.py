@@ -514,7 +514,9 @@ def run_cluster(
                                  "give one (README: Clustering methods)")  # fmt: skip
             from hudd_core.feature_model import extract_features, load_feature_model
 
-            extractor = load_feature_model(feature_model, feature_weights, trust=trust_model_file)
+            extractor = load_feature_model(
+                feature_model, feature_weights, trust=trust_model_file, seed=seed
+            )
             extracted = extract_features(extractor, data, images, layer=feature_layer,
                                          image_size=feature_size, mean=feature_mean,
                                          std=feature_std,

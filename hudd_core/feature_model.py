@@ -38,11 +38,14 @@ from hudd_core.progress import bar as progress_bar
 
 
 def load_feature_model(spec: str, weights: str | Path | None = None, *,
-                       trust: bool = False) -> nn.Module:  # fmt: skip
-    """The extractor ``spec`` (built without arguments) with ``weights``, in eval mode;
-    errors name ``--feature-model``."""
+                       trust: bool = False, seed: int = 0) -> nn.Module:  # fmt: skip
+    """The extractor ``spec`` (built without arguments, its initial weights drawn with
+    ``seed``, so that the same call gives the same features even without ``weights``)
+    with ``weights``, in eval mode; errors name ``--feature-model``."""
     try:
-        return load_model(spec, weights, trust=trust)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return load_model(spec, weights, trust=trust)
     except (ValueError, FileNotFoundError, TypeError) as exc:
         raise ValueError(f"--feature-model {spec}: {exc}") from exc
 

@@ -174,6 +174,11 @@ def test_feature_model_clusters_its_features_and_assign_gets_a_heatmap_layer(tmp
 
     got = extract_features(load_feature_model(spec, weights), data, case["images"], progress=False)
     np.testing.assert_allclose(got, np.array(F), rtol=1e-5, atol=1e-6)
+    # without weights the initial ones are drawn from the seed: the same call, the same
+    untrained = [extract_features(load_feature_model(spec, seed=s), data, case["images"],
+                                  progress=False) for s in (0, 0, 1)]  # fmt: skip
+    np.testing.assert_array_equal(untrained[0], untrained[1])
+    assert not np.array_equal(untrained[0], untrained[2])
     kept = labels != cm.NOISE
     truth = case["groups"]
     assert _partition(labels[kept]) == _partition(truth[kept]) and kept.mean() > 0.8

@@ -231,11 +231,22 @@ def method_line(cluster_summary: dict) -> str:
     share = float(p.get("share", 0.0))
     m = grid_size(share, int(cluster_summary.get("n_images", 0)))
     hyper = HYPER.get(clusterer, "").format(m=m, share=share)
+    what = FEATURE_WORDS.get(p.get("features", ""), f"{p.get('features', '')} heatmaps")
+    where = f"layer {cluster_summary.get('best_layer')} of the {p.get('layers', '')} layers"
+    extractor = cluster_summary.get("feature_model")
+    if extractor:  # clustered on the extractor's features; best_layer is assign's
+        what = f"{what} of {extractor['spec']}" + (
+            f" at {extractor['layer']}" if extractor.get("layer") else "")  # fmt: skip
+        where = f"assign at heatmap layer {cluster_summary.get('best_layer')}"
     return (
-        f"{name}: {p.get('features', '')} heatmaps, {reduction}, {clusterer} {hyper}; "
-        f"layer {cluster_summary.get('best_layer')} of the {p.get('layers', '')} layers by "
+        f"{name}: {what}, {reduction}, {clusterer} {hyper}; {where} by "
         f"{cluster_summary.get('selection', '')}; seed {p.get('seed', '')}"
     )
+
+
+# How the report names each kind of features (hudd_core.cluster_methods.FEATURES)
+FEATURE_WORDS = {"act": "unit activations", "rxa": "unit relevance × activation",
+                 "model": "features"}  # fmt: skip
 
 
 def clusters(
