@@ -598,7 +598,8 @@ def combined(
     those with at least :data:`MIN_CLUSTERS` clusters, all when none has) votes in the
     co-association matrix A (:func:`coassociation`), and HDBSCAN clusters the distances
     1 − A over its grid, scored by the silhouette of those distances; the embedding is
-    the chosen layer's reduced features. ``concat``: the last :data:`CONCAT_LAYERS`
+    the chosen layer's reduced features (N × N memory: :func:`cluster_features` refuses
+    more than :data:`CONSENSUS_MAX` images). ``concat``: the last :data:`CONCAT_LAYERS`
     eligible layers' reduced features side by side (:func:`concat_blocks`), clustered
     by the method's clusterer over its grid; the embedding is that concatenation.
     Either way the candidate is chosen as by :func:`choose`, and its ``layer`` is the
