@@ -29,8 +29,17 @@ silhouette of the clustered points in the reduced space times the share of point
 clustered (a method that declares most images noise scores low), -1 below
 :data:`MIN_CLUSTERS` clusters, and the best candidate is kept; a method with an
 inspection budget (``hdbscan-budget``) keeps instead the candidate with the most clusters
-among those the engineer can inspect within the budget (:func:`choose`). Nothing reads the
+among those the engineer can inspect within the budget (:func:`choose`). A method with
+``select="stability"`` (``hdbscan-stable``) keeps the candidate whose clusters come back
+best when 80% of the images are reclustered (:func:`stability`). Nothing reads the
 planted labels. Everything is deterministic: the same input gives the same clusters.
+
+**Several layers at once** (``Method.combine``): ``ensemble`` clusters the consensus of
+every eligible layer's best candidate (:func:`coassociation`, HDBSCAN on 1 − A), and
+``concat`` clusters the last :data:`CONCAT_LAYERS` eligible layers' reduced features side
+by side (:func:`concat_blocks`). Both report as their ``layer`` (the one ``assign``
+measures distances at) the eligible layer whose own best candidate agrees most with
+the combined clusters (:func:`most_agreeing`).
 
 Example:
     >>> rng = np.random.default_rng(0)
@@ -65,6 +74,12 @@ REDUCTIONS = ("none", "pca", "umap")
 UMAP_PCA = 50  # UMAP runs on this many principal components (denoised, and fast)
 UMAP_NEIGHBORS = 15
 CLUSTERERS = ("ward", "hdbscan", "dbscan")
+SELECTS = ("score", "stability")  # how a candidate is chosen: see :func:`choose`
+COMBINES = ("none", "ensemble", "concat")  # one layer at a time, or several at once
+STABILITY_ROUNDS = 5  # reclusterings of subsamples per candidate (:func:`stability`)
+STABILITY_FRAC = 0.8  # the share of the images each subsample keeps
+CONSENSUS_MAX = 10_000  # ensemble: above this many error images the N × N matrix is refused
+CONCAT_LAYERS = 3  # concat: the last this many eligible layers
 
 
 @dataclass(frozen=True)
@@ -79,11 +94,14 @@ class Method:
     doc: str = ""
     layers: str = "spatial"  # which layers compete: "spatial" (:func:`eligible`) or "all"
     budget: float | None = None  # inspection budget: see :func:`choose`
+    select: str = "score"  # one of SELECTS: see :func:`choose`
+    combine: str = "none"  # one of COMBINES: see :func:`combined`
 
     def params(self) -> dict:
         return {"features": self.features, "reduction": self.reduction,
                 "clusterer": self.clusterer, "dims": self.dims, "layers": self.layers,
-                "budget": self.budget}  # fmt: skip
+                "budget": self.budget, "select": self.select,
+                "combine": self.combine}  # fmt: skip
 
 
 METHODS: dict[str, Method] = {
@@ -117,6 +135,30 @@ METHODS: dict[str, Method] = {
             "hdbscan",
             doc="as hdbscan, dense layers too",
             layers="all",
+        ),
+        Method(
+            "hdbscan-stable",
+            "unit",
+            "pca",
+            "hdbscan",
+            doc="as hdbscan, the candidate most stable over 80% subsamples",
+            select="stability",
+        ),
+        Method(
+            "ensemble",
+            "unit",
+            "pca",
+            "hdbscan",
+            doc="HDBSCAN on the co-association of every layer's best hdbscan clusters",
+            combine="ensemble",
+        ),
+        Method(
+            "concat",
+            "unit",
+            "pca",
+            "hdbscan",
+            doc="HDBSCAN on the last 3 layers' PCA 10 side by side (each of unit variance)",
+            combine="concat",
         ),
     )
 }
@@ -241,15 +283,17 @@ def grid_size(share: float, n: int) -> int:
     return max(3, round(share * n))
 
 
-def cluster_hdbscan(Z: np.ndarray, share: float) -> np.ndarray:
+def cluster_hdbscan(Z: np.ndarray, share: float, metric: str = "euclidean") -> np.ndarray:
     """HDBSCAN with ``min_cluster_size`` = ``share`` of the points (≥ 3) and
-    ``min_samples`` 3 (scikit-learn; deterministic)."""
+    ``min_samples`` 3 (scikit-learn; deterministic); ``metric="precomputed"``: ``Z`` is
+    an N × N distance matrix."""
     from sklearn.cluster import HDBSCAN
 
     m = grid_size(share, Z.shape[0])
     if Z.shape[0] < 2 * m:  # too few points for two clusters: one
         return np.ones(Z.shape[0], dtype=np.int64)
-    return relabel(HDBSCAN(min_cluster_size=m, min_samples=3, copy=True).fit_predict(Z))
+    hdb = HDBSCAN(min_cluster_size=m, min_samples=3, metric=metric, copy=True)
+    return relabel(hdb.fit_predict(Z))
 
 
 def knee_eps(Z: np.ndarray, min_samples: int) -> float:
@@ -291,10 +335,15 @@ def cluster_ward(Z: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
     return relabel(res.labels)
 
 
-def run_clusterer(Z: np.ndarray, clusterer: str, share: float, seed: int) -> np.ndarray:
-    """Labels (1..k, :data:`NOISE` = 0) of ``Z`` by ``clusterer`` at ``share``."""
+def run_clusterer(
+    Z: np.ndarray, clusterer: str, share: float, seed: int, metric: str = "euclidean"
+) -> np.ndarray:
+    """Labels (1..k, :data:`NOISE` = 0) of ``Z`` by ``clusterer`` at ``share``
+    (``metric="precomputed"``, ``Z`` a distance matrix: HDBSCAN only)."""
     if clusterer == "hdbscan":
-        return cluster_hdbscan(Z, share)
+        return cluster_hdbscan(Z, share, metric)
+    if metric != "euclidean":
+        raise ValueError(f"clusterer {clusterer!r} takes no {metric} distances (hdbscan does)")
     if clusterer == "dbscan":
         return cluster_dbscan(Z, share)
     if clusterer == "ward":
@@ -314,10 +363,19 @@ def inspect_share(labels: np.ndarray, per_cluster: int = 5) -> float:
     return float(np.minimum(counts, per_cluster).sum() / len(labels))
 
 
-def label_free_score(Z: np.ndarray, labels: np.ndarray, min_clusters: int = 2) -> float:
-    """Silhouette of the clustered points of ``Z`` (noise left out) times the share of
-    points clustered; -1 with fewer than ``min_clusters`` clusters. Reads no label but
-    the clusters'.
+def rows_of(Z: np.ndarray, idx: np.ndarray, metric: str = "euclidean") -> np.ndarray:
+    """The points ``idx`` of ``Z``: its rows, or of a precomputed distance matrix the
+    rows and columns."""
+    return Z[np.ix_(idx, idx)] if metric == "precomputed" else Z[idx]
+
+
+def label_free_score(
+    Z: np.ndarray, labels: np.ndarray, min_clusters: int = 2, metric: str = "euclidean"
+) -> float:
+    """Silhouette of the clustered points of ``Z`` (noise left out; ``metric=
+    "precomputed"``: ``Z`` is their distance matrix) times the share of points
+    clustered; -1 with fewer than ``min_clusters`` clusters. Reads no label but the
+    clusters'.
 
     Example:
         >>> Z = np.array([[0.0], [0.1], [5.0], [5.1], [20.0]])
@@ -331,7 +389,50 @@ def label_free_score(Z: np.ndarray, labels: np.ndarray, min_clusters: int = 2) -
     k = len(np.unique(labels[kept]))
     if k < max(2, min_clusters) or k >= kept.sum():
         return -1.0
-    return float(silhouette_score(Z[kept], labels[kept]) * kept.mean())
+    sil = silhouette_score(rows_of(Z, np.flatnonzero(kept), metric), labels[kept], metric=metric)
+    return float(sil * kept.mean())
+
+
+def stability(
+    Z: np.ndarray,
+    labels: np.ndarray,
+    clusterer: str,
+    share: float,
+    seed: int,
+    rounds: int = STABILITY_ROUNDS,
+    frac: float = STABILITY_FRAC,
+    metric: str = "euclidean",
+    min_clusters: int = MIN_CLUSTERS,
+) -> float:
+    """How well a candidate's ``labels`` come back: ``rounds`` seeded subsamples of
+    ``frac`` of the points of ``Z`` are reclustered (same ``clusterer`` and ``share``),
+    and the mean adjusted Rand index between each subsample's labels and ``labels``
+    restricted to it (noise counted as one more label in both) is multiplied by the
+    share of points clustered; -1 with fewer than ``min_clusters`` clusters. The
+    subsamples depend on ``seed`` only, so every candidate is tested on the same ones.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> Z = np.concatenate([rng.normal(0, 0.3, (30, 2)) + 9 * i for i in range(3)])
+        >>> stability(Z, np.repeat([1, 2, 3], 30), "hdbscan", 0.1, seed=0)
+        1.0
+        >>> stability(Z, rng.integers(1, 4, 90), "hdbscan", 0.1, seed=0) < 0.1
+        True
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    labels = np.asarray(labels)
+    if len(set(labels.tolist()) - {NOISE}) < min_clusters:
+        return -1.0
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    m = min(n, max(4, round(frac * n)))
+    aris = []
+    for _ in range(rounds):
+        idx = np.sort(rng.choice(n, size=m, replace=False))
+        sub = run_clusterer(rows_of(Z, idx, metric), clusterer, share, seed, metric)
+        aris.append(adjusted_rand_score(labels[idx], sub))
+    return float(np.mean(aris) * np.mean(labels != NOISE))
 
 
 # --- the method over the layers ----------------------------------------------------------
@@ -339,8 +440,9 @@ def label_free_score(Z: np.ndarray, labels: np.ndarray, min_clusters: int = 2) -
 
 @dataclass
 class MethodResult:
-    """The chosen candidate: its layer, hyper-parameter, labels and score, the reduced
-    features (for the 2-D embedding) and every candidate's score."""
+    """The chosen candidate: its layer, hyper-parameter, labels and score (and
+    :func:`stability` when the method selects by it), the reduced features (for the 2-D
+    embedding) and every candidate's score."""
 
     method: Method
     layer: str
@@ -350,6 +452,7 @@ class MethodResult:
     reduced: np.ndarray
     candidates: list[dict] = field(default_factory=list)
     seconds: float = 0.0
+    stability: float | None = None
 
     @property
     def k(self) -> int:
@@ -390,11 +493,24 @@ def cluster_features(
     order; :func:`eligible` with the layers' ``shapes``) at every value of the
     clusterer's grid; returns the one :func:`choose` keeps (the best by
     :func:`label_free_score` with at least :data:`MIN_CLUSTERS` clusters, ties: the
-    earlier layer, then the smaller share; or within the method's inspection budget)."""
+    earlier layer, then the smaller share; or by :func:`stability`, or within the
+    method's inspection budget), or with ``method.combine`` the :func:`combined`
+    clusters of the layers."""
     if not layers:
         raise ValueError("no layer to cluster")
+    if method.select not in SELECTS:
+        raise ValueError(f"select must be one of {SELECTS}, got {method.select!r}")
+    if method.combine not in COMBINES:
+        raise ValueError(f"combine must be one of {COMBINES}, got {method.combine!r}")
     t = time.perf_counter()
     names = eligible(list(layers), shapes, method.layers)
+    n = next(iter(layers.values())).shape[0]
+    if method.combine == "ensemble" and n > CONSENSUS_MAX:
+        raise ValueError(
+            f"method {method.name}: {n} error images are more than {CONSENSUS_MAX:,}, the "
+            "limit of its N × N co-association matrix; use --method hdbscan or concat"
+        )
+    reduced: dict[str, np.ndarray] = {}
     tried: list[MethodResult] = []
     for name in names:
         try:
@@ -403,25 +519,59 @@ def cluster_features(
             raise ValueError(f"{name}: {exc}") from exc
         if F.shape[0] < 4:
             raise ValueError(f"{name}: {F.shape[0]} error images are too few to cluster")
-        Z = reduce(F, method.reduction, method.dims, seed)
-        for share in GRIDS[method.clusterer]:
-            labels = run_clusterer(Z, method.clusterer, share, seed)
-            score = label_free_score(Z, labels, MIN_CLUSTERS)
-            tried.append(MethodResult(method, name, share, labels, score, Z))
-    best = choose(tried, method.budget)
-    best.candidates = [{"layer": r.layer, "share": r.share, "k": r.k, "score": r.score,
-                        "noise": r.noise, "inspect": inspect_share(r.labels)}
-                       for r in tried]  # fmt: skip
+        reduced[name] = reduce(F, method.reduction, method.dims, seed)
+        tried += candidates(reduced[name], name, method, seed)
+    if method.combine == "none":
+        best = choose(tried, method.budget, method.select)
+    else:
+        best, joint = combined(reduced, tried, method, seed)
+        tried += joint
+    best.candidates = [candidate_row(r) for r in tried]
     best.seconds = time.perf_counter() - t
     return best
 
 
-def choose(tried: list[MethodResult], budget: float | None = None) -> MethodResult:
-    """The candidate kept: the highest :func:`label_free_score` (ties: the first tried);
-    with an inspection ``budget`` (a share of the error images, 5 per cluster and the
-    noise as one group, :func:`inspect_share`), the one with the most clusters among
-    those within it and of positive score (ties: the higher score), as the finest
-    partition the engineer can afford to inspect; the highest score when none fits.
+def candidates(
+    Z: np.ndarray,
+    name: str,
+    method: Method,
+    seed: int,
+    clusterer: str | None = None,
+    metric: str = "euclidean",
+) -> list[MethodResult]:
+    """``Z`` clustered at every value of the grid of ``clusterer`` (the method's by
+    default), each scored (and, selecting by it, its :func:`stability`)."""
+    clusterer = clusterer or method.clusterer
+    out = []
+    for share in GRIDS[clusterer]:
+        labels = run_clusterer(Z, clusterer, share, seed, metric)
+        score = label_free_score(Z, labels, MIN_CLUSTERS, metric)
+        res = MethodResult(method, name, share, labels, score, Z)
+        if method.select == "stability":
+            res.stability = stability(Z, labels, clusterer, share, seed, metric=metric)
+        out.append(res)
+    return out
+
+
+def candidate_row(r: MethodResult) -> dict:
+    """A candidate as ``summary.json`` lists it."""
+    row = {"layer": r.layer, "share": r.share, "k": r.k, "score": r.score, "noise": r.noise,
+           "inspect": inspect_share(r.labels)}  # fmt: skip
+    if r.stability is not None:
+        row["stability"] = r.stability
+    return row
+
+
+def choose(
+    tried: list[MethodResult], budget: float | None = None, select: str = "score"
+) -> MethodResult:
+    """The candidate kept: the highest :func:`label_free_score` (ties: the first tried),
+    or with ``select="stability"`` the highest :func:`stability` (ties: the higher
+    score); with an inspection ``budget`` (a share of the error images, 5 per cluster
+    and the noise as one group, :func:`inspect_share`), the one with the most clusters
+    among those within it and of positive score (ties: as without a budget), as the
+    finest partition the engineer can afford to inspect; as without a budget when none
+    fits.
 
     Example:
         >>> Z = np.zeros((40, 1))
@@ -429,15 +579,116 @@ def choose(tried: list[MethodResult], budget: float | None = None) -> MethodResu
         >>> b = MethodResult(None, "l", 0.05, np.repeat([1, 2, 3, 4, 5], 8), 0.4, Z)
         >>> choose([a, b]).share, choose([a, b], budget=0.7).share, choose([a, b], 0.5).share
         (0.1, 0.05, 0.1)
+        >>> a.stability, b.stability = 0.7, 0.9
+        >>> choose([a, b], select="stability").share
+        0.05
     """
     if not tried:
         raise ValueError("no layer to cluster")
-    pick = max(tried, key=lambda r: r.score)  # max() keeps the first of equal scores
+
+    def key(r: MethodResult) -> tuple:
+        return (r.stability, r.score) if select == "stability" else (r.score,)
+
+    pick = max(tried, key=key)  # max() keeps the first of equal keys
     if budget is not None:
         fits = [r for r in tried if r.score > 0 and inspect_share(r.labels) <= budget]
         if fits:
-            pick = max(fits, key=lambda r: (r.k, r.score))
+            pick = max(fits, key=lambda r: (r.k, *key(r)))
     return pick
+
+
+# --- several layers at once --------------------------------------------------------------
+
+
+def coassociation(labelings: list[np.ndarray]) -> np.ndarray:
+    """``A[i, j]``: the share of ``labelings`` in which points i and j are in the same
+    cluster (noise is in none; the diagonal is 1, as a point is always with itself).
+
+    Example:
+        >>> coassociation([np.array([1, 1, 2, 0]), np.array([1, 2, 2, 0])])[0].tolist()
+        [1.0, 0.5, 0.0, 0.0]
+    """
+    n = len(labelings[0])
+    A = np.zeros((n, n))
+    for labels in labelings:
+        labels = np.asarray(labels)
+        A += (labels[:, None] == labels[None, :]) & (labels != NOISE)[:, None]
+    A /= len(labelings)
+    np.fill_diagonal(A, 1.0)
+    return A
+
+
+def concat_blocks(blocks: list[np.ndarray]) -> np.ndarray:
+    """The blocks side by side, each centred and scaled to a total variance of 1 (so no
+    layer outweighs the others; an all-constant block stays zero).
+
+    Example:
+        >>> Z = concat_blocks([np.array([[0.0], [2.0]]), np.array([[0.0, 0.0], [30.0, 40.0]])])
+        >>> round(float(Z.var(axis=0).sum()), 6), Z.shape
+        (2.0, (2, 3))
+    """
+    out = []
+    for B in blocks:
+        C = np.asarray(B, dtype=np.float64) - np.mean(B, axis=0)
+        total = float(C.var(axis=0).sum())
+        out.append(C / np.sqrt(total) if total > 0 else C)
+    return np.hstack(out)
+
+
+def most_agreeing(labels: np.ndarray, per_layer: dict[str, MethodResult]) -> str:
+    """The layer whose labels agree most with ``labels`` (the adjusted Rand index, noise
+    one more label; ties: the earlier layer)."""
+    from sklearn.metrics import adjusted_rand_score
+
+    return max(per_layer, key=lambda n: adjusted_rand_score(per_layer[n].labels, labels))
+
+
+def combined(
+    reduced: dict[str, np.ndarray], tried: list[MethodResult], method: Method, seed: int
+) -> tuple[MethodResult, list[MethodResult]]:
+    """The clusters of several layers at once, and their candidates.
+
+    ``ensemble``: each eligible layer's best candidate (by :func:`label_free_score`;
+    those with at least :data:`MIN_CLUSTERS` clusters, all when none has) votes in the
+    co-association matrix A (:func:`coassociation`), and HDBSCAN clusters the distances
+    1 − A over its grid, scored by the silhouette of those distances; the embedding is
+    the chosen layer's reduced features (N × N memory: :func:`cluster_features` refuses
+    more than :data:`CONSENSUS_MAX` images). ``concat``: the last :data:`CONCAT_LAYERS`
+    eligible layers' reduced features side by side (:func:`concat_blocks`), clustered
+    by the method's clusterer over its grid; the embedding is that concatenation.
+    Either way the candidate is chosen as by :func:`choose`, and its ``layer`` is the
+    eligible layer whose own best candidate agrees most with it (:func:`most_agreeing`),
+    as ``assign`` needs one layer's heatmaps."""
+    per_layer = {n: choose([r for r in tried if r.layer == n]) for n in reduced}
+    if method.combine == "ensemble":
+        votes = [r.labels for r in per_layer.values() if r.score > -1]
+        D = 1.0 - coassociation(votes or [r.labels for r in per_layer.values()])
+        joint = candidates(D, "ensemble", method, seed, "hdbscan", "precomputed")
+    else:
+        Z = concat_blocks([reduced[n] for n in list(reduced)[-CONCAT_LAYERS:]])
+        joint = candidates(Z, "concat", method, seed)
+    best = choose(joint, method.budget, method.select)
+    layer = most_agreeing(best.labels, per_layer)
+    reduced_out = reduced[layer] if method.combine == "ensemble" else best.reduced
+    kept = MethodResult(method, layer, best.share, best.labels, best.score, reduced_out,
+                        stability=best.stability)  # fmt: skip
+    return kept, joint
+
+
+def selection_text(method: Method) -> str:
+    """How the method chose its clusters, for ``summary.json`` and the report."""
+    text = {
+        "score": "label-free score (silhouette x share clustered)",
+        "stability": f"stability (ARI over {STABILITY_ROUNDS} subsamples of "
+        f"{STABILITY_FRAC:.0%}) x share clustered, ties by label-free score",
+    }[method.select]
+    if method.combine == "ensemble":
+        text = f"HDBSCAN on 1 - co-association of the layers' best clusters, by {text}"
+    elif method.combine == "concat":
+        text = f"the last {CONCAT_LAYERS} layers concatenated, by {text}"
+    if method.combine != "none":
+        text += "; layer: the one agreeing most (ARI)"
+    return text + (f", most clusters within {method.budget:.0%} inspected" if method.budget else "")
 
 
 def _rows(path: Path, n: int) -> np.ndarray:
@@ -519,21 +770,26 @@ def run_method(
     except ValueError as exc:
         raise ValueError(f"cluster --method {method.name}: {exc}") from exc
     per_layer = {}
-    for c in res.candidates:  # each layer's best candidate
-        if c["layer"] not in per_layer or c["score"] > per_layer[c["layer"]]["silhouette"]:
+    for c in res.candidates:  # each layer's best candidate (not the combined ones)
+        if c["layer"] in files and (
+            c["layer"] not in per_layer or c["score"] > per_layer[c["layer"]]["silhouette"]
+        ):
             per_layer[c["layer"]] = {"k": c["k"], "wicd": None, "silhouette": c["score"],
                                      "method": method.name, "approximate": False}  # fmt: skip
     best = res.layer
-    if best not in files:  # features of no heatmap layer: the clusters as assign sees them
+    if best in files:
+        per_layer[best].update(k=res.k, silhouette=res.score)  # the chosen candidate's
+    else:  # features of no heatmap layer: the clusters as assign sees them
         best = assign_layer(files, res.labels, shapes, seed)
-        per_layer[best] = {**per_layer[res.layer], "features": res.layer}
+        per_layer[best] = {"k": res.k, "wicd": None, "silhouette": res.score,
+                           "method": method.name, "approximate": False,
+                           "features": res.layer}  # fmt: skip
     summary = {
         "method": method.name,
         "method_params": {**method.params(), "share": res.share, "seed": seed},
         "best_layer": best,
         "features_layer": res.layer,
-        "selection": "label-free score (silhouette x share clustered)"
-        + (f", most clusters within {method.budget:.0%} inspected" if method.budget else ""),
+        "selection": selection_text(method),
         "n_images": len(images),
         "n_clusters": res.k,
         "n_unclustered": res.noise,

@@ -132,13 +132,16 @@ def _run_method_workdir(tmp_path, method: str):
     return case, summary
 
 
-def test_run_cluster_with_a_method_writes_noise_as_cluster_0(tmp_path):
-    case, summary = _run_method_workdir(tmp_path, "hdbscan")
+@pytest.mark.parametrize("method", ["hdbscan", "hdbscan-stable", "ensemble", "concat"])
+def test_run_cluster_with_a_method_writes_noise_as_cluster_0(tmp_path, method):
+    case, summary = _run_method_workdir(tmp_path, method)
     T = case["T"]
     rows = list(csv.DictReader(open(T / "clusters.csv")))
     labels = np.array([int(r["cluster"]) for r in rows])
     assert len(rows) == case["n"] and {r["layer"] for r in rows} == {summary["best_layer"]}
-    assert summary["method"] == "hdbscan" and summary["best_layer"] == "conv"
+    assert summary["method"] == method and summary["best_layer"] == "conv"
+    assert set(summary["layers"]) == {"conv"}  # the combined candidates are no layer
+    assert summary["layers"]["conv"]["k"] == summary["n_clusters"]
     assert summary["n_unclustered"] == int(np.sum(labels == 0)) >= 1
     assert summary["n_clusters"] == len(set(labels.tolist()) - {0})
     on_disk = json.loads((T / "ClusterAnalysis" / "summary.json").read_text())
@@ -247,3 +250,128 @@ def test_inspection_budget_keeps_the_finest_partition_that_fits():
     # nothing fits: the best score, as without a budget
     tight = cm.cluster_features({"fc": X}, cm.Method("t", "unit", "pca", "hdbscan", budget=0.01))
     assert tight.k == free.k and tight.share == free.share
+
+
+def _layers_merging(sizes=(25, 20, 15, 10), seed: int = 0, dim: int = 12, **merged):
+    """One layer per keyword, each seeing the true groups through a map (a layer
+    ``a=[0, 1, 2, 2]`` cannot tell groups 2 and 3 apart), as orthogonal directions with
+    per-row scales (see :func:`_groups`). Returns ``({layer: X}, truth)``."""
+    rng = np.random.default_rng(seed)
+    truth = np.repeat(np.arange(len(sizes)), sizes)
+    layers = {}
+    for name, seen in merged.items():
+        X = 6.0 * np.eye(dim)[np.asarray(seen)[truth]] + rng.normal(0.0, 0.4, (len(truth), dim))
+        layers[name] = (X * rng.uniform(0.5, 2.0, (len(truth), 1))).astype(np.float32)
+    return layers, truth
+
+
+def test_ensemble_recovers_groups_no_single_layer_sees():
+    """Layer a merges groups 2 and 3, layer b merges 0 and 1, layer c sees all four: in
+    the co-association the pairs of a merged group are together in 1 layer of 3, those
+    of a true group in 3 of 3, so the consensus is the four groups, and c, whose own
+    clusters are exactly those, is the layer reported."""
+    layers, truth = _layers_merging(a=[0, 1, 2, 2], b=[0, 0, 1, 2], c=[0, 1, 2, 3])
+    res = cm.cluster_features(layers, cm.METHODS["ensemble"], seed=0)
+    assert res.k == 4 and res.noise <= 0.1 * len(truth)
+    assert _agree(res.labels, truth) == 1.0
+    assert res.layer == "c"
+    assert res.reduced.shape == (len(truth), 10)  # c's own reduced features, for the embedding
+    kinds = {c["layer"] for c in res.candidates}
+    assert kinds == {"a", "b", "c", "ensemble"}
+    # only the two layers that miss a group each: the consensus still separates all four
+    two = cm.cluster_features({"a": layers["a"], "b": layers["b"]}, cm.METHODS["ensemble"])
+    assert two.k == 4 and _agree(two.labels, truth) == 1.0
+    # a merges the two small groups (fewer pairs wrong), so it agrees more than b
+    assert two.layer == "a"
+
+
+def test_concat_recovers_groups_from_complementary_layers():
+    """a cannot tell 2 from 3, b cannot tell 0 from 1; side by side they tell all four
+    apart. Only the last three layers are concatenated: a first layer without structure
+    is left out (and is not reported)."""
+    layers, truth = _layers_merging(a=[0, 1, 2, 2], b=[0, 0, 1, 2])
+    res = cm.cluster_features(layers, cm.METHODS["concat"], seed=0)
+    assert res.k == 4 and _agree(res.labels, truth) == 1.0
+    assert res.layer == "a"  # merging the two small groups, it agrees more than b
+    blur = np.random.default_rng(5).normal(0.0, 1.0, layers["a"].shape).astype(np.float32)
+    four = {"blur": blur, "x": layers["a"], "y": layers["b"], "z": layers["a"].copy()}
+    res4 = cm.cluster_features(four, cm.METHODS["concat"], seed=0)
+    assert res4.k == 4 and _agree(res4.labels, truth) == 1.0
+    assert res4.layer in {"x", "y", "z"} and res4.reduced.shape[1] == 30
+
+
+@pytest.mark.parametrize("name", ["hdbscan-stable", "ensemble", "concat"])
+def test_new_methods_are_seeded(name):
+    layers, _ = _layers_merging(seed=2, a=[0, 1, 2, 2], b=[0, 0, 1, 2], c=[0, 1, 2, 3])
+    a = cm.cluster_features(layers, cm.METHODS[name], seed=7)
+    b = cm.cluster_features({k: v.copy() for k, v in layers.items()}, cm.METHODS[name], seed=7)
+    assert np.array_equal(a.labels, b.labels)
+    assert (a.layer, a.share, a.score, a.stability) == (b.layer, b.share, b.score, b.stability)
+    assert a.candidates == b.candidates
+
+
+def test_stability_by_hand():
+    rng = np.random.default_rng(1)
+    centres = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    truth = np.repeat([1, 2, 3], [30, 25, 20])
+    Z = centres[truth - 1] + rng.normal(0.0, 0.5, (len(truth), 2))
+    # separated groups come back in every subsample
+    assert cm.stability(Z, truth, "hdbscan", 0.1, seed=0) == 1.0
+    # far outliers marked noise stay noise: ARI 1, times the share clustered
+    far = np.array([[60.0, 60.0], [-60.0, 60.0], [60.0, -60.0], [-60.0, -60.0]])
+    Zo, to = np.vstack([Z, far]), np.append(truth, [0, 0, 0, 0])
+    assert cm.stability(Zo, to, "hdbscan", 0.1, seed=0) == pytest.approx(75 / 79)
+    # one blob split at random: the subsamples find no such groups
+    blob = rng.normal(0.0, 1.0, (75, 2))
+    split = rng.integers(1, 4, 75)
+    assert cm.stability(blob, split, "hdbscan", 0.1, seed=0) < 0.2
+    # too few clusters
+    assert cm.stability(Z, np.where(truth == 3, 2, truth), "hdbscan", 0.1, seed=0) == -1.0
+    # the same seed, the same subsamples (and figures); a distance matrix gives the same
+    D = np.linalg.norm(Z[:, None] - Z[None], axis=2)
+    assert cm.stability(D, truth, "hdbscan", 0.1, seed=0, metric="precomputed") == 1.0
+    with pytest.raises(ValueError, match="'dbscan' takes no precomputed distances"):
+        cm.stability(D, truth, "dbscan", 0.1, seed=0, metric="precomputed")
+
+
+def test_stability_selection_keeps_the_most_stable_candidate():
+    X, truth = _groups(sizes=(30, 25, 20, 15), seed=4)
+    res = cm.cluster_features({"fc": X}, cm.METHODS["hdbscan-stable"], seed=0)
+    assert res.stability == max(c["stability"] for c in res.candidates)
+    assert res.k == 4 and _agree(res.labels, truth) == 1.0
+    top = [c for c in res.candidates if c["stability"] == res.stability]
+    assert res.score == max(c["score"] for c in top)  # ties: the higher label-free score
+    plain = cm.cluster_features({"fc": X}, cm.METHODS["hdbscan"], seed=0)
+    assert all("stability" not in c for c in plain.candidates)
+
+
+def test_coassociation_and_concat_blocks_by_hand():
+    A = cm.coassociation([np.array([1, 1, 2, 0, 2]), np.array([1, 2, 2, 0, 0])])
+    expect = [
+        [1.0, 0.5, 0.0, 0.0, 0.0],
+        [0.5, 1.0, 0.5, 0.0, 0.0],
+        [0.0, 0.5, 1.0, 0.0, 0.5],
+        [0.0, 0.0, 0.0, 1.0, 0.0],  # noise in both: with no one
+        [0.0, 0.0, 0.5, 0.0, 1.0],
+    ]
+    assert A.tolist() == expect
+    Z = cm.concat_blocks([np.array([[1.0], [3.0]]), np.array([[0.0, 5.0], [0.0, 5.0]])])
+    assert Z.tolist() == [[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]  # variance 1; constant stays 0
+
+
+def test_ensemble_refuses_too_many_images(monkeypatch):
+    layers, _ = _layers_merging(a=[0, 1, 2, 2], b=[0, 0, 1, 2])
+    monkeypatch.setattr(cm, "CONSENSUS_MAX", 50)
+    with pytest.raises(ValueError, match=r"method ensemble: 70 error images .* --method hdbscan"):
+        cm.cluster_features(layers, cm.METHODS["ensemble"])
+    cm.cluster_features(layers, cm.METHODS["concat"])  # concat has no N × N matrix
+
+
+def test_cli_lists_the_new_methods(capsys):
+    from hudd_core.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["cluster", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    for name in ("hdbscan-stable", "ensemble", "concat"):
+        assert name in out

@@ -37,8 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=METHOD_NAMES,
         default=DEFAULTS["method"],
         help="hudd: the published rule (default); recommended: what the quality benchmark "
-        "found best; or a named features x reduction x clusterer (README: Clustering "
-        "methods); density methods leave unclustered images as cluster 0",
+        "found best; or a named features x reduction x clusterer, hdbscan-stable (chosen by "
+        "stability over subsamples), ensemble or concat (several layers at once) (README: "
+        "Clustering methods); density methods leave unclustered images as cluster 0",
     )
     p.add_argument(
         "--approx-threshold",
