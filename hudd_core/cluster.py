@@ -512,15 +512,11 @@ def run_cluster(
             if feature_model is None:
                 raise ValueError(f"--method {method} clusters the features of --feature-model: "
                                  "give one (README: Clustering methods)")  # fmt: skip
-            from hudd_core.feature_model import extract_features, load_feature_model
-
-            extractor = load_feature_model(
-                feature_model, feature_weights, trust=trust_model_file, seed=seed
-            )
-            extracted = extract_features(extractor, data, images, layer=feature_layer,
-                                         image_size=feature_size, mean=feature_mean,
-                                         std=feature_std,
-                                         device=device or "auto", progress=progress)  # fmt: skip
+            extracted = _extractor_features(
+                data, images, feature_model, feature_weights, trust_model_file, seed,
+                layer=feature_layer, image_size=feature_size, mean=feature_mean,
+                std=feature_std, device=device or "auto", progress=progress,
+            )  # fmt: skip
         summary, labels, embedding = cm.run_method(files, images, alternative, seed, shapes,
                                                    activations=activations,
                                                    extracted=extracted)  # fmt: skip
@@ -538,6 +534,23 @@ def run_cluster(
         embedding = cm.embedding_of(workdir / "Heatmaps" / by_name[summary["best_layer"]]["file"],
                                     seed)  # fmt: skip
     return _write_rccs(workdir, data, images, labels, embedding, summary, gifs, progress)
+
+
+def _extractor_features(
+    data: Path,
+    images: list[str],
+    spec: str,
+    weights: str | Path | None,
+    trust: bool,
+    seed: int,
+    **options,
+) -> np.ndarray:
+    """The ``--feature-model`` features of the error images (``options`` go to
+    :func:`hudd_core.feature_model.extract_features`)."""
+    from hudd_core.feature_model import extract_features, load_feature_model
+
+    extractor = load_feature_model(spec, weights, trust=trust, seed=seed)
+    return extract_features(extractor, data, images, **options)
 
 
 def _activation_files(workdir: Path, images: list[str], names: list[str]) -> dict[str, Path]:
