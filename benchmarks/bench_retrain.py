@@ -69,16 +69,17 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return label, options
 
 
-def assign_with(work: Path, options: dict[str, str]) -> dict:
+def assign_with(work: Path, options: dict[str, str], recluster: bool = False) -> dict:
     """Reruns the demo's assignment with ``options`` (the others: the reference), and
-    first its clustering when they name a cluster ``method``."""
+    first its clustering with ``recluster`` (by ``options``' ``method``, default the
+    published rule)."""
     from hudd_core.config import load_config
     from hudd_core.pipeline import DEMO_MODEL, Run, step_assign, step_cluster
 
     cfg = load_config(None, {"workdir": str(work), "data": str(work / "DataSets"),
                              "quiet": True, "gifs": False, **options})  # fmt: skip
     run = Run(cfg, work / "DNNModels" / f"{DEMO_MODEL}.pt")
-    if "method" in options:
+    if recluster:
         step_cluster(run)
     return step_assign(run)
 
@@ -137,9 +138,19 @@ def run_case(
     if validation:
         row["validation_gain"] = {m: result[m]["validation_gain"] for m in methods}
     baseline_gains = {b: result[b]["gain"]["runs"] for b in baselines}
+    # the reference's retraining outputs, put back after the variants (not recomputed)
+    outputs = [work / "retrain.json"]
+    if result.get("retrained_model"):
+        outputs += [work / "DNNModels" / result["retrained_model"]]
+        outputs += [outputs[-1].with_suffix(".json")]
+    kept = {path: path.read_bytes() for path in outputs if variants and path.is_file()}
+    clustered = "hudd"
     for label, options in variants:
         name = f"hudd({label})"
-        assign_with(work, {k: v for k, v in options.items() if k in ASSIGN_OPTIONS})
+        method = options.get("method", "hudd")  # the clusters this variant selects from
+        assign_with(work, {k: v for k, v in options.items() if k in ASSIGN_OPTIONS},
+                    recluster=method != clustered)  # fmt: skip
+        clustered = method
         retrain = {k: v for k, v in options.items() if k in RETRAIN_OPTIONS}
         if "quota" in options:  # the bootstrap target follows the assignment's quota
             retrain["quota"] = options["quota"]
@@ -153,9 +164,10 @@ def run_case(
             row["validation_gain"][name] = got["hudd"]["validation_gain"]
         row.setdefault("variant_versus", {})[name] = versus(got["hudd"]["gain"]["runs"],
                                                             baseline_gains)  # fmt: skip
-    if variants:  # leave the work folder with the reference's unsafe set and retraining
-        assign_with(work, {"method": "hudd"} if any("method" in o for _, o in variants) else {})
-        run_retrain(work, work / "DataSets", baselines=baselines, **common)
+    if variants:  # leave the work folder with the reference's clusters, unsafe set, retraining
+        assign_with(work, {}, recluster=clustered != "hudd")
+        for path, data in kept.items():
+            path.write_bytes(data)
     return row
 
 
