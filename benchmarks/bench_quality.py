@@ -69,9 +69,7 @@ FEATURE_MODEL = "torchvision.models:resnet18"  # the model-* methods' extractor
 def prepare(name: str, cache: Path) -> tuple[Path, Path]:
     """``(workdir, data)`` of a case, generated, trained, tested and explained once."""
     from hudd_core.config import load_config
-    from hudd_core.data import signs
-    from hudd_core.data.generate import generate
-    from hudd_core.pipeline import SIZES, run_pipeline, step_generate, step_train
+    from hudd_core.pipeline import SCENES, SIZES, run_pipeline, step_generate, step_train
 
     SIZES.setdefault(SIZE, QUALITY_SIZE)
     spec = CASES[name]
@@ -80,19 +78,9 @@ def prepare(name: str, cache: Path) -> tuple[Path, Path]:
     seed, size = spec["seed"], SIZE
     if spec.get("data"):
         data = prepare(spec["data"], cache)[1]
-    elif spec["scene"] == "signs":
-        data = work / "DataSets"
-        generate(
-            data,
-            sizes=SIZES[size]["sets"],
-            seed=seed,
-            image_size=SIZES[size]["image_size"],
-            simulator=signs,
-            progress=False,
-        )
     else:
-        data = step_generate(work, size, seed, progress=False)
-    classes = signs.CLASSES if spec["scene"] == "signs" else None
+        data = step_generate(work, size, seed, progress=False, scene=spec["scene"])
+    classes = SCENES[spec["scene"]].CLASSES
     checkpoint = step_train(
         work, data, size, seed, "cpu", False, model=spec["model"], classes=classes
     )

@@ -1,7 +1,10 @@
 """RQ2 on the built-in case studies: HUDD's retraining against every same-budget baseline.
 
-For each case (the simulator demo at a seed and size), the work folder is built once with
-``run_demo`` (generate, train, test, heatmaps, cluster, assign; no retraining), then
+For each case (a built-in case study of ``bench_quality.py`` at a seed and size:
+``demo:SEED``, the eyes with the AlexNet-style classifier; ``resnet:SEED``, the same eyes
+with the ResNet; ``signs:SEED``, the road signs of :mod:`hudd_core.data.signs` with the
+AlexNet-style classifier), the work folder is built once with ``run_demo`` (generate,
+train, test, heatmaps, cluster, assign and one HUDD retraining, no baselines), then
 ``run_retrain`` fine-tunes HUDD's balanced unsafe set and each baseline's images at the same
 labelling budget, ``--repeats`` seeds each, sharing the loaded data and the pool's forward
 pass. Reported: the test accuracy gain per method (mean ± std, overall and on the planted
@@ -22,6 +25,8 @@ and ``freeze``, ``bootstrap`` (retraining), or one of :data:`VARIANTS`.
     python benchmarks/bench_retrain.py --cases demo:0 --repeats 2 --epochs 3   # quick look
     python benchmarks/bench_retrain.py --cases demo:0 --size tiny --repeats 1 --epochs 1 \
         --baselines BL2 --variants uniform uncertainty paper                  # smoke run
+    python benchmarks/bench_retrain.py --cases signs:0 resnet:0 --size tiny --repeats 1 \
+        --epochs 1 --variants --out /tmp/retrain_smoke                        # other cases
 
 Writes ``benchmarks/results/retrain.json`` and ``retrain.md``.
 """
@@ -40,6 +45,12 @@ from hudd_core.baselines import BASELINES
 RESULTS = Path(__file__).parent / "results"
 ASSIGN_OPTIONS = ("method", "quota", "distance_threshold", "rank")  # method: the cluster step's
 RETRAIN_OPTIONS = ("freeze", "bootstrap")
+# The case kinds of --cases: run_demo's options for each (bench_quality.py's case studies).
+CASE_KINDS: dict[str, dict[str, str]] = {
+    "demo": {},
+    "resnet": {"arch": "resnet"},
+    "signs": {"scene": "signs"},
+}
 VARIANTS = {
     "uniform": {"quota": "uniform"},
     "uncertainty": {"rank": "uncertainty"},
@@ -69,16 +80,29 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return label, options
 
 
+def parse_case(text: str) -> tuple[str, int]:
+    """``KIND:SEED`` of ``--cases`` (a kind of :data:`CASE_KINDS`).
+
+    >>> parse_case("signs:1")
+    ('signs', 1)
+    """
+    kind, _, seed = text.partition(":")
+    if kind not in CASE_KINDS or not seed.isdigit():
+        raise SystemExit(f"--cases {text!r}: expected KIND:SEED, KIND one of {list(CASE_KINDS)}")
+    return kind, int(seed)
+
+
 def assign_with(work: Path, options: dict[str, str], recluster: bool = False) -> dict:
-    """Reruns the demo's assignment with ``options`` (the others: the reference), and
+    """Reruns the case's assignment with ``options`` (the others: the reference), and
     first its clustering with ``recluster`` (by ``options``' ``method``, default the
     published rule)."""
     from hudd_core.config import load_config
-    from hudd_core.pipeline import DEMO_MODEL, Run, step_assign, step_cluster
+    from hudd_core.models.checkpoint import find_checkpoint
+    from hudd_core.pipeline import Run, step_assign, step_cluster
 
     cfg = load_config(None, {"workdir": str(work), "data": str(work / "DataSets"),
                              "quiet": True, "gifs": False, **options})  # fmt: skip
-    run = Run(cfg, work / "DNNModels" / f"{DEMO_MODEL}.pt")
+    run = Run(cfg, find_checkpoint(work))
     if recluster:
         step_cluster(run)
     return step_assign(run)
@@ -110,13 +134,13 @@ def run_case(
     from hudd_core.pipeline import SIZES, run_demo
     from hudd_core.retrain import run_retrain
 
-    kind, seed = case.split(":")
+    kind, seed = parse_case(case)
     work = root / f"{kind}_{seed}_{size}"
     t = time.perf_counter()
-    run_demo(work, size, int(seed), baselines=False, repeats=1, progress=False)
+    run_demo(work, size, seed, baselines=False, repeats=1, progress=False, **CASE_KINDS[kind])
     prepare = time.perf_counter() - t
     hp = {"epochs": epochs or SIZES[size]["retrain_epochs"]}
-    common = {"repeats": repeats, "seed": int(seed), "hp": hp, "validation": validation,
+    common = {"repeats": repeats, "seed": seed, "hp": hp, "validation": validation,
               "progress": False}  # fmt: skip
     t = time.perf_counter()
     result = run_retrain(work, work / "DataSets", baselines=baselines, **common)
@@ -202,7 +226,8 @@ def markdown(rows: list[dict], repeats: int) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--cases", nargs="+", default=["demo:0", "demo:1"])
+    p.add_argument("--cases", nargs="+", default=["demo:0", "demo:1"],
+                   help=f"KIND:SEED, KIND one of {', '.join(CASE_KINDS)}")  # fmt: skip
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--epochs", type=int, default=0, help="0: the demo's retraining epochs")
     p.add_argument("--baselines", nargs="+", default=[b for b in BASELINES])
@@ -215,6 +240,8 @@ def main() -> None:
     p.add_argument("--validation", type=float, default=0.0,
                    help="also report gains on this held-out share of the TrainingSet")  # fmt: skip
     args = p.parse_args()
+    for case in args.cases:  # before hours of work on the first
+        parse_case(case)
     variants = [parse_variant(v) for v in args.variants]
     rows = [run_case(c, Path(args.root), args.repeats, args.epochs, args.baselines,
                      size=args.size, variants=variants, validation=args.validation)

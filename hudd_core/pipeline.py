@@ -36,7 +36,7 @@ from hudd_core.config import (
     load_config,
     pick,
 )
-from hudd_core.data import simulator
+from hudd_core.data import signs, simulator
 from hudd_core.data.datasets import ImageSet
 from hudd_core.data.generate import MARKER, generate
 from hudd_core.models.checkpoint import (
@@ -90,6 +90,9 @@ DEMO_TASKS: dict[str, dict[str, str]] = {
     "classifier": {"model": "alexnet", "name": DEMO_MODEL, "loss": "cross_entropy"},
     "keypoints": {"model": "kpnet", "name": "demo_kpnet", "loss": "mse"},
 }
+# The demo's scenes (hudd_core.data modules): the eyes of the paper's gaze case, and the
+# road signs (a classifier only).
+SCENES = {"eyes": simulator, "signs": signs}
 DEMO_TRAINING = {
     "optimizer": "adam",
     "schedule": "cosine",
@@ -438,13 +441,19 @@ def run_pipeline(cfg: dict[str, Any], *, checkpoint: Path | None = None) -> dict
 
 
 def step_generate(
-    workdir: Path, size: str, seed: int, progress: bool, task: str = "classifier"
+    workdir: Path,
+    size: str,
+    seed: int,
+    progress: bool,
+    task: str = "classifier",
+    scene: str = "eyes",
 ) -> Path:
-    """Simulator images into ``workdir/DataSets`` (kept when already generated)."""
+    """Simulator images of ``scene`` (:data:`SCENES`) into ``workdir/DataSets`` (kept when
+    already generated)."""
     cfg = SIZES[size]
     root = workdir / "DataSets"
     generate(root, sizes=cfg["sets"], seed=seed, image_size=cfg["image_size"], task=task,
-             progress=progress)  # fmt: skip
+             progress=progress, simulator=SCENES[scene])  # fmt: skip
     return root
 
 
@@ -532,8 +541,12 @@ def run_demo(
     progress: bool = True,
     task: str = "classifier",
     arch: str | None = None,
+    scene: str = "eyes",
 ) -> dict[str, Any]:
     """The simulator case study: generate → train → :func:`run_pipeline` (every step).
+
+    ``scene="signs"``: the road-sign scene of :mod:`hudd_core.data.signs` (its own classes
+    and planted causes) instead of the eyes; a classifier only.
 
     ``arch``: another classifier of the zoo instead of the AlexNet-style one (``resnet``,
     ``mobilenet``, torchvision's ``mobilenet_v3_small``, ``vit``: :data:`DEMO_ARCHS`),
@@ -553,17 +566,22 @@ def run_demo(
         raise ValueError(f"task must be one of {list(DEMO_TASKS)}, got {task!r}")
     if arch is not None and (task != "classifier" or arch not in DEMO_ARCHS):
         raise ValueError(f"--arch: one of {DEMO_ARCHS} for the classifier, got {arch!r}")
+    if scene not in SCENES or (scene != "eyes" and task != "classifier"):
+        raise ValueError(f"scene must be one of {list(SCENES)} (signs: a classifier only), "
+                         f"got {scene!r} with task {task!r}")  # fmt: skip
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     runlog = RunLog(workdir)
 
     t = time.perf_counter()
-    data_root = step_generate(workdir, size, seed, progress, task)
-    runlog.record("generate", None, time.perf_counter() - t, size=size, seed=seed, task=task)
+    data_root = step_generate(workdir, size, seed, progress, task, scene)
+    runlog.record("generate", None, time.perf_counter() - t, size=size, seed=seed, task=task,
+                  scene=scene)  # fmt: skip
 
     t = time.perf_counter()
     model = None if arch in (None, DEMO_TASKS[task]["model"]) else arch
-    checkpoint = step_train(workdir, data_root, size, seed, device, progress, task, model)
+    classes = SCENES[scene].CLASSES
+    checkpoint = step_train(workdir, data_root, size, seed, device, progress, task, model, classes)
     runlog.record("train", None, time.perf_counter() - t, checkpoint=str(checkpoint))
 
     cfg = load_config(

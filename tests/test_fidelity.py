@@ -395,6 +395,27 @@ def test_demo_runs_end_to_end_with_other_architectures(tmp_path, arch):
         run_demo(tmp_path / "x", size="tiny", arch="lenet", progress=False)
 
 
+def test_demo_runs_on_the_road_sign_scene(tmp_path):
+    from hudd_core.data import signs
+    from hudd_core.models.checkpoint import read_meta
+    from hudd_core.pipeline import run_demo
+
+    result = run_demo(tmp_path / "signs", size="tiny", scene="signs", baselines=False,
+                      progress=False)  # fmt: skip
+    assert read_meta(result["checkpoint"])["classes"] == signs.CLASSES
+    data = Path(result["data"])
+    assert sorted(p.name for p in (data / "TestSet").iterdir() if p.is_dir()) == signs.CLASSES
+    with open(data / "ImprovementSet" / "metadata.csv", newline="") as f:
+        planted = {row["planted"] for row in csv.DictReader(f)}
+    assert planted <= {"none", *signs.PLANTED}
+    tested = set(result["planted"]) - {"none"}  # about half the TestSet is planted
+    assert tested and tested <= set(signs.PLANTED)
+    with pytest.raises(ValueError, match="scene"):
+        run_demo(tmp_path / "x", size="tiny", scene="signs", task="keypoints", progress=False)
+    with pytest.raises(ValueError, match="scene"):
+        run_demo(tmp_path / "y", size="tiny", scene="roads", progress=False)
+
+
 def test_retraining_reads_images_with_the_preprocessing(model_workdir):
     from hudd_core.data.datasets import LabelledImages, load_image
 
