@@ -48,7 +48,7 @@ import fastcluster
 import numpy as np
 
 from hudd_core import wicd as _wicd
-from hudd_core.cluster_methods import inspect_share
+from hudd_core.cluster_methods import inspect_share, layer_rows
 from hudd_core.config import DEFAULTS, parse_k_range
 from hudd_core.distance import second_level_pdist
 from hudd_core.fileio import (
@@ -590,9 +590,7 @@ def _run_faithful(
     results: dict[str, LayerClustering] = {}
     for name in bar(names, desc="cluster", unit="layer", enabled=progress):
         path = workdir / "Heatmaps" / by_name[name]["file"]
-        X = np.load(path, mmap_mode="r")
-        if X.ndim != 2 or X.shape[0] != len(images):
-            raise ValueError(f"{path}: {X.shape[0]} rows but index.csv lists {len(images)}")
+        X = layer_rows(path, len(images))
         lo, hi = k_bounds(X.shape[0], k_range)
         reason = approximate_reason(X.shape[0], approx_threshold)  # once: the cache agrees
         sig = _signature(path, X.shape[0], lo, hi, selection, bool(reason), seed)

@@ -691,7 +691,7 @@ def selection_text(method: Method) -> str:
     return text + (f", most clusters within {method.budget:.0%} inspected" if method.budget else "")
 
 
-def _rows(path: Path, n: int) -> np.ndarray:
+def layer_rows(path: Path, n: int) -> np.ndarray:
     """A layer file's rows (memory-mapped), checked against the ``n`` indexed images."""
     X = np.load(path, mmap_mode="r")
     if X.ndim != 2 or X.shape[0] != n:
@@ -720,11 +720,11 @@ def method_inputs(
     out = {}
     for name, path in files.items():
         if source == "heatmaps":
-            out[name] = _rows(path, n)
+            out[name] = layer_rows(path, n)
         elif source == "activations":
-            out[name] = _rows(activations[name], n)
+            out[name] = layer_rows(activations[name], n)
         else:  # relevance × activation, as float32 (the heatmaps' width)
-            out[name] = np.multiply(_rows(path, n), _rows(activations[name], n),
+            out[name] = np.multiply(layer_rows(path, n), layer_rows(activations[name], n),
                                     dtype=np.float32)  # fmt: skip
     return out
 

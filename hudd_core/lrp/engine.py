@@ -149,7 +149,7 @@ class LRP:
             raise TypeError(f"LRP input must be floating point, got {x.dtype}")
         with torch.no_grad():
             env, _ = self._forward(x.contiguous(), self._prepare(x.dtype, x.device))
-        names = {op.record: op.name for op in self.graph.ops if op.record}
+        names = self.graph.record_nodes
         return {name: _first(env[names[name]]) for name in self.layers}
 
     # -- relevance pass ------------------------------------------------------------------
@@ -222,7 +222,7 @@ class LRP:
         with torch.no_grad():
             x = torch.zeros((1, *input_shape), dtype=dtype, device=device)
             env, _ = self._forward(x, self._prepare(dtype, torch.device(device)))
-        names = {op.record: op.name for op in self.graph.ops if op.record}
+        names = self.graph.record_nodes
         shapes = {
             name: tuple(env[names[name]].shape[1:])
             for name in self.layers

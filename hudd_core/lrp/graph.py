@@ -96,6 +96,11 @@ class Graph:
     output: str
 
     @property
+    def record_nodes(self) -> dict[str, str]:
+        """``{recorded name: the name of the node whose output it is}``."""
+        return {op.record: op.name for op in self.ops if op.record}
+
+    @property
     def recordable(self) -> list[str]:
         """Every name relevance can be recorded under, in execution order."""
         return [op.record for op in self.ops if op.record]
