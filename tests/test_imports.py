@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
         "hudd_core.progress",
         "hudd_core.lock",
         "hudd_core.plots",
-    ),  # fmt: skip
+    ),
     (
         "hudd_core.store",
         "hudd_core.runstate",
@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
         "hudd_core.distance",
         "hudd_core.search",
         "hudd_core.rcc",
-    ),  # fmt: skip
+    ),
     ("hudd_core.models", "hudd_core.lrp"),
     ("hudd_core.testing",),  # step 1
     ("hudd_core.heatmaps",),  # step 2
