@@ -69,7 +69,8 @@ FEATURE_MODEL = "torchvision.models:resnet18"  # the model-* methods' extractor
 def prepare(name: str, cache: Path) -> tuple[Path, Path]:
     """``(workdir, data)`` of a case, generated, trained, tested and explained once."""
     from hudd_core.config import load_config
-    from hudd_core.pipeline import SCENES, SIZES, run_pipeline, step_generate, step_train
+    from hudd_core.demo import SCENES, SIZES, step_generate, step_train
+    from hudd_core.pipeline import run_pipeline
 
     SIZES.setdefault(SIZE, QUALITY_SIZE)
     spec = CASES[name]

@@ -131,7 +131,7 @@ def run_case(
     validation: float = 0.0,
 ) -> dict:
     from hudd_core.baselines import versus
-    from hudd_core.pipeline import SIZES, run_demo
+    from hudd_core.demo import SIZES, run_demo
     from hudd_core.retrain import run_retrain
 
     kind, seed = parse_case(case)

@@ -63,7 +63,8 @@ def demo_rerun_checks(root: Path) -> dict[str, float]:
     """The tiny ``hudd demo`` (every layer stored), then the seconds of its rerun's
     integrity checks per mode: ``RunLog.fresh`` of every step, as ``hudd run`` calls it."""
     from hudd_core.config import load_config
-    from hudd_core.pipeline import SPECS, Run, run_demo
+    from hudd_core.demo import run_demo
+    from hudd_core.pipeline import SPECS, Run
     from hudd_core.runstate import RunLog, fingerprint
 
     work = root / "demo"

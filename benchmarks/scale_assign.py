@@ -75,7 +75,8 @@ def prepare(folder: Path, sizes: list[int], seed: int) -> tuple[Path, Path]:
     """``T/`` with RCCs (the small demo's steps up to clustering) and the pools."""
     from hudd_core.config import load_config
     from hudd_core.data.generate import generate
-    from hudd_core.pipeline import run_pipeline, step_generate, step_train
+    from hudd_core.demo import step_generate, step_train
+    from hudd_core.pipeline import run_pipeline
 
     workdir = folder / "T"
     t = time.perf_counter()

@@ -12,7 +12,7 @@ step               function
 3 clusters         :func:`hudd_core.cluster.run_cluster`, report: ``build_report``
 4 assign           :func:`hudd_core.assign.run_assign`
 5-7 retrain        :func:`hudd_core.retrain.run_retrain`
-all                :func:`hudd_core.pipeline.run_pipeline`, ``run_demo``, ``load_config``
+all                :func:`hudd_core.pipeline.run_pipeline`, ``demo.run_demo``, ``load_config``
 =================  ==============================================================
 
 Example:
@@ -41,7 +41,7 @@ _EXPORTS = {
     "run_assign": "assign",
     "run_retrain": "retrain",
     "run_pipeline": "pipeline",
-    "run_demo": "pipeline",
+    "run_demo": "demo",
     "load_config": "config",
 }
 __all__ = ["__version__", *_EXPORTS]

@@ -7,19 +7,19 @@ with a fingerprint of its options and inputs: a rerun skips the steps that are c
 and unchanged, re-runs a step whose options or inputs changed (and so the steps after it,
 whose inputs it rewrites), and the long steps resume their own partial work per batch.
 
-:func:`run_demo` (``hudd demo``) is the built-in simulator case study end to end: generate
-the eye images, train the AlexNet-style gaze classifier, then the whole pipeline.
+The demo (generate, train, then this pipeline) is :mod:`hudd_core.demo`.
 
-Example:
-    >>> import tempfile
-    >>> result = run_demo(tempfile.mkdtemp(), size="tiny", progress=False)
-    >>> sorted(result["test"])
-    ['TestSet', 'TrainingSet']
+Example (the options are checked before any step runs):
+    >>> from hudd_core.config import load_config
+    >>> STEPS
+    ('test', 'heatmaps', 'cluster', 'assign', 'retrain', 'report')
+    >>> validate(load_config(None, {"workdir": "T", "selection": "kne"}))
+    Traceback (most recent call last):
+    ValueError: --selection: 'kne' is not one of wicd-knee, silhouette
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -33,73 +33,14 @@ from hudd_core.config import (
     FEATURE_OPTIONS,
     RAY_OPTIONS,
     check_choice,
-    load_config,
     pick,
 )
-from hudd_core.data import signs, simulator
-from hudd_core.data.datasets import ImageSet
-from hudd_core.data.generate import MARKER, generate
-from hudd_core.models.checkpoint import (
-    load_checkpoint,
-    prepare_checkpoint,
-    read_meta,
-    save_checkpoint,
-)
-from hudd_core.models.loading import load_model
-from hudd_core.models.train import he_init, train
+from hudd_core.models.checkpoint import load_checkpoint, prepare_checkpoint
 from hudd_core.runstate import NothingToDo, RunLog, fingerprint
 
 log = logging.getLogger("hudd")
 
 STEPS = tuple(DEFAULTS["steps"])
-
-# Demo sizes: images per set, image side, training epochs, fine-tuning epochs. "small" (the
-# default) runs end to end on 2 CPU cores in a few minutes; "tiny" is for tests.
-SIZES: dict[str, dict[str, Any]] = {
-    "tiny": {
-        "sets": {"TrainingSet": 64, "TestSet": 32, "ImprovementSet": 32},
-        "image_size": 32,
-        "epochs": 1,
-        "retrain_epochs": 1,
-    },
-    "small": {
-        "sets": {"TrainingSet": 3000, "TestSet": 1500, "ImprovementSet": 8000},
-        "image_size": 32,
-        "epochs": 8,
-        "retrain_epochs": 10,
-    },
-    "medium": {
-        "sets": {"TrainingSet": 8000, "TestSet": 3000, "ImprovementSet": 20000},
-        "image_size": 64,
-        "epochs": 10,
-        "retrain_epochs": 10,
-    },
-    "large": {
-        "sets": {"TrainingSet": 20000, "TestSet": 6000, "ImprovementSet": 40000},
-        "image_size": 64,
-        "epochs": 12,
-        "retrain_epochs": 10,
-    },
-}
-DEMO_MODEL = "demo_alexnet"
-# The classifiers the demo can train instead of the AlexNet-style one (hudd demo --arch).
-DEMO_ARCHS = ("alexnet", "resnet", "mobilenet", "mobilenet_v3_small", "vit")
-# The demo's two tasks (the paper's gaze/eye-closure classifiers and its FLD keypoint case):
-# the architecture, the checkpoint name and the training loss of each.
-DEMO_TASKS: dict[str, dict[str, str]] = {
-    "classifier": {"model": "alexnet", "name": DEMO_MODEL, "loss": "cross_entropy"},
-    "keypoints": {"model": "kpnet", "name": "demo_kpnet", "loss": "mse"},
-}
-# The demo's scenes (hudd_core.data modules): the eyes of the paper's gaze case, and the
-# road signs (a classifier only).
-SCENES = {"eyes": simulator, "signs": signs}
-DEMO_TRAINING = {
-    "optimizer": "adam",
-    "schedule": "cosine",
-    "lr": 1e-3,
-    "batch_size": 32,
-    "weight_decay": 0.0,
-}
 
 
 @dataclass
@@ -434,172 +375,4 @@ def run_pipeline(cfg: dict[str, Any], *, checkpoint: Path | None = None) -> dict
         runlog.record(name, fp, seconds, outputs, **facts)
         log.info("%s: done in %.1f s", name, seconds)
         result[name] = facts
-    return result
-
-
-# --- the demo --------------------------------------------------------------------------
-
-
-def step_generate(
-    workdir: Path,
-    size: str,
-    seed: int,
-    progress: bool,
-    task: str = "classifier",
-    scene: str = "eyes",
-) -> Path:
-    """Simulator images of ``scene`` (:data:`SCENES`) into ``workdir/DataSets`` (kept when
-    already generated)."""
-    cfg = SIZES[size]
-    root = workdir / "DataSets"
-    generate(root, sizes=cfg["sets"], seed=seed, image_size=cfg["image_size"], task=task,
-             progress=progress, simulator=SCENES[scene])  # fmt: skip
-    return root
-
-
-def step_train(
-    workdir: Path,
-    data_root: Path,
-    size: str,
-    seed: int,
-    device: str,
-    progress: bool,
-    task: str = "classifier",
-    model: str | None = None,
-    classes: list[str] | None = None,
-) -> Path:
-    """Trains the demo model (the gaze classifier, or the keypoint regressor); kept when a
-    checkpoint of the same configuration exists. ``model`` (a zoo name) replaces the
-    task's architecture (checkpoint ``demo_<model>``); ``classes`` those of another scene
-    module (default: the eye simulator's)."""
-    cfg = SIZES[size]
-    spec = DEMO_TASKS[task]
-    if model is not None:
-        spec = {**spec, "model": model, "name": f"demo_{model}"}
-    classes = list(simulator.CLASSES if classes is None else classes)
-    s = cfg["image_size"]
-    # the data's marker too: regenerated images (another simulator) mean a new model
-    data = json.loads((data_root / MARKER).read_text())
-    training = {
-        **DEMO_TRAINING,
-        "epochs": cfg["epochs"],
-        "seed": seed,
-        "size": size,
-        "simulator": data["simulator"],
-    }
-    if task != "classifier":
-        training["task"] = task
-    if model is not None:
-        training["model"] = model
-    pt = workdir / "DNNModels" / f"{spec['name']}.pt"
-    if pt.is_file() and pt.with_suffix(".json").is_file():
-        if read_meta(pt).get("training") == training:
-            return pt
-    if task == "classifier":
-        kwargs = {"num_classes": len(classes), "in_channels": 1, "input_size": s}
-        dataset = ImageSet(data_root / "TrainingSet", classes=classes)
-    else:
-        kwargs = {"num_keypoints": len(simulator.KEYPOINTS), "in_channels": 1, "input_size": s}
-        dataset = ImageSet(data_root / "TrainingSet", task="keypoints")
-        classes = []
-    net = he_init(load_model(spec["model"], **kwargs), seed=seed)
-    losses = train(
-        net,
-        dataset,
-        epochs=cfg["epochs"],
-        lr=training["lr"],
-        batch_size=training["batch_size"],
-        weight_decay=training["weight_decay"],
-        optimizer=training["optimizer"],
-        schedule=training["schedule"],
-        loss=spec["loss"],
-        seed=seed,
-        device=device,
-        progress=progress,
-    )
-    meta = {
-        "model": spec["model"],
-        "kwargs": kwargs,
-        "task": task,
-        "classes": classes,
-        "in_channels": 1,
-        "input_size": s,
-        "training": training,
-        "losses": losses,
-    }
-    return save_checkpoint(net, workdir / "DNNModels", spec["name"], meta)
-
-
-def run_demo(
-    workdir: str | Path,
-    size: str = "small",
-    seed: int = 0,
-    *,
-    device: str = "auto",
-    baselines: bool = True,
-    repeats: int = 1,
-    progress: bool = True,
-    task: str = "classifier",
-    arch: str | None = None,
-    scene: str = "eyes",
-) -> dict[str, Any]:
-    """The simulator case study: generate → train → :func:`run_pipeline` (every step).
-
-    ``scene="signs"``: the road-sign scene of :mod:`hudd_core.data.signs` (its own classes
-    and planted causes) instead of the eyes; a classifier only.
-
-    ``arch``: another classifier of the zoo instead of the AlexNet-style one (``resnet``,
-    ``mobilenet``, torchvision's ``mobilenet_v3_small``, ``vit``: :data:`DEMO_ARCHS`),
-    checkpoint ``demo_<arch>``.
-
-    ``task="keypoints"``: the paper's FLD-style case, a KpNet regressor of the eye
-    corners, iris centre and eyelid midpoints (Wrong above 4 px mean error), explained by
-    its worst keypoint, the unsafe set by each RCC's most-failed keypoint.
-
-    The retraining fine-tunes for ``SIZES[size]["retrain_epochs"]`` epochs (the reference
-    10 only at ``large``) so that the default run fits a few minutes on 2 cores; with
-    ``baselines`` BL1 and BL2 are retrained at the same labelling budget, ``repeats`` times.
-    """
-    if size not in SIZES:
-        raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
-    if task not in DEMO_TASKS:
-        raise ValueError(f"task must be one of {list(DEMO_TASKS)}, got {task!r}")
-    if arch is not None and (task != "classifier" or arch not in DEMO_ARCHS):
-        raise ValueError(f"--arch: one of {DEMO_ARCHS} for the classifier, got {arch!r}")
-    if scene not in SCENES or (scene != "eyes" and task != "classifier"):
-        raise ValueError(f"scene must be one of {list(SCENES)} (signs: a classifier only), "
-                         f"got {scene!r} with task {task!r}")  # fmt: skip
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    runlog = RunLog(workdir)
-
-    t = time.perf_counter()
-    data_root = step_generate(workdir, size, seed, progress, task, scene)
-    runlog.record("generate", None, time.perf_counter() - t, size=size, seed=seed, task=task,
-                  scene=scene)  # fmt: skip
-
-    t = time.perf_counter()
-    model = None if arch in (None, DEMO_TASKS[task]["model"]) else arch
-    classes = SCENES[scene].CLASSES
-    checkpoint = step_train(workdir, data_root, size, seed, device, progress, task, model, classes)
-    runlog.record("train", None, time.perf_counter() - t, checkpoint=str(checkpoint))
-
-    cfg = load_config(
-        None,
-        {
-            "workdir": str(workdir),
-            "data": str(data_root),
-            "seed": seed,
-            "device": device,
-            "quiet": not progress,
-            "baselines": baselines,
-            "repeats": repeats,
-            "epochs": SIZES[size]["retrain_epochs"],
-        },
-    )
-    result = run_pipeline(cfg, checkpoint=checkpoint)
-    result["data"] = str(data_root)
-    if "test" in result:
-        result["planted"] = result["test"]["planted"]
-        result["test"] = result["test"]["summary"]
     return result

@@ -37,6 +37,7 @@ def test_the_step_modules_have_examples():
         "config",
         "runstate",
         "pipeline",
+        "demo",
         "data.simulator",
         "data.generate",
         "models.checkpoint",

@@ -87,7 +87,7 @@ def test_rgb_model_file_runs_every_step_alone(tmp_path, model_workdir, capsys):
 
 @pytest.mark.slow
 def test_demo_k_per_layer_equals_the_toolset_rule(tmp_path):
-    from hudd_core.pipeline import run_demo
+    from hudd_core.demo import run_demo
 
     run_demo(tmp_path / "demo", size="tiny", baselines=False, progress=False)
     assert _compare_with_toolset(tmp_path / "demo") >= 8
@@ -95,7 +95,7 @@ def test_demo_k_per_layer_equals_the_toolset_rule(tmp_path):
 
 @pytest.mark.slow
 def test_keypoint_demo_runs_every_step(tmp_path):
-    from hudd_core.pipeline import run_demo
+    from hudd_core.demo import run_demo
 
     result = run_demo(tmp_path / "kp", size="tiny", task="keypoints", progress=False)
     assert "stopped" not in result, result.get("stopped")
@@ -385,7 +385,7 @@ def test_group_by_names_a_missing_column(model_workdir):
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["mobilenet", "mobilenet_v3_small", "vit"])
 def test_demo_runs_end_to_end_with_other_architectures(tmp_path, arch):
-    from hudd_core.pipeline import run_demo
+    from hudd_core.demo import run_demo
 
     result = run_demo(tmp_path / arch, size="tiny", arch=arch, baselines=False, progress=False)
     assert result["checkpoint"].endswith(f"demo_{arch}.pt")
@@ -398,7 +398,7 @@ def test_demo_runs_end_to_end_with_other_architectures(tmp_path, arch):
 def test_demo_runs_on_the_road_sign_scene(tmp_path):
     from hudd_core.data import signs
     from hudd_core.models.checkpoint import read_meta
-    from hudd_core.pipeline import run_demo
+    from hudd_core.demo import run_demo
 
     result = run_demo(tmp_path / "signs", size="tiny", scene="signs", baselines=False,
                       progress=False)  # fmt: skip

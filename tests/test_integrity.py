@@ -593,7 +593,7 @@ def test_damaged_test_results_stop_heatmaps_naming_the_file(text, tmp_path):
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from hudd_core.pipeline import run_demo
+    from hudd_core.demo import run_demo
 
     work = tmp_path_factory.mktemp("demo")
     run_demo(work, "tiny", progress=False, baselines=False)
@@ -602,7 +602,7 @@ def demo(tmp_path_factory):
 
 def test_truncated_heatmaps_of_a_finished_run_are_recomputed(demo, caplog):
     """The issue's case: a heatmap file cut to 1000 bytes, then `hudd run` again."""
-    from hudd_core.pipeline import run_demo
+    from hudd_core.demo import run_demo
 
     clean = {n: (demo / n).read_bytes() for n in ("clusters.csv", "unsafe_set.csv")}
     with open(demo / "Heatmaps" / "features.6.npy", "r+b") as fh:

@@ -12,7 +12,8 @@ import pytest
 
 from hudd_core.cli import main
 from hudd_core.config import load_config
-from hudd_core.pipeline import STEPS, run_demo, run_pipeline
+from hudd_core.demo import run_demo
+from hudd_core.pipeline import STEPS, run_pipeline
 
 
 @pytest.fixture(scope="module")

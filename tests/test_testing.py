@@ -224,7 +224,7 @@ def test_cli_test_with_checkpoint(data, tmp_path, capsys):
 
 
 def test_demo_tiny_end_to_end_and_resume(tmp_path, capsys):
-    from hudd_core.pipeline import run_demo
+    from hudd_core.demo import run_demo
 
     work = tmp_path / "demo"
     assert main(["demo", "--workdir", str(work), "--size", "tiny", "--quiet"]) == 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from hudd_core.pipeline import DEMO_ARCHS, SIZES
+    from hudd_core.demo import DEMO_ARCHS, SIZES
 
     p = sub.add_parser("demo", help="the built-in eye-simulator case study, end to end")
     p.add_argument("--workdir", default="demo_run", help="work folder (DataSets/ goes inside)")
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from hudd_core.cli.common import setup_logging
     from hudd_core.cli.run import summarise
     from hudd_core.cli.test import print_planted
-    from hudd_core.pipeline import run_demo
+    from hudd_core.demo import run_demo
 
     setup_logging(args.quiet, None)
     result = run_demo(
