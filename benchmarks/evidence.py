@@ -1,0 +1,363 @@
+"""Writes docs/evidence.md (and the README's headline table) from benchmarks/results/*.json.
+
+Every figure the documentation quotes comes from a results file that a benchmark script
+wrote; this script renders them, never a person. Each table names the command that
+produced it: the file's own ``command`` entry when it records one, else the command
+documented for that results file in :data:`COMMANDS` (the benchmark scripts' docstrings).
+
+    python benchmarks/evidence.py            # rewrite docs/evidence.md and the README table
+    python benchmarks/evidence.py --check    # exit 1 when either is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+EVIDENCE = ROOT / "docs" / "evidence.md"
+README = ROOT / "README.md"
+HEADLINE_BEGIN = "<!-- headline: written by benchmarks/evidence.py -->"
+HEADLINE_END = "<!-- /headline -->"
+
+# The command that wrote each results file (stem), where the file does not record it.
+COMMANDS = {
+    "lrp": "python benchmarks/bench_lrp.py",
+    "lrp_torchvision": "python benchmarks/bench_lrp.py --models resnet50 mobilenet_v3_large "
+    "efficientnet_b0 vit_b_16 --batch 8 --runs 5 --name lrp_torchvision",
+    "distance": "python benchmarks/bench_distance.py --scipy-runs 1",
+    "cluster": "python benchmarks/bench_cluster.py",
+    "cluster_approx": "python benchmarks/bench_cluster.py --approximate --sizes 10000 50000 "
+    "--dim 2000 --name cluster_approx",
+    "quality": "python benchmarks/bench_quality.py",
+    "quality_stable": "python benchmarks/bench_quality.py --methods hdbscan hdbscan-stable "
+    "ensemble concat --out quality_stable",
+    "quality_budget": "python benchmarks/bench_quality.py --methods hudd hdbscan hdbscan-budget "
+    "--out quality_budget",
+    "quality_heldout": "python benchmarks/bench_quality.py --cases demo-alexnet-s2 signs-s2 "
+    "--methods hudd hdbscan hdbscan-budget --out quality_heldout",
+    "assign": "python benchmarks/bench_assign.py",
+    "assign_200clusters": "python benchmarks/bench_assign.py --clusters 200 "
+    "--contenders numpy faiss_per_cluster faiss --name assign_200clusters",
+    "scale_assign": "python benchmarks/scale_assign.py",
+    "retrain": "python benchmarks/bench_retrain.py --cases demo:0 --repeats 3",
+    "retrain_variants": "python benchmarks/bench_retrain.py --cases demo:0 --repeats 5 "
+    "--validation 0.2",
+    "retrain_demo1": "python benchmarks/bench_retrain.py --cases demo:1 --repeats 5 --variants",
+    "retrain_demo1_hdbscan": "python benchmarks/bench_retrain.py --cases demo:1 --repeats 5 "
+    "--baselines BL2 entropy --variants hdbscan",
+    "retrain_signs0": "python benchmarks/bench_retrain.py --cases signs:0 --repeats 1 --variants",
+    "retrain_resnet0": "python benchmarks/bench_retrain.py --cases resnet:0 --repeats 5 --variants",
+    "scale_ray": "cd benchmarks && python scale_ray.py --sizes 5000 10000",
+    "scale_ray_100k": "python benchmarks/scale_ray.py --sizes 100000 --engines ray local "
+    "--name scale_ray_100k",
+    "scale_ray_1m": "python benchmarks/scale_ray.py --sizes 1000000 --engines ray "
+    "--name scale_ray_1m",
+    "simulator": "python benchmarks/bench_simulator.py",
+    "report_10000": "python benchmarks/bench_report.py",
+    "chaos": "python benchmarks/chaos.py --trials 50",
+}
+
+# What a reader must know to read a file's figures (where they are not in the file itself).
+CONTEXT = {
+    "quality_budget": "An earlier round of the case studies (regenerated since, so the error "
+    "images differ from `quality`'s): compare the methods within this table only.",
+    "quality_heldout": "The seed-2 cases, added after `recommended` was chosen (held out); an "
+    "earlier round of the cases, as `quality_budget`.",
+    "retrain": "Three repeats; `retrain_variants` repeats the same case five times.",
+    "scale_ray": "The scaling lines of the note are a model (per-actor rate × actors), not a "
+    "measurement.",
+}
+
+# Sections of the page: (anchor title, what it shows, results stems by prefix).
+SECTIONS = [
+    ("LRP heatmaps", "All-layer LRP against Zennit, Captum and one forward + backward pass.",
+     ("lrp",)),
+    ("Distances", "Condensed Euclidean distances against SciPy, torch.cdist and the bare GEMM.",
+     ("distance",)),
+    ("Clustering speed", "The ClusterModule against a SciPy implementation of the same rule.",
+     ("cluster",)),
+    ("Clustering quality", "Planted root causes recovered per method and case study.",
+     ("quality",)),
+    ("Assignment", "Nearest-cluster search and the AssignModule end to end.",
+     ("assign", "scale_assign")),
+    ("Retraining", "Test accuracy gain of HUDD's retraining against same-budget baselines.",
+     ("retrain",)),
+    ("Scale-out", "The assignment with the local and the Ray engine.", ("scale_ray",)),
+    ("Other", "The simulator, the report and the chaos trials.", ()),
+]  # fmt: skip
+
+
+def fmt(v: object) -> str:
+    """A cell: 3 significant digits for floats, integers as they are."""
+    if isinstance(v, bool) or v is None:
+        return "" if v is None else str(v)
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "nan"
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def table(columns: list[str], rows: list[list[object]]) -> list[str]:
+    out = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    out += ["| " + " | ".join(fmt(c).replace("|", "/") for c in r) + " |" for r in rows]
+    return out
+
+
+def pp(x: float) -> str:
+    """A fraction as signed percentage points."""
+    return f"{100 * x:+.1f}"
+
+
+def load_results(folder: Path = RESULTS) -> dict[str, object]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+def command_of(stem: str, payload: object) -> str:
+    if isinstance(payload, dict) and payload.get("command"):
+        return str(payload["command"])
+    return COMMANDS.get(stem, f"see the docstring of the benchmark that writes {stem}.json")
+
+
+def machine_line(payload: dict) -> str:
+    m = payload.get("machine") or {}
+    if not m:
+        return ""
+    gpu = m.get("gpu") or "no GPU"
+    return (f"Machine: {m.get('cpu_count')} CPUs, {m.get('torch_threads')} torch threads, "
+            f"{gpu}, torch {m.get('torch')}, Python {m.get('python')}.")  # fmt: skip
+
+
+def render_rows(payload: dict) -> list[str]:
+    """A ``write_results`` file: every column of its rows, then its note."""
+    rows = payload.get("rows", [])
+    columns: list[str] = []
+    for r in rows:
+        columns += [c for c in r if c not in columns and not isinstance(r[c], dict | list)]
+    out = table(columns, [[r.get(c) for c in columns] for r in rows]) if rows else []
+    note = str(payload.get("note", "")).strip()
+    if note:
+        out += ["", note.replace("\n", "<br>")]
+    return out
+
+
+def render_quality(payload: dict) -> list[str]:
+    """Method × case: causes covered / causes, and the inspection share; totals."""
+    rows = payload["rows"]
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    cell = {(r["method"], r["case"]): r for r in rows}
+    body = []
+    for m in methods:
+        line: list[object] = [f"`{m}`"]
+        covered = total = 0
+        for c in cases:
+            r = cell.get((m, c))
+            if r is None:
+                line.append("")
+                continue
+            covered, total = covered + r["covered"], total + len(r["causes"])
+            line.append(f"{r['covered']}/{len(r['causes'])} · {r['inspect']:.2f}")
+        rq1 = [cell[(m, c)]["rq1"] for c in cases if (m, c) in cell]
+        line += [f"{covered}/{total}", f"{min(rq1):.2f}"]
+        body.append(line)
+    out = table(["method", *cases, "covered in all", "RQ1 min"], body)
+    out += ["", "Cell: planted causes covered / planted causes · share of the error images to "
+            "inspect (5 per cluster, the unclustered as one more group)."]  # fmt: skip
+    times = [[f"`{m}`", *(cell[(m, c)]["seconds"] if (m, c) in cell else "" for c in cases)]
+             for m in methods]  # fmt: skip
+    out += ["", "Clustering wall time over all layers, seconds:", "", *table(["method", *cases],
+                                                                            times)]  # fmt: skip
+    note = str(payload.get("note", "")).strip()
+    return out + (["", note] if note else [])
+
+
+def render_retrain(payload: list) -> list[str]:
+    """Per case: every method's gain (overall, planted), budget, HUDD's A12 against it."""
+    out: list[str] = []
+    for case in payload:
+        gain, planted = case["gain"], case.get("planted_gain", {})
+        versus = case.get("versus", {})
+        val = case.get("validation_gain", {})
+        budget = case["budget"] if isinstance(case["budget"], dict) else {"hudd": case["budget"]}
+        repeats = len(gain["hudd"]["runs"])
+        out += [f"Case `{case['case']}`: test accuracy before {100 * case['before']:.1f}%, "
+                f"{repeats} repeat(s), {case['added_samples']} added samples per method, "
+                f"{case['seconds_per_repeat']:.0f} s per repeat.", ""]  # fmt: skip
+        columns = ["method", "gain (pp)", "planted (pp)", "B", "A12 of hudd vs it (p)"]
+        if val:
+            columns.append("validation gain (pp)")
+        body = []
+        for name, g in gain.items():
+            vs = versus.get(name)
+            row: list[object] = [
+                f"`{name}`",
+                f"{pp(g['mean'])} ± {100 * g['std']:.1f}",
+                pp(planted[name]) if name in planted else "",
+                budget.get(name, budget["hudd"]),
+                f"{vs['a12']:.2f} ({vs['p_value']:.2g})" if vs else "",
+            ]
+            if val:
+                row.append(pp(val[name]["mean"]) if name in val else "")
+            body.append(row)
+        out += [*table(columns, body), ""]
+    out.append("Gain: test accuracy after − before, mean ± std over the repeats; planted: on the "
+               "images of the planted regions; B: labelling budget (the baselines use the "
+               "reference hudd's); A12: Vargha–Delaney effect size of hudd's gains against the "
+               "method's (0.5 = no difference), p: two-sided Mann–Whitney.")  # fmt: skip
+    return out
+
+
+def render(stem: str, payload: object) -> list[str]:
+    if stem.startswith("quality"):
+        body = render_quality(payload)  # type: ignore[arg-type]
+    elif stem.startswith("retrain"):
+        body = render_retrain(payload)  # type: ignore[arg-type]
+    else:
+        body = render_rows(payload)  # type: ignore[arg-type]
+    lines = [f"### {stem}", "", f"`{command_of(stem, payload)}` → `benchmarks/results/{stem}.json`"]
+    m = machine_line(payload) if isinstance(payload, dict) else ""
+    context = [CONTEXT[stem]] if stem in CONTEXT else []
+    return lines + ([m] if m else []) + context + ["", *body, ""]
+
+
+def section_of(stem: str) -> str:
+    for title, _, prefixes in SECTIONS:
+        if any(stem == p or stem.startswith(p + "_") for p in prefixes):
+            return title
+    return "Other"
+
+
+def _row(results: dict, stem: str, key: str, value: object) -> dict | None:
+    payload = results.get(stem)
+    if not isinstance(payload, dict):
+        return None
+    return next((r for r in payload.get("rows", []) if r.get(key) == value), None)
+
+
+def retrain_cases(results: dict) -> list[tuple[str, dict]]:
+    """One ``(stem, case)`` per retraining case: the run with the most repeats, then the
+    most methods."""
+    best: dict[str, tuple[tuple[int, int], str, dict]] = {}
+    for stem in sorted(s for s in results if s.startswith("retrain")):
+        for case in results[stem]:
+            rank = (len(case["gain"]["hudd"]["runs"]), len(case["gain"]))
+            if case["case"] not in best or rank > best[case["case"]][0]:
+                best[case["case"]] = (rank, stem, case)
+    return [(stem, case) for _, stem, case in best.values()]
+
+
+def headline(results: dict, link: str = "#") -> list[str]:
+    """The headline table: speed and quality against the peers, from the results files;
+    ``link`` prefixes the anchors of the evidence page."""
+    body: list[list[object]] = []
+    for model in ("alexnet64", "resnet64"):
+        r = _row(results, "lrp", "model", model)
+        if r:
+            body.append([f"all-layer LRP, {model}, batch {r['batch']}", "Zennit 0.5",
+                         f"{r['ours/zennit_throughput']:.1f}× faster, "
+                         f"max rel. diff {r['max_rel_diff_vs_zennit']:.0g}",
+                         f"[lrp]({link}lrp)"])  # fmt: skip
+    r = _row(results, "lrp_torchvision", "model", "resnet50")
+    if r:
+        body.append(["all-layer LRP, torchvision resnet50 at 224", "Zennit 0.5",
+                     f"{r['ours/zennit_throughput']:.1f}× faster",
+                     f"[lrp_torchvision]({link}lrp_torchvision)"])  # fmt: skip
+    for row in (results.get("distance") or {}).get("rows", []):
+        body.append([f"pdist, N = {row['N']}, D = {row['D']}", "SciPy `pdist`",
+                     f"{row['scipy/ours']:.1f}× faster, max rel. err {row['max_rel_err']:.0e}",
+                     f"[distance]({link}distance)"])  # fmt: skip
+    for row in (results.get("cluster") or {}).get("rows", []):
+        same = "same k on every layer" if row.get("same_k") else "k differs"
+        body.append([f"clustering, N = {row['N']}, 3 layers", "the published rule in SciPy",
+                     f"{row['ref/ours_cluster']:.1f}× faster, {same}",
+                     f"[cluster]({link}cluster)"])  # fmt: skip
+    quality = results.get("quality")
+    if isinstance(quality, dict):
+        totals: dict[str, list[int]] = {}
+        for r in quality["rows"]:
+            t = totals.setdefault(r["method"], [0, 0])
+            t[0], t[1] = t[0] + r["covered"], t[1] + len(r["causes"])
+        cases = len({r["case"] for r in quality["rows"]})
+        if "hudd" in totals and "hdbscan" in totals:
+            body.append([f"planted causes found, {cases} case studies", "the published rule "
+                         f"(`hudd`): {totals['hudd'][0]}/{totals['hudd'][1]}",
+                         f"`--method recommended`: {totals['hdbscan'][0]}/"
+                         f"{totals['hdbscan'][1]}", f"[quality]({link}quality)"])  # fmt: skip
+    for stem, case in retrain_cases(results):
+        gain = case["gain"]
+        label_free = [n for n in gain if n not in ("hudd", "BL1-oracle") and "(" not in n]
+        if not label_free:
+            continue
+        best = max(label_free, key=lambda n: gain[n]["mean"])
+        body.append([f"retraining gain, `{case['case']}`, {len(gain['hudd']['runs'])} repeat(s)",
+                     f"best same-budget baseline ({best}): {pp(gain[best]['mean'])} pp",
+                     f"HUDD {pp(gain['hudd']['mean'])} pp", f"[{stem}]({link}{stem})"])  # fmt: skip
+    return table(["measure", "peer", "hudd_core", "evidence"], body)
+
+
+def evidence_page(results: dict) -> str:
+    lines = [
+        "# Evidence",
+        "",
+        "Generated by `python benchmarks/evidence.py` from `benchmarks/results/*.json`; do not "
+        "edit by hand (`python benchmarks/evidence.py --check` fails when this page is stale). "
+        "Each table names the command that wrote its results file; rerun it, then this script.",
+        "Absolute timings come from a shared 2-core machine without a GPU unless the machine "
+        "line says otherwise: compare the ratios, which the benchmarks measure side by side "
+        "in one process.",
+        "",
+        "## Headline",
+        "",
+        *headline(results),
+        "",
+    ]
+    by_section: dict[str, list[str]] = {}
+    for stem in results:
+        by_section.setdefault(section_of(stem), []).append(stem)
+    for title, what, _ in SECTIONS:
+        stems = by_section.get(title)
+        if not stems:
+            continue
+        lines += [f"## {title}", "", what, ""]
+        for stem in stems:
+            lines += render(stem, results[stem])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def readme_with_headline(readme: str, results: dict) -> str:
+    """``readme`` with the text between the headline markers replaced (unchanged without
+    them)."""
+    a, b = readme.find(HEADLINE_BEGIN), readme.find(HEADLINE_END)
+    if a < 0 or b < a:
+        return readme
+    block = "\n".join([HEADLINE_BEGIN, *headline(results, "docs/evidence.md#"), HEADLINE_END])
+    return readme[:a] + block + readme[b + len(HEADLINE_END) :]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 when a file is stale")
+    args = ap.parse_args(argv)
+    results = load_results()
+    wanted = {EVIDENCE: evidence_page(results)}
+    if README.is_file():
+        wanted[README] = readme_with_headline(README.read_text(), results)
+    stale = [p for p, text in wanted.items() if not p.is_file() or p.read_text() != text]
+    if args.check:
+        for p in stale:
+            print(f"{p.relative_to(ROOT)} is stale: run python benchmarks/evidence.py")
+        return 1 if stale else 0
+    for p in stale:
+        p.write_text(wanted[p])
+        print(f"wrote {p.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
