@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
         "hudd_core.data",
         "hudd_core.distance",
         "hudd_core.search",
+        "hudd_core.selection",
         "hudd_core.rcc",
     ),
     ("hudd_core.models", "hudd_core.lrp"),

@@ -1,0 +1,260 @@
+"""Label-free retraining selections over plain arrays: which B pool images to label.
+
+The paper's rule (:func:`hudd_core.assign.greedy_select`) gives each root-cause cluster a
+quota of twice its test errors and ranks its candidates by distance, without looking at
+the pool. The selections here let the pool decide how much each RCC gets and what it
+takes (:data:`SELECTIONS`); every one reads only what the model's forward pass on the
+pool gives (distances to the RCCs, uncertainty, penultimate features), never a label:
+
+* **budget by the pool**: the ``ceil(factor × B)`` most uncertain pool images are the
+  *uncertain* ones; each RCC's share of B is proportional to the uncertain images whose
+  nearest RCC it is (largest remainders), so an RCC gets what the pool holds of it;
+* **a catch-all share**: uncertain images near no RCC (``far``: beyond the RCC's distance
+  threshold) form one more group with its share (the causes the test set missed);
+* inside a group, ``pool-quota`` takes the images closest to the RCC (the paper's
+  ranking), ``pool-uncertain`` the most uncertain first, ``pool-diverse`` a k-center
+  greedy cover of the group's uncertain images in feature space, starting from the most
+  uncertain (so one RCC does not spend its share on near-duplicates).
+
+Two stronger baselines, also label-free (:data:`DIVERSE_BASELINES`): ``margin-diverse``
+(the ``ceil(factor × B)`` smallest-margin images, then k-center greedy on the penultimate
+features to B) and ``badge`` (Ash et al., ICLR 2020: the gradient of the cross-entropy
+loss at the predicted label with respect to the last layer's weights, ``(p − e_ŷ) ⊗ h``,
+then k-means++ seeding over those embeddings).
+
+Example:
+    >>> d = np.array([[0.1, 0.9], [0.2, 0.8], [0.9, 0.1], [0.8, 0.3]])
+    >>> u = np.array([0.9, 0.1, 0.8, 0.7])
+    >>> select("pool-uncertain", d, u, 2, factor=1.5).index.tolist()
+    [0, 2]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+CATCH_ALL = -1  # the group of the uncertain images near no RCC
+WITHIN = {"pool-quota": "distance", "pool-uncertain": "uncertainty", "pool-diverse": "diverse"}
+SELECTIONS = tuple(WITHIN)
+DIVERSE_BASELINES = ("margin-diverse", "badge")
+FACTOR = 2.0  # the uncertain images: the ceil(FACTOR × B) most uncertain of the pool
+
+
+@dataclass(frozen=True)
+class Picks:
+    """The selected pool rows and, per row, its group: a column of the distances (its
+    nearest RCC) or :data:`CATCH_ALL`."""
+
+    index: np.ndarray
+    group: np.ndarray
+
+
+def check_budget(budget: int, n: int) -> int:
+    """``budget`` capped at the pool size ``n``; a ValueError when it is negative."""
+    if budget < 0:
+        raise ValueError(f"the labelling budget must be at least 0, got {budget}")
+    return min(int(budget), int(n))
+
+
+def most_uncertain(uncertainty: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` rows of highest ``uncertainty``, most uncertain first (ties: lower row).
+
+    >>> most_uncertain(np.array([0.2, 0.5, 0.5, 0.1]), 3).tolist()
+    [1, 2, 0]
+    """
+    return np.argsort(-np.asarray(uncertainty, dtype=np.float64), kind="stable")[:k]
+
+
+def largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
+    """Integers proportional to ``weights`` that sum to ``total`` (Hamilton's method:
+    floors, then one more to the largest fractional parts; ties: the lower position).
+
+    >>> largest_remainder(np.array([3, 2, 1]), 4).tolist()
+    [2, 1, 1]
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    if total == 0 or w.sum() == 0:
+        return np.zeros(len(w), dtype=np.int64)
+    exact = total * w / w.sum()
+    out = np.floor(exact).astype(np.int64)
+    rest = total - int(out.sum())
+    out[np.argsort(-(exact - out), kind="stable")[:rest]] += 1
+    return out
+
+
+def nearest_groups(distances: np.ndarray, far: np.ndarray | None = None) -> np.ndarray:
+    """Per pool row its nearest RCC (a column of ``distances``, N × K; ties: the lower
+    column), or :data:`CATCH_ALL` where ``far`` (N booleans: near no RCC) is set."""
+    groups = np.argmin(np.asarray(distances), axis=1).astype(np.int64)
+    return groups if far is None else np.where(np.asarray(far, bool), CATCH_ALL, groups)
+
+
+def pool_shares(
+    groups: np.ndarray, uncertainty: np.ndarray, budget: int, factor: float = FACTOR
+) -> dict[int, int]:
+    """Each group's share of ``budget``: proportional to its images among the
+    ``ceil(factor × budget)`` most uncertain of the pool (at least ``budget`` of them), so
+    no share exceeds the group's uncertain images.
+
+    >>> pool_shares(np.array([0, 0, 1, 1, 1, -1]), np.array([6, 5, 4, 3, 2, 1]), 2)
+    {0: 1, 1: 1}
+    """
+    m = min(len(groups), max(budget, math.ceil(factor * budget)))
+    ids, counts = np.unique(groups[most_uncertain(uncertainty, m)], return_counts=True)
+    shares = largest_remainder(counts, budget)
+    return {int(g): int(s) for g, s in zip(ids, shares, strict=True) if s > 0}
+
+
+def k_center_greedy(features: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
+    """``k`` of ``candidates`` (rows of ``features``) by the greedy k-center rule: the
+    first candidate, then each time the one farthest (Euclidean) from those taken
+    (ties: the earlier candidate).
+
+    >>> x = np.array([[0.0], [0.1], [5.0], [2.0]])
+    >>> k_center_greedy(x, np.array([0, 1, 2, 3]), 3).tolist()
+    [0, 2, 3]
+    """
+    candidates = np.asarray(candidates, dtype=np.int64)
+    k = min(k, len(candidates))
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    X = np.asarray(features, dtype=np.float64)[candidates]
+    taken = [0]
+    gap = np.linalg.norm(X - X[0], axis=1)
+    for _ in range(k - 1):
+        gap[taken] = -np.inf  # never again, even for duplicates (gap 0)
+        nxt = int(np.argmax(gap))
+        taken.append(nxt)
+        gap = np.minimum(gap, np.linalg.norm(X - X[nxt], axis=1))
+    return candidates[taken]
+
+
+def _within(
+    rows: np.ndarray,
+    share: int,
+    how: str,
+    uncertainty: np.ndarray,
+    closeness: np.ndarray,
+    uncertain: np.ndarray,
+    features: np.ndarray | None,
+) -> np.ndarray:
+    """``share`` of a group's ``rows``: the closest (``distance``), the most uncertain
+    (``uncertainty``) or a k-center cover of its uncertain rows (``diverse``)."""
+    if how == "distance":
+        return rows[np.lexsort((rows, closeness[rows]))[:share]]
+    by_uncertainty = rows[np.lexsort((rows, -uncertainty[rows]))]
+    if how == "uncertainty":
+        return by_uncertainty[:share]
+    if features is None:
+        raise ValueError("a diverse selection needs the pool's features")
+    pool = by_uncertainty[np.isin(by_uncertainty, uncertain)]
+    return k_center_greedy(features, pool, share)
+
+
+def select(
+    name: str,
+    distances: np.ndarray,
+    uncertainty: np.ndarray,
+    budget: int,
+    *,
+    features: np.ndarray | None = None,
+    far: np.ndarray | None = None,
+    factor: float = FACTOR,
+) -> Picks:
+    """The ``budget`` pool rows of selection ``name`` (:data:`SELECTIONS`; module
+    docstring), distinct, grouped by RCC (the group order: columns, then the catch-all).
+
+    Args:
+        distances: N × K, each pool image's distance to each RCC (``inf``: not searched).
+        uncertainty: N, higher = more uncertain (e.g. the softmax entropy).
+        budget: B (capped at N).
+        features: N × D, the space of ``pool-diverse`` (penultimate features, heatmaps).
+        far: N booleans, the images near no RCC (the catch-all group); None: no catch-all.
+        factor: the uncertain images are the ``ceil(factor × B)`` most uncertain.
+    """
+    if name not in WITHIN:
+        raise ValueError(f"unknown selection {name!r}; one of {SELECTIONS}")
+    distances = np.asarray(distances, dtype=np.float64)
+    uncertainty = np.asarray(uncertainty, dtype=np.float64)
+    n = len(distances)
+    if len(uncertainty) != n or (features is not None and len(features) != n):
+        raise ValueError("distances, uncertainty and features need one row per pool image")
+    budget = check_budget(budget, n)
+    groups = nearest_groups(distances, far)
+    closeness = distances.min(axis=1) if n else np.zeros(0)
+    uncertain = most_uncertain(uncertainty, min(n, max(budget, math.ceil(factor * budget))))
+    shares = pool_shares(groups, uncertainty, budget, factor)
+    index, group = [], []
+    for g in sorted(shares, key=lambda g: (g == CATCH_ALL, g)):
+        rows = np.flatnonzero(groups == g)
+        got = _within(rows, shares[g], WITHIN[name], uncertainty, closeness, uncertain, features)
+        index.append(got)
+        group.append(np.full(len(got), g, dtype=np.int64))
+    if not index:
+        return Picks(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
+    return Picks(np.concatenate(index), np.concatenate(group))
+
+
+def margin_uncertainty(probs: np.ndarray) -> np.ndarray:
+    """Minus the top-1 − top-2 softmax gap per row (higher = more uncertain)."""
+    top = np.sort(np.asarray(probs, dtype=np.float64), axis=1)
+    return -(top[:, -1] - top[:, -2])
+
+
+def margin_diverse(
+    probs: np.ndarray, features: np.ndarray, budget: int, factor: float = FACTOR
+) -> np.ndarray:
+    """``margin-diverse``: the ``ceil(factor × B)`` smallest-margin pool rows, then B of
+    them by k-center greedy on ``features`` from the smallest margin.
+
+    >>> p = np.array([[0.5, 0.5], [0.55, 0.45], [0.9, 0.1], [0.6, 0.4]])
+    >>> x = np.array([[0.0], [0.1], [9.0], [3.0]])
+    >>> margin_diverse(p, x, 2).tolist(), margin_diverse(p, x, 2, factor=1.5).tolist()
+    ([0, 2], [0, 3])
+    """
+    budget = check_budget(budget, len(probs))
+    k = min(len(probs), max(budget, math.ceil(factor * budget)))
+    return k_center_greedy(features, most_uncertain(margin_uncertainty(probs), k), budget)
+
+
+def gradient_factors(probs: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """BADGE's gradient embedding in factored form: the gradient of the cross-entropy at
+    the predicted label ŷ with respect to the last layer's weights is the outer product
+    ``(p − e_ŷ) ⊗ h`` (``h``: the layer's input, the penultimate features); returns
+    ``(p − e_ŷ, h)`` so the N × C × D embedding is never built."""
+    p = np.asarray(probs, dtype=np.float64)
+    a = p.copy()
+    a[np.arange(len(p)), p.argmax(axis=1)] -= 1.0
+    return a, np.asarray(features, dtype=np.float64)
+
+
+def badge(probs: np.ndarray, features: np.ndarray, budget: int, seed: int = 0) -> np.ndarray:
+    """``badge``: k-means++ seeding over the gradient embeddings (:func:`gradient_factors`).
+    The first row is the one of largest embedding norm (ties: lower row); each next row is
+    drawn with probability proportional to its squared distance to the nearest row taken
+    (uniformly among those not taken when every distance is 0).
+
+    ``‖g_x − g_y‖² = ‖a_x‖²‖h_x‖² + ‖a_y‖²‖h_y‖² − 2 (a_x·a_y)(h_x·h_y)``.
+    """
+    a, h = gradient_factors(probs, features)
+    n = len(a)
+    budget = check_budget(budget, n)
+    if budget == 0:
+        return np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    sq = (a * a).sum(axis=1) * (h * h).sum(axis=1)  # ‖g_x‖²
+    taken = [int(np.argmax(sq))]
+    nearest = np.full(n, np.inf)
+    free = np.ones(n, dtype=bool)
+    for _ in range(budget - 1):
+        c = taken[-1]
+        free[c] = False
+        d2 = np.clip(sq + sq[c] - 2.0 * (a @ a[c]) * (h @ h[c]), 0.0, None)
+        nearest = np.minimum(nearest, d2)
+        w = np.where(free, nearest, 0.0)
+        p = w / w.sum() if w.sum() > 0 else free / free.sum()
+        taken.append(int(rng.choice(n, p=p)))
+    return np.asarray(taken, dtype=np.int64)

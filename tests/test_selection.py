@@ -1,0 +1,143 @@
+"""Label-free selections and the margin-diverse / BADGE baselines (hudd_core.selection):
+exact budgets, seeded determinism, picks worked out by hand on tiny pools."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hudd_core import selection as S
+
+# A pool of 8 around two RCCs (columns 0, 1); row 6 is near neither (the catch-all).
+DIST = np.array(
+    [[0.1, 5], [0.2, 5], [0.3, 5], [5, 0.1], [5, 0.2], [5, 0.5], [9, 9], [0.4, 5]], dtype=float
+)
+UNC = np.array([0.1, 0.9, 0.8, 0.7, 0.2, 0.6, 0.95, 0.05])
+FAR = np.arange(8) == 6
+FEAT = np.array([[7, 7], [1, 1], [1, 1.1], [0, 0], [2, 0], [0.1, 0], [5, 5], [8, 8]], dtype=float)
+
+
+def random_pool(n: int = 60, k: int = 4, c: int = 5, d: int = 6, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=(n, c)) * 2
+    probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    dist = rng.uniform(size=(n, k))
+    feats = rng.normal(size=(n, d))
+    return dist, probs, feats, rng.uniform(size=n) < 0.2
+
+
+def every_method(dist, probs, feats, far, budget, seed):
+    unc = S.margin_uncertainty(probs)
+    out = {name: S.select(name, dist, unc, budget, features=feats, far=far).index
+           for name in S.SELECTIONS}  # fmt: skip
+    out["margin-diverse"] = S.margin_diverse(probs, feats, budget)
+    out["badge"] = S.badge(probs, feats, budget, seed=seed)
+    return out
+
+
+# --- hand-computed picks -------------------------------------------------------------------
+# B=4, factor 1.5: the 6 most uncertain are rows 6, 1, 2, 3, 5, 4, in groups catch-all, 0,
+# 0, 1, 1, 1 → 1, 2, 3 of them → shares 4·(1, 2, 3)/6 = (0.67, 1.33, 2) → floors (0, 1, 2),
+# the remaining one to the largest fraction (the catch-all): {0: 1, 1: 2, catch-all: 1}.
+
+
+def test_pool_shares_by_hand():
+    groups = S.nearest_groups(DIST, FAR)
+    assert groups.tolist() == [0, 0, 0, 1, 1, 1, S.CATCH_ALL, 0]
+    assert S.pool_shares(groups, UNC, 4, factor=1.5) == {S.CATCH_ALL: 1, 0: 1, 1: 2}
+
+
+def test_pool_uncertain_by_hand():
+    # group 0 (rows 0, 1, 2, 7): the most uncertain is 1; group 1 (3, 4, 5): 3 (.7), 5 (.6)
+    picks = S.select("pool-uncertain", DIST, UNC, 4, far=FAR, factor=1.5)
+    assert picks.index.tolist() == [1, 3, 5, 6]
+    assert picks.group.tolist() == [0, 1, 1, S.CATCH_ALL]
+
+
+def test_pool_quota_by_hand():
+    # the same shares, closest first: group 0 → row 0 (0.1); group 1 → rows 3 (0.1), 4 (0.2)
+    picks = S.select("pool-quota", DIST, UNC, 4, far=FAR, factor=1.5)
+    assert picks.index.tolist() == [0, 3, 4, 6]
+
+
+def test_pool_diverse_by_hand():
+    # group 1's uncertain rows by uncertainty: 3 (0, 0), 5 (0.1, 0), 4 (2, 0); from 3 the
+    # farthest is 4, not the near-duplicate 5
+    picks = S.select("pool-diverse", DIST, UNC, 4, features=FEAT, far=FAR, factor=1.5)
+    assert picks.index.tolist() == [1, 3, 4, 6]
+
+
+def test_no_catch_all_without_far():
+    # row 6 then goes to column 0 (tie: lower column); top 6 → groups 0,0,0,1,1,1 → 2 + 2
+    picks = S.select("pool-uncertain", DIST, UNC, 4, factor=1.5)
+    assert picks.index.tolist() == [6, 1, 3, 5]
+
+
+def test_margin_diverse_by_hand():
+    probs = np.array([[0.5, 0.5], [0.52, 0.48], [0.6, 0.4], [0.95, 0.05], [0.55, 0.45]])
+    feats = np.array([[0, 0], [0.1, 0], [3, 4], [10, 10], [0, 1]], dtype=float)
+    # margins 0, .04, .2, .9, .1 → by uncertainty rows 0, 1, 4, 2, 3
+    # B=2: the top 4 (0, 1, 4, 2); from 0 the farthest is 2 (distance 5)
+    assert S.margin_diverse(probs, feats, 2).tolist() == [0, 2]
+    # B=3: all 5; from 0 the farthest is 3 (14.1), then 2 (min(5, 9.2) = 5 > 1 > 0.1)
+    assert S.margin_diverse(probs, feats, 3).tolist() == [0, 3, 2]
+
+
+def test_badge_by_hand():
+    # embeddings (p − e_ŷ) ⊗ h: rows 0 and 1 are [-1, 1] (norm² 2, the largest), row 2 is
+    # [0.5, -0.5]: the first pick is row 0 (ties: lower), row 1 is at distance 0, so the
+    # second is row 2 whatever the seed, and the third the only one left
+    probs = np.array([[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]])
+    feats = np.array([[2.0], [2.0], [-1.0]])
+    for seed in range(5):
+        assert S.badge(probs, feats, 2, seed=seed).tolist() == [0, 2]
+        assert S.badge(probs, feats, 3, seed=seed).tolist() == [0, 2, 1]
+
+
+def test_badge_draws_by_squared_distance():
+    # row 0: [-1, 1] (first); row 1: 0, at squared distance 2; row 2: [0.5, -0.5], at 4.5:
+    # the second pick is row 1 with probability 2 / 6.5
+    probs = np.array([[0.5, 0.5], [1.0, 0.0], [0.5, 0.5]])
+    feats = np.array([[2.0], [1.0], [-1.0]])
+    seconds = [S.badge(probs, feats, 2, seed=s)[1] for s in range(3000)]
+    assert abs(np.mean(np.array(seconds) == 1) - 2 / 6.5) < 0.03
+
+
+def test_gradient_factors_equal_the_explicit_embedding():
+    _, probs, feats, _ = random_pool(n=7, c=3, d=4)
+    a, h = S.gradient_factors(probs, feats)
+    g = (a[:, :, None] * h[:, None, :]).reshape(7, -1)
+    onehot = np.eye(3)[probs.argmax(axis=1)]
+    explicit = ((probs - onehot)[:, :, None] * feats[:, None, :]).reshape(7, -1)
+    np.testing.assert_allclose(g, explicit)
+
+
+# --- every method: the budget, distinct rows, determinism --------------------------------
+
+
+@pytest.mark.parametrize("budget", [0, 1, 7, 30, 60, 80])
+def test_exactly_budget_distinct(budget):
+    dist, probs, feats, far = random_pool()
+    for name, idx in every_method(dist, probs, feats, far, budget, seed=3).items():
+        assert len(idx) == min(budget, 60), name
+        assert len(np.unique(idx)) == len(idx), name
+        assert idx.min(initial=0) >= 0 and idx.max(initial=0) < 60, name
+
+
+def test_seeded_determinism():
+    dist, probs, feats, far = random_pool(seed=4)
+    first = every_method(dist, probs, feats, far, 12, seed=7)
+    again = every_method(dist, probs, feats, far, 12, seed=7)
+    for name in first:
+        assert first[name].tolist() == again[name].tolist(), name
+    others = [S.badge(probs, feats, 12, seed=s).tolist() for s in range(4)]
+    assert len({tuple(o) for o in others}) > 1  # the seed matters to BADGE's draws
+
+
+def test_budget_checks():
+    with pytest.raises(ValueError, match="at least 0"):
+        S.select("pool-uncertain", DIST, UNC, -1)
+    with pytest.raises(ValueError, match="unknown selection"):
+        S.select("hudd", DIST, UNC, 2)
+    with pytest.raises(ValueError, match="features"):
+        S.select("pool-diverse", DIST, UNC, 2)
