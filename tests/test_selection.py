@@ -141,3 +141,23 @@ def test_budget_checks():
         S.select("hudd", DIST, UNC, 2)
     with pytest.raises(ValueError, match="features"):
         S.select("pool-diverse", DIST, UNC, 2)
+
+
+def test_feature_hook_gives_the_heads_input():
+    import torch
+
+    from hudd_core.models import alexnet
+    from hudd_core.models.embedding import FeatureHook, last_linear
+
+    torch.manual_seed(0)
+    net = alexnet(3, input_size=32).eval()
+    x = torch.rand(4, 1, 32, 32)
+    with torch.no_grad(), FeatureHook(net) as hook:
+        logits = net(x)
+    feats = hook.take()
+    assert feats.shape == (4, last_linear(net).in_features) and hook.features().shape[0] == 0
+    with torch.no_grad():
+        again = last_linear(net)(torch.as_tensor(feats))
+    torch.testing.assert_close(again, logits, rtol=1e-5, atol=1e-5)
+    net(x)  # the hook is removed on exit
+    assert hook.features().shape[0] == 0
