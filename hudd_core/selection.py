@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+UNCERTAINTY = ("entropy", "margin", "deepgini")
 CATCH_ALL = -1  # the group of the uncertain images near no RCC
 WITHIN = {"pool-quota": "distance", "pool-uncertain": "uncertainty", "pool-diverse": "diverse"}
 SELECTIONS = tuple(WITHIN)
@@ -198,10 +199,46 @@ def select(
     return Picks(np.concatenate(index), np.concatenate(group))
 
 
-def margin_uncertainty(probs: np.ndarray) -> np.ndarray:
-    """Minus the top-1 − top-2 softmax gap per row (higher = more uncertain)."""
-    top = np.sort(np.asarray(probs, dtype=np.float64), axis=1)
-    return -(top[:, -1] - top[:, -2])
+def uncertainty(probs: np.ndarray, measure: str) -> np.ndarray:
+    """Per row of softmax ``probs`` (N × C), how uncertain the model is (higher = more):
+    ``entropy`` (−Σ p log p), ``margin`` (minus the top-1 − top-2 gap) or ``deepgini``
+    (1 − Σ p²).
+
+    >>> uncertainty(np.array([[0.9, 0.1], [0.5, 0.5], [0.6, 0.4]]), "margin").round(2).tolist()
+    [-0.8, -0.0, -0.2]
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    if measure == "entropy":
+        return -(p * np.log(np.clip(p, 1e-300, None))).sum(axis=1)
+    if measure == "margin":
+        top = np.sort(p, axis=1)
+        return -(top[:, -1] - top[:, -2])
+    if measure == "deepgini":
+        return 1.0 - (p**2).sum(axis=1)
+    raise ValueError(f"unknown uncertainty measure {measure!r}; one of {UNCERTAINTY}")
+
+
+def candidate_matrix(cand_idx: np.ndarray, cand_dist: np.ndarray, k: int) -> np.ndarray:
+    """The N × ``k`` distances from the assignment's kept candidates (per row, the
+    columns ``cand_idx`` and their distances ``cand_dist``); ``inf`` where not kept.
+
+    >>> candidate_matrix(np.array([[1, 0]]), np.array([[0.5, 2.0]]), 3).tolist()
+    [[2.0, 0.5, inf]]
+    """
+    out = np.full((len(cand_idx), k), np.inf)
+    np.put_along_axis(out, np.asarray(cand_idx, dtype=np.int64), cand_dist, axis=1)
+    return out
+
+
+def far_from_every(distances: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Per row, whether it is farther from its nearest RCC than that RCC's threshold
+    (``thresholds``, one per column): the images near no RCC.
+
+    >>> far_from_every(np.array([[0.5, 2.0], [3.0, 4.0]]), np.array([1.0, 1.0])).tolist()
+    [False, True]
+    """
+    nearest = np.argmin(distances, axis=1)
+    return distances[np.arange(len(distances)), nearest] > np.asarray(thresholds)[nearest]
 
 
 def margin_diverse(
@@ -217,7 +254,7 @@ def margin_diverse(
     """
     budget = check_budget(budget, len(probs))
     k = min(len(probs), max(budget, math.ceil(factor * budget)))
-    return k_center_greedy(features, most_uncertain(margin_uncertainty(probs), k), budget)
+    return k_center_greedy(features, most_uncertain(uncertainty(probs, "margin"), k), budget)
 
 
 def gradient_factors(probs: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,7 @@ def random_pool(n: int = 60, k: int = 4, c: int = 5, d: int = 6, seed: int = 0):
 
 
 def every_method(dist, probs, feats, far, budget, seed):
-    unc = S.margin_uncertainty(probs)
+    unc = S.uncertainty(probs, "entropy")
     out = {name: S.select(name, dist, unc, budget, features=feats, far=far).index
            for name in S.SELECTIONS}  # fmt: skip
     out["margin-diverse"] = S.margin_diverse(probs, feats, budget)
