@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("hudd_core.testing",),  # step 1
     ("hudd_core.heatmaps",),  # step 2
     ("hudd_core.feature_model", "hudd_core.cluster", "hudd_core.inspection"),  # step 3
-    ("hudd_core.assign",),  # step 4
+    ("hudd_core.selection", "hudd_core.assign"),  # step 4
     ("hudd_core.balance",),  # step 5
     ("hudd_core.baselines", "hudd_core.retrain", "hudd_core.tuning"),  # step 6
     ("hudd_core.report",),  # step 7
