@@ -24,17 +24,13 @@ written in ``forward``, no attention rules), without Captum and without an equal
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 from _common import median, time_runs, write_results
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.lrp_oracle
-
 from hudd_core.lrp import LRP, start_relevance
 from hudd_core.models import alexnet, resnet
-from tests.lrp_oracle import BasicSumCanonizer, zennit_relevance
+from hudd_testkit.lrp_oracle import BasicSumCanonizer, zennit_relevance
 
 MODELS = {
     "alexnet64": (lambda: alexnet(10, 1, 64), (1, 64, 64), ()),

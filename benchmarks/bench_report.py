@@ -1,8 +1,8 @@
-"""Report size and load time at scale: the demo-like work folder of ``tests/report_fixtures``
-(simulator images, all error-inducing, Ward-clustered by their parameters; heatmaps, RCC
-folders and GIFs, unsafe set, retrain.json; half the clusters named by the "engineer")
-with 10 000 error images in 100 clusters by default, then ``hudd report`` on it, opened in
-headless Chromium.
+"""Report size and load time at scale: the demo-like work folder of
+``hudd_testkit.report_fixtures`` (simulator images, all error-inducing, Ward-clustered by
+their parameters; heatmaps, RCC folders and GIFs, unsafe set, retrain.json; half the
+clusters named by the "engineer") with 10 000 error images in 100 clusters by default, then
+``hudd report`` on it, opened in headless Chromium.
 
 Reports: page size, time to build it, and in Chromium the load time (wall time of
 ``--dump-dom`` minus that of an empty page, i.e. the browser's own start), the load event
@@ -18,18 +18,15 @@ from __future__ import annotations
 import argparse
 import csv
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.report_fixtures
-
 from _common import write_results
 
 from hudd_core.report import build_report
-from tests.report_browser import find_chromium, load_seconds, probe
-from tests.report_fixtures import make_report_case
+from hudd_testkit.report_browser import find_chromium, load_seconds, probe
+from hudd_testkit.report_fixtures import make_report_case
 
 
 def _name_half(T: Path) -> None:

@@ -27,11 +27,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # chaos_trials
-
-import chaos_trials
 from _common import write_results
+
+from hudd_testkit import chaos_trials
 
 MIX = ["kill", "corrupt", "corrupt", "kill+corrupt", "corrupt", "kill", "disk-full",
        "concurrent", "corrupt", "kill"]  # fmt: skip

@@ -11,7 +11,6 @@ import os
 import numpy as np
 import pytest
 import torch
-from cluster_fixtures import make_workdir
 from PIL import Image
 from torch.utils.data import TensorDataset
 
@@ -23,6 +22,7 @@ from hudd_core.models import alexnet, kpnet, resnet
 from hudd_core.models.checkpoint import save_checkpoint
 from hudd_core.rcc import rcc_folder, write_rcc_folders
 from hudd_core.testing import run_test
+from hudd_testkit.cluster_fixtures import make_workdir
 
 
 def _rows(path):

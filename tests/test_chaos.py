@@ -4,8 +4,9 @@ error after which a rerun gives them (nothing computed is lost)."""
 
 from __future__ import annotations
 
-import chaos_trials
 import pytest
+
+from hudd_testkit import chaos_trials
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from cluster_fixtures import make_workdir, planted_layer
 from PIL import Image
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -21,6 +20,7 @@ from hudd_core.cluster import run_cluster
 from hudd_core.heatmaps import compute_heatmaps
 from hudd_core.lrp import LRP
 from hudd_core.models import alexnet
+from hudd_testkit.cluster_fixtures import make_workdir, planted_layer
 
 
 def _hooked_outputs(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict:

@@ -118,9 +118,8 @@ def test_pair_shares_by_hand():
 
 
 def _run_method_workdir(tmp_path, method: str):
-    from cluster_fixtures import make_workdir, planted_layer
-
     from hudd_core.cluster import run_cluster
+    from hudd_testkit.cluster_fixtures import make_workdir, planted_layer
 
     sizes = (14, 12, 10, 3)
     case = make_workdir(tmp_path, np.random.default_rng(4), sizes=sizes)

@@ -10,11 +10,11 @@ import shutil
 
 import numpy as np
 import pytest
-from cluster_fixtures import make_workdir
 from PIL import Image
 
 from hudd_core.cluster import cluster_layer, run_cluster
 from hudd_core.rq1 import planted_purity_recall, variance_reduction
+from hudd_testkit.cluster_fixtures import make_workdir
 
 
 @pytest.fixture(scope="module")

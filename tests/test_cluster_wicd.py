@@ -110,7 +110,7 @@ def test_invalid_ranges_and_lengths_raise():
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 6, 12, 40])
 def test_gradient4_is_the_toolsets_gradient_o4(n):
-    from toolset_oracle import gradient_o4
+    from hudd_testkit.toolset_oracle import gradient_o4
 
     y = np.random.default_rng(n).normal(size=n).cumsum()
     assert np.allclose(gradient4(y, spacing=4.0), gradient_o4(y, dx=4.0), rtol=1e-12, atol=0)
@@ -124,9 +124,8 @@ def test_gradient4_is_the_toolsets_gradient_o4(n):
 
 
 def test_knee_wicd_is_measured_on_the_row_normalised_matrix():
-    from toolset_oracle import wicd
-
     from hudd_core.wicd import wicd_curves
+    from hudd_testkit.toolset_oracle import wicd
 
     Z, d, _ = _fixture(5, 40)
     D = squareform(d)
@@ -140,11 +139,10 @@ def test_knee_wicd_is_measured_on_the_row_normalised_matrix():
 
 
 def test_k_and_best_layer_match_the_toolset_rule():
-    from cluster_fixtures import planted_layer
-    from toolset_oracle import best_layer as toolset_best
-    from toolset_oracle import layer_choice
-
     from hudd_core.cluster import cluster_layer
+    from hudd_testkit.cluster_fixtures import planted_layer
+    from hudd_testkit.toolset_oracle import best_layer as toolset_best
+    from hudd_testkit.toolset_oracle import layer_choice
 
     rng = np.random.default_rng(11)
     layers = {
@@ -206,9 +204,8 @@ def test_one_image_is_one_cluster_and_none_is_an_error():
 
 
 def test_float16_heatmaps_cluster_like_float32():
-    from cluster_fixtures import planted_layer
-
     from hudd_core.cluster import cluster_layer
+    from hudd_testkit.cluster_fixtures import planted_layer
 
     X, _ = planted_layer(np.random.default_rng(12), [10, 8, 6], 40, 4.0)
     a = cluster_layer(X.astype(np.float16).astype(np.float32), device="cpu")

@@ -41,7 +41,7 @@ def _compare_with_toolset(T: Path) -> int:
     oracle, over every recorded layer; returns the number of layers compared."""
     import json
 
-    from toolset_oracle import best_layer, layer_choice
+    from hudd_testkit.toolset_oracle import best_layer, layer_choice
 
     layers = json.loads((T / "Heatmaps" / "layers.json").read_text())["layers"]
     summary = json.loads((T / "ClusterAnalysis" / "summary.json").read_text())
@@ -221,9 +221,8 @@ def test_exact_clustering_whenever_it_fits():
 
 
 def test_approximate_path_is_announced_and_recorded(tmp_path):
-    from cluster_fixtures import make_workdir
-
     from hudd_core.cluster import run_cluster
+    from hudd_testkit.cluster_fixtures import make_workdir
 
     paths = make_workdir(tmp_path, np.random.default_rng(3), sizes=(30, 25, 20))
     with pytest.warns(RuntimeWarning, match="approx-threshold"):
@@ -397,8 +396,8 @@ def test_demo_runs_end_to_end_with_other_architectures(tmp_path, arch):
 
 def test_demo_runs_on_the_road_sign_scene(tmp_path):
     from hudd_core.data import signs
-    from hudd_core.models.checkpoint import read_meta
     from hudd_core.demo import run_demo
+    from hudd_core.models.checkpoint import read_meta
 
     result = run_demo(tmp_path / "signs", size="tiny", scene="signs", baselines=False,
                       progress=False)  # fmt: skip

@@ -563,9 +563,8 @@ def test_planted_symlinks_in_the_work_folder_are_not_written_through(tmp_path, r
 
 
 def test_damaged_cluster_cache_is_recomputed(tmp_path):
-    from cluster_fixtures import make_workdir
-
     from hudd_core.cluster import layer_folder, run_cluster
+    from hudd_testkit.cluster_fixtures import make_workdir
 
     fx = make_workdir(tmp_path, np.random.default_rng(0))
     run_cluster(fx["T"], fx["data"], device="cpu", progress=False, gifs=False)

@@ -9,7 +9,11 @@ from torch import nn
 
 from hudd_core.lrp import LRP, start_relevance
 from hudd_core.models import alexnet, resnet
-from tests.lrp_oracle import BasicSumCanonizer, InvertedResidualSumCanonizer, zennit_relevance
+from hudd_testkit.lrp_oracle import (
+    BasicSumCanonizer,
+    InvertedResidualSumCanonizer,
+    zennit_relevance,
+)
 
 
 class DeepCNN(nn.Module):

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from assign_fixtures import make_assign_case, read_skipped, run_assign
 from PIL import Image
 
 from hudd_core.data import uris
@@ -26,6 +25,7 @@ from hudd_core.data.datasets import (
     load_image,
     uri_of,
 )
+from hudd_testkit.assign_fixtures import make_assign_case, read_skipped, run_assign
 
 BAD = ("missing.png", "corrupt.png")  # listed by URI in every pool built here
 

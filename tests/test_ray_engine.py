@@ -17,9 +17,9 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from assign_fixtures import LAYER, add_bad_images, make_assign_case  # noqa: E402
-from assign_fixtures import read_skipped as _skipped  # noqa: E402
-from assign_fixtures import run_assign as _assign  # noqa: E402
+from hudd_testkit.assign_fixtures import LAYER, add_bad_images, make_assign_case  # noqa: E402
+from hudd_testkit.assign_fixtures import read_skipped as _skipped  # noqa: E402
+from hudd_testkit.assign_fixtures import run_assign as _assign  # noqa: E402
 
 
 @pytest.fixture

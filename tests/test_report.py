@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from report_fixtures import make_report_case
 
 from hudd_core.report import build_report, gather
+from hudd_testkit.report_fixtures import make_report_case
 
 SECTIONS = [
     "summary",
@@ -173,7 +173,7 @@ def test_a_bad_inspection_entry_stops_the_report(case, tmp_path):
 def test_report_in_headless_chromium(case, tmp_path):
     """No console error, every image loads, every section and the engineer's words show,
     the animations draw; a screenshot is kept in the test's tmp folder."""
-    from report_browser import find_chromium, probe, screenshot
+    from hudd_testkit.report_browser import find_chromium, probe, screenshot
 
     browser = find_chromium()
     if browser is None:

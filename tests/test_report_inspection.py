@@ -161,9 +161,9 @@ def test_bad_entries_name_the_file_and_line(work):
 
 def test_hudd_cluster_writes_the_template(tmp_path):
     import numpy as np
-    from cluster_fixtures import make_workdir
 
     from hudd_core.cli import main
+    from hudd_testkit.cluster_fixtures import make_workdir
 
     fx = make_workdir(tmp_path, np.random.default_rng(0))
     args = ["--workdir", str(fx["T"]), "--data", str(fx["data"]), "--device", "cpu", "--quiet"]
