@@ -119,7 +119,9 @@ def test_real_sets_are_seeded(real_sets, name):
     if name == "textures":
         assert counts == REAL_SIZES[name]
     else:  # every one of the 1,797 digits once, in training fewer (its regions thinned)
-        assert 500 < counts["TrainingSet"] < 0.5 * 1797 and 500 < counts["TestSet"] < 700
+        assert counts["TestSet"] == round(real.DIGIT_SHARES["TestSet"] * 1797)
+        assert 0.6 * real.DIGIT_SHARES["TrainingSet"] * 1797 < counts["TrainingSet"]
+        assert counts["TrainingSet"] < real.DIGIT_SHARES["TrainingSet"] * 1797
 
 
 @pytest.mark.parametrize("name", list(real.SOURCES))
@@ -183,7 +185,9 @@ def test_real_sets_load_as_datasets(real_sets):
 def test_textures_sets_share_no_pixels():
     tiles = real._deal_tiles(512, 0)
     seen = [{tuple(t) for t in tiles[s]} for s in tiles]
-    assert sum(map(len, seen)) == 64 and not (seen[0] & seen[1] or seen[0] & seen[2])
+    assert sum(map(len, seen)) == (512 // real.TILE) ** 2 and not (
+        seen[0] & seen[1] or seen[0] & seen[2]
+    )
 
 
 # --- the split file --------------------------------------------------------------------
