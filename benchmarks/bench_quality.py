@@ -2,6 +2,12 @@
 
     python benchmarks/bench_quality.py                       # every case and method
     python benchmarks/bench_quality.py --cases signs-s0 --methods hudd hdbscan
+    python benchmarks/bench_quality.py --split development --methods hudd recommended
+
+The cases and their split are in ``benchmarks/cases.toml`` (:data:`CASES_FILE`, read by
+:func:`hudd_core.data.cases.read_cases`): five sources (the eye, road-sign and gauge
+scenes, scikit-learn's real digits, scikit-image's real textures), three architectures;
+choices read the ``development`` cases only, the ``held-out`` ones are reported.
 
 Each case is generated, trained, tested and explained once (``hudd run`` steps test and
 heatmaps at :data:`QUALITY_SIZE`) and cached under ``--cache`` (default
@@ -37,20 +43,13 @@ from pathlib import Path
 import numpy as np
 from _common import write_results
 
-CASES: dict[str, dict] = {
-    "demo-alexnet-s0": {"scene": "eyes", "seed": 0, "model": None},
-    "demo-alexnet-s1": {"scene": "eyes", "seed": 1, "model": None},
-    "demo-resnet-s0": {"scene": "eyes", "seed": 0, "model": "resnet", "data": "demo-alexnet-s0"},
-    "signs-s0": {"scene": "signs", "seed": 0, "model": None},
-    "signs-s1": {"scene": "signs", "seed": 1, "model": None},
-    # held out: added after the methods and the recommended choice were settled on the
-    # five above, to report them on cases nothing was chosen on
-    "demo-alexnet-s2": {"scene": "eyes", "seed": 2, "model": None},
-    "signs-s2": {"scene": "signs", "seed": 2, "model": None},
-}
+from hudd_core.data.cases import read_cases
+
+CASES_FILE = Path(__file__).with_name("cases.toml")
+CASES: dict[str, dict] = read_cases(CASES_FILE)
 # The cases' size: the demo's "small" scene at half its training (about 250 error images),
 # so that the four cases fit minutes on 2 shared cores.
-SIZE = "quality"
+SIZE = "quality"  # and f"{SIZE}-{side}" for a real source at its native side
 QUALITY_SIZE = {
     "sets": {"TrainingSet": 1500, "TestSet": 1000},
     "image_size": 32,
@@ -66,22 +65,26 @@ FEATURE_MODEL = "torchvision.models:resnet18"  # the model-* methods' extractor
 def prepare(name: str, cache: Path) -> tuple[Path, Path]:
     """``(workdir, data)`` of a case, generated, trained, tested and explained once."""
     from hudd_core.config import load_config
-    from hudd_core.demo import SCENES, SIZES, step_generate, step_train
+    from hudd_core.data.cases import classes, generate_case, native_size
+    from hudd_core.demo import SIZES, step_train
     from hudd_core.pipeline import run_pipeline
 
-    SIZES.setdefault(SIZE, QUALITY_SIZE)
     spec = CASES[name]
+    side = native_size(spec["source"])
+    size = SIZE if side in (None, QUALITY_SIZE["image_size"]) else f"{SIZE}-{side}"
+    SIZES.setdefault(size, {**QUALITY_SIZE, "image_size": side or QUALITY_SIZE["image_size"]})
     work = cache / name
     work.mkdir(parents=True, exist_ok=True)
-    seed, size = spec["seed"], SIZE
+    seed = spec["seed"]
     if spec.get("data"):
         data = prepare(spec["data"], cache)[1]
     else:
-        data = step_generate(work, size, seed, progress=False, scene=spec["scene"])
-    classes = SCENES[spec["scene"]].CLASSES
-    checkpoint = step_train(
-        work, data, size, seed, "cpu", False, model=spec["model"], classes=classes
-    )
+        cfg = SIZES[size]
+        data = generate_case(work / "DataSets", spec["source"], seed, cfg["sets"],
+                             cfg["image_size"])  # fmt: skip
+    model = None if spec["arch"] == "alexnet" else spec["arch"]  # alexnet: the demo's default
+    checkpoint = step_train(work, data, size, seed, "cpu", False, model=model,
+                            classes=classes(spec["source"]))  # fmt: skip
     cfg = load_config(
         None,
         {
@@ -226,6 +229,7 @@ def evaluate(case: dict, labels: np.ndarray, seed: int) -> dict:
 
 COLUMNS = [
     "case",
+    "split",
     "method",
     "layer",
     "k",
@@ -245,11 +249,14 @@ def main(argv: list[str] | None = None) -> int:
     from hudd_core.cluster_methods import METHOD_NAMES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES))
+    p.add_argument("--cases", nargs="+", choices=list(CASES), default=None,
+                   help="these cases only (default: every case of --split)")  # fmt: skip
+    p.add_argument("--split", choices=["development", "held-out", "all"], default="all",
+                   help=f"the cases of this split of {CASES_FILE.name} (default: all)")  # fmt: skip
     p.add_argument(
         "--methods",
         nargs="+",
-        choices=[m for m in METHOD_NAMES if m != "recommended"],
+        choices=list(METHOD_NAMES),
         default=[m for m in METHOD_NAMES if m != "recommended"],
     )
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "hudd_quality_cases")
@@ -257,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "2")
     rows = []
-    for name in args.cases:
+    split = read_cases(CASES_FILE, args.split)
+    for name in [n for n in (args.cases or split) if n in split]:
         work, data = prepare(name, args.cache)
         sources = {cm.needs(m) for m in args.methods}
         if sources & {"activations", "both"}:
@@ -270,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             labels, layer, seconds, params = cluster_with(method, case, seed)
             row = {
                 "case": name,
+                "split": CASES[name]["split"],
                 "method": method,
                 "layer": layer,
                 "seconds": seconds,
