@@ -20,15 +20,15 @@ The causes overlap: a quarter of the planted images (:data:`OVERLAP`) also take 
 planted region's parameter (``planted`` names the first), so a cause's images share
 another cause's look; every cause falls on every class.
 
-The module has the interface :func:`hudd_core.data.generate.generate` takes (``CLASSES``,
-``PARAMS``, ``PLANTED``, the rates, :func:`sample_params`, :func:`render`,
-:func:`classify`); rendering is vectorised over the batch.
+Like :mod:`~hudd_core.data.signs`, it is a scene module for
+:func:`hudd_core.data.generate.generate`, rendered a batch at a time.
 
 Example:
     >>> rng = np.random.default_rng(0)
-    >>> p = sample_params(6, rng, TEST_RATES)
-    >>> render(p, size=32, rng=rng).shape, classify(p).shape
-    ((6, 32, 32), (6,))
+    >>> p = sample_params(5, rng, TEST_RATES)
+    >>> images = render(p, size=32, rng=rng)
+    >>> images.shape, images.dtype, [CLASSES[c] for c in classify({"needle": np.zeros(1)})]
+    ((5, 32, 32), dtype('uint8'), ['high'])
 """
 
 from __future__ import annotations
