@@ -36,7 +36,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist, squareform
 
 from hudd_core.cluster import approximate_reason, cluster_layer, run_cluster
-from hudd_core.knee import best_layer, gradient4
+from hudd_core.cluster.knee import best_layer, gradient4
 
 LAYERS = ("conv1", "conv2", "fc")
 

@@ -17,7 +17,7 @@ seen by the methods) measure:
 
 - ``k``: clusters (noise not counted), ``unclustered``: noise images;
 - ``inspect``: the share of the error images to look at, 5 per cluster and the noise as
-  one more group (:func:`hudd_core.cluster.inspect_share`);
+  one more group (:func:`hudd_core.cluster.labels.inspect_share`);
 - ``rq1``: the share of clusters (≥ 2 members, noise left out) where some parameter's
   variance drops by ≥ 50%, and ``rq1_chance``: the same for the labels shuffled (mean
   of 20 permutations);
@@ -121,7 +121,7 @@ def extractor_features(case: dict, data: Path) -> np.ndarray:
 
 def load_case(work: Path, data: Path) -> dict:
     """The heatmap files, the error images, their planted regions and parameters."""
-    from hudd_core.rq1 import read_metadata
+    from hudd_core.cluster.analysis import read_metadata
     from hudd_core.store import read_heatmap_index, read_index
 
     meta, images = read_heatmap_index(work)
@@ -142,9 +142,9 @@ def load_case(work: Path, data: Path) -> dict:
 
 def cluster_with(method: str, case: dict, seed: int):
     """``(labels, layer, seconds, params)`` of one method on a case's heatmaps."""
-    from hudd_core import cluster_methods as cm
-    from hudd_core.cluster import cluster_layer
-    from hudd_core.knee import best_layer
+    from hudd_core.cluster import methods as cm
+    from hudd_core.cluster.knee import best_layer
+    from hudd_core.cluster.ward import cluster_layer
 
     files = case["files"]
     t = time.perf_counter()
@@ -165,8 +165,8 @@ def cluster_with(method: str, case: dict, seed: int):
 
 def rq1_share(values: np.ndarray, labels: np.ndarray) -> float:
     """RQ1 over the non-noise clusters of ≥ 2 members (NaN when there are none)."""
-    from hudd_core.cluster_methods import NOISE
-    from hudd_core.rq1 import variance_reduction
+    from hudd_core.cluster.analysis import variance_reduction
+    from hudd_core.cluster.labels import NOISE
 
     ids, sizes = np.unique(labels, return_counts=True)
     red = variance_reduction(values, labels)
@@ -179,7 +179,7 @@ def rq1_share(values: np.ndarray, labels: np.ndarray) -> float:
 
 def cause_scores(regions: list[str], labels: np.ndarray) -> dict[str, dict]:
     """Per planted cause: errors, best purity (and its cluster's recall), coverage."""
-    from hudd_core.cluster_methods import NOISE
+    from hudd_core.cluster.labels import NOISE
 
     regions_a = np.array(regions)
     out = {}
@@ -209,8 +209,7 @@ def evaluate(case: dict, labels: np.ndarray, seed: int) -> dict:
     """The figures of one clustering of a case (see the module's docstring)."""
     from sklearn.metrics import adjusted_rand_score
 
-    from hudd_core.cluster import inspect_share
-    from hudd_core.cluster_methods import NOISE
+    from hudd_core.cluster.labels import NOISE, inspect_share
 
     rng = np.random.default_rng(seed)
     chance = [rq1_share(case["values"], rng.permutation(labels)) for _ in range(SHUFFLES)]
@@ -245,8 +244,8 @@ COLUMNS = [
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hudd_core import cluster_methods as cm
-    from hudd_core.cluster_methods import METHOD_NAMES
+    from hudd_core.cluster import methods as cm
+    from hudd_core.cluster.methods import METHOD_NAMES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cases", nargs="+", choices=list(CASES), default=None,

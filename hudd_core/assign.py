@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hudd_core.cluster_methods import NOISE
+from hudd_core.cluster.labels import NOISE
 from hudd_core.config import check_choice
 from hudd_core.fileio import (
     fresh_tmp_dir,

@@ -98,7 +98,7 @@ def _parameters(
 ) -> dict[int, list[dict]]:
     """Per cluster, every numeric metadata parameter with its variance reduction (sorted,
     largest first; NaN last), the cluster's mean and the mean over all error images."""
-    from hudd_core.rq1 import read_metadata, variance_reduction
+    from hudd_core.cluster.analysis import read_metadata, variance_reduction
 
     path = data / test_set / "metadata.csv"
     if not path.is_file():

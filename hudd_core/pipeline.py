@@ -98,7 +98,7 @@ def step_heatmaps(run: Run) -> dict[str, Any]:
 def step_cluster(run: Run) -> dict[str, Any]:
     """Per-layer clustering, the best layer and its RCCs."""
     from hudd_core.cluster import run_cluster
-    from hudd_core.cluster_methods import needs
+    from hudd_core.cluster.methods import needs
     from hudd_core.heatmaps import run_heatmaps
     from hudd_core.inspection import update_inspection
 
@@ -293,8 +293,8 @@ def validate(cfg: dict[str, Any]) -> None:
     from hudd_core.assign import BACKENDS, QUOTAS, RANKS, THRESHOLDS
     from hudd_core.balance import BOOTSTRAPS
     from hudd_core.baselines import baseline_names
-    from hudd_core.cluster_methods import METHOD_NAMES
-    from hudd_core.knee import SELECTIONS
+    from hudd_core.cluster.knee import SELECTIONS
+    from hudd_core.cluster.methods import METHOD_NAMES
     from hudd_core.lrp.composites import COMPOSITES
     from hudd_core.retrain import FREEZE
 

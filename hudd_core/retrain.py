@@ -507,7 +507,7 @@ def _bootstrap_target(
     """The bootstrap target from ``T/clusters.csv``'s cluster sizes (the quota rule over
     every RCC, the largest quota among those present in the unsafe set); the largest
     unsafe-set cluster when that file is absent."""
-    from hudd_core.cluster_methods import NOISE
+    from hudd_core.cluster.labels import NOISE
 
     path = workdir / "clusters.csv"
     if path.is_file():

@@ -66,9 +66,9 @@ def _cluster_files(
     import fastcluster
     from scipy.cluster.hierarchy import fcluster
 
-    from hudd_core import rcc, rq1
+    from hudd_core import rcc
     from hudd_core.cluster import LayerClustering, layer_folder, write_layer
-    from hudd_core.cluster_methods import embedding_of, write_cluster_analysis
+    from hudd_core.cluster.analysis import analyse, embedding_of, write_cluster_analysis
 
     Z = fastcluster.linkage_vector(X, method="ward")
     labels = fcluster(Z, k, criterion="maxclust").astype(int)
@@ -111,7 +111,7 @@ def _cluster_files(
                        n_clusters=k - 1, n_unclustered=int(np.sum(labels == 0)))  # fmt: skip
     rcc.write_rcc_folders(T, data, "conv", images, labels, gifs=gifs)
     write_cluster_analysis(T, images, labels, embedding_of(T / "Heatmaps" / "conv.npy"))
-    summary["rq1"] = rq1.analyse(T, data, images, labels)
+    summary["rq1"] = analyse(T, data, images, labels)
     (T / "ClusterAnalysis" / "summary.json").write_text(json.dumps(summary))
     return labels
 

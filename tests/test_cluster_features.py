@@ -15,8 +15,9 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from hudd_core import cluster_methods as cm
+from hudd_core.cluster import methods as cm
 from hudd_core.cluster import run_cluster
+from hudd_core.cluster.labels import NOISE
 from hudd_core.heatmaps import compute_heatmaps
 from hudd_core.lrp import LRP
 from hudd_core.models import alexnet
@@ -114,7 +115,7 @@ def test_activation_methods_cluster_the_activations(act_case, method):
     expected = cm.cluster_features({"conv": X}, cm.METHODS["hdbscan"], seed=0)
     assert _partition(labels) == _partition(expected.labels)
     truth = np.repeat([1, 2, 3], (14, 12, 10))
-    kept = labels != cm.NOISE
+    kept = labels != NOISE
     assert _partition(labels[kept]) == _partition(truth[kept]) and kept.mean() > 0.8
     # the heatmaps alone (one blob at conv) do not show these groups
     heat = run_cluster(T, act_case["data"], method="hdbscan", layers=["conv"], gifs=False,
@@ -179,7 +180,7 @@ def test_feature_model_clusters_its_features_and_assign_gets_a_heatmap_layer(tmp
                                   progress=False) for s in (0, 0, 1)]  # fmt: skip
     np.testing.assert_array_equal(untrained[0], untrained[1])
     assert not np.array_equal(untrained[0], untrained[2])
-    kept = labels != cm.NOISE
+    kept = labels != NOISE
     truth = case["groups"]
     assert _partition(labels[kept]) == _partition(truth[kept]) and kept.mean() > 0.8
     from hudd_core.cli import main
@@ -217,5 +218,5 @@ def test_umap_methods_are_seeded_and_find_obvious_groups():
         np.testing.assert_array_equal(a.labels, b.labels)
         np.testing.assert_array_equal(a.reduced, b.reduced)
         assert a.reduced.shape == (100, 5)
-        kept = a.labels != cm.NOISE
+        kept = a.labels != NOISE
         assert _partition(a.labels[kept]) == _partition(truth[kept]) and kept.mean() > 0.9

@@ -1,4 +1,4 @@
-"""The clustering methods beyond the published rule (hudd_core.cluster_methods): each on a
+"""The clustering methods beyond the published rule (hudd_core.cluster.methods): each on a
 tiny hand-made case with obvious groups, seeded determinism, the label-free choice, the
 noise (cluster 0) through run_cluster, RQ1 and assign, and the signs scene."""
 
@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from test_assign import _relevance, assign_case  # noqa: F401 (a fixture)
 
-from hudd_core import cluster_methods as cm
+from hudd_core.cluster import methods as cm
+from hudd_core.cluster.analysis import pair_shares
+from hudd_core.cluster.labels import NOISE, relabel
 
 
 def _groups(seed: int = 0, sizes=(25, 20, 15), dim: int = 12, outliers: int = 0):
@@ -30,7 +32,7 @@ def _groups(seed: int = 0, sizes=(25, 20, 15), dim: int = 12, outliers: int = 0)
 def _agree(labels: np.ndarray, truth: np.ndarray) -> float:
     """Share of pairs of clustered true-group points on which the two partitions agree
     (written here, not taken from scikit-learn)."""
-    keep = (labels != cm.NOISE) & (truth >= 0)
+    keep = (labels != NOISE) & (truth >= 0)
     a, b = labels[keep], truth[keep]
     same_a = a[:, None] == a[None, :]
     same_b = b[:, None] == b[None, :]
@@ -54,7 +56,7 @@ def test_each_method_finds_obvious_groups(name):
 def test_density_methods_leave_far_outliers_unclustered(name):
     X, truth = _groups(outliers=4)
     res = cm.cluster_features({"fc": X}, cm.METHODS[name], seed=0)
-    assert set(res.labels[truth == -1].tolist()) == {cm.NOISE}
+    assert set(res.labels[truth == -1].tolist()) == {NOISE}
     assert _agree(res.labels, truth) == 1.0
 
 
@@ -72,7 +74,7 @@ def test_seeded_determinism_and_layer_choice():
 
 
 def test_relabel_and_score_by_hand():
-    assert cm.relabel(np.array([-1, 7, 7, 3, 3, 3])).tolist() == [0, 2, 2, 1, 1, 1]
+    assert relabel(np.array([-1, 7, 7, 3, 3, 3])).tolist() == [0, 2, 2, 1, 1, 1]
     Z = np.array([[0.0], [1.0], [10.0], [12.0], [50.0]])
     labels = np.array([1, 1, 2, 2, 0])
     # silhouette by hand: a = mean intra distance, b = mean distance to the other cluster
@@ -113,7 +115,7 @@ def test_features_reduce_and_bad_input():
 def test_pair_shares_by_hand():
     images = ["a", "b", "c", "d"]
     pairs = {"a": "up→down", "b": "up→down", "c": "left→up"}
-    rows = cm.pair_shares(images, np.array([1, 1, 1, 0]), pairs)
+    rows = pair_shares(images, np.array([1, 1, 1, 0]), pairs)
     assert rows == [[0, "unknown", 1, 1.0], [1, "up→down", 2, 2 / 3], [1, "left→up", 1, 1 / 3]]
 
 

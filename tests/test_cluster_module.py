@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from hudd_core.cluster import cluster_layer, run_cluster
-from hudd_core.rq1 import planted_purity_recall, variance_reduction
+from hudd_core.cluster.analysis import planted_purity_recall, variance_reduction
 from hudd_testkit.cluster_fixtures import make_workdir
 
 

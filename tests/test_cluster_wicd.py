@@ -11,8 +11,8 @@ import pytest
 from scipy.cluster.hierarchy import cut_tree, fcluster
 from scipy.spatial.distance import pdist, squareform
 
-from hudd_core.knee import best_layer, choose_k, gradient4
-from hudd_core.wicd import labels_at, silhouette_curve, wicd_curve
+from hudd_core.cluster.knee import best_layer, choose_k, gradient4
+from hudd_core.cluster.wicd import labels_at, silhouette_curve, wicd_curve
 
 
 def wicd_direct(D: np.ndarray, labels: np.ndarray) -> float:
@@ -124,7 +124,7 @@ def test_gradient4_is_the_toolsets_gradient_o4(n):
 
 
 def test_knee_wicd_is_measured_on_the_row_normalised_matrix():
-    from hudd_core.wicd import wicd_curves
+    from hudd_core.cluster.wicd import wicd_curves
     from hudd_testkit.toolset_oracle import wicd
 
     Z, d, _ = _fixture(5, 40)

@@ -230,7 +230,7 @@ def test_pair_shares_match_pairs_csv(case):
 def test_keypoint_runs_show_no_pairs(case, tmp_path):
     """No classes (a keypoint regressor's testResult.csv): pairs.csv says "unknown" for
     every image, and the cards name no pair."""
-    from hudd_core.cluster_methods import embedding_of, write_cluster_analysis
+    from hudd_core.cluster.analysis import embedding_of, write_cluster_analysis
 
     T = tmp_path / "T"
     shutil.copytree(case["T"], T)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hudd_core.cli.common import add_common
-from hudd_core.cluster_methods import METHOD_NAMES
+from hudd_core.cluster.methods import METHOD_NAMES
 from hudd_core.config import DEFAULTS, FEATURE_OPTIONS, parse_k_range, pick
 
 

@@ -63,7 +63,7 @@ HELP = {
     "k_range": "numbers of clusters to scan, LO:HI",
     "selection": "wicd-knee (reference) or silhouette",
     "method": "cluster: hudd (the published rule), recommended, or a method of "
-    "hudd_core.cluster_methods (README: Clustering methods)",
+    "hudd_core.cluster.methods (README: Clustering methods)",
     "feature_model": "cluster, model-* methods: the feature extractor, a spec as --model "
     "(torchvision.models:NAME, file.py:factory, package.module:factory; built without "
     "arguments)",

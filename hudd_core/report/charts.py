@@ -28,7 +28,7 @@ from matplotlib import colormaps
 from matplotlib.colors import to_hex
 from matplotlib.ticker import MaxNLocator
 
-from hudd_core.cluster_methods import NOISE
+from hudd_core.cluster.labels import NOISE
 
 WIDTH, HEIGHT, PAD = 640, 420, 10  # the scatter's viewBox
 NOISE_COLOUR = "#9e9e9e"

@@ -24,7 +24,7 @@ from urllib.parse import quote
 import numpy as np
 
 from hudd_core.cluster import layer_folder
-from hudd_core.cluster_methods import NOISE
+from hudd_core.cluster.labels import NOISE
 from hudd_core.data.datasets import image_source
 from hudd_core.inspection import cluster_facts, inspection_by_cluster, read_inspection
 from hudd_core.plots import dendrogram_png, rq1_plot
@@ -167,7 +167,7 @@ def pair_shares(workdir: Path, top: int = TOP_PAIRS) -> dict[int, list[dict]]:
     return out
 
 
-HYPER = {  # what a clusterer's grid share stands for (hudd_core.cluster_methods.GRIDS)
+HYPER = {  # what a clusterer's grid share stands for (hudd_core.cluster.methods.GRIDS)
     "hdbscan": "min_cluster_size={m} ({share:.0%} of the error images)",
     "dbscan": "min_samples={m} ({share:.0%} of the error images), eps at the knee of the "
     "distances to the {m}-th neighbour",
@@ -217,7 +217,7 @@ def method_line(cluster_summary: dict) -> str:
         layer conv of the spatial layers by label-free score
         seed 0
     """
-    from hudd_core.cluster_methods import grid_size
+    from hudd_core.cluster.methods import grid_size
 
     name = cluster_summary.get("method", "hudd")
     if name == "hudd":
@@ -244,7 +244,7 @@ def method_line(cluster_summary: dict) -> str:
     )
 
 
-# How the report names each kind of features (hudd_core.cluster_methods.FEATURES)
+# How the report names each kind of features (hudd_core.cluster.methods.FEATURES)
 FEATURE_WORDS = {"act": "unit activations", "rxa": "unit relevance × activation",
                  "model": "features"}  # fmt: skip
 

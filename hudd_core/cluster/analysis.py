@@ -1,4 +1,7 @@
-"""Do the root-cause clusters share characteristics? (the paper's RQ1, simulator data)
+"""What the root-cause clusters hold: the paper's RQ1 on simulator data, the (true →
+predicted) pairs per cluster and a 2-D map of the error images.
+
+Do the root-cause clusters share characteristics? (RQ1)
 
 With the test set's ``metadata.csv`` (``image,<param>,...,planted``), for every cluster
 and numeric parameter: the variance reduction against all error-inducing images,
@@ -12,7 +15,8 @@ recall (share of the region's error images in the cluster).
 
 Files: ``T/ClusterAnalysis/variance_reduction.csv`` (``cluster,size,<params...>,
 max_reduction,max_param``), ``planted.csv`` (``cluster,size,dominant,purity,recall``),
-``rq1.json`` and ``rq1.png``.
+``rq1.json`` and ``rq1.png``; beside them ``pairs.csv`` and ``embedding.csv``
+(:func:`write_cluster_analysis`).
 
 Example:
     >>> import numpy as np
@@ -29,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hudd_core.cluster_methods import NOISE
+from hudd_core.cluster.labels import NOISE
+from hudd_core.cluster.methods import embedding_2d, features
 
 
 def read_metadata(path: Path) -> tuple[dict[str, dict[str, str]], list[str]]:
@@ -103,7 +108,7 @@ def analyse(
 ) -> dict | None:
     """Writes the RQ1 tables and figure when ``<data>/<test_set>/metadata.csv`` exists;
     returns their summary (None without metadata)."""
-    from hudd_core.fileio import atomic_write_json, write_csv
+    from hudd_core.fileio import atomic_write_json
     from hudd_core.plots import rq1_plot
 
     path = Path(data) / test_set / "metadata.csv"
@@ -112,21 +117,58 @@ def analyse(
     meta, params = read_metadata(path)
     prefix = f"{test_set}/"
     keys = [img[len(prefix) :] if img.startswith(prefix) else img for img in images]
-    values = np.array(
-        [[float(meta[k][p]) if k in meta else np.nan for p in params] for k in keys],
-        dtype=np.float64,
-    ).reshape(len(keys), len(params))
+    values = _values(meta, params, keys)
     labels = np.asarray(labels)
     ids = np.unique(labels).tolist()
     sizes = [int(np.sum(labels == c)) for c in ids]
     red = variance_reduction(values, labels)
-    best = np.full(len(ids), np.nan)
-    best_param = [""] * len(ids)
-    for r in range(len(ids)):
+    best, best_param = _strongest(red, params)
+    out = Path(workdir) / "ClusterAnalysis"
+    _write_reductions(out, params, ids, sizes, red, best, best_param)
+    summary = _shares(values, params, ids, sizes, red, best)
+    rq1_plot(best, ids, 0.0 if np.isnan(summary["share_50pct"]) else summary["share_50pct"],
+             out / "rq1.png")  # fmt: skip
+    summary["missing_metadata"] = int(sum(k not in meta for k in keys))
+    summary["unclustered"] = int(np.sum(labels == NOISE))
+    if any("planted" in row for row in meta.values()):
+        regions = [meta[k].get("planted", "none") if k in meta else "none" for k in keys]
+        summary["planted"] = _planted(out, regions, labels)
+    atomic_write_json(out / "rq1.json", summary)
+    return summary
+
+
+def _values(meta: dict[str, dict[str, str]], params: list[str], keys: list[str]) -> np.ndarray:
+    """The numeric parameters of the images ``keys`` (N × P; NaN: not in the metadata)."""
+    return np.array(
+        [[float(meta[k][p]) if k in meta else np.nan for p in params] for k in keys],
+        dtype=np.float64,
+    ).reshape(len(keys), len(params))
+
+
+def _strongest(red: np.ndarray, params: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Per cluster: its largest variance reduction and the parameter of it (NaN, "")."""
+    best = np.full(red.shape[0], np.nan)
+    best_param = [""] * red.shape[0]
+    for r in range(red.shape[0]):
         if params and not np.all(np.isnan(red[r])):
             j = int(np.nanargmax(red[r]))
             best[r], best_param[r] = red[r, j], params[j]
-    out = Path(workdir) / "ClusterAnalysis"
+    return best, best_param
+
+
+def _write_reductions(
+    out: Path,
+    params: list[str],
+    ids: list[int],
+    sizes: list[int],
+    red: np.ndarray,
+    best: np.ndarray,
+    best_param: list[str],
+) -> None:
+    """``variance_reduction.csv``: per cluster its size, every parameter's reduction and
+    the largest."""
+    from hudd_core.fileio import write_csv
+
     write_csv(
         out / "variance_reduction.csv",
         ["cluster", "size", *params, "max_reduction", "max_param"],
@@ -135,6 +177,18 @@ def analyse(
             for r, (c, s) in enumerate(zip(ids, sizes, strict=True))
         ],
     )
+
+
+def _shares(
+    values: np.ndarray,
+    params: list[str],
+    ids: list[int],
+    sizes: list[int],
+    red: np.ndarray,
+    best: np.ndarray,
+) -> dict:
+    """The RQ1 figures: the share of clusters with some parameter's variance reduced by
+    ≥ 50%, over all parameters and over those with more than two values."""
     # the unclustered images (cluster 0, density methods) are no cluster
     evaluated = [r for r in range(len(ids)) if sizes[r] > 1 and ids[r] != NOISE]
     hits = [r for r in evaluated if best[r] >= 0.5]
@@ -146,8 +200,7 @@ def analyse(
         r for r in evaluated if cont and np.nanmax(np.append(red[r, cont], -np.inf)) >= 0.5
     ]
     share_cont = len(hits_cont) / len(evaluated) if evaluated and cont else float("nan")
-    rq1_plot(best, ids, 0.0 if np.isnan(share) else share, out / "rq1.png")
-    summary = {
+    return {
         "params": params,
         "n_clusters": len(ids),
         "n_evaluated": len(evaluated),
@@ -155,23 +208,24 @@ def analyse(
         "share_50pct": share,
         "binary_params": [p for j, p in enumerate(params) if j not in cont],
         "share_50pct_continuous": share_cont,
-        "missing_metadata": int(sum(k not in meta for k in keys)),
-        "unclustered": int(np.sum(labels == NOISE)),
     }
-    if any("planted" in row for row in meta.values()):
-        regions = [meta[k].get("planted", "none") if k in meta else "none" for k in keys]
-        rows = planted_purity_recall(regions, labels)
-        write_csv(
-            out / "planted.csv",
-            ["cluster", "size", "dominant", "purity", "recall"],
-            [
-                [r["cluster"], r["size"], r["dominant"], _num(r["purity"]), _num(r["recall"])]
-                for r in rows
-            ],
-        )
-        summary["planted"] = _region_summary(regions, labels, rows)
-    atomic_write_json(out / "rq1.json", summary)
-    return summary
+
+
+def _planted(out: Path, regions: list[str], labels: np.ndarray) -> dict:
+    """``planted.csv`` (per cluster its dominant planted region, purity and recall) and
+    the per-region summary of ``rq1.json``."""
+    from hudd_core.fileio import write_csv
+
+    rows = planted_purity_recall(regions, labels)
+    write_csv(
+        out / "planted.csv",
+        ["cluster", "size", "dominant", "purity", "recall"],
+        [
+            [r["cluster"], r["size"], r["dominant"], _num(r["purity"]), _num(r["recall"])]
+            for r in rows
+        ],
+    )
+    return _region_summary(regions, labels, rows)
 
 
 def _region_summary(regions: list[str], labels: np.ndarray, rows: list[dict]) -> dict:
@@ -197,3 +251,65 @@ def _region_summary(regions: list[str], labels: np.ndarray, rows: list[dict]) ->
 
 def _num(v: float) -> str:
     return "" if v is None or (isinstance(v, float) and np.isnan(v)) else repr(float(v))
+
+
+# --- pairs and the 2-D map ---------------------------------------------------------------
+
+
+def embedding_of(heatmaps: Path, seed: int = 0) -> np.ndarray:
+    """The 2-D embedding of a layer's heatmaps (unit rows, PCA) for ``embedding.csv``."""
+    return embedding_2d(features(np.load(heatmaps, mmap_mode="r"), "unit"), seed)
+
+
+def read_pairs(result_csv: Path) -> dict[str, str]:
+    """``{image: "expected→predicted"}`` of a classifier's ``testResult.csv`` ({} for a
+    keypoint regressor's, which has no classes)."""
+    if not Path(result_csv).is_file():
+        return {}
+    with open(result_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "predicted" not in rows[0]:
+        return {}
+    return {r["image"]: f"{r['expected']}→{r['predicted']}" for r in rows}
+
+
+def pair_shares(images: list[str], labels: np.ndarray, pairs: dict[str, str]) -> list[list]:
+    """Per cluster and (true → predicted) pair: ``[cluster, pair, count, share]``,
+    clusters in id order (noise, 0, first), pairs by decreasing count.
+
+    Example:
+        >>> pair_shares(["a", "b", "c"], np.array([1, 1, 2]), {"a": "x→y", "b": "x→y", "c": "y→x"})
+        [[1, 'x→y', 2, 1.0], [2, 'y→x', 1, 1.0]]
+    """
+    rows = []
+    labels = np.asarray(labels)
+    for cid in np.unique(labels).tolist():
+        members = [images[i] for i in np.flatnonzero(labels == cid)]
+        counts = Counter(pairs.get(m, "unknown") for m in members)
+        for pair, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            rows.append([int(cid), pair, c, c / len(members)])
+    return rows
+
+
+def write_cluster_analysis(
+    workdir: Path, images: list[str], labels: np.ndarray, embedding: np.ndarray
+) -> None:
+    """``T/ClusterAnalysis/pairs.csv`` (``cluster,pair,count,share``) and
+    ``embedding.csv`` (``image,cluster,x,y``: a 2-D map of the error images)."""
+    from hudd_core.fileio import write_csv
+
+    out = Path(workdir) / "ClusterAnalysis"
+    pairs = read_pairs(Path(workdir) / "testResult.csv")
+    write_csv(
+        out / "pairs.csv",
+        ["cluster", "pair", "count", "share"],
+        [[c, p, n, repr(float(s))] for c, p, n, s in pair_shares(images, labels, pairs)],
+    )
+    write_csv(
+        out / "embedding.csv",
+        ["image", "cluster", "x", "y"],
+        [
+            [img, int(c), repr(float(x)), repr(float(y))]
+            for img, c, (x, y) in zip(images, labels, embedding, strict=True)
+        ],
+    )

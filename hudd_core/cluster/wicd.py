@@ -251,6 +251,30 @@ def wicd_curve(
 def _silhouette_walk(Z, start, pos, d, k_lo, k_hi):
     n = Z.shape[0] + 1
     s = pos.shape[0]
+    own, slot, k0 = _owners_at(Z, start, pos, k_hi)
+    cnt = np.zeros(k0, dtype=np.float64)
+    for i in range(s):
+        cnt[own[i]] += 1.0
+    sums = _point_sums(own, d, k0)
+    active = np.ones(k0, dtype=np.bool_)
+    best = np.full(s, -1, dtype=np.int64)
+    bval = np.full(s, np.inf)
+    for i in range(s):
+        _rescan(i, own, sums, cnt, active, best, bval)
+    out = np.zeros(k_hi - k_lo + 1, dtype=np.float64)
+    for k in range(k_hi, k_lo - 1, -1):
+        out[k - k_lo] = _mean_silhouette(own, sums, cnt, best, bval)
+        if k > k_lo:
+            _merge(Z, n - k, n, own, slot, sums, cnt, active, best, bval)
+    return out
+
+
+@njit(cache=True)
+def _owners_at(Z, start, pos, k_hi):
+    """``(own, slot, K)``: each point's cluster among the K alive at ``k_hi`` and each
+    alive node's slot (-1 for the others)."""
+    n = Z.shape[0] + 1
+    s = pos.shape[0]
     alive = _alive_at(Z, n - k_hi)
     k0 = alive.shape[0]
     # label by leaf position: the K clusters alive at k_hi are contiguous leaf ranges
@@ -265,10 +289,13 @@ def _silhouette_walk(Z, start, pos, d, k_lo, k_hi):
     own = np.empty(s, dtype=np.int64)
     for i in range(s):
         own[i] = by_pos[pos[i]]
-    cnt = np.zeros(k0, dtype=np.float64)
-    for i in range(s):
-        cnt[own[i]] += 1.0
-    # sums[c, i] = Σ d(i, j) over j in cluster c; one sequential pass over the pairs
+    return own, slot, k0
+
+
+@njit(cache=True)
+def _point_sums(own, d, k0):
+    """``sums[c, i]`` = Σ d(i, j) over j in cluster c; one sequential pass over the pairs."""
+    s = own.shape[0]
     sums = np.zeros((k0, s), dtype=np.float64)
     acc = np.zeros(k0, dtype=np.float64)
     for i in range(s):
@@ -280,37 +307,40 @@ def _silhouette_walk(Z, start, pos, d, k_lo, k_hi):
             sums[ci, j] += v
             acc[own[j]] += v
         sums[:, i] += acc
-    active = np.ones(k0, dtype=np.bool_)
-    best = np.full(s, -1, dtype=np.int64)
-    bval = np.full(s, np.inf)
+    return sums
+
+
+@njit(cache=True)
+def _mean_silhouette(own, sums, cnt, best, bval):
+    """The mean over the points of (b − a) / max(a, b) (0 in a singleton)."""
+    s = own.shape[0]
+    total = 0.0
     for i in range(s):
-        _rescan(i, own, sums, cnt, active, best, bval)
-    out = np.zeros(k_hi - k_lo + 1, dtype=np.float64)
-    for k in range(k_hi, k_lo - 1, -1):
-        total = 0.0
-        for i in range(s):
-            c = own[i]
-            if cnt[c] > 1 and best[i] >= 0:
-                a = sums[c, i] / (cnt[c] - 1)
-                b = bval[i]
-                top = a if a > b else b
-                if top > 0:
-                    total += (b - a) / top
-        out[k - k_lo] = total / s
-        if k > k_lo:
-            m = n - k
-            sl, sr = slot[int(Z[m, 0])], slot[int(Z[m, 1])]
-            slot[n + m] = sl
-            active[sr] = False
-            cnt[sl] += cnt[sr]
-            sums[sl, :] += sums[sr, :]
-            for i in range(s):
-                if own[i] == sr:
-                    own[i] = sl
-                # the merged cluster's mean is ≥ min of the two; only an involved best moves
-                if best[i] == sl or best[i] == sr:
-                    _rescan(i, own, sums, cnt, active, best, bval)
-    return out
+        c = own[i]
+        if cnt[c] > 1 and best[i] >= 0:
+            a = sums[c, i] / (cnt[c] - 1)
+            b = bval[i]
+            top = a if a > b else b
+            if top > 0:
+                total += (b - a) / top
+    return total / s
+
+
+@njit(cache=True)
+def _merge(Z, m, n, own, slot, sums, cnt, active, best, bval):
+    """Applies merge ``m``: the right cluster's points and sums join the left's."""
+    s = own.shape[0]
+    sl, sr = slot[int(Z[m, 0])], slot[int(Z[m, 1])]
+    slot[n + m] = sl
+    active[sr] = False
+    cnt[sl] += cnt[sr]
+    sums[sl, :] += sums[sr, :]
+    for i in range(s):
+        if own[i] == sr:
+            own[i] = sl
+        # the merged cluster's mean is ≥ min of the two; only an involved best moves
+        if best[i] == sl or best[i] == sr:
+            _rescan(i, own, sums, cnt, active, best, bval)
 
 
 @njit(cache=True)

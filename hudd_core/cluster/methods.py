@@ -12,15 +12,13 @@ A method is three small pieces composed (:class:`Method`):
   where they are best separated, :func:`assign_layer`);
 - **reduction**: none, PCA to ``dims`` components (:func:`reduce`, signs fixed), or UMAP
   to ``dims`` of the first 50 principal components (umap-learn, seeded);
-- **clusterer**: Ward as published (:func:`hudd_core.cluster.cluster_layer` on the
+- **clusterer**: Ward as published (:func:`hudd_core.cluster.ward.cluster_layer` on the
   reduced features) with k of the highest silhouette, HDBSCAN (scikit-learn), or DBSCAN
   with SAFE's eps (the knee of the sorted distances to the ``min_samples``-th
   neighbour).
 
-Density clusterers leave *noise* points: they get the cluster id :data:`NOISE` (0;
-clusters are 1..k, largest first), are listed in ``clusters.csv`` as cluster 0
-("unclustered"), never get an assignment quota, count as one extra group of images to
-inspect, and are not a cluster in RQ1.
+Density clusterers leave *noise* points: they get the cluster id :data:`NOISE` (0,
+what it means downstream: :mod:`hudd_core.cluster.labels`).
 
 **Choosing without labels.** Every eligible layer (:func:`eligible`: those with a
 spatial map, never ``input``) and every value of the clusterer's hyper-parameter
@@ -51,15 +49,13 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-NOISE = 0  # the cluster id of the unclustered (noise) images
+from hudd_core.cluster.labels import NOISE, inspect_share, layer_rows, relabel
 
 FEATURES = ("raw", "unit", "act", "rxa", "model")
 # What each kind of features is computed from: the heatmaps, the activations
@@ -260,23 +256,6 @@ def umap_embedding(Z: np.ndarray, dims: int, seed: int) -> np.ndarray:
     return np.asarray(reducer.fit_transform(Z), dtype=np.float64)
 
 
-def relabel(raw: np.ndarray) -> np.ndarray:
-    """Cluster ids 1..k by decreasing size (ties: the earlier first member first); the
-    clusterers' noise (< 0) becomes :data:`NOISE`.
-
-    Example:
-        >>> relabel(np.array([5, -1, 2, 2, 5, 2])).tolist()
-        [2, 0, 1, 1, 2, 1]
-    """
-    raw = np.asarray(raw)
-    ids = [c for c in dict.fromkeys(raw.tolist()) if c >= 0]  # in order of first member
-    ids.sort(key=lambda c: -int(np.sum(raw == c)))
-    out = np.full(raw.shape, NOISE, dtype=np.int64)
-    for new, c in enumerate(ids, start=1):
-        out[raw == c] = new
-    return out
-
-
 def grid_size(share: float, n: int) -> int:
     """The size a grid ``share`` of ``n`` points stands for (at least 3; the report
     shows it too)."""
@@ -327,8 +306,9 @@ def cluster_dbscan(Z: np.ndarray, share: float) -> np.ndarray:
 def cluster_ward(Z: np.ndarray, share: float, seed: int = 0) -> np.ndarray:
     """Ward on ``Z`` (the published two-level distances), k of the highest silhouette
     (every point clustered; the WICD knee lands past the elbow, see
-    :func:`hudd_core.cluster.cluster_layer`)."""
-    from hudd_core.cluster import cluster_layer
+    :func:`hudd_core.cluster.ward.cluster_layer`)."""
+    # imported here, not at the top: the CLI reads METHOD_NAMES without loading scipy/numba
+    from hudd_core.cluster.ward import cluster_layer
 
     del share  # Ward's k comes from the silhouette curve, not from a grid
     res = cluster_layer(Z.astype(np.float32), selection="silhouette", device="cpu", seed=seed)
@@ -349,18 +329,6 @@ def run_clusterer(
     if clusterer == "ward":
         return cluster_ward(Z, share, seed)
     raise ValueError(f"clusterer must be one of {CLUSTERERS}, got {clusterer!r}")
-
-
-def inspect_share(labels: np.ndarray, per_cluster: int = 5) -> float:
-    """Share of the error images an engineer looks at when inspecting ``per_cluster``
-    images per cluster (all of a smaller cluster), as in the paper's Table 1.
-
-    Example:
-        >>> inspect_share(np.array([1] * 20 + [2] * 3))
-        0.34782608695652173
-    """
-    _, counts = np.unique(labels, return_counts=True)
-    return float(np.minimum(counts, per_cluster).sum() / len(labels))
 
 
 def rows_of(Z: np.ndarray, idx: np.ndarray, metric: str = "euclidean") -> np.ndarray:
@@ -691,14 +659,6 @@ def selection_text(method: Method) -> str:
     return text + (f", most clusters within {method.budget:.0%} inspected" if method.budget else "")
 
 
-def layer_rows(path: Path, n: int) -> np.ndarray:
-    """A layer file's rows (memory-mapped), checked against the ``n`` indexed images."""
-    X = np.load(path, mmap_mode="r")
-    if X.ndim != 2 or X.shape[0] != n:
-        raise ValueError(f"{path}: {X.shape[0]} rows but index.csv lists {n}")
-    return X
-
-
 def method_inputs(
     method: Method,
     files: dict[str, Path],
@@ -801,14 +761,6 @@ def run_method(
     return summary, res.labels, embedding_2d(res.reduced, seed)
 
 
-def embedding_of(heatmaps: Path, seed: int = 0) -> np.ndarray:
-    """The 2-D embedding of a layer's heatmaps (unit rows, PCA) for ``embedding.csv``."""
-    return embedding_2d(features(np.load(heatmaps, mmap_mode="r"), "unit"), seed)
-
-
-# --- files beside the clusters -------------------------------------------------------------
-
-
 def embedding_2d(Z: np.ndarray, seed: int = 0) -> np.ndarray:
     """The first two principal components of ``Z`` (N × 2; zeros beyond its rank)."""
     out = np.zeros((Z.shape[0], 2))
@@ -816,57 +768,3 @@ def embedding_2d(Z: np.ndarray, seed: int = 0) -> np.ndarray:
         P = reduce(np.asarray(Z, np.float64), "pca", 2, seed)
         out[:, : P.shape[1]] = P
     return out
-
-
-def read_pairs(result_csv: Path) -> dict[str, str]:
-    """``{image: "expected→predicted"}`` of a classifier's ``testResult.csv`` ({} for a
-    keypoint regressor's, which has no classes)."""
-    if not Path(result_csv).is_file():
-        return {}
-    with open(result_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or "predicted" not in rows[0]:
-        return {}
-    return {r["image"]: f"{r['expected']}→{r['predicted']}" for r in rows}
-
-
-def pair_shares(images: list[str], labels: np.ndarray, pairs: dict[str, str]) -> list[list]:
-    """Per cluster and (true → predicted) pair: ``[cluster, pair, count, share]``,
-    clusters in id order (noise, 0, first), pairs by decreasing count.
-
-    Example:
-        >>> pair_shares(["a", "b", "c"], np.array([1, 1, 2]), {"a": "x→y", "b": "x→y", "c": "y→x"})
-        [[1, 'x→y', 2, 1.0], [2, 'y→x', 1, 1.0]]
-    """
-    rows = []
-    labels = np.asarray(labels)
-    for cid in np.unique(labels).tolist():
-        members = [images[i] for i in np.flatnonzero(labels == cid)]
-        counts = Counter(pairs.get(m, "unknown") for m in members)
-        for pair, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-            rows.append([int(cid), pair, c, c / len(members)])
-    return rows
-
-
-def write_cluster_analysis(
-    workdir: Path, images: list[str], labels: np.ndarray, embedding: np.ndarray
-) -> None:
-    """``T/ClusterAnalysis/pairs.csv`` (``cluster,pair,count,share``) and
-    ``embedding.csv`` (``image,cluster,x,y``: a 2-D map of the error images)."""
-    from hudd_core.fileio import write_csv
-
-    out = Path(workdir) / "ClusterAnalysis"
-    pairs = read_pairs(Path(workdir) / "testResult.csv")
-    write_csv(
-        out / "pairs.csv",
-        ["cluster", "pair", "count", "share"],
-        [[c, p, n, repr(float(s))] for c, p, n, s in pair_shares(images, labels, pairs)],
-    )
-    write_csv(
-        out / "embedding.csv",
-        ["image", "cluster", "x", "y"],
-        [
-            [img, int(c), repr(float(x)), repr(float(y))]
-            for img, c, (x, y) in zip(images, labels, embedding, strict=True)
-        ],
-    )
