@@ -6,7 +6,7 @@ reads ``T/testResult.csv``'s ``Wrong`` rows and writes ``T/Heatmaps``. One LRP p
 batch (:class:`hudd_core.lrp.LRP`) gives every layer; rows are stored batch by batch
 (:class:`hudd_core.store.HeatmapStore`), so an interrupted run resumes.
 
-Start relevance (DESIGN.md): the predicted class's logit for classifiers; for keypoint
+Start relevance (docs/design.md#start-relevance): the predicted logit for classifiers; for keypoint
 regressors the outputs of the keypoint with the largest error (the dataset's targets are
 the ground-truth coordinates).
 

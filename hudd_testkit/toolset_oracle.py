@@ -1,6 +1,6 @@
 """An independent implementation of the published toolset's cluster-number rule
 (clusterModule.HACluster, mode WICDWard, selection KG), written from its definitions
-(DESIGN.md "Reference semantics") with SciPy, NumPy and kneed only: it imports nothing
+(docs/design.md#knee) with SciPy, NumPy and kneed only: it imports nothing
 from hudd_core, so the tests compare our one-walk kernels with it, never with themselves.
 """
 

@@ -107,7 +107,7 @@ def test_test_skips_bad_images_and_lists_them(kind, model_workdir, capsys):
 
 
 def test_other_channel_counts_are_converted_not_skipped(model_workdir, capsys):
-    """DESIGN.md: images get as many channels as the model's first layer takes."""
+    """docs/design.md#inputs: images get as many channels as the model's first layer takes."""
     w = model_workdir({"TrainingSet": 4, "TestSet": 6})
     folder = w.data / "TestSet" / "closed"
     folder.mkdir(exist_ok=True)

@@ -16,7 +16,7 @@ from hudd_core.cluster.wicd import labels_at, silhouette_curve, wicd_curve
 
 
 def wicd_direct(D: np.ndarray, labels: np.ndarray) -> float:
-    """DESIGN.md's WICD, literally: clusters with > 1 member, mean pairwise distance ×
+    """docs/design.md#wicd, literally: clusters with > 1 member, mean pairwise distance ×
     |C|/N, summed, divided by the number of clusters (singletons included)."""
     n, ids = len(labels), np.unique(labels)
     total = 0.0

@@ -303,7 +303,7 @@ def test_no_progress_frames_off_a_terminal(tmp_path):
     assert "\r" not in out.stderr and "generate" not in out.stderr
 
 
-# A step never imports a later step (DESIGN.md: dependencies point one way).
+# A step never imports a later step (docs/design.md#layering: dependencies point one way).
 ORDER = ["testing", "heatmaps", "cluster", "assign", "balance", "retrain", "report"]
 
 

@@ -73,7 +73,7 @@ def _add_bad(folder: Path) -> list[str]:
 
 def _pool_of_modes(tmp_path: Path) -> tuple[Path, list[str]]:
     """DataSets/ImprovementSet with images of several modes and sizes (converted as
-    DESIGN.md says), then a corrupt and a missing one; the names, in listing order."""
+    docs/design.md#inputs says), then a corrupt and a missing one; the names, in listing order."""
     pool = tmp_path / "DataSets" / "ImprovementSet"
     rng = np.random.default_rng(0)
     (pool / "a").mkdir(parents=True)

@@ -1,6 +1,6 @@
 """Choosing the number of clusters (HUDD step 3): the knee of the WICD curve's gradient.
 
-DESIGN.md, "Reference semantics": take the 4th-order finite-difference gradient of the
+docs/design.md#knee: take the 4th-order finite-difference gradient of the
 WICD curve over k and the knee of that gradient with kneed (``curve="concave"``,
 ``direction="increasing"``). When kneed finds no knee (a flat or straight gradient), the
 fallback is the k with the highest silhouette, and a warning says so.

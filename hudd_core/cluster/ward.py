@@ -2,7 +2,7 @@
 heatmaps, the number of clusters from the WICD knee, the best layer, and the root-cause
 clusters (RCCs) as folders, GIFs and tables.
 
-Per layer, the reference scheme (DESIGN.md): D = Euclidean distances of the heatmaps
+Per layer, the reference (docs/design.md#ward-linkage): D = Euclidean distances of the heatmaps
 (GEMM, :mod:`hudd_core.distance`, on the GPU when usable); each row of D divided by its
 maximum; Ward linkage (fastcluster) on the Euclidean distances between those rows. Then
 WICD (on the raw distances D) and the silhouette (on the second-level distances Ward ran
@@ -82,7 +82,7 @@ class LayerClustering:
 
 def k_bounds(n: int, k_range: tuple[int, int] = DEFAULT_K_RANGE) -> tuple[int, int]:
     """The k range actually scanned for ``n`` images: ``k_range`` capped by
-    ``clamp(n // 2, 2, ...)`` (DESIGN.md: k = 2 .. clamp(N/2, 2, 500)) and by ``n``.
+    ``clamp(n // 2, 2, ...)`` (docs/design.md#k-range: k = 2 .. clamp(N/2, 2, 500)) and by ``n``.
 
     Example:
         >>> k_bounds(30), k_bounds(5000), k_bounds(3)

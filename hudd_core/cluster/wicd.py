@@ -1,7 +1,7 @@
 """WICD and silhouette for every number of clusters, from one walk up a dendrogram.
 
 HUDD picks the number of clusters from the WICD curve (weighted intra-cluster distance,
-DESIGN.md "Reference semantics"): for a cut into k clusters,
+docs/design.md#wicd): for a cut into k clusters,
 
     WICD(k) = (1/k) · Σ_{C: |C| > 1} mean_{i<j ∈ C} d(i, j) · |C| / N
 

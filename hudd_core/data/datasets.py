@@ -2,7 +2,7 @@
 
 Classifier sets are class sub-folders of images (class index = sorted folder names, as
 torchvision's ImageFolder); keypoint sets are images plus ``labels.csv``
-(``image,x0,y0,x1,y1,...``). Images become tensors the plain way (DESIGN.md): pixel / 255 as
+(``image,x0,y0,x1,y1,...``). Images become tensors plainly (docs/design.md#inputs): pixel / 255 as
 float32, as many channels as the model takes, optional resize and mean/std normalisation.
 
 Example:

@@ -36,7 +36,7 @@ means, average pooling, interpolation and additions use Norm; products use AttnL
 rule with sigmoid gates held constant; BatchNorm is folded into the layer before it
 (:class:`~hudd_core.lrp.canonizers.MergeBatchNorm`), else the epsilon rule on its affine
 map; LayerNorm, GroupNorm, softmax and attention use the AttnLRP rules (Achtibat et al.,
-ICML 2024). ``hudd`` is DESIGN.md's reference semantics; the others are as Zennit 0.5
+ICML 2024). ``hudd`` is the reference (docs/design.md#composite-hudd); the others are as Zennit 0.5
 defines them (``EpsilonPlus``, ``EpsilonAlpha2Beta1``, ``EpsilonGammaBox``). "First" is the
 first convolution in execution order (Zennit: in module registration order; the same for
 ordinary models).

@@ -187,7 +187,7 @@ def resolve_model(
     With a sidecar beside ``weights`` the model is rebuilt from it. Otherwise ``spec`` is
     built with what the data tell: the classes (sorted class folders) or the keypoint count
     (``labels.csv``) and the input size (``image_size`` or the first image's). The images
-    get as many channels as the model's first layer takes (DESIGN.md): ``in_channels``
+    get as many channels as the model's first layer takes (docs/design.md#inputs): ``in_channels``
     when given, else what the weights' first kernel or the built model's first
     convolution takes (1 for a model without a convolution).
     """

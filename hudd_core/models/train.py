@@ -1,7 +1,7 @@
 """Training and fine-tuning a model (the demo's initial training; HUDD's retraining step).
 
 ``train`` starts from the model's current weights, so the retrain step calls it with the
-reference hyper-parameters (DESIGN.md: SGD lr 1e-3, momentum 0.9, weight decay 5e-4,
+reference hyper-parameters (docs/design.md#retraining: SGD lr 1e-3, momentum 0.9, decay 5e-4,
 batch 128, about 10 epochs) on training set + balanced unsafe set.
 
 Example:
