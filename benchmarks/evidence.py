@@ -119,9 +119,17 @@ def load_results(folder: Path = RESULTS) -> dict[str, object]:
 
 
 def command_of(stem: str, payload: object) -> str:
+    """The file's own ``command``, else :data:`COMMANDS`, else the benchmark script its
+    name starts with (``quality_x`` → ``bench_quality.py``; see its docstring)."""
     if isinstance(payload, dict) and payload.get("command"):
         return str(payload["command"])
-    return COMMANDS.get(stem, f"see the docstring of the benchmark that writes {stem}.json")
+    if stem in COMMANDS:
+        return COMMANDS[stem]
+    for prefix in sorted({stem, stem.split("_")[0]}, key=len, reverse=True):
+        for script in (f"bench_{prefix}.py", f"{prefix}.py"):
+            if (ROOT / "benchmarks" / script).is_file():
+                return f"python benchmarks/{script} (see its docstring for {stem})"
+    return f"unknown: no benchmark script writes {stem}.json"
 
 
 def machine_line(payload: dict) -> str:
@@ -213,13 +221,22 @@ def render_retrain(payload: list) -> list[str]:
     return out
 
 
+def render_body(stem: str, payload: object) -> list[str]:
+    """The tables of one results file by its kind; a shape this script does not know is
+    said, not guessed."""
+    try:
+        if stem.startswith("quality"):
+            return render_quality(payload)  # type: ignore[arg-type]
+        if stem.startswith("retrain"):
+            return render_retrain(payload)  # type: ignore[arg-type]
+        return render_rows(payload)  # type: ignore[arg-type]
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        return [f"Not rendered: `benchmarks/evidence.py` does not know this file's layout "
+                f"({type(exc).__name__}: {exc})."]  # fmt: skip
+
+
 def render(stem: str, payload: object) -> list[str]:
-    if stem.startswith("quality"):
-        body = render_quality(payload)  # type: ignore[arg-type]
-    elif stem.startswith("retrain"):
-        body = render_retrain(payload)  # type: ignore[arg-type]
-    else:
-        body = render_rows(payload)  # type: ignore[arg-type]
+    body = render_body(stem, payload)
     lines = [f"### {stem}", "", f"`{command_of(stem, payload)}` → `benchmarks/results/{stem}.json`"]
     m = machine_line(payload) if isinstance(payload, dict) else ""
     context = [CONTEXT[stem]] if stem in CONTEXT else []
