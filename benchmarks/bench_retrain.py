@@ -36,11 +36,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from hudd_core.baselines import BASELINES
+from hudd_core.options import RetrainOptions
 
 RESULTS = Path(__file__).parent / "results"
 ASSIGN_OPTIONS = ("method", "quota", "distance_threshold", "rank")  # method: the cluster step's
@@ -139,11 +141,12 @@ def run_case(
     t = time.perf_counter()
     run_demo(work, size, seed, baselines=False, repeats=1, progress=False, **CASE_KINDS[kind])
     prepare = time.perf_counter() - t
-    hp = {"epochs": epochs or SIZES[size]["retrain_epochs"]}
-    common = {"repeats": repeats, "seed": seed, "hp": hp, "validation": validation,
-              "progress": False}  # fmt: skip
+    base = RetrainOptions(epochs=epochs or SIZES[size]["retrain_epochs"], repeats=repeats,
+                          validation=validation)  # fmt: skip
+    common = {"seed": seed, "progress": False}
     t = time.perf_counter()
-    result = run_retrain(work, work / "DataSets", baselines=baselines, **common)
+    result = run_retrain(work, work / "DataSets", options=replace(base, baselines=baselines),
+                         **common)  # fmt: skip
     seconds = time.perf_counter() - t
     methods = ["hudd", *baselines]
     row = {
@@ -178,7 +181,7 @@ def run_case(
         retrain = {k: v for k, v in options.items() if k in RETRAIN_OPTIONS}
         if "quota" in options:  # the bootstrap target follows the assignment's quota
             retrain["quota"] = options["quota"]
-        got = run_retrain(work, work / "DataSets", **common, **retrain)
+        got = run_retrain(work, work / "DataSets", options=replace(base, **retrain), **common)
         row["gain"][name], row["planted_gain"][name] = (
             got["hudd"]["gain"],
             planted_gain(got, "hudd"),

@@ -118,6 +118,7 @@ def child(args: argparse.Namespace) -> None:
     from hudd_core.assign import read_rccs, run_assign
     from hudd_core.heatmaps import batch_relevance
     from hudd_core.models.checkpoint import load_checkpoint
+    from hudd_core.options import AssignOptions
 
     workdir = Path(args.workdir)
     layer, _, _ = read_rccs(workdir)
@@ -126,9 +127,10 @@ def child(args: argparse.Namespace) -> None:
     shape = (meta["in_channels"], meta["input_size"], meta["input_size"])
     rss_ready = proc_status("self", "VmRSS")
     t = time.perf_counter()
-    summary = run_assign(workdir, args.data, relevance, input_shape=shape, backend=args.backend,
-                         top=args.top, batch_size=args.batch_size, num_workers=args.num_workers,
-                         gifs=False, progress=False)  # fmt: skip
+    summary = run_assign(workdir, args.data, relevance,
+                         options=AssignOptions(backend=args.backend, top=args.top, gifs=False),
+                         input_shape=shape, batch_size=args.batch_size,
+                         num_workers=args.num_workers, progress=False)  # fmt: skip
     seconds = time.perf_counter() - t
     out = {
         "seconds": seconds,

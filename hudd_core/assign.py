@@ -35,13 +35,21 @@ import numpy as np
 import torch
 
 from hudd_core.cluster.labels import NOISE
-from hudd_core.config import check_choice
 from hudd_core.fileio import (
     fresh_tmp_dir,
     load_signed_npz,
     replace_dir,
     save_signed_npz,
     write_csv,
+)
+from hudd_core.options import (
+    DEFAULTS,
+    NO_PREPROCESS,
+    REFERENCE_ASSIGN,
+    AssignOptions,
+    Preprocess,
+    check_choice,
+    choices,
 )
 from hudd_core.runstate import NothingToDo
 from hudd_core.search import (  # noqa: F401 - the search backend, re-exported
@@ -51,14 +59,16 @@ from hudd_core.search import (  # noqa: F401 - the search backend, re-exported
     resolve_backend,
 )
 
-QUOTAS = ("mass", "uniform")
-THRESHOLDS = ("none", "paper")
-RANKS = ("distance", "uncertainty")
+QUOTAS = choices("quota")
+THRESHOLDS = choices("distance_threshold")
+RANKS = choices("rank")
 FAR = -1  # the cluster id of a candidate beyond its cluster's threshold: never selected
 
 
 def cluster_quotas(
-    cluster_sizes: Mapping[int, int], factor: float = 2.0, rule: str = "mass"
+    cluster_sizes: Mapping[int, int],
+    factor: float = DEFAULTS["quota_factor"],
+    rule: str = DEFAULTS["quota"],
 ) -> dict[int, int]:
     """The quota of every cluster with more than one member.
 
@@ -406,62 +416,76 @@ def plan_assign(
     workdir: Path,
     data_root: Path,
     *,
+    options: AssignOptions = REFERENCE_ASSIGN,
+    prep: Preprocess = NO_PREPROCESS,
     input_shape: tuple[int, int, int] | None = None,
-    top: int | None = None,
-    quota_factor: float = 2.0,
-    limit: int | None = None,
-    image_size: int | None = None,
-    mean: list[float] | None = None,
-    std: list[float] | None = None,
     explained_by: Mapping[str, Any] | None = None,
-    quota: str = "mass",
-    distance_threshold: str = "none",
-    rank: str = "distance",
 ) -> AssignPlan:
     """Reads ``T/clusters.csv``, the member heatmaps and the pool listing; checks them.
-    ``quota``, ``distance_threshold``, ``rank``: the selection options (module docstring)."""
+    ``options``: its ``quota``, ``distance_threshold``, ``rank`` are the selection options
+    (module docstring), ``quota_factor`` the quota rule's, ``top`` and ``limit`` bound the
+    candidates and the pool."""
     from hudd_core.data.datasets import ImageFiles
 
-    check_selection(quota, distance_threshold, rank)
+    check_selection(options.quota, options.distance_threshold, options.rank)
     layer, images, labels = read_rccs(workdir)
+    quotas = rcc_quotas(labels, options)
+    keep = np.isin(labels, list(quotas))
+    members = member_heatmaps(workdir, layer, [i for i, k in zip(images, keep, strict=True) if k])
+    clusters = np.array(sorted(quotas), dtype=np.int64)
+    top = len(clusters) if options.top is None else options.top
+    if top < 1:
+        raise ValueError(f"--top must be at least 1, got {top}")
+    channels = input_shape[0] if input_shape else 1
+    pool = ImageFiles(data_root / "ImprovementSet", channels=channels, **prep.as_dict())
+    n = len(pool) if options.limit is None else min(options.limit, len(pool))
+    if n == 0:
+        raise ValueError(f"{data_root / 'ImprovementSet'} holds no image")
+    plan = AssignPlan(layer, quotas, members, labels[keep], clusters, pool, n, top, {},
+                      rank=options.rank)  # fmt: skip
+    plan.signature = plan_signature(plan, prep, explained_by)
+    if options.distance_threshold == "paper":
+        plan.thresholds = member_thresholds(members, labels[keep])
+    return plan
+
+
+def rcc_quotas(labels: np.ndarray, options: AssignOptions) -> dict[int, int]:
+    """The quota of every RCC of ``labels`` (the unclustered images of density methods get
+    none); :class:`~hudd_core.runstate.NothingToDo` when no RCC has a quota."""
     sizes = dict(zip(*np.unique(labels, return_counts=True), strict=True))
-    sizes.pop(NOISE, None)  # unclustered images (density methods) get no quota
-    quotas = cluster_quotas({int(c): int(n) for c, n in sizes.items()}, quota_factor, quota)
+    sizes.pop(NOISE, None)
+    sizes = {int(c): int(n) for c, n in sizes.items()}
+    quotas = cluster_quotas(sizes, options.quota_factor, options.quota)
     if not quotas:
         raise NothingToDo(
             "every RCC has a single member (a single image each): nothing to assign "
             "(reference rule)"
         )
-    keep = np.isin(labels, list(quotas))
-    members = member_heatmaps(workdir, layer, [i for i, k in zip(images, keep, strict=True) if k])
-    clusters = np.array(sorted(quotas), dtype=np.int64)
-    top = len(clusters) if top is None else top
-    if top < 1:
-        raise ValueError(f"--top must be at least 1, got {top}")
-    channels = input_shape[0] if input_shape else 1
-    pool = ImageFiles(data_root / "ImprovementSet", channels=channels, image_size=image_size,
-                      mean=mean, std=std)  # fmt: skip
-    n = len(pool) if limit is None else min(limit, len(pool))
-    if n == 0:
-        raise ValueError(f"{data_root / 'ImprovementSet'} holds no image")
+    return quotas
+
+
+def plan_signature(
+    plan: AssignPlan, prep: Preprocess, explained_by: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """What saved candidates must match to be reused: the RCCs, their member heatmaps,
+    the pool, the preprocessing and what the relevance depends on."""
+    pool, n = plan.pool, plan.n
     signature = {
         "version": 2,
-        "layer": layer,
-        "clusters": clusters.tolist(),
+        "layer": plan.layer,
+        "clusters": plan.clusters.tolist(),
         "n": n,
-        "top": top,
-        "members": int(keep.sum()),
-        "member_heatmaps": digest(members),
-        "member_labels": digest(labels[keep]),
+        "top": plan.top,
+        "members": len(plan.labels),
+        "member_heatmaps": digest(plan.members),
+        "member_labels": digest(plan.labels),
         "pool": pool.ids[:1] + pool.ids[n - 1 : n],
-        "preprocessing": {"image_size": image_size, "mean": mean, "std": std},
+        "preprocessing": prep.as_dict(),
         "explained_by": dict(explained_by or {}),
     }
-    if rank != "distance":  # the candidates then hold the entropy too; the default adds
-        signature["rank"] = rank  # nothing, so candidates saved before stay valid
-    thresholds = member_thresholds(members, labels[keep]) if distance_threshold == "paper" else None
-    return AssignPlan(layer, quotas, members, labels[keep], clusters, pool, n, top, signature,
-                      thresholds, rank)  # fmt: skip
+    if plan.rank != "distance":  # the candidates then hold the entropy too; the default
+        signature["rank"] = plan.rank  # adds nothing, so candidates saved before stay valid
+    return signature
 
 
 def searched_groups(
@@ -517,23 +541,14 @@ def run_assign(
     data_root: str | Path,
     relevance: Relevance | Mapping[Relevance, list[int]],
     *,
+    options: AssignOptions = REFERENCE_ASSIGN,
+    prep: Preprocess = NO_PREPROCESS,
     input_shape: tuple[int, int, int] | None = None,
-    backend: str = "auto",
-    top: int | None = None,
-    quota_factor: float = 2.0,
     batch_size: int = 256,
     num_workers: int = 0,
     save_every: int = 20,
-    limit: int | None = None,
-    gifs: bool = True,
     progress: bool = True,
-    image_size: int | None = None,
-    mean: list[float] | None = None,
-    std: list[float] | None = None,
     explained_by: Mapping[str, Any] | None = None,
-    quota: str = "mass",
-    distance_threshold: str = "none",
-    rank: str = "distance",
 ) -> dict:
     """The AssignModule over the work folder: writes ``T/unsafe_set.csv`` and
     ``T/UnsafeSet/<cluster>/`` (image copies, ``Cluster_<id>.gif``); returns a summary.
@@ -543,57 +558,86 @@ def run_assign(
             selected layer, ``(B, D)`` (see :func:`hudd_core.heatmaps.batch_relevance`);
             or ``{relevance: [cluster ids]}`` when clusters are explained differently
             (keypoint regressors: one relevance per explained keypoint).
-        input_shape: ``(channels, H, W)`` the model takes; images of another size are
-            skipped and recorded in ``T/skipped.csv``, as unreadable ones are.
-        backend: nearest-member search (:data:`BACKENDS`).
-        top: closest clusters kept per image (default: all of them, the reference;
-            memory: N × top).
-        save_every: batches between saves of the candidates (resume granularity).
-        limit: only the first ``limit`` improvement images.
-        image_size, mean, std: the preprocessing of ``hudd test`` (resize, normalise).
-        explained_by: what the relevance depends on (model weights, composite, ...): with
-            the member heatmaps and the preprocessing, part of the resume signature, so a
-            rerun never reuses candidates computed for another model.
-        quota, distance_threshold, rank: the selection options (:data:`QUOTAS`,
-            :data:`THRESHOLDS`, :data:`RANKS`; the defaults are the reference). They only
+        options: the assignment's options (:class:`~hudd_core.options.AssignOptions`):
+            ``backend`` (:data:`BACKENDS`), ``top`` closest clusters kept per image
+            (default: all, the reference; memory: N × top), ``limit`` (only the first
+            improvement images), ``gifs``, and the selection options ``quota``,
+            ``distance_threshold``, ``rank`` (:data:`QUOTAS`, :data:`THRESHOLDS`,
+            :data:`RANKS`; the defaults are the reference). The selection options only
             change the selection over the candidates, which every run redoes; ``rank
             uncertainty`` needs ``relevance`` to return ``(relevance, outputs)``
             (:func:`assign_relevance` with ``rank``) and is part of the signature.
+        prep: the preprocessing of ``hudd test`` (resize, normalise).
+        input_shape: ``(channels, H, W)`` the model takes; images of another size are
+            skipped and recorded in ``T/skipped.csv``, as unreadable ones are.
+        save_every: batches between saves of the candidates (resume granularity).
+        explained_by: what the relevance depends on (model weights, composite, ...): with
+            the member heatmaps and the preprocessing, part of the resume signature, so a
+            rerun never reuses candidates computed for another model.
     """
-    from torch.utils.data import DataLoader, Subset
-
-    from hudd_core.data.robust import SkipLog, Skipping, collate_skipping
-    from hudd_core.progress import bar as progress_bar
+    from hudd_core.data.robust import SkipLog
 
     workdir, data_root = Path(workdir), Path(data_root)
-    plan = plan_assign(workdir, data_root, input_shape=input_shape, top=top,
-                       quota_factor=quota_factor, limit=limit, image_size=image_size, mean=mean,
-                       std=std, explained_by=explained_by, quota=quota,
-                       distance_threshold=distance_threshold, rank=rank)  # fmt: skip
-    layer, pool, n, top = plan.layer, plan.pool, plan.n, plan.top
+    plan = plan_assign(workdir, data_root, options=options, prep=prep, input_shape=input_shape,
+                       explained_by=explained_by)  # fmt: skip
     index = GroupedIndex(plan.members, plan.labels, searched_groups(relevance, plan.quotas),
-                         backend)  # fmt: skip
-    work = workdir / "Assign"
-    work.mkdir(parents=True, exist_ok=True)
-    store = CandidateStore.open(work / "candidates.npz", plan.signature)
+                         options.backend)  # fmt: skip
+    (workdir / "Assign").mkdir(parents=True, exist_ok=True)
+    store = CandidateStore.open(workdir / "Assign" / "candidates.npz", plan.signature)
     skips = SkipLog(workdir)
-    items = Subset(Skipping(pool, input_shape), range(store.done, n))
-    loader = DataLoader(
-        items, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_skipping
-    )
-    with progress_bar(total=n, initial=store.done, desc="assign", unit="img",
+    batches = pool_batches(plan, store.done, input_shape, batch_size, num_workers)
+    search_pool(plan, index, store, skips, batches, save_every=save_every, progress=progress)
+    return finish_assign(workdir, data_root, plan, *store.arrays(),
+                         skipped=len(skips.images("assign")), backend=index.backend,
+                         gifs=options.gifs)  # fmt: skip
+
+
+def pool_batches(
+    plan: AssignPlan,
+    start: int,
+    input_shape: tuple[int, int, int] | None,
+    batch_size: int,
+    num_workers: int,
+) -> Any:
+    """The batches ``(x, _, positions, skipped)`` of the pool's positions ``start..n``
+    (unreadable and oddly sized images skipped, :mod:`hudd_core.data.robust`)."""
+    from torch.utils.data import DataLoader, Subset
+
+    from hudd_core.data.robust import Skipping, collate_skipping
+
+    items = Subset(Skipping(plan.pool, input_shape), range(start, plan.n))
+    return DataLoader(items, batch_size=batch_size, num_workers=num_workers,
+                      collate_fn=collate_skipping)  # fmt: skip
+
+
+def search_pool(
+    plan: AssignPlan,
+    index: GroupedIndex,
+    store: CandidateStore,
+    skips: Any,
+    batches: Any,
+    *,
+    save_every: int,
+    progress: bool,
+) -> None:
+    """Every batch's kept candidates into ``store`` (saved every ``save_every`` batches
+    and at the end; saved, then a ValueError, at an image whose relevance is not
+    finite); the skipped images into ``skips``."""
+    from hudd_core.progress import bar as progress_bar
+
+    with progress_bar(total=plan.n, initial=store.done, desc="assign", unit="img",
                       enabled=progress) as bar:  # fmt: skip
-        for b, (x, _, positions, skipped) in enumerate(loader, start=1):
+        for b, (x, _, positions, skipped) in enumerate(batches, start=1):
             for i, reason in skipped:
-                skips.add("assign", pool.ids[i], reason)
+                skips.add("assign", plan.pool.ids[i], reason)
             if x is not None:
                 distances, bad_row, outputs = index.search(x)
                 if distances is None:
-                    bad = pool.ids[int(positions[bad_row])]
                     store.save()
-                    raise ValueError(non_finite_message(layer, bad))
-                idx, dist = top_candidates(distances, top)
-                store.add(positions.numpy(), idx, dist, batch_uncertainty(rank, outputs))
+                    bad = plan.pool.ids[int(positions[bad_row])]
+                    raise ValueError(non_finite_message(plan.layer, bad))
+                idx, dist = top_candidates(distances, plan.top)
+                store.add(positions.numpy(), idx, dist, batch_uncertainty(plan.rank, outputs))
             store.done = max(
                 [store.done, *(int(p) + 1 for p in positions), *(i + 1 for i, _ in skipped)]
             )
@@ -601,9 +645,6 @@ def run_assign(
             if b % save_every == 0:
                 store.save()
     store.save()
-    skipped = len(skips.images("assign"))
-    return finish_assign(workdir, data_root, plan, *store.arrays(), skipped=skipped,
-                         backend=index.backend, gifs=gifs)  # fmt: skip
 
 
 def batch_uncertainty(rank: str, outputs: torch.Tensor | None) -> np.ndarray | None:

@@ -23,13 +23,15 @@ from collections.abc import Collection, Mapping
 
 import numpy as np
 
-BOOTSTRAPS = ("weighted", "none")
+from hudd_core.options import DEFAULTS, choices
+
+BOOTSTRAPS = choices("bootstrap")
 
 
 def bootstrap_target(
     cluster_sizes: Mapping[int, int],
-    quota_factor: float = 2.0,
-    quota: str = "mass",
+    quota_factor: float = DEFAULTS["quota_factor"],
+    quota: str = DEFAULTS["quota"],
     present: Collection[int] | None = None,
 ) -> int:
     """The size every cluster is resampled to: the largest quota among the clusters

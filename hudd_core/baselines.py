@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from hudd_core.data.datasets import ImageSet, LabelledImages
+from hudd_core.options import Preprocess
 
 UNCERTAINTY = ("entropy", "margin", "deepgini")
 BASELINES = ("BL1", "BL2", *UNCERTAINTY, "BL1-oracle")
@@ -80,21 +81,28 @@ class Pool:
     probs: np.ndarray | None = None
 
 
+def set_options(meta: dict[str, Any], prep: Preprocess) -> dict[str, Any]:
+    """The :class:`~hudd_core.data.datasets.ImageSet` options of the model ``meta``'s
+    images: its task, channels and classes, and the preprocessing."""
+    classes = meta["classes"] if meta["task"] == "classifier" else None
+    return {"task": meta["task"], "channels": meta["in_channels"], "classes": classes,
+            **prep.as_dict()}  # fmt: skip
+
+
 def improvement_pool(
-    model, data_root: Path, meta: dict[str, Any], sets: dict, device: str, batch_size: int
+    model, data_root: Path, meta: dict[str, Any], prep: Preprocess, device: str, batch_size: int
 ) -> Pool:
-    """One forward pass over the ImprovementSet (``sets``: the ImageSet options), shared
-    by every baseline of every repeat."""
+    """One forward pass over the ImprovementSet (read with ``prep``), shared by every
+    baseline of every repeat."""
     import torch
 
     from hudd_core.testing import DEFAULT_THRESHOLD, keypoint_errors, predict_readable
 
-    improvement = ImageSet(Path(data_root) / "ImprovementSet", **sets)
-    prep = {k: sets[k] for k in ("image_size", "mean", "std")}
+    improvement = ImageSet(Path(data_root) / "ImprovementSet", **set_options(meta, prep))
     out, targets, pos, _ = predict_readable(model, improvement, batch_size=batch_size,
                                             device=device, progress=False)  # fmt: skip
     everything = LabelledImages(Path(data_root), improvement.ids, np.asarray(improvement.targets),
-                                meta["in_channels"], meta["task"], prep)  # fmt: skip
+                                meta["in_channels"], meta["task"], prep.as_dict())  # fmt: skip
     if meta["task"] == "classifier":
         probs = torch.softmax(torch.as_tensor(out, dtype=torch.float64), dim=1).numpy()
         return Pool(everything.subset(pos), out.argmax(axis=1) == np.asarray(targets), probs)

@@ -18,6 +18,10 @@ Example:
     >>> cfg = load_config(None, {"workdir": "T2", "repeats": 3})
     >>> cfg["workdir"], cfg["repeats"], cfg["k_range"]
     ('T2', 3, (2, 500))
+    >>> load_config(None, {})["repeats"], load_config(None, {"baselines": []})["repeats"]
+    (1, 5)
+
+The defaults, types and help texts are :data:`hudd_core.options.OPTIONS`'s.
 """
 
 from __future__ import annotations
@@ -26,81 +30,24 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-# The reference tool's fine-tuning hyper-parameters (the RetrainModule's defaults).
-REFERENCE_HP = {"epochs": 10, "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128}
+from hudd_core.options import (
+    DEFAULTS,
+    OPTIONS,
+    STEPS,
+    RetrainOptions,
+    check_choice,
+    resolve_repeats,
+)
 
-DEFAULTS: dict[str, Any] = {
-    # shared
-    "model": None,
-    "weights": None,
-    "model_name": None,
-    "trust_model_file": False,
-    "data": "DataSets",
-    "workdir": "T",
-    "device": "auto",
-    "batch_size": 64,
-    "num_workers": 0,
-    "limit": None,
-    "seed": 0,
-    "quiet": False,
-    "log_file": None,
-    # engine: "local" (this process) or "ray" (Ray Data, hudd_core.engine_ray)
-    "engine": "local",
-    "ray_concurrency": 1,
-    "ray_cpus_per_actor": 1.0,
-    "ray_gpus_per_actor": 0.0,
-    "ray_shard_size": 4096,
-    "image_size": None,
-    "in_channels": None,
-    "verify": "full",
-    "mean": None,
-    "std": None,
-    # test
-    "threshold": 4.0,
-    # heatmaps
-    "layers": None,
-    "composite": "hudd",
-    "float16": False,
-    # cluster
-    "method": "hudd",
-    "k_range": "2:500",
-    "selection": "wicd-knee",
-    "approx_threshold": None,
-    "gifs": True,
-    "export_distances": None,
-    "feature_model": None,
-    "feature_weights": None,
-    "feature_layer": None,
-    "feature_size": None,
-    "feature_mean": None,
-    "feature_std": None,
-    # assign
-    "backend": "auto",
-    "top": None,
-    "quota_factor": 2.0,
-    "quota": "mass",
-    "distance_threshold": "none",
-    "rank": "distance",
-    # retrain
-    "labels": None,
-    "epochs": REFERENCE_HP["epochs"],
-    "lr": REFERENCE_HP["lr"],
-    "momentum": REFERENCE_HP["momentum"],
-    "weight_decay": REFERENCE_HP["weight_decay"],
-    "train_batch_size": REFERENCE_HP["batch_size"],
-    "baselines": False,
-    "repeats": 5,
-    "group_by": None,
-    "freeze": "none",
-    "bootstrap": "weighted",
-    "validation": 0.0,
-    "steps": ["test", "heatmaps", "cluster", "assign", "retrain", "report"],
-}
-ENGINES = ("local", "ray")
-FEATURE_OPTIONS = ("feature_model", "feature_weights", "feature_layer", "feature_size",
-                   "feature_mean", "feature_std")  # fmt: skip
-RAY_OPTIONS = ("ray_concurrency", "ray_cpus_per_actor", "ray_gpus_per_actor", "ray_shard_size")
-STEP_TABLES = {"test", "heatmaps", "cluster", "assign", "retrain", "report", "run"}
+__all__ = ["DEFAULTS", "ENGINES", "FEATURE_OPTIONS", "RAY_OPTIONS", "REFERENCE_HP",
+           "check_choice", "load_config", "parse_k_range", "pick", "read_toml"]  # fmt: skip
+
+# The reference tool's fine-tuning hyper-parameters (the RetrainModule's defaults).
+REFERENCE_HP = RetrainOptions().hp
+ENGINES = OPTIONS["engine"].choices
+FEATURE_OPTIONS = tuple(k for k in OPTIONS if k.startswith("feature_"))
+RAY_OPTIONS = tuple(k for k in OPTIONS if k.startswith("ray_"))
+STEP_TABLES = {*STEPS, "run"}
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -139,18 +86,6 @@ def pick(cfg: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: cfg[k] for k in keys}
 
 
-def check_choice(option: str, value: Any, allowed: tuple) -> None:
-    """A ValueError naming the option (``--option-name``) when ``value`` is not allowed.
-
-    >>> check_choice("rank", "size", ("distance", "uncertainty"))
-    Traceback (most recent call last):
-    ValueError: --rank: 'size' is not one of distance, uncertainty
-    """
-    if value not in allowed:
-        shown = ", ".join(str(a) for a in allowed if a is not None)
-        raise ValueError(f"--{option.replace('_', '-')}: {value!r} is not one of {shown}")
-
-
 def parse_k_range(text: str | tuple[int, int] | list[int]) -> tuple[int, int]:
     """``"2:500"`` (or a pair) → ``(2, 500)``; ``ValueError`` naming the option otherwise.
 
@@ -168,7 +103,8 @@ def parse_k_range(text: str | tuple[int, int] | list[int]) -> tuple[int, int]:
 
 def load_config(path: str | Path | None, overrides: dict[str, Any]) -> dict[str, Any]:
     """Defaults, then the TOML file (if any), then ``overrides`` (the command line; a
-    ``None`` value means "not given")."""
+    ``None`` value means "not given"). ``repeats`` not given: one, or five with baselines
+    (:func:`hudd_core.options.resolve_repeats`)."""
     cfg = dict(DEFAULTS)
     if path is not None:
         cfg.update(read_toml(path))
@@ -179,6 +115,7 @@ def load_config(path: str | Path | None, overrides: dict[str, Any]) -> dict[str,
     cfg["k_range"] = parse_k_range(cfg["k_range"])
     if cfg["baselines"] == []:  # `--baselines` without names: the paper's BL1 and BL2
         cfg["baselines"] = True
+    cfg["repeats"] = resolve_repeats(cfg["repeats"], cfg["baselines"])  # 1, or 5 with baselines
     unknown = [s for s in cfg["steps"] if s not in DEFAULTS["steps"]]
     if unknown:
         raise ValueError(f"unknown steps {unknown}; the steps are {DEFAULTS['steps']}")

@@ -38,6 +38,14 @@ import torch
 from torch.utils.data import Dataset
 
 from hudd_core.data.datasets import load_image, readable_path
+from hudd_core.options import (
+    LOCAL_RAY,
+    NO_PREPROCESS,
+    REFERENCE_ASSIGN,
+    AssignOptions,
+    Preprocess,
+    RayOptions,
+)
 
 SHARD_GLOB = "part-*.parquet"
 
@@ -289,13 +297,13 @@ def validate_ray_options(
         raise ValueError(f"--ray-gpus-per-actor must be 0 or more, got {gpus_per_actor!r}")
 
 
-def actor_resources(
-    concurrency: int, cpus_per_actor: float, gpus_per_actor: float, shard_size: int
-) -> dict[str, Any]:
+def actor_resources(ray: RayOptions) -> dict[str, Any]:
     """The :class:`ShardJob` fields the ``--ray-*`` options set, checked first."""
-    validate_ray_options(concurrency, cpus_per_actor, gpus_per_actor, shard_size)
-    return {"shard_size": shard_size, "concurrency": concurrency,
-            "cpus_per_actor": cpus_per_actor, "gpus_per_actor": gpus_per_actor}  # fmt: skip
+    validate_ray_options(ray.concurrency, ray.cpus_per_actor, ray.gpus_per_actor,
+                         ray.shard_size)  # fmt: skip
+    return {"shard_size": ray.shard_size, "concurrency": ray.concurrency,
+            "cpus_per_actor": ray.cpus_per_actor,
+            "gpus_per_actor": ray.gpus_per_actor}  # fmt: skip
 
 
 def open_shards(job: ShardJob) -> list[int]:
@@ -416,97 +424,95 @@ def ray_assign(
     keypoint_of: Mapping[int, int] | None,
     *,
     input_shape: tuple[int, int, int],
-    backend: str = "auto",
-    top: int | None = None,
-    quota_factor: float = 2.0,
+    options: AssignOptions = REFERENCE_ASSIGN,
+    prep: Preprocess = NO_PREPROCESS,
+    ray: RayOptions = LOCAL_RAY,
     batch_size: int = 256,
-    limit: int | None = None,
-    gifs: bool = True,
-    progress: bool = True,
-    image_size: int | None = None,
-    mean: list[float] | None = None,
-    std: list[float] | None = None,
-    composite: str = "hudd",
     device: str = "auto",
     explained_by: Mapping[str, Any] | None = None,
-    ray_concurrency: int = 1,
-    ray_cpus_per_actor: float = 1.0,
-    ray_gpus_per_actor: float = 0.0,
-    ray_shard_size: int = 4096,
-    quota: str = "mass",
-    distance_threshold: str = "none",
-    rank: str = "distance",
+    progress: bool = True,
 ) -> dict:
     """The AssignModule on Ray (:func:`hudd_core.assign.run_assign`'s outputs, the same
     ``unsafe_set.csv`` and ``T/skipped.csv``); candidates in ``T/Assign/shards``.
 
     ``keypoint_of``: a keypoint regressor's cluster → explained keypoint
-    (:func:`hudd_core.assign.rcc_keypoints`), None for a classifier. ``quota``,
-    ``distance_threshold``, ``rank``: the local engine's selection options; the actors
-    emit the entropy under ``rank="uncertainty"`` (refused here, before Ray starts, for a
-    keypoint regressor).
+    (:func:`hudd_core.assign.rcc_keypoints`), None for a classifier. ``options``: the
+    local engine's (its ``composite`` is the actors' LRP rules); the actors emit the
+    entropy under ``rank="uncertainty"`` (refused here, before Ray starts, for a keypoint
+    regressor).
     """
     from hudd_core.assign import check_rank, finish_assign, plan_assign, resolve_backend
     from hudd_core.data.robust import SkipLog
 
-    resources = actor_resources(ray_concurrency, ray_cpus_per_actor, ray_gpus_per_actor,
-                                ray_shard_size)  # fmt: skip
-    check_rank(rank, keypoint_of)
+    resources = actor_resources(ray)
+    check_rank(options.rank, keypoint_of)
     workdir, data_root = Path(workdir), Path(data_root)
-    plan = plan_assign(workdir, data_root, input_shape=input_shape, top=top,
-                       quota_factor=quota_factor, limit=limit, image_size=image_size, mean=mean,
-                       std=std, explained_by=explained_by, quota=quota,
-                       distance_threshold=distance_threshold, rank=rank)  # fmt: skip
-    searched = None
-    if keypoint_of is not None:
-        searched = {int(c): int(k) for c, k in keypoint_of.items() if c in plan.quotas}
-    pool = plan.pool
-    kwargs = {"layer": plan.layer, "keypoint_of": searched, "members": plan.members,
-              "labels": plan.labels, "backend": backend, "composite": composite,
-              "top": plan.top, "rank": rank}  # fmt: skip
-    job = ShardJob(
-        folder=pool.folder,
-        names=pool.names[: plan.n],
-        out=workdir / "Assign" / "shards",
-        signature={**plan.signature, "backend": backend},
-        load=preprocessing(pool),
-        shape=tuple(input_shape),
-        actor=AssignActor,
-        actor_kwargs={"model": model.cpu(), "device": device, **kwargs},
-        columns=("cluster_idx", "distance", *(("uncertainty",) if rank == "uncertainty" else ())),
-        batch_size=batch_size,
-        **resources,
-    )
+    plan = plan_assign(workdir, data_root, options=options, prep=prep, input_shape=input_shape,
+                       explained_by=explained_by)  # fmt: skip
+    job = assign_job(plan, model, keypoint_of, options, device=device, batch_size=batch_size,
+                     input_shape=input_shape, out=workdir / "Assign" / "shards",
+                     resources=resources)  # fmt: skip
     rows = run_shards(job, progress=progress)
     skips = SkipLog(workdir)
     for pos, reason in skipped_rows(rows):
-        skips.add("assign", pool.ids[pos], reason)
+        skips.add("assign", plan.pool.ids[pos], reason)
     read = rows["skip"] == ""
     # what "auto" resolves to here; GPU actors may resolve it to a GPU search
-    shown = backend if ray_gpus_per_actor else resolve_backend(backend)
-    unc = rows["uncertainty"][read, 0] if rank == "uncertainty" else None
+    shown = options.backend if ray.gpus_per_actor else resolve_backend(options.backend)
+    unc = rows["uncertainty"][read, 0] if options.rank == "uncertainty" else None
     return finish_assign(workdir, data_root, plan, rows["pos"][read],
                          rows["cluster_idx"][read], rows["distance"][read], unc,
                          skipped=len(skips.images("assign")), backend=shown,
-                         gifs=gifs)  # fmt: skip
+                         gifs=options.gifs)  # fmt: skip
+
+
+def assign_job(
+    plan: Any,
+    model: torch.nn.Module,
+    keypoint_of: Mapping[int, int] | None,
+    options: AssignOptions,
+    *,
+    device: str,
+    batch_size: int,
+    input_shape: tuple[int, int, int],
+    out: Path,
+    resources: Mapping[str, Any],
+) -> ShardJob:
+    """The :class:`AssignActor` pass over the pool of ``plan``
+    (:class:`hudd_core.assign.AssignPlan`): its RCCs with a quota, their members."""
+    searched = None
+    if keypoint_of is not None:
+        searched = {int(c): int(k) for c, k in keypoint_of.items() if c in plan.quotas}
+    kwargs = {"layer": plan.layer, "keypoint_of": searched, "members": plan.members,
+              "labels": plan.labels, "backend": options.backend,
+              "composite": options.composite, "top": plan.top,
+              "rank": options.rank}  # fmt: skip
+    uncertainty = ("uncertainty",) if options.rank == "uncertainty" else ()
+    return ShardJob(
+        folder=plan.pool.folder,
+        names=plan.pool.names[: plan.n],
+        out=out,
+        signature={**plan.signature, "backend": options.backend},
+        load=preprocessing(plan.pool),
+        shape=tuple(input_shape),
+        actor=AssignActor,
+        actor_kwargs={"model": model.cpu(), "device": device, **kwargs},
+        columns=("cluster_idx", "distance", *uncertainty),
+        batch_size=batch_size,
+        **resources,
+    )
 
 
 def ray_predictor(
-    *,
-    ray_concurrency: int = 1,
-    ray_cpus_per_actor: float = 1.0,
-    ray_gpus_per_actor: float = 0.0,
-    ray_shard_size: int = 4096,
+    ray: RayOptions = LOCAL_RAY,
 ) -> Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, str]]]]:
     """A drop-in for :func:`hudd_core.testing.predict_readable` (what
     :func:`hudd_core.testing.run_test` calls per set) that runs the model on Ray."""
-    resources = actor_resources(ray_concurrency, ray_cpus_per_actor, ray_gpus_per_actor,
-                                ray_shard_size)  # fmt: skip
+    resources = actor_resources(ray)
 
     def predict(model, dataset, *, resume: Path, batch_size=64, device="auto", progress=True,
                 check=None, desc="test", **_) -> tuple:  # fmt: skip
         from hudd_core.data.robust import common_shape
-        from hudd_core.models.checkpoint import model_fingerprint
         from hudd_core.testing import predict_readable
 
         shape = common_shape(dataset)
@@ -517,30 +523,9 @@ def ray_predictor(
             probe = model.cpu().eval()(torch.zeros(1, *shape))
         if check is not None:
             check(probe.float())
-        ids = list(dataset.ids)
         out = Path(resume).with_name("ray_" + Path(resume).stem)  # beside the local one
-        job = ShardJob(
-            folder=dataset.folder,
-            names=dataset.names,
-            out=out,
-            signature={
-                "n": len(ids),
-                "ids": ids[:1] + ids[-1:],
-                "shape": list(shape),
-                "model": model_fingerprint(model),
-            },
-            load=preprocessing(dataset),
-            shape=tuple(shape),
-            actor=PredictActor,
-            actor_kwargs={
-                "model": model.cpu(),
-                "device": device,
-                "width": int(probe[0].numel()),
-            },
-            columns=("out",),
-            batch_size=batch_size,
-            **resources,
-        )
+        job = predict_job(model, dataset, shape, int(probe[0].numel()), out, device=device,
+                          batch_size=batch_size, resources=resources)  # fmt: skip
         rows = run_shards(job, progress=progress)
         read = rows["skip"] == ""
         positions = rows["pos"][read]
@@ -553,19 +538,47 @@ def ray_predictor(
     return predict
 
 
-def ray_heatmap_source(
+def predict_job(
+    model: torch.nn.Module,
+    dataset: Any,
+    shape: Sequence[int],
+    width: int,
+    out: Path,
     *,
-    ray_concurrency: int = 1,
-    ray_cpus_per_actor: float = 1.0,
-    ray_gpus_per_actor: float = 0.0,
-    ray_shard_size: int = 4096,
+    device: str,
+    batch_size: int,
+    resources: Mapping[str, Any],
+) -> ShardJob:
+    """The :class:`PredictActor` pass over ``dataset`` (outputs ``width`` wide), its
+    shards in ``out``, signed by the images and the model."""
+    from hudd_core.models.checkpoint import model_fingerprint
+
+    ids = list(dataset.ids)
+    signature = {"n": len(ids), "ids": ids[:1] + ids[-1:], "shape": list(shape),
+                 "model": model_fingerprint(model)}  # fmt: skip
+    return ShardJob(
+        folder=dataset.folder,
+        names=dataset.names,
+        out=out,
+        signature=signature,
+        load=preprocessing(dataset),
+        shape=tuple(shape),
+        actor=PredictActor,
+        actor_kwargs={"model": model.cpu(), "device": device, "width": width},
+        columns=("out",),
+        batch_size=batch_size,
+        **resources,
+    )
+
+
+def ray_heatmap_source(
+    ray: RayOptions = LOCAL_RAY,
 ) -> Callable[..., Iterator[tuple[dict[str, torch.Tensor] | None, list[tuple[int, str]]]]]:
     """The relevance batches of :func:`hudd_core.heatmaps.compute_heatmaps` computed on
     Ray (classifier images without labels: ``hudd heatmaps --improvement``), in position
     order from ``start``; ``(None, [(position, reason)])`` at the first unreadable image.
     The resume point is the heatmap store's own (its rows written so far)."""
-    resources = actor_resources(ray_concurrency, ray_cpus_per_actor, ray_gpus_per_actor,
-                                ray_shard_size)  # fmt: skip
+    resources = actor_resources(ray)
 
     def source(model, dataset, shape, start, *, composite, layers, batch_size, device,
                progress=False):  # fmt: skip

@@ -39,6 +39,7 @@ from hudd_core.data.robust import Skipping, collate_skipping
 from hudd_core.lrp import LRP
 from hudd_core.lrp.engine import layer_relevance, start_relevance
 from hudd_core.models.checkpoint import model_fingerprint
+from hudd_core.options import NO_PREPROCESS, Preprocess
 from hudd_core.progress import bar as progress_bar
 from hudd_core.runstate import NothingToDo
 from hudd_core.store import HeatmapStore
@@ -259,9 +260,7 @@ def run_heatmaps(
     model: nn.Module,
     meta: dict[str, Any],
     *,
-    image_size: int | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
+    prep: Preprocess = NO_PREPROCESS,
     improvement: bool = False,
     activations: bool = False,
     **kwargs,
@@ -270,12 +269,13 @@ def run_heatmaps(
     ``T/Heatmaps``; with ``improvement``, every image of ``DataSets/ImprovementSet`` →
     ``T/ImprovementHeatmaps`` (classifiers: unlabeled, the predicted class is explained);
     with ``activations``, the Wrong rows' layer activations → ``T/Activations``.
-    ``meta`` is the checkpoint sidecar; ``kwargs`` go to :func:`compute_heatmaps`."""
+    ``meta`` is the checkpoint sidecar, ``prep`` how the images are resized and normalised;
+    ``kwargs`` go to :func:`compute_heatmaps`."""
     from hudd_core.data.datasets import ImageFiles, ImageSet
     from hudd_core.testing import RESULT_FILES
 
     workdir, data_root = Path(workdir), Path(data_root)
-    load = {"channels": meta["in_channels"], "image_size": image_size, "mean": mean, "std": std}
+    load = {"channels": meta["in_channels"], **prep.as_dict()}
     if improvement:
         if activations:
             raise ValueError("activations: of the Wrong test images only, not --improvement")

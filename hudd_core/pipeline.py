@@ -36,6 +36,7 @@ from hudd_core.config import (
     pick,
 )
 from hudd_core.models.checkpoint import load_checkpoint, prepare_checkpoint
+from hudd_core.options import AssignOptions, Preprocess, RayOptions, RetrainOptions
 from hudd_core.runstate import NothingToDo, RunLog, fingerprint
 
 log = logging.getLogger("hudd")
@@ -72,16 +73,15 @@ def step_test(run: Run) -> dict[str, Any]:
 
     cfg = run.cfg
     model, meta = load_checkpoint(run.checkpoint)
-    options = pick(cfg, "batch_size", "device", "threshold", "image_size", "mean", "std",
-                   "num_workers")  # fmt: skip
-    summary = run_test(model, run.data, run.workdir, meta, **options, model_file=run.checkpoint,
+    options = pick(cfg, "batch_size", "device", "threshold", "num_workers")
+    summary = run_test(model, run.data, run.workdir, meta, **options,
+                       prep=Preprocess.from_config(cfg), model_file=run.checkpoint,
                        progress=run.progress, predictor=predictor(cfg))  # fmt: skip
     result = run.workdir / RESULT_FILES["TestSet"]
     return {"summary": summary, "planted": accuracy_by_planted(run.data, "TestSet", result)}
 
 
-HEATMAP_OPTIONS = ("image_size", "mean", "std", "composite", "layers", "float16", "batch_size",
-                   "device", "num_workers")  # fmt: skip
+HEATMAP_OPTIONS = ("composite", "layers", "float16", "batch_size", "device", "num_workers")
 
 
 def step_heatmaps(run: Run) -> dict[str, Any]:
@@ -91,7 +91,8 @@ def step_heatmaps(run: Run) -> dict[str, Any]:
     cfg = run.cfg
     model, meta = load_checkpoint(run.checkpoint)
     options = pick(cfg, *HEATMAP_OPTIONS)
-    summary = run_heatmaps(run.workdir, run.data, model, meta, **options, progress=run.progress)
+    summary = run_heatmaps(run.workdir, run.data, model, meta, **options,
+                           prep=Preprocess.from_config(cfg), progress=run.progress)  # fmt: skip
     return {k: v for k, v in summary.items() if k != "seconds"}
 
 
@@ -106,7 +107,8 @@ def step_cluster(run: Run) -> dict[str, Any]:
     if needs(cfg["method"]) in ("activations", "both"):  # the method's features, once
         model, meta = load_checkpoint(run.checkpoint)
         run_heatmaps(run.workdir, run.data, model, meta, activations=True,
-                     progress=run.progress, **pick(cfg, *HEATMAP_OPTIONS))  # fmt: skip
+                     prep=Preprocess.from_config(cfg), progress=run.progress,
+                     **pick(cfg, *HEATMAP_OPTIONS))  # fmt: skip
     options = pick(cfg, "layers", "k_range", "selection", "device", "approx_threshold",
                    "seed", "gifs", "method", "trust_model_file", *FEATURE_OPTIONS)  # fmt: skip
     s = run_cluster(run.workdir, run.data, **options, export=cfg["export_distances"],
@@ -133,28 +135,20 @@ def step_assign(run: Run) -> dict[str, Any]:
     if meta["task"] != "classifier":
         keypoint_of = rcc_keypoints(run.workdir / "testResult.csv", images, labels)
     size = cfg["image_size"] or meta["input_size"]
-    options = pick(cfg, "backend", "top", "quota_factor", "batch_size", "limit", "gifs",
-                   "image_size", "mean", "std", "quota", "distance_threshold",
-                   "rank")  # fmt: skip
     shape = (meta["in_channels"], size, size)
     by = {"weights": model_fingerprint(model), "composite": cfg["composite"]}
+    common = {"options": AssignOptions.from_config(cfg), "prep": Preprocess.from_config(cfg),
+              "input_shape": shape, "batch_size": cfg["batch_size"], "explained_by": by,
+              "progress": run.progress}  # fmt: skip
     if cfg["engine"] == "ray":
         from hudd_core.engine_ray import ray_assign
 
-        return ray_assign(run.workdir, run.data, model, layer, keypoint_of, input_shape=shape,
-                          **options, **ray_options(cfg), composite=cfg["composite"],
-                          device=cfg["device"], explained_by=by,
-                          progress=run.progress)  # fmt: skip
+        return ray_assign(run.workdir, run.data, model, layer, keypoint_of, **common,
+                          ray=RayOptions.from_config(cfg), device=cfg["device"])  # fmt: skip
     explain = {"composite": cfg["composite"], "device": cfg["device"], "rank": cfg["rank"]}
     relevance = assign_relevance(model, layer, keypoint_of, **explain)
-    return run_assign(run.workdir, run.data, relevance, input_shape=shape, **options,
-                      num_workers=cfg["num_workers"], explained_by=by,
-                      progress=run.progress)  # fmt: skip
-
-
-def ray_options(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The Ray engine's options of ``cfg`` (``--ray-*``)."""
-    return {k: v for k, v in cfg.items() if k.startswith("ray_")}
+    return run_assign(run.workdir, run.data, relevance, **common,
+                      num_workers=cfg["num_workers"])  # fmt: skip
 
 
 def predictor(cfg: dict[str, Any]) -> Callable[..., tuple] | None:
@@ -163,7 +157,7 @@ def predictor(cfg: dict[str, Any]) -> Callable[..., tuple] | None:
         return None
     from hudd_core.engine_ray import ray_predictor
 
-    return ray_predictor(**ray_options(cfg))
+    return ray_predictor(RayOptions.from_config(cfg))
 
 
 def step_retrain(run: Run) -> dict[str, Any]:
@@ -172,13 +166,9 @@ def step_retrain(run: Run) -> dict[str, Any]:
     from hudd_core.retrain import run_retrain
 
     cfg = run.cfg
-    hp = {**pick(cfg, "epochs", "lr", "momentum", "weight_decay"),
-          "batch_size": cfg["train_batch_size"]}  # fmt: skip
-    options = pick(cfg, "baselines", "repeats", "seed", "device", "quota_factor", "image_size",
-                   "mean", "std", "group_by", "quota", "freeze", "bootstrap",
-                   "validation")  # fmt: skip
-    result = run_retrain(run.workdir, run.data, model_name=run.checkpoint.stem,
-                         labels_csv=cfg["labels"], hp=hp, **options,
+    result = run_retrain(run.workdir, run.data, options=RetrainOptions.from_config(cfg),
+                         prep=Preprocess.from_config(cfg), model_name=run.checkpoint.stem,
+                         labels_csv=cfg["labels"], seed=cfg["seed"], device=cfg["device"],
                          eval_batch_size=cfg["batch_size"], progress=run.progress)  # fmt: skip
     keep = ("before", "hudd", *BASELINES, "versus", "repeats", "labelling_budget",
             "retrained_model")  # fmt: skip

@@ -23,7 +23,7 @@ out of the fine-tuning and reports every method's ``validation_accuracy`` beside
 
 Example (after ``hudd assign``)::
 
-    result = run_retrain("T", "DataSets", baselines=True, repeats=3)
+    result = run_retrain("T", "DataSets", options=RetrainOptions(baselines=True, repeats=3))
     print(result["hudd"]["accuracy"]["mean"], result["BL2"]["accuracy"]["mean"])
 """
 
@@ -33,6 +33,7 @@ import copy
 import csv
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,13 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from hudd_core.assign import QUOTAS
 from hudd_core.balance import BOOTSTRAPS, balance_indices, bootstrap_target
-from hudd_core.baselines import baseline_names, baseline_sample, improvement_pool, versus
-from hudd_core.config import REFERENCE_HP, check_choice
+from hudd_core.baselines import (
+    baseline_names,
+    baseline_sample,
+    improvement_pool,
+    set_options,
+    versus,
+)
 from hudd_core.data.datasets import (
     ImageSet,
     LabelledImages,
@@ -54,6 +60,14 @@ from hudd_core.data.datasets import (
 from hudd_core.fileio import atomic_write_json
 from hudd_core.models.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from hudd_core.models.train import train
+from hudd_core.options import (
+    NO_PREPROCESS,
+    REFERENCE_RETRAIN,
+    Preprocess,
+    RetrainOptions,
+    check_choice,
+    choices,
+)
 from hudd_core.testing import (
     DEFAULT_THRESHOLD,
     RESULT_FILES,
@@ -223,7 +237,7 @@ def test_groups(
     return groups
 
 
-FREEZE = ("none", "features")
+FREEZE = choices("freeze")
 
 
 def head_modules(model: nn.Module) -> list[nn.Module]:
@@ -339,165 +353,248 @@ def run_retrain(
     workdir: str | Path,
     data_root: str | Path,
     *,
+    options: RetrainOptions = REFERENCE_RETRAIN,
+    prep: Preprocess = NO_PREPROCESS,
     model_name: str | None = None,
     labels_csv: str | Path | None = None,
-    baselines: bool | Sequence[str] = False,
-    repeats: int = 1,
     seed: int = 0,
-    hp: dict[str, Any] | None = None,
     device: str = "auto",
     eval_batch_size: int = 256,
-    quota_factor: float = 2.0,
-    image_size: int | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    group_by: Sequence[str] | None = None,
     progress: bool = True,
-    quota: str = "mass",
-    freeze: str = "none",
-    bootstrap: str = "weighted",
-    validation: float = 0.0,
     tuning: bool = False,
 ) -> dict[str, Any]:
     """HUDD's retraining and (optionally) the baselines; writes
     ``T/DNNModels/<model>_retrained.pt`` and ``T/retrain.json`` and returns the latter.
 
     Args:
+        options: the retraining's options (:class:`~hudd_core.options.RetrainOptions`, its
+            docstring says what each does; the defaults are the reference's).
+        prep: the preprocessing of ``hudd test``, for every image the retraining reads.
         model_name: the checkpoint in ``T/DNNModels`` (default: the only one that is not a
             ``_retrained`` one).
         labels_csv: the engineer's labels of the unsafe set (default: the ImprovementSet's
             class folders / labels.csv).
-        baselines: ``True`` for the paper's BL1 and BL2, or baseline names
-            (:data:`hudd_core.baselines.BASELINES`).
-        repeats: seeds ``seed, seed+1, ...`` for every method.
-        hp: hyper-parameters overriding :data:`REFERENCE_HP`.
-        quota_factor, quota: the assignment's quota rule (the bootstrap target is the
-            largest quota of the clusters in the unsafe set).
-        image_size, mean, std: the preprocessing of ``hudd test``, for every image the
-            retraining reads and evaluates.
-        group_by: categorical columns of ``TestSet/metadata.csv`` to report the accuracy
-            per group of (default: ``planted`` when the column exists).
-        freeze: ``none`` (the reference) or ``features`` (only the classifier head).
-        bootstrap: ``weighted`` (the reference) or ``none`` (:data:`BOOTSTRAPS`).
-        validation: the fraction of the TrainingSet held out of the fine-tuning (seeded by
-            ``seed``, the same for every repeat and method); every method then reports
-            ``validation_accuracy`` and ``validation_gain`` beside the test figures, and
-            ``validation`` gives the split and the accuracy before.
         tuning: validation figures only: the TestSet is never read (no ``before``,
             ``accuracy``, ``gain``, no per-group tables) and nothing is written (no
             checkpoint, no ``retrain.json``); needs ``validation`` > 0.
     """
     workdir, data_root = Path(workdir), Path(data_root)
-    hp = {**REFERENCE_HP, **(hp or {})}
-    if repeats < 1:
-        raise ValueError(f"--repeats must be at least 1, got {repeats}")
-    if tuning and not validation:
+    check_retrain_options(options, tuning)
+    names = baseline_names(options.baselines)
+    case = load_case(workdir, data_root, options, prep, model_name=model_name,
+                     labels_csv=labels_csv, seed=seed, device=device,
+                     batch_size=eval_batch_size, tuning=tuning)  # fmt: skip
+    before = score(case, case.model)
+    target = _bootstrap_target(workdir, case.clusters, options.quota_factor, options.quota)
+    pool = None
+    if names:
+        pool = improvement_pool(case.model, data_root, case.meta, prep, device, eval_batch_size)
+    runs = Runs({m: [] for m in ("hudd", *names)}, {name: [] for name in names})
+    saved = None
+    for r in range(options.runs):
+        tuned, balanced = retrain_once(case, options, names, pool, target, seed + r, runs,
+                                       progress=progress)  # fmt: skip
+        if r == 0 and not tuning:
+            saved = save_retrained(case, tuned, options.hp)
+    result = retrain_result(case, options, runs, before, seed=seed, saved=saved,
+                            balanced=balanced, tuning=tuning)  # fmt: skip
+    if not tuning:
+        atomic_write_json(workdir / "retrain.json", result)
+    return result
+
+
+def check_retrain_options(options: RetrainOptions, tuning: bool) -> None:
+    """A ValueError naming the option whose value cannot work."""
+    if options.runs < 1:
+        raise ValueError(f"--repeats must be at least 1, got {options.runs}")
+    if tuning and not options.validation:
         raise ValueError("tuning reads no test set: it needs --validation above 0")
-    check_choice("freeze", freeze, FREEZE)
-    check_choice("bootstrap", bootstrap, BOOTSTRAPS)
-    check_choice("quota", quota, QUOTAS)
-    names = baseline_names(baselines)
+    check_choice("freeze", options.freeze, FREEZE)
+    check_choice("bootstrap", options.bootstrap, BOOTSTRAPS)
+    check_choice("quota", options.quota, QUOTAS)
+
+
+@dataclass
+class Case:
+    """What every fine-tuning of a retraining reads: the model, the unsafe set and its
+    labelled images, the training set (less the held-out part), and the sets it is
+    scored on (``test_set`` None when tuning; ``val_set`` None without validation)."""
+
+    model: nn.Module
+    meta: dict[str, Any]
+    checkpoint: Path
+    images: list[str]
+    clusters: np.ndarray
+    distances: np.ndarray
+    unsafe: LabelledImages
+    train_set: Dataset
+    val_set: Dataset | None
+    held_out: int
+    test_set: ImageSet | None
+    groups: dict[str, dict]
+    scoring: dict[str, Any]  # correct_mask's batch_size and device
+
+
+def load_case(
+    workdir: Path,
+    data_root: Path,
+    options: RetrainOptions,
+    prep: Preprocess,
+    *,
+    model_name: str | None,
+    labels_csv: str | Path | None,
+    seed: int,
+    device: str,
+    batch_size: int,
+    tuning: bool,
+) -> Case:
+    """Reads the checkpoint, ``T/unsafe_set.csv`` (labelled) and the image sets."""
     checkpoint = find_checkpoint(workdir, model_name)
     model, meta = load_checkpoint(checkpoint)
     images, clusters, distances = read_unsafe_set(workdir)
-    prep = {"image_size": image_size, "mean": mean, "std": std}
-    unsafe = LabelledImages(
-        data_root,
-        images,
-        label_images(data_root, images, meta, labels_csv),
-        meta["in_channels"],
-        meta["task"],
-        prep,
-    )
-    classes = meta["classes"] if meta["task"] == "classifier" else None
-    sets = {"task": meta["task"], "channels": meta["in_channels"], "classes": classes, **prep}
+    targets = label_images(data_root, images, meta, labels_csv)
+    unsafe = LabelledImages(data_root, images, targets, meta["in_channels"], meta["task"],
+                            prep.as_dict())  # fmt: skip
+    sets = set_options(meta, prep)
     train_set = tested_only(
         ImageSet(data_root / "TrainingSet", **sets), workdir / RESULT_FILES["TrainingSet"]
     )
-    fit, held_out = validation_split(len(train_set), validation, seed)
+    fit, held_out = validation_split(len(train_set), options.validation, seed)
+    val_set = None
     if len(held_out):
         train_set, val_set = Subset(train_set, fit.tolist()), Subset(train_set, held_out.tolist())
-    scores = {"batch_size": eval_batch_size, "device": device}
-
-    def validate(m: nn.Module) -> float:
-        return float(np.mean(correct_mask(m, val_set, meta, **scores)[0]))
-
-    if tuning:
-        evaluate, before = None, None
-    else:
+    test_set, groups = None, {}
+    if not tuning:
         test_set = ImageSet(data_root / "TestSet", **sets)
-        groups = test_groups(workdir, data_root, test_set, meta, group_by)
+        groups = test_groups(workdir, data_root, test_set, meta, options.group_by)
+    return Case(model, meta, checkpoint, images, clusters, distances, unsafe, train_set,
+                val_set, len(held_out), test_set, groups,
+                {"batch_size": batch_size, "device": device})  # fmt: skip
 
-        def evaluate(m: nn.Module) -> dict[str, Any]:
-            ok, pos = correct_mask(m, test_set, meta, **scores)
-            return accuracy_table(ok, [test_set.ids[i] for i in pos], groups)
 
-        before = evaluate(model)
-    before_val = validate(model) if len(held_out) else None
-    target = _bootstrap_target(workdir, clusters, quota_factor, quota)
-    methods: dict[str, list[dict[str, Any]]] = {"hudd": [], **{name: [] for name in names}}
-    val_runs: dict[str, list[float]] = {m: [] for m in methods}
-    pool = None
-    if names:
-        pool = improvement_pool(model, data_root, meta, sets, device, eval_batch_size)
-    kept: dict[str, list[int]] = {name: [] for name in names}
+@dataclass
+class Scores:
+    """A model's scores: the test accuracy table (None when tuning) and the validation
+    accuracy (None without validation)."""
 
-    def tune(name: str, added: Dataset, s: int) -> nn.Module:
-        """Every method: TrainingSet (less the held-out part) + its images, then scored."""
-        data = ConcatDataset([train_set, added])
-        tuned = fine_tune(model, data, meta, hp, seed=s, device=device, progress=progress,
-                          freeze=freeze)  # fmt: skip
-        if evaluate is not None:
-            methods[name].append(evaluate(tuned))
-        if before_val is not None:
-            val_runs[name].append(validate(tuned))
-        return tuned
+    test: dict[str, Any] | None
+    validation: float | None
 
-    saved = None
-    for r in range(repeats):
-        s = seed + r
-        balanced = unsafe.subset(balance_indices(clusters, distances, target, s, bootstrap))
-        tuned = tune("hudd", balanced, s)
-        if r == 0 and not tuning:
-            saved = save_checkpoint(
-                tuned,
-                workdir / "DNNModels",
-                f"{checkpoint.stem}_retrained",
-                {**meta, "retrained_from": checkpoint.name, "hp": hp},
-            )
-        for name in names:
-            extra, labelled_wrong = baseline_sample(name, pool, len(images), len(balanced), s)
-            kept[name].append(labelled_wrong)
-            tune(name, extra, s)
+
+def score(case: Case, model: nn.Module) -> Scores:
+    """``model``'s accuracy on the test set (overall and per group) and on the held-out
+    training images, whichever the case has."""
+    test = None
+    if case.test_set is not None:
+        ok, pos = correct_mask(model, case.test_set, case.meta, **case.scoring)
+        test = accuracy_table(ok, [case.test_set.ids[i] for i in pos], case.groups)
+    validation = None
+    if case.val_set is not None:
+        validation = float(np.mean(correct_mask(model, case.val_set, case.meta,
+                                                **case.scoring)[0]))  # fmt: skip
+    return Scores(test, validation)
+
+
+@dataclass
+class Runs:
+    """Every method's scores, one per repeat, and how many distinct images each baseline
+    added per repeat."""
+
+    scores: dict[str, list[Scores]]
+    distinct: dict[str, list[int]]
+
+
+def retrain_once(
+    case: Case,
+    options: RetrainOptions,
+    names: Sequence[str],
+    pool: Any,
+    target: int,
+    seed: int,
+    runs: Runs,
+    *,
+    progress: bool,
+) -> tuple[nn.Module, Dataset]:
+    """One repeat: HUDD's balanced unsafe set, then each baseline's images at the same
+    budget, each fine-tuned on the training set and scored into ``runs``. Returns HUDD's
+    tuned model and balanced set."""
+    picked = balance_indices(case.clusters, case.distances, target, seed, options.bootstrap)
+    balanced = case.unsafe.subset(picked)
+    hudd = tune_and_score(case, options, balanced, seed, runs.scores["hudd"], progress)
+    for name in names:
+        extra, labelled_wrong = baseline_sample(name, pool, len(case.images), len(balanced),
+                                                seed)  # fmt: skip
+        runs.distinct[name].append(labelled_wrong)
+        tune_and_score(case, options, extra, seed, runs.scores[name], progress)
+    return hudd, balanced
+
+
+def tune_and_score(
+    case: Case,
+    options: RetrainOptions,
+    added: Dataset,
+    seed: int,
+    into: list[Scores],
+    progress: bool,
+) -> nn.Module:
+    """The model fine-tuned on the training set (less the held-out part) and ``added``;
+    its scores appended to ``into``."""
+    data = ConcatDataset([case.train_set, added])
+    tuned = fine_tune(case.model, data, case.meta, options.hp, seed=seed,
+                      device=case.scoring["device"], progress=progress,
+                      freeze=options.freeze)  # fmt: skip
+    into.append(score(case, tuned))
+    return tuned
+
+
+def save_retrained(case: Case, tuned: nn.Module, hp: dict[str, Any]) -> Path:
+    """``T/DNNModels/<model>_retrained.pt`` and its sidecar."""
+    stem = case.checkpoint.stem
+    meta = {**case.meta, "retrained_from": case.checkpoint.name, "hp": hp}
+    return save_checkpoint(tuned, case.checkpoint.parent, f"{stem}_retrained", meta)
+
+
+def retrain_result(
+    case: Case,
+    options: RetrainOptions,
+    runs: Runs,
+    before: Scores,
+    *,
+    seed: int,
+    saved: Path | None,
+    balanced: Dataset,
+    tuning: bool,
+) -> dict[str, Any]:
+    """``retrain.json``: the run's facts, every method's figures, HUDD versus each
+    baseline."""
     result: dict[str, Any] = {
-        "model": checkpoint.name,
+        "model": case.checkpoint.name,
         "retrained_model": saved.name if saved else None,
-        "hp": hp,
-        "repeats": repeats,
+        "hp": options.hp,
+        "repeats": options.runs,
         "seed": seed,
-        "labelling_budget": len(images),
+        "labelling_budget": len(case.images),
         "balanced_unsafe_set": len(balanced),
     }
-    options = {"quota": quota, "freeze": freeze, "bootstrap": bootstrap}
-    if options != {"quota": "mass", "freeze": "none", "bootstrap": "weighted"}:
-        result["options"] = options  # the reference's retrain.json keeps its shape
+    chosen = {"quota": options.quota, "freeze": options.freeze, "bootstrap": options.bootstrap}
+    if chosen != {"quota": "mass", "freeze": "none", "bootstrap": "weighted"}:
+        result["options"] = chosen  # the reference's retrain.json keeps its shape
     if not tuning:
-        result["before"] = before
-    for name in methods:
-        result[name] = {} if tuning else _summarise(methods[name], before)
-        if before_val is not None:
-            result[name]["validation_accuracy"] = _stats(val_runs[name])
-            result[name]["validation_gain"] = _stats([v - before_val for v in val_runs[name]])
-    if before_val is not None:
-        result["validation"] = {"fraction": validation, "n": len(held_out), "seed": seed,
-                                "before": before_val}  # fmt: skip
-    for name in names:  # how many distinct images each baseline added (per repeat)
-        result[name]["distinct_images"] = kept[name]
-    if names and not tuning:  # HUDD's gains against each baseline's: effect size, significance
-        gains = {m: result[m]["gain"]["runs"] for m in methods}
+        result["before"] = before.test
+    for name, scores in runs.scores.items():
+        result[name] = {} if tuning else _summarise([s.test for s in scores], before.test)
+        if before.validation is not None:
+            val = [s.validation for s in scores]
+            result[name]["validation_accuracy"] = _stats(val)
+            result[name]["validation_gain"] = _stats([v - before.validation for v in val])
+    if before.validation is not None:
+        result["validation"] = {"fraction": options.validation, "n": case.held_out,
+                                "seed": seed, "before": before.validation}  # fmt: skip
+    for name, distinct in runs.distinct.items():  # distinct images each baseline added
+        result[name]["distinct_images"] = distinct
+    if runs.distinct and not tuning:  # HUDD's gains against each baseline's: A12, p-value
+        gains = {m: result[m]["gain"]["runs"] for m in runs.scores}
         result["versus"] = versus(gains.pop("hudd"), gains)
-    if not tuning:
-        atomic_write_json(workdir / "retrain.json", result)
     return result
 
 

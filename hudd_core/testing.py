@@ -35,12 +35,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from hudd_core.config import DEFAULTS
 from hudd_core.data.datasets import ImageSet, read_metadata
 from hudd_core.data.robust import SkipLog, Skipping, collate_skipping, common_shape
 from hudd_core.fileio import load_signed_npz, save_signed_npz, write_csv
 from hudd_core.models.checkpoint import model_fingerprint, output_mismatch
 from hudd_core.models.train import resolve_device
+from hudd_core.options import DEFAULTS, NO_PREPROCESS, Preprocess
 from hudd_core.progress import bar as progress_bar
 
 log = logging.getLogger("hudd")
@@ -245,9 +245,7 @@ def run_test(
     batch_size: int = 64,
     device: str = "auto",
     threshold: float = DEFAULT_THRESHOLD,
-    image_size: int | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
+    prep: Preprocess = NO_PREPROCESS,
     progress: bool = True,
     model_file: str | Path | None = None,
     num_workers: int = 0,
@@ -256,7 +254,8 @@ def run_test(
     """Tests ``model`` on ``sets`` of ``data_root``, writes the result files into ``workdir``;
     returns per set ``{"n", "wrong", "accuracy", "skipped"}``.
 
-    ``meta`` is the checkpoint sidecar (``task``, ``classes``, ``in_channels``). Images
+    ``meta`` is the checkpoint sidecar (``task``, ``classes``, ``in_channels``); ``prep``
+    how the images are resized and normalised. Images
     that cannot be read (corrupt, truncated, zero-byte, not an image) or whose size
     differs from the set's are left out of the result files and listed in
     ``T/skipped.csv`` (step ``test``), as are non-image files in class folders. The
@@ -276,9 +275,7 @@ def run_test(
             data_root / name,
             task=meta["task"],
             channels=meta["in_channels"],
-            image_size=image_size,
-            mean=mean,
-            std=std,
+            **prep.as_dict(),
             classes=meta["classes"] if meta["task"] == "classifier" else None,
         )
         for name in sets

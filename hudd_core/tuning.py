@@ -20,26 +20,35 @@ Example (a fake trial: option sets and their validation gains)::
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from hudd_core.options import REFERENCE_RETRAIN, RetrainOptions
 
 Trial = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 
 def retrain_trial(
-    workdir: str | Path, data_root: str | Path, *, validation: float = 0.2, **common: Any
+    workdir: str | Path,
+    data_root: str | Path,
+    *,
+    validation: float = 0.2,
+    options: RetrainOptions = REFERENCE_RETRAIN,
+    **common: Any,
 ) -> Trial:
-    """A trial that fine-tunes with the candidate's retraining options (``run_retrain``
-    keywords: ``hp``, ``freeze``, ``bootstrap``, ...) on the TrainingSet less a held-out
-    ``validation`` fraction, and scores it there only (``tuning=True``)."""
+    """A trial that fine-tunes with ``options`` overridden by the candidate's (fields of
+    :class:`~hudd_core.options.RetrainOptions`: ``lr``, ``freeze``, ``bootstrap``, ...) on
+    the TrainingSet less a held-out ``validation`` fraction, and scores it there only
+    (``tuning=True``); ``common``: the other ``run_retrain`` keywords."""
     from hudd_core.retrain import run_retrain
 
     if not 0 < validation < 1:
         raise ValueError(f"tuning needs a validation fraction in (0, 1), got {validation!r}")
 
-    def trial(options: Mapping[str, Any]) -> Mapping[str, Any]:
-        return run_retrain(workdir, data_root, **{**common, **options},
-                           validation=validation, tuning=True)  # fmt: skip
+    def trial(candidate: Mapping[str, Any]) -> Mapping[str, Any]:
+        chosen = replace(options, **candidate, validation=validation)
+        return run_retrain(workdir, data_root, options=chosen, **common, tuning=True)
 
     return trial
 
@@ -59,7 +68,8 @@ def tune_on_validation(
     ``trial(options)`` returns a ``retrain.json``-like result with
     ``result[method]["validation_gain"]["mean"]``; by default
     :func:`retrain_trial` over ``workdir``/``data_root`` with ``validation`` and the
-    ``common`` ``run_retrain`` keywords. Ties go to the earlier candidate. Returns
+    ``common`` keywords of :func:`retrain_trial` (``options``, the base options) and
+    ``run_retrain``. Ties go to the earlier candidate. Returns
     ``{"best", "index", "method", "trials": [{"options", "validation_gain"}]}``.
     """
     if not candidates:

@@ -8,6 +8,7 @@ import torch
 
 from hudd_core import assign as A
 from hudd_core import balance as B
+from hudd_core.options import AssignOptions
 
 # Distances of 5 improvement images to clusters 1 and 2 (hand-made example).
 DIST = np.array(
@@ -168,7 +169,9 @@ def test_run_assign_matches_exact_reference(assign_case):
     from hudd_core.data.datasets import ImageFiles
 
     data, T, X, labels = assign_case
-    summary = A.run_assign(T, data, _relevance, backend="faiss", batch_size=16, progress=False)
+    summary = A.run_assign(
+        T, data, _relevance, options=AssignOptions(backend="faiss"), batch_size=16, progress=False
+    )
     rows = list(csv.DictReader(open(T / "unsafe_set.csv")))
     assert summary["quotas"] == {1: 24, 2: 20, 3: 14}
     assert {int(r["cluster"]) for r in rows} <= {1, 2, 3}
@@ -189,7 +192,9 @@ def test_run_assign_matches_exact_reference(assign_case):
 
 def test_run_assign_resumes_after_interruption(assign_case):
     data, T, _, _ = assign_case
-    A.run_assign(T, data, _relevance, backend="numpy", batch_size=8, progress=False)
+    A.run_assign(
+        T, data, _relevance, options=AssignOptions(backend="numpy"), batch_size=8, progress=False
+    )
     expected = (T / "unsafe_set.csv").read_text()
     (T / "Assign" / "candidates.npz").unlink()
     calls = {"n": 0}
@@ -201,9 +206,19 @@ def test_run_assign_resumes_after_interruption(assign_case):
         return _relevance(x)
 
     with pytest.raises(KeyboardInterrupt):
-        A.run_assign(T, data, flaky, backend="numpy", batch_size=8, save_every=1, progress=False)
+        A.run_assign(
+            T,
+            data,
+            flaky,
+            options=AssignOptions(backend="numpy"),
+            batch_size=8,
+            save_every=1,
+            progress=False,
+        )
     calls["n"] = 100  # no more interruptions; count the batches of the rerun
-    A.run_assign(T, data, flaky, backend="numpy", batch_size=8, progress=False)
+    A.run_assign(
+        T, data, flaky, options=AssignOptions(backend="numpy"), batch_size=8, progress=False
+    )
     assert calls["n"] == 100 + 4  # 50 images = 7 batches, 3 were saved before the stop
     assert (T / "unsafe_set.csv").read_text() == expected
 
@@ -248,7 +263,13 @@ def test_run_assign_skips_and_records_bad_images(assign_case):
 
     Image.new("L", (40, 40)).save(data / "ImprovementSet" / "left" / "big.png")
     summary = A.run_assign(
-        T, data, _relevance, input_shape=(1, 32, 32), backend="numpy", batch_size=8, progress=False
+        T,
+        data,
+        _relevance,
+        options=AssignOptions(backend="numpy"),
+        input_shape=(1, 32, 32),
+        batch_size=8,
+        progress=False,
     )
     rows = list(csv.DictReader(open(T / "skipped.csv")))
     assert {r["image"] for r in rows} == {
@@ -388,7 +409,8 @@ def test_run_assign_options_select_what_an_independent_computation_selects(assig
     tight = {**{int(i): 1 for i in first}, **{int(i): 2 for i in second}}
     (T / "clusters.csv").write_text("image,cluster,layer\n" + "".join(
         f"{ids[i]},{c},features.3\n" for i, c in tight.items()))  # fmt: skip
-    s = A.run_assign(T, data, _relevance, backend="numpy", distance_threshold="paper",
+    s = A.run_assign(T, data, _relevance,
+                     options=AssignOptions(backend="numpy", distance_threshold="paper"),
                      progress=False)  # fmt: skip
     tau = {}
     for c in (1, 2):
@@ -407,13 +429,15 @@ def test_run_assign_options_select_what_an_independent_computation_selects(assig
     keep = labels != 4
     d = A.nearest_member_reference(Q, X[keep], labels[keep], np.array([1, 2, 3]))
     # --quota uniform with quota factor 0.5: quotas ceil(6, 5, 3.5) = 15 -> 5 each.
-    s = A.run_assign(T, data, _relevance, backend="numpy", quota="uniform", quota_factor=0.5,
+    s = A.run_assign(T, data, _relevance,
+                     options=AssignOptions(backend="numpy", quota="uniform", quota_factor=0.5),
                      progress=False)  # fmt: skip
     assert s["quotas"] == {1: 5, 2: 5, 3: 5} and sum(s["per_cluster"].values()) == 15
     # --rank uncertainty: per cluster with enough order-0 candidates, the `quota` most
     # uncertain of the images whose closest cluster it is.
-    s = A.run_assign(T, data, _with_logits, backend="numpy", quota_factor=0.5,
-                     rank="uncertainty", progress=False)  # fmt: skip
+    s = A.run_assign(T, data, _with_logits,
+                     options=AssignOptions(backend="numpy", quota_factor=0.5, rank="uncertainty"),
+                     progress=False)  # fmt: skip
     logits = torch.cat([_with_logits(pool[i][0][None])[1] for i in range(len(pool))]).double()
     p = torch.softmax(logits, 1).numpy()
     entropy = -(p * np.log(p)).sum(1)
@@ -437,22 +461,32 @@ def test_selection_options_reuse_or_recompute_the_candidates(assign_case):
         calls["n"] += 1
         return _with_logits(x)
 
-    A.run_assign(T, data, counted, backend="numpy", batch_size=25, progress=False)
+    A.run_assign(
+        T, data, counted, options=AssignOptions(backend="numpy"), batch_size=25, progress=False
+    )
     reference = (T / "unsafe_set.csv").read_text()
     assert calls["n"] == 2
     # quota and threshold act on the saved candidates: no relevance pass, another selection
-    A.run_assign(T, data, counted, backend="numpy", batch_size=25, quota="uniform",
-                 distance_threshold="paper", progress=False)  # fmt: skip
+    other = AssignOptions(backend="numpy", quota="uniform", distance_threshold="paper")
+    A.run_assign(T, data, counted, options=other, batch_size=25, progress=False)
     assert calls["n"] == 2 and (T / "unsafe_set.csv").read_text() != reference
     # rank uncertainty needs the entropy: a new signature, the candidates are recomputed
-    A.run_assign(T, data, counted, backend="numpy", batch_size=25, rank="uncertainty",
-                 progress=False)  # fmt: skip
+    A.run_assign(T, data, counted, options=AssignOptions(backend="numpy", rank="uncertainty"),
+                 batch_size=25, progress=False)  # fmt: skip
     assert calls["n"] == 4
-    A.run_assign(T, data, counted, backend="numpy", batch_size=25, progress=False)
+    A.run_assign(
+        T, data, counted, options=AssignOptions(backend="numpy"), batch_size=25, progress=False
+    )
     assert calls["n"] == 6 and (T / "unsafe_set.csv").read_text() == reference
     with pytest.raises(ValueError, match="returned no model outputs"):
         (T / "Assign" / "candidates.npz").unlink()
-        A.run_assign(T, data, _relevance, backend="numpy", rank="uncertainty", progress=False)
+        A.run_assign(
+            T,
+            data,
+            _relevance,
+            options=AssignOptions(backend="numpy", rank="uncertainty"),
+            progress=False,
+        )
 
 
 def test_hudd_run_checks_the_selection_and_retraining_options():

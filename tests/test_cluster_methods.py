@@ -14,6 +14,7 @@ from test_assign import _relevance, assign_case  # noqa: F401 (a fixture)
 from hudd_core.cluster import methods as cm
 from hudd_core.cluster.analysis import pair_shares
 from hudd_core.cluster.labels import NOISE, relabel
+from hudd_core.options import AssignOptions
 
 
 def _groups(seed: int = 0, sizes=(25, 20, 15), dim: int = 12, outliers: int = 0):
@@ -180,7 +181,9 @@ def test_assign_gives_noise_no_quota(assign_case):  # noqa: F811
                 *((i, c, "features.3") for i, c in zip(images, labels, strict=True)),
             ]
         )
-    summary = A.run_assign(T, data, _relevance, backend="numpy", gifs=False, progress=False)
+    summary = A.run_assign(
+        T, data, _relevance, options=AssignOptions(backend="numpy", gifs=False), progress=False
+    )
     assert summary["quotas"] == {1: 24, 2: 20}
     rows = list(csv.DictReader(open(T / "unsafe_set.csv")))
     assert {int(r["cluster"]) for r in rows} <= {1, 2}

@@ -15,6 +15,7 @@ import torch
 from scipy.spatial.distance import cdist
 
 from hudd_core.cli import main
+from hudd_core.options import AssignOptions, Preprocess
 
 RGB_MODEL = """
 import torch
@@ -177,7 +178,8 @@ def test_assign_ranks_every_cluster_and_signs_what_it_depends_on(model_workdir):
         calls.append(len(x))
         return f(x)
 
-    kw = {"input_shape": (1, 32, 32), "backend": "numpy", "gifs": False, "progress": False}
+    local = AssignOptions(backend="numpy", gifs=False)
+    kw = {"input_shape": (1, 32, 32), "options": local, "progress": False}
     s = run_assign(ws.T, ws.data, counted, explained_by={"weights": "a"}, **kw)
     assert s["top"] == 7  # every cluster is ranked (the reference)
     z = np.load(ws.T / "Assign" / "candidates.npz")
@@ -187,7 +189,8 @@ def test_assign_ranks_every_cluster_and_signs_what_it_depends_on(model_workdir):
     assert sum(calls) == first  # same model: resumed, nothing recomputed
     run_assign(ws.T, ws.data, counted, explained_by={"weights": "b"}, **kw)
     assert sum(calls) == 2 * first  # other weights: the candidates are recomputed
-    run_assign(ws.T, ws.data, counted, explained_by={"weights": "b"}, top=2, **kw)
+    kw["options"] = AssignOptions(backend="numpy", gifs=False, top=2)
+    run_assign(ws.T, ws.data, counted, explained_by={"weights": "b"}, **kw)
     assert np.load(ws.T / "Assign" / "candidates.npz")["cluster_idx"].shape[1] == 2
 
 
@@ -205,8 +208,9 @@ def test_assign_applies_the_preprocessing(model_workdir):
         return torch.rand(len(x), 1024)
 
     # heatmaps of the 32 × 32 model stand for the members; only the input path matters here
-    s = run_assign(ws.T, ws.data, relevance, input_shape=(1, 16, 16), image_size=16,
-                   mean=[0.5], std=[0.25], backend="numpy", gifs=False, progress=False)  # fmt: skip
+    s = run_assign(ws.T, ws.data, relevance, options=AssignOptions(backend="numpy", gifs=False),
+                   prep=Preprocess(image_size=16, mean=[0.5], std=[0.25]), input_shape=(1, 16, 16),
+                   progress=False)  # fmt: skip
     assert s["skipped"] == 0 and seen and set(seen) == {(1, 16, 16)}
     assert small is not None
 

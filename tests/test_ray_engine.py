@@ -17,6 +17,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from hudd_core.options import AssignOptions, RayOptions  # noqa: E402
 from hudd_testkit.assign_fixtures import LAYER, add_bad_images, make_assign_case  # noqa: E402
 from hudd_testkit.assign_fixtures import read_skipped as _skipped  # noqa: E402
 from hudd_testkit.assign_fixtures import run_assign as _assign  # noqa: E402
@@ -74,8 +75,8 @@ def test_ray_assign_refuses_uncertainty_for_keypoint_models(case):
     w, _ = case
     model, _ = load_checkpoint(w.pt)
     with pytest.raises(ValueError, match="--rank uncertainty: a keypoint regressor"):
-        ray_assign(w.T, w.data, model, LAYER, {1: 0}, input_shape=(1, 32, 32),
-                   rank="uncertainty", progress=False)  # fmt: skip
+        ray_assign(w.T, w.data, model, LAYER, {1: 0}, options=AssignOptions(rank="uncertainty"),
+                   input_shape=(1, 32, 32), progress=False)  # fmt: skip
     assert not (w.T / "Assign").exists()  # refused before any work
 
 
@@ -90,7 +91,8 @@ def test_ray_test_step_equals_local(ray_cluster, model_workdir):
     reference = w.root / "reference"
     kw = {"device": "cpu", "progress": False, "batch_size": 8}
     local = run_test(model, w.data, reference, meta, **kw)
-    got = run_test(model, w.data, w.T, meta, **kw, predictor=ray_predictor(ray_shard_size=16))
+    predictor = ray_predictor(RayOptions(shard_size=16))
+    got = run_test(model, w.data, w.T, meta, **kw, predictor=predictor)
     assert got == local and got["TestSet"]["skipped"] == 2
     for name in ("trainResult.csv", "testResult.csv"):
         assert (w.T / name).read_text() == (reference / name).read_text()
@@ -206,7 +208,7 @@ def test_ray_improvement_heatmaps_equal_local_and_resume(ray_cluster, model_work
     kw = {"layers": ["features.3", LAYER], "improvement": True, "device": "cpu",
           "batch_size": 8, "progress": False}  # fmt: skip
     run_heatmaps(w.root / "reference", w.data, model, meta, **kw)
-    source = ray_heatmap_source(ray_shard_size=16)
+    source = ray_heatmap_source(RayOptions(shard_size=16))
     got = run_heatmaps(w.T, w.data, model, meta, **kw, source=source)
     assert got["rows"] == 40 and got["resumed_from"] == 0
     a, b = w.T / "ImprovementHeatmaps", w.root / "reference" / "ImprovementHeatmaps"

@@ -16,6 +16,7 @@ from hudd_core.data import simulator
 from hudd_core.data.generate import generate
 from hudd_core.models import alexnet
 from hudd_core.models.checkpoint import load_checkpoint, save_checkpoint
+from hudd_core.options import RetrainOptions
 
 SIZE = 32
 
@@ -63,12 +64,12 @@ def write(path: Path, header, rows) -> None:
         w.writerows(rows)
 
 
-HP = {"epochs": 1, "batch_size": 16}
+HP = {"epochs": 1, "train_batch_size": 16}
 
 
 def test_retrain_saves_reloads_and_reports(case):
     data, T = case
-    result = R.run_retrain(T, data, hp=HP, progress=False)
+    result = R.run_retrain(T, data, options=RetrainOptions(**HP), progress=False)
     saved = T / "DNNModels" / "m_retrained.pt"
     model, meta = load_checkpoint(saved)
     assert meta["retrained_from"] == "m.pt"
@@ -85,7 +86,9 @@ def test_retrain_saves_reloads_and_reports(case):
 
 def test_baselines_and_repeats(case):
     data, T = case
-    result = R.run_retrain(T, data, hp=HP, baselines=True, repeats=2, progress=False)
+    result = R.run_retrain(
+        T, data, options=RetrainOptions(**HP, baselines=True, repeats=2), progress=False
+    )
     for method in ("hudd", "BL1", "BL2"):
         assert len(result[method]["accuracy"]["runs"]) == 2
         assert result[method]["accuracy"]["std"] >= 0.0
@@ -123,7 +126,7 @@ def test_refuses_labels_that_do_not_match(case, tmp_path):
     missing = tmp_path / "missing.csv"
     write(missing, ["image", "label"], [(i, "closed") for i in imgs[1:]])
     with pytest.raises(ValueError, match=rf"no label for {imgs[0]}"):
-        R.run_retrain(T, data, labels_csv=missing, hp=HP, progress=False)
+        R.run_retrain(T, data, options=RetrainOptions(**HP), labels_csv=missing, progress=False)
     with pytest.raises(ValueError, match="image,label"):
         write(bad, ["file", "class"], [(imgs[0], "closed")])
         R.label_images(data, imgs, meta, bad)
@@ -151,7 +154,8 @@ def test_retrain_leaves_out_images_the_test_skipped(case, tmp_path):
     model, meta = load_checkpoint(T2 / "DNNModels" / "m.pt")
     run_test(model, data2, T2, meta, progress=False)
     assert "TestSet" in (T2 / "skipped.csv").read_text()
-    result = R.run_retrain(T2, data2, hp=HP, baselines=True, progress=False)
+    options = RetrainOptions(**HP, baselines=True, repeats=1)
+    result = R.run_retrain(T2, data2, options=options, progress=False)
     assert sum(g["n"] for g in result["before"]["class"].values()) == 24 - 1
 
 
@@ -172,7 +176,9 @@ def test_keypoint_model_retrains_with_mse_and_pixel_error_accuracy(model_workdir
         return real_train(*args, **kwargs)
 
     monkeypatch.setattr(R, "train", spy)
-    result = R.run_retrain(w.T, w.data, hp=HP, baselines=True, progress=False)
+    result = R.run_retrain(
+        w.T, w.data, options=RetrainOptions(**HP, baselines=True, repeats=1), progress=False
+    )
     assert calls == ["mse"] * 3  # HUDD, BL1, BL2
     model, meta = load_checkpoint(w.T / "DNNModels" / "m_retrained.pt")
     assert meta["task"] == "keypoints"
@@ -200,7 +206,7 @@ def test_freeze_features_changes_only_the_head(case):
     model, meta = load_checkpoint(T / "DNNModels" / "m.pt")
     train_set = R.ImageSet(data / "TrainingSet", classes=meta["classes"])
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    hp = {**R.REFERENCE_HP, **HP, "lr": 0.05}
+    hp = RetrainOptions(**HP, lr=0.05).hp
     tuned = R.fine_tune(model, train_set, meta, hp, seed=0, device="cpu", progress=False,
                         freeze="features")  # fmt: skip
     after = tuned.state_dict()
@@ -230,7 +236,8 @@ def _spy_train(monkeypatch) -> list:
 def test_bootstrap_none_adds_exactly_the_selected_images(case, monkeypatch):
     data, T = case
     seen = _spy_train(monkeypatch)
-    result = R.run_retrain(T, data, hp=HP, bootstrap="none", baselines=["BL2"], progress=False)
+    options = RetrainOptions(**HP, bootstrap="none", baselines=["BL2"], repeats=1)
+    result = R.run_retrain(T, data, options=options, progress=False)
     unsafe = [r["image"] for r in csv.DictReader(open(T / "unsafe_set.csv"))]
     assert result["balanced_unsafe_set"] == result["labelling_budget"] == len(unsafe) == 5
     train_part, added = seen[0].datasets
@@ -239,14 +246,14 @@ def test_bootstrap_none_adds_exactly_the_selected_images(case, monkeypatch):
     assert len(seen[1].datasets[1]) == 5  # BL2 at the same number of added samples
     assert result["options"]["bootstrap"] == "none"
     with pytest.raises(ValueError, match="--bootstrap: 'twice' is not one of weighted, none"):
-        R.run_retrain(T, data, hp=HP, bootstrap="twice", progress=False)
+        R.run_retrain(T, data, options=RetrainOptions(**HP, bootstrap="twice"), progress=False)
 
 
 def test_validation_split_is_held_out_and_reported(case, monkeypatch):
     data, T = case
     seen = _spy_train(monkeypatch)
-    result = R.run_retrain(T, data, hp=HP, validation=0.25, repeats=2, baselines=["BL2"],
-                           progress=False)  # fmt: skip
+    options = RetrainOptions(**HP, validation=0.25, repeats=2, baselines=["BL2"])
+    result = R.run_retrain(T, data, options=options, progress=False)
     fit, held = R.validation_split(48, 0.25, seed=0)
     assert len(held) == 12 and not set(fit) & set(held) and len(fit) + len(held) == 48
     train_part = seen[0].datasets[0]
@@ -288,9 +295,10 @@ def test_no_tuning_reads_the_test_set(case, opened_files):
     test_set = str((data / "TestSet").resolve())
     (T / "retrain.json").unlink(missing_ok=True)
     opened_files["on"] = True
-    chosen = tune_on_validation([{"freeze": "none"}, {"freeze": "features", "hp": {"lr": 0.05,
-                                 **HP}}], workdir=T, data_root=data, validation=0.25, hp=HP,
-                                baselines=["BL2"], repeats=1, progress=False)  # fmt: skip
+    base = RetrainOptions(**HP, baselines=["BL2"], repeats=1)
+    chosen = tune_on_validation([{"freeze": "none"}, {"freeze": "features", "lr": 0.05}],
+                                workdir=T, data_root=data, validation=0.25, options=base,
+                                progress=False)  # fmt: skip
     opened_files["on"] = False
     touched = opened_files["paths"]
     assert any("TrainingSet" in p for p in touched)  # the hook sees the data being read
@@ -302,7 +310,7 @@ def test_no_tuning_reads_the_test_set(case, opened_files):
     # the positive control: the reported retraining does read the TestSet
     opened_files["paths"].clear()
     opened_files["on"] = True
-    R.run_retrain(T, data, hp=HP, validation=0.25, progress=False)
+    R.run_retrain(T, data, options=RetrainOptions(**HP, validation=0.25), progress=False)
     opened_files["on"] = False
     assert [p for p in opened_files["paths"] if p.startswith(test_set)]
 
@@ -322,4 +330,29 @@ def test_tuning_picks_the_best_mean_validation_gain_and_refuses_a_missing_split(
         tune_on_validation([{"lr": 0.1}], trial=lambda o: {"hudd": {}})
     data, T = case
     with pytest.raises(ValueError, match="tuning reads no test set: it needs --validation"):
-        R.run_retrain(T, data, hp=HP, tuning=True, progress=False)
+        R.run_retrain(T, data, options=RetrainOptions(**HP), tuning=True, progress=False)
+
+
+def test_repeats_default_one_alone_five_with_baselines(case, monkeypatch):
+    """The single repeats rule (options.resolve_repeats): run_retrain, the configuration
+    and hudd run's flags all follow it; an explicit --repeats wins."""
+    from hudd_core.config import load_config
+    from hudd_core.options import REPEATS_WITH_BASELINES, resolve_repeats
+
+    data, T = case
+    trained = []
+    monkeypatch.setattr(R, "train", lambda model, dataset, **kw: trained.append(kw["seed"]))
+    assert R.run_retrain(T, data, options=RetrainOptions(**HP), progress=False)["repeats"] == 1
+    assert trained == [0]  # one fine-tuning, seed 0
+    trained.clear()
+    result = R.run_retrain(T, data, options=RetrainOptions(**HP, baselines=["BL2"]),
+                           progress=False)  # fmt: skip
+    assert result["repeats"] == REPEATS_WITH_BASELINES == 5
+    assert len(result["hudd"]["accuracy"]["runs"]) == len(result["BL2"]["accuracy"]["runs"]) == 5
+    assert sorted(trained) == sorted([0, 1, 2, 3, 4] * 2)  # HUDD and BL2, seeds 0..4
+    assert RetrainOptions(baselines=True, repeats=2).runs == 2
+    assert resolve_repeats(None, False) == 1 and resolve_repeats(None, ["BL1"]) == 5
+    assert resolve_repeats(3, True) == 3
+    assert load_config(None, {})["repeats"] == 1
+    assert load_config(None, {"baselines": []})["repeats"] == 5
+    assert load_config(None, {"baselines": ["BL2"], "repeats": 2})["repeats"] == 2

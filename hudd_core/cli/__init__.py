@@ -50,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
     try:
+        if getattr(args, "step", None):  # a step: the table's defaults, logging
+            from hudd_core.cli.common import prepare
+
+            prepare(args)
         with _lock(args):
             return int(args.func(args) or 0)
     except KeyboardInterrupt:

@@ -1,32 +1,122 @@
-"""Options shared by several sub-commands (DESIGN.md: --model, --weights, --data, ...)."""
+"""The sub-commands' flags, generated from the options table (:data:`hudd_core.options.OPTIONS`).
+
+``hudd run`` takes every option; each step (``hudd test``, ``heatmaps``, ``cluster``,
+``assign``, ``retrain``, ``report``) takes the shared options (:data:`~hudd_core.options.SHARED`:
+``--workdir``, ``--model``, ``--data``, ``--device``, ...) and those the table says it reads.
+A shared flag that a step does not read is accepted and named in one log line, so a script
+can pass the same flags to every step. Every generated flag defaults to None ("not given");
+:func:`prepare` fills in the table's defaults (:func:`hudd_core.config.load_config`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from hudd_core.options import OPTIONS, SHARED, Option, step_options
+
+log = logging.getLogger("hudd")
+
+METAVARS = {"k_range": "LO:HI", "validation": "FRACTION", "group_by": "COLUMN",
+            "baselines": "NAME"}  # fmt: skip
 
 
-def add_common(p: argparse.ArgumentParser, *, model: bool = True, data: bool = True) -> None:
-    """Adds the options every pipeline step takes. With ``model`` the step works on a
-    model: ``--model``/``--weights`` (stored in ``T/DNNModels`` the first time), or without
-    them the checkpoint an earlier step stored there (``--model-name`` picks one)."""
-    p.add_argument("--workdir", default="T", help="work folder (the paper's T/)")
-    if model:
-        p.add_argument(
-            "--model-name", help="checkpoint in T/DNNModels (default: the only one there)"
-        )
-        p.add_argument("--model", help="built-in name, file.py:factory or package.module:factory")
-        p.add_argument("--weights", help=".pt state_dict or .safetensors")
-        p.add_argument(
-            "--trust-model-file",
-            action="store_true",
-            help="allow unpickling a whole model file (only for files you trust)",
-        )
-    if data:
-        p.add_argument("--data", default="DataSets", help="folder with TrainingSet/TestSet/...")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+def dynamic_choices(name: str) -> tuple | None:
+    """The choices the table cannot hold (they are the lower modules' registries)."""
+    if name == "composite":
+        from hudd_core.lrp.composites import COMPOSITES
+
+        return tuple(sorted(COMPOSITES))
+    if name == "method":
+        from hudd_core.cluster.methods import METHOD_NAMES
+
+        return METHOD_NAMES
+    if name == "backend":
+        from hudd_core.search import BACKENDS
+
+        return BACKENDS
+    return None
+
+
+def add_option(p: argparse.ArgumentParser, opt: Option, default: Any = None) -> None:
+    """The flag of ``opt`` (default None: not given; ``default`` replaces the table's for
+    this command only). An option on by default is turned off by ``--no-<name>``."""
+    if opt.name == "baselines":  # a flag that may name the baselines
+        p.add_argument(opt.flag, nargs="*", default=None, metavar="NAME", help=opt.help)
+    elif opt.type is bool and opt.default is True:
+        p.add_argument("--no-" + opt.flag[2:], dest=opt.name, action="store_false",
+                       default=None, help=f"without {opt.help}")  # fmt: skip
+    elif opt.type is bool:
+        p.add_argument(opt.flag, action="store_true", default=None, help=opt.help)
+    else:
+        choices = None if opt.list else (opt.choices or dynamic_choices(opt.name))
+        text = opt.help
+        if default is not None:
+            text += f" (this command's default: {default})"
+        elif opt.default is not None and "(default" not in opt.help:
+            text += f" (default: {opt.default})"
+        p.add_argument(opt.flag, type=opt.type, nargs="+" if opt.list else None,
+                       default=default, choices=choices, metavar=METAVARS.get(opt.name),
+                       help=text)  # fmt: skip
+
+
+def add_flags(
+    p: argparse.ArgumentParser, names: Iterable[str], defaults: Mapping[str, Any] | None = None
+) -> None:
+    """The flags of the options ``names``, in the table's order."""
+    defaults = defaults or {}
+    for name in names:
+        add_option(p, OPTIONS[name], defaults.get(name))
+
+
+def step_flags(step: str) -> list[str]:
+    """The options a step's command takes: the shared ones, then its own.
+
+    >>> step_flags("report")[-1], "model" in step_flags("report")
+    ('log_file', True)
+    """
+    return [*SHARED, *(n for n in step_options(step) if n not in SHARED)]
+
+
+def add_step(
+    sub: argparse._SubParsersAction, step: str, help: str, run: Callable[..., int]
+) -> argparse.ArgumentParser:
+    """A step's sub-command with its flags from the table; ``run(args)`` gets them filled
+    in by :func:`prepare` (``args.cfg``: the whole configuration)."""
+    p = sub.add_parser(step, help=help)
+    add_flags(p, step_flags(step))
+    p.set_defaults(func=run, step=step)
+    return p
+
+
+def prepare(args: argparse.Namespace) -> dict[str, Any]:
+    """Fills a step's options with the table's defaults (``args.cfg``: the configuration),
+    sets up logging, and names in one log line the shared flags given that the step does
+    not read (accepted, so one command line serves every step)."""
+    from hudd_core.config import load_config
+
+    names = step_flags(args.step)
+    given = {k: getattr(args, k) for k in names}
+    cfg = load_config(None, given)
+    for k in names:
+        setattr(args, k, cfg[k])
+    args.cfg = cfg
+    setup_logging(cfg["quiet"], cfg["log_file"])
+    unused = [OPTIONS[k].flag for k in SHARED if given[k] is not None and args.step not in
+              OPTIONS[k].steps]  # fmt: skip
+    if unused:
+        log.info("%s: %s not used by this step, ignored", args.step, ", ".join(unused))
+    return cfg
+
+
+def fill_defaults(args: argparse.Namespace, names: Iterable[str]) -> None:
+    """The table's default for every option of ``names`` not given (a command that takes
+    a few options and no configuration file: ``hudd demo``)."""
+    for name in names:
+        if getattr(args, name) is None:
+            setattr(args, name, OPTIONS[name].default)
 
 
 def step_checkpoint(args: argparse.Namespace):
@@ -37,41 +127,9 @@ def step_checkpoint(args: argparse.Namespace):
     return prepare_checkpoint(vars(args))
 
 
-def add_preprocessing(p: argparse.ArgumentParser) -> None:
-    """``--image-size``, ``--mean``, ``--std``: how images become tensors (the same for
-    every step, so give each step what ``hudd test`` got)."""
-    p.add_argument("--image-size", type=int, help="resize images to this square side")
-    p.add_argument("--mean", type=float, nargs="+", help="per-channel mean to subtract")
-    p.add_argument("--std", type=float, nargs="+", help="per-channel std to divide by")
-
-
-def add_engine(p: argparse.ArgumentParser) -> None:
-    """``--engine local|ray`` and the Ray engine's options (:mod:`hudd_core.engine_ray`)."""
-    from hudd_core.cli.run import HELP
-    from hudd_core.config import DEFAULTS, ENGINES, RAY_OPTIONS
-
-    p.add_argument("--engine", default=DEFAULTS["engine"], choices=ENGINES, help=HELP["engine"])
-    for key in RAY_OPTIONS:
-        p.add_argument("--" + key.replace("_", "-"), type=type(DEFAULTS[key]),
-                       default=DEFAULTS[key], help=HELP[key])  # fmt: skip
-
-
-def add_channels(p: argparse.ArgumentParser) -> None:
-    """``--in-channels``: only for a model file without sidecar whose channels cannot be
-    read from its first layer."""
-    p.add_argument(
-        "--in-channels",
-        type=int,
-        help="without a sidecar: image channels (default: what the model's first layer takes)",
-    )
-
-
 def setup_logging(quiet: bool, log_file: str | None) -> None:
     """Step messages on stderr (warnings only with ``quiet``), and all of them in
     ``log_file`` when given."""
-    import logging
-
-    log = logging.getLogger("hudd")
     log.setLevel(logging.INFO)
     log.handlers.clear()
     console = logging.StreamHandler()

@@ -15,39 +15,42 @@ import argparse
 import json
 from pathlib import Path
 
+# The demo's options from the table; its own folder, and one repeat even with its baselines
+# (the small demo fits a few minutes on 2 cores; --repeats 5 for the statistics).
+DEMO_FLAGS = ("workdir", "device", "seed", "quiet", "log_file", "repeats")
+DEMO_DEFAULTS = {"workdir": "demo_run", "repeats": 1}
+
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from hudd_core.cli.common import add_flags
     from hudd_core.demo import DEMO_ARCHS, SIZES
 
     p = sub.add_parser("demo", help="the built-in eye-simulator case study, end to end")
-    p.add_argument("--workdir", default="demo_run", help="work folder (DataSets/ goes inside)")
+    add_flags(p, DEMO_FLAGS, DEMO_DEFAULTS)
     p.add_argument("--size", default="small", choices=list(SIZES), help="images and epochs")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--task",
         default="classifier",
         choices=["classifier", "keypoints"],
         help="the gaze classifier, or the eye-keypoint regressor (the paper's FLD case)",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument(
         "--arch",
         choices=list(DEMO_ARCHS),
         help="the classifier to train and debug (default: the AlexNet-style one)",
     )
     p.add_argument("--no-baselines", action="store_true", help="retrain HUDD's set only")
-    p.add_argument("--repeats", type=int, default=1, help="seeds per retraining method")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from hudd_core.cli.common import setup_logging
+    from hudd_core.cli.common import fill_defaults, setup_logging
     from hudd_core.cli.run import summarise
     from hudd_core.cli.test import print_planted
     from hudd_core.demo import run_demo
 
-    setup_logging(args.quiet, None)
+    fill_defaults(args, DEMO_FLAGS)
+    setup_logging(args.quiet, args.log_file)
     result = run_demo(
         args.workdir,
         args.size,

@@ -15,24 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 
-from hudd_core.cli.common import (
-    add_channels,
-    add_common,
-    add_engine,
-    add_preprocessing,
-    step_checkpoint,
-)
-from hudd_core.config import RAY_OPTIONS, pick
-from hudd_core.lrp.composites import COMPOSITES
+from hudd_core.cli.common import add_step, step_checkpoint
+from hudd_core.config import pick
+from hudd_core.options import Preprocess, RayOptions
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("heatmaps", help="step 2: LRP heatmaps of every layer for the Wrong images")
-    add_common(p)
-    p.add_argument("--layers", nargs="+", help="layer names to store (default: all)")
-    p.add_argument("--composite", default="hudd", choices=sorted(COMPOSITES),
-                   help="LRP rules (default: hudd, the reference semantics)")  # fmt: skip
-    p.add_argument("--float16", action="store_true", help="store float16 heatmaps")
+    p = add_step(sub, "heatmaps", "step 2: LRP heatmaps of every layer for the Wrong images", run)
+    # what this command does instead of the pipeline's step (not options of `hudd run`)
     p.add_argument("--list-layers", action="store_true", help="print layer names and shapes")
     p.add_argument(
         "--improvement",
@@ -45,10 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="also each layer's activations of the Wrong images into T/Activations (the "
         "features of hudd cluster --method act-* and rxa-*)",
     )
-    add_preprocessing(p)
-    add_channels(p)
-    add_engine(p)
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,10 +42,9 @@ def run(args: argparse.Namespace) -> int:
 
     from hudd_core.heatmaps import run_heatmaps
     from hudd_core.lrp import LRP
-
-    torch.manual_seed(args.seed)
     from hudd_core.models.checkpoint import load_checkpoint, resolve_model_from
 
+    torch.manual_seed(args.seed)
     if args.list_layers and args.weights is None and args.model is not None:
         model, meta = resolve_model_from(vars(args))  # the layers of an untrained model
     else:
@@ -72,15 +57,16 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.activations and args.improvement:
         raise ValueError("--activations: of the Wrong test images only, not with --improvement")
-    options = pick(vars(args), "image_size", "mean", "std", "composite", "layers", "float16",
-                   "improvement", "batch_size", "device")  # fmt: skip
+    options = pick(args.cfg, "composite", "layers", "float16", "batch_size", "device",
+                   "num_workers")  # fmt: skip
+    options |= {"prep": Preprocess.from_config(args.cfg), "improvement": args.improvement}
     if args.engine == "ray":
         if not args.improvement:
             raise ValueError("--engine ray: only with --improvement (the Wrong test images "
                              "are few; `hudd heatmaps` computes them in this process)")  # fmt: skip
         from hudd_core.engine_ray import ray_heatmap_source
 
-        options["source"] = ray_heatmap_source(**pick(vars(args), *RAY_OPTIONS))
+        options["source"] = ray_heatmap_source(RayOptions.from_config(args.cfg))
     summary = run_heatmaps(args.workdir, args.data, model, meta, **options,
                            progress=not args.quiet)  # fmt: skip
     if args.activations:

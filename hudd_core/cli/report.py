@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from hudd_core.cli.common import add_common
+from hudd_core.cli.common import add_step
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="write T/report.html (one self-contained page)")
-    add_common(p, model=False)
+    p = add_step(sub, "report", "write T/report.html (one self-contained page)", run)
     p.add_argument("--output", help="where to write the page (default T/report.html)")
     p.add_argument(
         "--samples", type=int, default=3, help="members per cluster shown with heatmap overlays"
     )
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

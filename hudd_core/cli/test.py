@@ -15,34 +15,18 @@ import argparse
 import sys
 from pathlib import Path
 
-from hudd_core.cli.common import (
-    add_channels,
-    add_common,
-    add_engine,
-    add_preprocessing,
-    step_checkpoint,
-)
-from hudd_core.config import RAY_OPTIONS, pick
+from hudd_core.cli.common import add_step, step_checkpoint
+from hudd_core.config import pick
+from hudd_core.options import Preprocess
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("test", help="step 1: run the DNN on TrainingSet and TestSet")
-    add_common(p)
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=4.0,
-        help="keypoint models: Wrong when the mean pixel error exceeds this",
-    )
-    add_preprocessing(p)
-    add_channels(p)
-    add_engine(p)
-    p.set_defaults(func=run)
+    add_step(sub, "test", "step 1: run the DNN on TrainingSet and TestSet", run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from hudd_core.config import load_config
     from hudd_core.models import BUILTIN
+    from hudd_core.models.checkpoint import load_checkpoint, resolve_model_from
     from hudd_core.pipeline import predictor
     from hudd_core.testing import RESULT_FILES, accuracy_by_planted, run_test
 
@@ -51,25 +35,16 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"hudd test: warning: no --weights, testing an untrained {args.model}", file=sys.stderr
         )
-    from hudd_core.models.checkpoint import load_checkpoint, resolve_model_from
-
     if args.weights is None and args.model is not None:
         model, meta = resolve_model_from(vars(args))
         model_file = None
     else:
         model_file = step_checkpoint(args)
         model, meta = load_checkpoint(model_file, trust=args.trust_model_file)
-    options = pick(vars(args), "batch_size", "device", "threshold", "image_size", "mean", "std")
-    summary = run_test(
-        model,
-        data,
-        workdir,
-        meta,
-        **options,
-        progress=not args.quiet,
-        model_file=model_file,
-        predictor=predictor(load_config(None, pick(vars(args), "engine", *RAY_OPTIONS))),
-    )
+    summary = run_test(model, data, workdir, meta,
+                       **pick(args.cfg, "batch_size", "device", "threshold", "num_workers"),
+                       prep=Preprocess.from_config(args.cfg), progress=not args.quiet,
+                       model_file=model_file, predictor=predictor(args.cfg))  # fmt: skip
     for name, s in summary.items():
         skipped = (
             f", {s['skipped']} skipped (see {workdir / 'skipped.csv'})" if s["skipped"] else ""
