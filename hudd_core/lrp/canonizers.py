@@ -17,9 +17,10 @@ Example:
 from __future__ import annotations
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import fx, nn
 
-from hudd_core.lrp.oprules import Folded
+from hudd_core.lrp.oprules import BatchNormArgs, Folded
 
 
 def fold_batchnorm(
@@ -49,22 +50,50 @@ class Canonizer:
 
 
 class MergeBatchNorm(Canonizer):
-    """Folds every BatchNorm whose only input is a convolution/linear layer read by nothing
-    else into that layer (the layer's rule must allow it: ``folds_batchnorm``); the
-    BatchNorm's op then passes relevance through. Other BatchNorms keep their own rule."""
+    """Folds every BatchNorm (a module, or an ``F.batch_norm`` call on running statistics
+    held in parameters and buffers, as in timm's ``BatchNormAct2d``) whose only input is a
+    convolution/linear layer read by nothing else into that layer (the layer's rule must
+    allow it: ``folds_batchnorm``); the BatchNorm's op then passes relevance through.
+    Other BatchNorms keep their own rule."""
 
     def apply(self, graph) -> None:
         by_name = {op.name: op for op in graph.ops}
         for op in graph.ops:
-            if not isinstance(op.module, nn.modules.batchnorm._BatchNorm) or len(op.args) != 1:
+            bn = _batchnorm(op, graph.module)
+            if bn is None or len(op.args) != 1:
                 continue
             src = by_name[op.args[0]]
             if (
-                src.node.op != "call_module"
+                src.node.op not in ("call_module", "call_function")
                 or not getattr(src.rule, "folds_batchnorm", False)
+                or len(src.args) != 1
                 or src.bn is not None
                 or len(src.node.users) != 1
-                or op.module.running_mean is None
             ):
                 continue
-            src.bn, op.rule = op.module, Folded()
+            src.bn, op.rule = bn, Folded()
+
+
+def _batchnorm(op, root: nn.Module):
+    """What ``op`` normalises with, if it is an evaluation-mode BatchNorm on constant
+    statistics: the module, or the :class:`BatchNormArgs` of an ``F.batch_norm`` call."""
+    if isinstance(op.module, nn.modules.batchnorm._BatchNorm):
+        return op.module if op.module.running_mean is not None else None
+    if op.node.op != "call_function" or op.node.target is not F.batch_norm:
+        return None
+    consts = [n for n in op.node.all_input_nodes if n.name not in op.args]
+    if any(n.op != "get_attr" for n in consts):
+        return None  # statistics computed in the forward
+
+    def value(n):
+        if n.name in op.args:
+            return None  # the input, not a parameter
+        obj = root
+        for part in n.target.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    args = fx.node.map_arg(op.node.args, value)
+    kwargs = fx.node.map_arg(op.node.kwargs, value)
+    bn = BatchNormArgs.of(args, kwargs)
+    return None if bn.training or bn.running_var is None or bn.running_mean is None else bn

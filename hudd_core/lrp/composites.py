@@ -60,6 +60,7 @@ from torch import nn
 from hudd_core.lrp.attention import Attention, Traced
 from hudd_core.lrp.canonizers import Canonizer, MergeBatchNorm
 from hudd_core.lrp.oprules import (
+    BatchNormFunction,
     ChannelAffine,
     Copy,
     Normalization,
@@ -72,6 +73,7 @@ from hudd_core.lrp.rules import (
     AffineRule,
     AlphaBeta,
     Epsilon,
+    FunctionalAffine,
     Gamma,
     Norm,
     Pass,
@@ -83,6 +85,7 @@ from hudd_core.lrp.rules import (
 
 Types = type | tuple[type, ...]
 CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+FUNCTIONAL_CONVOLUTIONS = (F.conv1d, F.conv2d, F.conv3d)
 ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.Hardswish, nn.ELU,
                nn.SELU, nn.CELU, nn.Mish, nn.Tanh, nn.Softplus, nn.Hardtanh, nn.PReLU)  # fmt: skip
 IDENTITIES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity)
@@ -126,9 +129,9 @@ def default_layer_map(comp: Composite) -> list[tuple[Types, OpRule]]:
         (ACTIVATIONS, Pass()),
         ((nn.Sigmoid, nn.Hardsigmoid), Pass(gate=True)),
         ((*IDENTITIES, *identities), Pass(record=False)),
-        ((nn.Flatten, nn.Unflatten, nn.ChannelShuffle, nn.ZeroPad2d, *moves), Copy()),
+        ((nn.Flatten, nn.Unflatten, nn.ChannelShuffle, nn.ZeroPad2d, nn.Unfold, *moves), Copy()),
         (MAX_POOLS, WinnerTakeAll()),
-        (LINEAR_POOLS, comp.norm),
+        ((*LINEAR_POOLS, nn.Fold), comp.norm),
         (nn.modules.batchnorm._BatchNorm, ChannelAffine(eps)),
         ((nn.LayerNorm, nn.GroupNorm), Normalization(eps)),
         (nn.Softmax, Softmax()),
@@ -151,11 +154,15 @@ def default_function_map(comp: Composite) -> list[tuple[Sequence, OpRule]]:
               "view", "reshape", "flatten", "contiguous", "permute", "transpose", "unsqueeze",
               "squeeze", "unflatten", "expand", "expand_as", "repeat", "split", "chunk",
               "unbind", "roll", "narrow", "select", "clone", "flip", "movedim", "swapaxes",
-              "t", "view_as", "reshape_as", *window_moves]  # fmt: skip
+              "t", "view_as", "reshape_as", "repeat_interleave", torch.repeat_interleave,
+              "tile", torch.tile, F.unfold, "unfold", F.pixel_shuffle, F.pixel_unshuffle,
+              *window_moves]  # fmt: skip
     linear = [operator.add, torch.add, operator.sub, torch.sub, operator.truediv, torch.div,
               operator.neg, torch.neg, torch.mean, torch.sum, F.avg_pool1d, F.avg_pool2d,
               F.avg_pool3d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_avg_pool3d,
-              F.interpolate, "add", "sub", "div", "neg", "mean", "sum"]  # fmt: skip
+              F.interpolate, F.fold, "add", "sub", "div", "neg", "mean", "sum",
+              # a norm ||x|| = sum_k x_k (x_k / ||x||): Norm gives R_k = r x_k^2 / ||x||^2
+              torch.norm, torch.linalg.vector_norm, "norm"]  # fmt: skip
     products = [operator.mul, torch.mul, operator.matmul, torch.matmul, torch.bmm, torch.einsum,
                 F.linear, "mul", "matmul", "bmm"]  # fmt: skip
     return [
@@ -164,6 +171,9 @@ def default_function_map(comp: Composite) -> list[tuple[Sequence, OpRule]]:
         (linear, Norm(eps)),
         (products, Product(eps)),
         ([F.layer_norm, F.group_norm], Normalization(eps)),
+        ([F.batch_norm], BatchNormFunction(eps)),
+        (list(FUNCTIONAL_CONVOLUTIONS), FunctionalAffine(comp.conv)),
+        ([F.scaled_dot_product_attention], Traced(eps)),
         ([F.softmax, torch.softmax, "softmax"], Softmax()),
         (windows, Traced(eps)),
     ]
@@ -261,7 +271,9 @@ def constant_attention(comp: Composite) -> Composite:
     comp.register_module(nn.Softmax, softmax)
     comp.register_function([F.softmax, torch.softmax, "softmax"], softmax)
     comp.register_module(nn.MultiheadAttention, Attention(eps, constant_softmax=True))
-    comp.register_function(windows, Traced(eps, constant_softmax=True))
+    comp.register_function(
+        [*windows, F.scaled_dot_product_attention], Traced(eps, constant_softmax=True)
+    )
     return comp
 
 

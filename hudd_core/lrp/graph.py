@@ -20,15 +20,23 @@ Example:
 from __future__ import annotations
 
 import copy
+import inspect
 import operator
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
 
-from hudd_core.lrp.composites import Composite, get_composite
+from hudd_core.lrp.composites import (
+    CONVOLUTIONS,
+    FUNCTIONAL_CONVOLUTIONS,
+    Composite,
+    get_composite,
+)
 from hudd_core.lrp.oprules import Copy, OpRule, Pass
+from hudd_core.lrp.rules import FunctionalAffine
 
 # Calls whose result depends on a tensor's shape or type only, never its values.
 _META_FUNCTIONS = {getattr, len, torch.zeros_like, torch.ones_like, torch.empty_like,
@@ -112,7 +120,12 @@ class Graph:
         return [
             op.record
             for op in self.ops
-            if op.record == "input" or (op.module is not None and op.rule and op.rule.record)
+            if op.record == "input"
+            or (
+                (op.module is not None or isinstance(op.rule, FunctionalAffine))
+                and op.rule is not None
+                and op.rule.record
+            )
         ]
 
 
@@ -125,6 +138,15 @@ class _Tracer(fx.Tracer):
         if self.composite.module_rule(qualname, m) is not None:
             return True
         return super().is_leaf_module(m, qualname)
+
+
+def _functional_layer(op: Op) -> str | None:
+    """The name a convolution called as a function (timm's weight-standardised ``StdConv2d``)
+    is recorded under: the module it is called in, as if it were that module's layer."""
+    stack = op.node.meta.get("nn_module_stack") or {}
+    if not isinstance(op.rule, FunctionalAffine) or not stack:
+        return None
+    return list(stack.values())[-1][0]
 
 
 def _where(node: fx.Node) -> str:
@@ -187,7 +209,7 @@ def _bind(op: Op, node: fx.Node, gm: fx.GraphModule, modules: dict) -> None:
         op.call = _attribute(gm, node.target)
     elif node.op == "placeholder":  # an extra input: its default value, or None
         default = node.args[0] if node.args else None
-        op.call = lambda: default
+        op.call = lambda *_: default  # evaluate() passes the node's args: the default
 
 
 def _rule_for(op: Op, node: fx.Node, composite: Composite, table: dict, first: bool) -> OpRule:
@@ -201,6 +223,8 @@ def _rule_for(op: Op, node: fx.Node, composite: Composite, table: dict, first: b
             )
         return rule
     rule = table.get(op.target)
+    if first and isinstance(rule, FunctionalAffine) and composite.first_conv is not None:
+        rule = FunctionalAffine(composite.first_conv)
     if rule is None:
         name = op.target if node.op == "call_function" else f"Tensor.{op.target}"
         name = getattr(name, "__name__", str(name))
@@ -223,6 +247,48 @@ def _gates(op: Op, by_name: dict[str, Op]) -> frozenset[int]:
     return frozenset(found)
 
 
+def _optional_arguments(model: nn.Module) -> dict | None:
+    """The forward's arguments after the input that have defaults, at those defaults: the
+    trace takes the branches a call with the input alone takes (``if mask is not None``)."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    found = {p.name: p.default for p in params[1:]
+             if p.kind in kinds and p.default is not inspect.Parameter.empty}  # fmt: skip
+    return found or None
+
+
+_CONTAINERS = (dict, list, set)
+
+
+@contextmanager
+def _kept_as_it_was(model: nn.Module):
+    """torch.fx runs the model's forward on Proxies: a forward that caches (LeViT's
+    attention-bias cache) or assigns attributes would keep Proxies in the model, and its
+    next forward (or the next trace) would fail. Every module's attributes, and the items
+    of the dicts, lists and sets among them, are put back as they were."""
+    saved = [(m, dict(m.__dict__)) for m in model.modules()]
+    items = [(v, copy.copy(v)) for _, attrs in saved for v in attrs.values()
+             if isinstance(v, _CONTAINERS)]  # fmt: skip
+    try:
+        yield
+    finally:
+        for m, attrs in saved:
+            m.__dict__.clear()
+            m.__dict__.update(attrs)
+        for v, before in items:
+            if isinstance(v, dict):
+                v.clear()
+                v.update(before)
+            elif isinstance(v, list):
+                v[:] = before
+            else:
+                v.clear()
+                v.update(before)
+
+
 def capture(model: nn.Module, composite: str | Composite = "hudd") -> Graph:
     """Traces ``model`` (never modified) into a :class:`Graph` with ``composite``'s rules.
 
@@ -233,10 +299,11 @@ def capture(model: nn.Module, composite: str | Composite = "hudd") -> Graph:
     composite = get_composite(composite)
     tracer = _Tracer(composite)
     try:
-        g = tracer.trace(model)
+        with _kept_as_it_was(model):  # the constants fx puts on the model go to gm only
+            g = tracer.trace(model, concrete_args=_optional_arguments(model))
+            gm = fx.GraphModule(tracer.root, g)
     except Exception as exc:  # fx cannot trace data-dependent control flow
         raise UnsupportedOperation(f"torch.fx cannot trace the model: {exc}") from exc
-    gm = fx.GraphModule(tracer.root, g)
     modules = dict(gm.named_modules())
     table = composite.function_table()
     ops: list[Op] = []
@@ -265,13 +332,15 @@ def capture(model: nn.Module, composite: str | Composite = "hudd") -> Graph:
         elif node.op not in ("placeholder", "get_attr") and not _is_meta(node, live):
             live.add(node.name)
             op.args = [a.name for a in node.all_input_nodes if a.name in live]
-            first = not first_conv_done and isinstance(op.module, nn.Conv1d | nn.Conv2d | nn.Conv3d)
+            first = not first_conv_done and (isinstance(op.module, CONVOLUTIONS)
+                                             or op.target in FUNCTIONAL_CONVOLUTIONS)  # fmt: skip
             op.rule = _rule_for(op, node, composite, table, first)
             op.first_conv, first_conv_done = first, first_conv_done or first
-            if op.module is not None:
-                k = seen.get(node.target, 0)
-                seen[node.target] = k + 1
-                op.record = node.target if k == 0 else f"{node.target}#{k}"
+            layer = op.qualname if op.module is not None else _functional_layer(op)
+            if layer is not None:
+                k = seen.get(layer, 0)
+                seen[layer] = k + 1
+                op.record = layer if k == 0 else f"{layer}#{k}"
             else:
                 op.record = node.name
             op.gates = _gates(op, by_name)

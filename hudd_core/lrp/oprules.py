@@ -290,14 +290,70 @@ class ChannelAffine(OpRule):
     record: bool = True
 
     def propagate(self, call, r, out=None):
-        m, x = call.op.module, call.inputs[0]
-        scale = 1.0 / torch.sqrt(m.running_var + m.eps)
-        if m.weight is not None:
-            scale = scale * m.weight
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        s = K.stabilized_divide(r.contiguous(), call.output.contiguous(), self.stabilizer)
-        c = (s * scale.detach().to(s.dtype).reshape(shape)).contiguous()
-        return [K.contribution_product(x.contiguous(), c, K.PLAIN, reuse_c=True)]
+        scale = batchnorm_scale(call.op.module)
+        return [channel_affine_relevance(call.inputs[0], call.output, r, scale, self.stabilizer)]
+
+
+def batchnorm_scale(bn) -> torch.Tensor:
+    """The per-channel factor ``weight / sqrt(running_var + eps)`` of an evaluation-mode
+    BatchNorm (a module or :class:`BatchNormArgs`)."""
+    scale = 1.0 / torch.sqrt(bn.running_var + bn.eps)
+    return scale if bn.weight is None else scale * bn.weight
+
+
+def channel_affine_relevance(x, z, r, scale, eps: float) -> torch.Tensor:
+    """The epsilon rule on ``z = scale * x + t`` per channel (dim 1)."""
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    s = K.stabilized_divide(r.contiguous(), z.contiguous(), eps)
+    c = (s * scale.detach().to(s.dtype).reshape(shape)).contiguous()
+    return K.contribution_product(x.contiguous(), c, K.PLAIN, reuse_c=True)
+
+
+@dataclass
+class BatchNormArgs:
+    """The parameters of one ``F.batch_norm`` call (timm's ``BatchNormAct2d`` and other
+    modules with a forward of their own call it directly), shaped like a BatchNorm
+    module's attributes so that :func:`batchnorm_scale` and folding read either."""
+
+    running_mean: torch.Tensor | None
+    running_var: torch.Tensor | None
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None
+    training: bool
+    eps: float
+
+    @classmethod
+    def of(cls, args: Sequence, kwargs: dict) -> BatchNormArgs:
+        names = ("input", "running_mean", "running_var", "weight", "bias", "training",
+                 "momentum", "eps")  # fmt: skip
+        given = {**dict(zip(names, args, strict=False)), **kwargs}
+        return cls(given.get("running_mean"), given.get("running_var"), given.get("weight"),
+                   given.get("bias"), bool(given.get("training", False)),
+                   float(given.get("eps", 1e-5)))  # fmt: skip
+
+    def with_batch_statistics(self, x: torch.Tensor) -> BatchNormArgs:
+        """Training mode or no running statistics: the batch's statistics, held constant."""
+        if not self.training and self.running_var is not None:
+            return self
+        dims = [d for d in range(x.dim()) if d != 1]
+        mean, var = x.mean(dim=dims), x.var(dim=dims, unbiased=False)
+        return BatchNormArgs(mean, var, self.weight, self.bias, False, self.eps)
+
+
+@dataclass
+class BatchNormFunction(OpRule):
+    """``F.batch_norm`` not folded into a layer before it: as :class:`ChannelAffine`, the
+    epsilon rule on the per-channel affine map (batch statistics held constant when the
+    call uses them)."""
+
+    stabilizer: float = 1e-6
+    record: bool = True
+
+    def propagate(self, call, r, out=None):
+        x = call.inputs[0]
+        bn = BatchNormArgs.of(call.op.evaluate_args(call.env), call.op.evaluate_kwargs(call.env))
+        scale = batchnorm_scale(bn.with_batch_statistics(x))
+        return [channel_affine_relevance(x, call.output, r, scale, self.stabilizer)]
 
 
 def _normalization_relevance(x, y, r, groups, gamma, norm_eps, eps) -> torch.Tensor:
@@ -412,5 +468,9 @@ def elementwise_pass_functions() -> list[tuple[Sequence, OpRule]]:
     gates: list[Callable | str] = [torch.sigmoid, F.sigmoid, F.hardsigmoid, "sigmoid"]
     off = [F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, "detach", "to",
            "float", "double", "type_as"]  # fmt: skip
+    # Element-wise maps that AttnLRP's identity rule covers as well: powers (StarReLU's
+    # relu(x) ** 2), square roots, and the division by a norm of F.normalize.
+    act += [operator.pow, torch.pow, "pow", torch.square, "square", torch.sqrt, "sqrt",
+            F.normalize]  # fmt: skip
     return [(act, Pass(record=False)), (gates, Pass(record=False, gate=True)),
             (off, Pass(record=False))]  # fmt: skip

@@ -32,13 +32,14 @@ from torch import nn
 
 from hudd_core.lrp import kernels as K
 from hudd_core.lrp.canonizers import fold_batchnorm
-from hudd_core.lrp.oprules import Norm, OpRule, Pass, WinnerTakeAll
+from hudd_core.lrp.oprules import Norm, OpRule, Pass, Product, WinnerTakeAll
 
 __all__ = [
     "Affine",
     "AffineRule",
     "AlphaBeta",
     "Epsilon",
+    "FunctionalAffine",
     "Gamma",
     "Norm",
     "Pass",
@@ -125,9 +126,88 @@ def affine_layer(
     b = None if b is None else b.to(device=device, dtype=dtype)
     if isinstance(m, nn.Linear):
         return Affine(w, b)
-    if isinstance(m.padding, str) or m.padding_mode != "zeros":
-        raise ValueError(f"LRP supports zero padding given as numbers (layer {name!r})")
-    return Affine(w, b, w.dim() - 2, m.stride, m.padding, m.dilation, m.groups)
+    if m.padding_mode != "zeros":
+        raise ValueError(f"LRP supports zero padding (layer {name!r})")
+    padding = _numeric_padding(m.padding, w.shape[2:], m.dilation, name)
+    return Affine(w, b, w.dim() - 2, m.stride, padding, m.dilation, m.groups)
+
+
+def _numeric_padding(padding, kernel, dilation, name: str) -> tuple:
+    """A convolution's padding as numbers: ``"valid"`` is none, ``"same"`` (stride 1)
+    half the dilated kernel on each side where that is symmetric."""
+    if not isinstance(padding, str):
+        return padding
+    dilation = dilation if isinstance(dilation, tuple | list) else (dilation,) * len(kernel)
+    if padding == "valid":
+        return (0,) * len(kernel)
+    total = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
+    if padding != "same" or any(t % 2 for t in total):
+        raise ValueError(f"LRP supports symmetric zero padding (layer {name!r}: {padding!r})")
+    return tuple(t // 2 for t in total)
+
+
+_CONV_FUNCTIONS = {F.conv1d: 1, F.conv2d: 2, F.conv3d: 3}
+
+
+def functional_affine(op, args: tuple, kwargs: dict, dtype, device) -> Affine:
+    """The :class:`Affine` of an ``F.conv1d/2d/3d`` or ``F.linear`` call whose weight is a
+    constant computed in the forward (timm's weight-standardised convolutions), ``op.bn``
+    folded into it."""
+    dims = _CONV_FUNCTIONS.get(op.target, 0)
+    names = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+    given = {**dict(zip(names, args, strict=False)), **kwargs}
+    w = given["weight"].detach()
+    b = given.get("bias")
+    b = None if b is None else b.detach()
+    if op.bn is not None:
+        w, b = fold_batchnorm(w, b, op.bn)
+    w = w.to(device=device, dtype=dtype)
+    b = None if b is None else b.to(device=device, dtype=dtype)
+    if dims == 0:
+        return Affine(w.contiguous(), b)
+
+    def spread(v, default):
+        v = given.get(v, default)
+        return tuple(v) if isinstance(v, tuple | list) else (v,) * dims
+
+    dilation = spread("dilation", 1)
+    padding = given.get("padding", 0)
+    padding = _numeric_padding(padding, w.shape[2:], dilation, op.name)
+    padding = tuple(padding) if isinstance(padding, tuple | list) else (padding,) * dims
+    return Affine(w.contiguous(), b, dims, spread("stride", 1), padding, dilation,
+                  int(given.get("groups", 1)))  # fmt: skip
+
+
+@dataclass
+class FunctionalAffine(OpRule):
+    """A convolution or linear map called as a function with a constant weight (one that
+    depends on parameters only, e.g. weight standardisation): ``rule`` (the composite's
+    rule of such layers) on the layer the call's arguments define, derived per batch
+    (the weight is an input of the call). A weight that carries relevance (a dynamic
+    convolution) makes the call a product of two inputs: AttnLRP's uniform rule."""
+
+    rule: AffineRule
+    record: bool = True
+    fresh = True
+    folds_batchnorm = True
+
+    def forward(self, call):
+        if len(call.op.args) != 1:
+            return super().forward(call)
+        x = call.inputs[0]
+        args, kwargs = call.op.evaluate_args(call.env), call.op.evaluate_kwargs(call.env)
+        layer = functional_affine(call.op, args, kwargs, x.dtype, x.device)
+        with torch.no_grad():
+            call.saved[call.op.name] = (layer, self.rule.prepare(layer))
+        return layer.forward(x, layer.weight, layer.bias)
+
+    def propagate(self, call, r, out=None):
+        if len(call.op.args) != 1:
+            res = Product(self.rule.stabilizer).propagate(call, r)
+            return res if out is None or res[0] is None else [out.add_(res[0]), *res[1:]]
+        layer, prep = call.saved.pop(call.op.name)
+        x, z = call.inputs[0], call.output
+        return [self.rule.relevance(layer, prep, x, z, r.contiguous(), out)]
 
 
 def _parts_shape(x: torch.Tensor, k: int) -> tuple:

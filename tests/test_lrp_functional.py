@@ -1,0 +1,258 @@
+"""Rules for the functional operations model libraries (timm) call inside their modules:
+``F.batch_norm`` (timm's ``BatchNormAct2d``), convolutions with a weight computed in the
+forward (weight standardisation), ``F.scaled_dot_product_attention`` outside attention
+modules, ``F.normalize``, ``pow``, ``repeat_interleave``, norms, optional forward
+arguments; and capture leaving the model as it was. Oracles: Zennit on the equivalent
+``torch.nn`` model, or a hand computation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hudd_core.lrp import LRP, start_relevance
+from hudd_testkit.lrp_oracle import zennit_relevance
+
+D = torch.float64
+
+
+class _BatchNormAct(nn.BatchNorm2d):
+    """BatchNorm + activation with a forward of its own (timm's ``BatchNormAct2d``)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                         False, 0.0, self.eps)  # fmt: skip
+        return self.act(x)
+
+
+class _StdConv(nn.Conv2d):
+    """A weight-standardised convolution (timm's ``StdConv2d``): the weight is computed in
+    the forward from the parameters."""
+
+    def forward(self, x):
+        w = F.batch_norm(self.weight.reshape(1, self.out_channels, -1), None, None,
+                         training=True, momentum=0.0, eps=1e-6).reshape_as(self.weight)  # fmt: skip
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def _randomise_bn(bn: nn.BatchNorm2d, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    n = bn.num_features
+    bn.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+    bn.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+    bn.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+    bn.bias.data.copy_(torch.randn(n, generator=g) * 0.1)
+
+
+def _pair(functional: bool) -> nn.Module:
+    """conv -> BN -> ReLU -> conv -> BN(+act) -> pool -> linear, BatchNorm as ``torch.nn``
+    modules or as ``F.batch_norm`` calls in a module of its own."""
+    torch.manual_seed(0)
+    conv1, conv2 = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 5, 3)
+    bns = [_BatchNormAct(4), _BatchNormAct(5)] if functional else [nn.BatchNorm2d(4),
+                                                                   nn.BatchNorm2d(5)]  # fmt: skip
+    for i, bn in enumerate(bns):
+        _randomise_bn(bn, i)
+    if functional:
+        body = [conv1, bns[0], conv2, bns[1]]
+    else:
+        body = [conv1, bns[0], nn.ReLU(), conv2, bns[1], nn.ReLU()]
+    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3)]
+    return nn.Sequential(*body, *head).eval().double()
+
+
+@pytest.mark.parametrize("composite", ["hudd", "epsilon-plus", "epsilon-alpha2-beta1"])
+def test_functional_batchnorm_folds_like_zennit(composite):
+    ours, ref_model = _pair(True), _pair(False)  # the same seed: the same parameters
+    x = torch.rand(3, 2, 9, 9, dtype=D)
+    torch.testing.assert_close(ours(x), ref_model(x))
+    lrp = LRP(ours, composite)
+    assert "1.act" in lrp.layers and "0" in lrp.layers
+    got = lrp(x)
+    ref = zennit_relevance(ref_model, x, composite, ["input", "0", "3"], start_relevance)
+    for name, ref_name in (("input", "input"), ("0", "0"), ("2", "3")):
+        scale = float(ref[ref_name].abs().max())
+        assert scale > 0
+        torch.testing.assert_close(got[name], ref[ref_name], rtol=0, atol=1e-6 * scale)
+
+
+class _BatchNormFirst(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor([1.0], dtype=D))
+        self.register_buffer("var", torch.tensor([4.0], dtype=D))
+
+    def forward(self, x):
+        return F.batch_norm(x, self.mean, self.var, None, None, False, 0.0, 0.0)
+
+
+def test_unfolded_functional_batchnorm_by_hand():
+    # nothing to fold into: scale 1 / sqrt(4) = 0.5, shift -0.5; x = 3: z = 1,
+    # R = 0.5 * 3 * r / z = 1.5 (the negative shift keeps its share, -0.5)
+    x = torch.tensor([[3.0]], dtype=D)
+    got = LRP(_BatchNormFirst(), "epsilon-plus", epsilon=0.0, stabilizer=0.0)(
+        x, start=torch.ones(1, 1, dtype=D)
+    )["input"]
+    torch.testing.assert_close(got, torch.tensor([[1.5]], dtype=D))
+
+
+@pytest.mark.parametrize("composite", ["hudd", "epsilon-gamma-box"])
+def test_weight_standardised_convolution_equals_zennit(composite):
+    torch.manual_seed(1)
+    std = nn.Sequential(_StdConv(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))  # fmt: skip
+    _randomise_bn(std[1], 3)
+    std = std.eval().double()
+    plain = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))  # fmt: skip
+    plain.load_state_dict(std.state_dict())
+    with torch.no_grad():  # the standardised weight, computed independently
+        w = std[0].weight
+        mean = w.mean(dim=(1, 2, 3), keepdim=True)
+        var = w.var(dim=(1, 2, 3), unbiased=False, keepdim=True)
+        plain[0].weight.copy_((w - mean) / torch.sqrt(var + 1e-6))
+    plain = plain.eval().double()
+    x = torch.rand(2, 2, 7, 7, dtype=D)
+    lrp = LRP(std, composite)
+    assert "0" in lrp.layers  # recorded under the module it is called in
+    got = lrp(x)
+    ref = zennit_relevance(plain, x, composite, ["input", "0"], start_relevance)
+    for name in ("input", "0"):
+        scale = float(ref[name].abs().max())
+        torch.testing.assert_close(got[name], ref[name], rtol=0, atol=1e-6 * scale)
+
+
+class _SelfAttention(nn.Module):
+    """q = k = v = x, one head, F.scaled_dot_product_attention called directly."""
+
+    def forward(self, x):
+        return F.scaled_dot_product_attention(x, x, x).sum(dim=(1, 2))[:, None]
+
+
+def test_sdpa_outside_attention_modules_by_hand():
+    x = torch.tensor([[[0.5, 1.0], [2.0, -0.5], [1.0, 1.5]]], dtype=D)
+    got = LRP(_SelfAttention(), "epsilon-plus", epsilon=0.0, stabilizer=1e-30)(x)["input"]
+    # AttnLRP, written out: o = A v, A = softmax(L), L = s q k^T, q = k = v = x
+    s = 1 / math.sqrt(2)
+    z = x @ x.transpose(1, 2)
+    a = torch.softmax(s * z, dim=-1)
+    o = a @ x
+    r = torch.ones_like(o) * o  # the sum's Norm rule: each output keeps its own value
+    so = r / o
+    r_a, r_v = a * (so @ x.transpose(1, 2)) / 2, x * (a.transpose(1, 2) @ so) / 2
+    r_l = s * z * (r_a - a * r_a.sum(-1, keepdim=True))  # softmax rule, then the scale passes
+    sz = r_l / z
+    r_q, r_k = x * (sz @ x) / 2, x * (sz.transpose(1, 2) @ x) / 2
+    torch.testing.assert_close(got, r_q + r_k + r_v, rtol=1e-10, atol=1e-12)
+
+
+class _Elementwise(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3, bias=False)
+
+    def forward(self, x):
+        h = self.lin(x)
+        h = F.normalize(h.pow(2), dim=1)  # identity rule for both
+        return h.repeat_interleave(2, dim=1).sum(dim=1, keepdim=True)
+
+
+def test_pow_normalize_repeat_interleave_by_hand():
+    torch.manual_seed(0)
+    m = _Elementwise().double()
+    x = torch.rand(2, 3, dtype=D)
+    lrp = LRP(m, "epsilon-plus", layers=["lin", "pow_1", "normalize", "repeat_interleave"],
+              epsilon=0.0, stabilizer=0.0)  # fmt: skip
+    rel = lrp(x, start=lambda y: y)
+    with torch.no_grad():
+        h = F.normalize(m.lin(x).pow(2), dim=1)
+    # sum: each of the 6 copies keeps its value; repeat_interleave adds the two copies
+    torch.testing.assert_close(rel["repeat_interleave"], h.repeat_interleave(2, dim=1))
+    torch.testing.assert_close(rel["normalize"], 2 * h)
+    torch.testing.assert_close(rel["pow_1"], 2 * h)  # identity rule through F.normalize
+    torch.testing.assert_close(rel["lin"], 2 * h)  # and through pow
+
+
+class _Norm(nn.Module):
+    def forward(self, x):
+        return x.norm(dim=1, keepdim=True)
+
+
+def test_norm_by_hand():
+    # ||x|| = sum_k x_k^2 / ||x||: R_k = r x_k^2 / ||x||^2 (conservative)
+    x = torch.tensor([[3.0, -4.0]], dtype=D)
+    got = LRP(_Norm(), "epsilon-plus", epsilon=0.0, stabilizer=0.0)(x)["input"]
+    torch.testing.assert_close(got, torch.tensor([[5.0 * 9 / 25, 5.0 * 16 / 25]], dtype=D))
+
+
+class _Optional(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x, mask=None, scale: float = 2.0):
+        if mask is not None:
+            x = x * mask
+        return self.lin(x) * scale
+
+
+def test_optional_forward_arguments_keep_their_defaults():
+    torch.manual_seed(0)
+    m = _Optional().double().eval()
+    x = torch.rand(4, 3, dtype=D)
+    lrp = LRP(m)
+    torch.testing.assert_close(lrp.forward(x), m(x))
+    assert bool(lrp(x)["input"].abs().sum() > 0)
+
+
+class _Caching(nn.Module):
+    """Caches a tensor derived from its parameters on the first forward (LeViT's
+    attention-bias cache does this)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.table = nn.Parameter(torch.rand(2, 1, 1))
+        self.cache: dict[str, torch.Tensor] = {}
+        self.calls: list[int] = []
+
+    def forward(self, x):
+        if "bias" not in self.cache:
+            self.cache["bias"] = self.table * 2
+        self.last = x.shape[0]
+        self.calls.append(1)
+        return (self.conv(x) + self.cache["bias"]).flatten(1)
+
+
+def test_capture_leaves_the_model_as_it_was():
+    torch.manual_seed(0)
+    m = _Caching().eval()
+    x = torch.rand(2, 1, 6, 6)
+    first = LRP(m)(x)
+    assert m.cache == {} and m.calls == [] and not hasattr(m, "last")  # no Proxy stays
+    second = LRP(m)(x)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    m(x)  # the model still runs, and a cache filled by a real forward stays
+    assert isinstance(m.cache["bias"], torch.Tensor)
+    third = LRP(m)(x)
+    assert m.cache.keys() == {"bias"}
+    for k in first:
+        torch.testing.assert_close(first[k], third[k])
+
+
+def test_timm_levit_twice():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    m = timm.create_model("levit_128s", pretrained=False, num_classes=4, img_size=32).eval()
+    x = torch.rand(1, 3, 32, 32)
+    first, second = LRP(m)(x), LRP(m)(x)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    m(x)
