@@ -246,3 +246,15 @@ def test_both_splits_must_have_a_case(tmp_path):
     path = _write(tmp_path, f'name = "a"\n{CASE}split = "development"')
     with pytest.raises(ValueError, match="no held-out case"):
         cases.read_cases(path)
+
+
+@pytest.mark.parametrize("source", ["gauges", "textures"])
+def test_generate_case_writes_the_datasets_layout(tmp_path, source):
+    sizes = {"TrainingSet": 24, "TestSet": 16}
+    root = cases.generate_case(tmp_path / "DataSets", source, 3, sizes, image_size=32)
+    side = cases.native_size(source) or 32
+    for set_name, n in sizes.items():
+        data = ImageSet(root / set_name, classes=cases.classes(source))
+        assert len(data) == n == len(metadata(root / set_name))
+        assert data[0][0].shape[-2:] == (side, side)
+    assert (root / "simulator.json").is_file()  # what hudd demo's training reads
