@@ -40,7 +40,7 @@ def dynamic_choices(name: str) -> tuple | None:
     return None
 
 
-def add_option(p: argparse.ArgumentParser, opt: Option, default: Any = None) -> None:
+def add_option(p: Any, opt: Option, default: Any = None) -> None:
     """The flag of ``opt`` (default None: not given; ``default`` replaces the table's for
     this command only). An option on by default is turned off by ``--no-<name>``."""
     if opt.name == "baselines":  # a flag that may name the baselines
@@ -62,10 +62,8 @@ def add_option(p: argparse.ArgumentParser, opt: Option, default: Any = None) -> 
                        help=text)  # fmt: skip
 
 
-def add_flags(
-    p: argparse.ArgumentParser, names: Iterable[str], defaults: Mapping[str, Any] | None = None
-) -> None:
-    """The flags of the options ``names``, in the table's order."""
+def add_flags(p: Any, names: Iterable[str], defaults: Mapping[str, Any] | None = None) -> None:
+    """The flags of the options ``names`` on ``p`` (a parser or an argument group)."""
     defaults = defaults or {}
     for name in names:
         add_option(p, OPTIONS[name], defaults.get(name))
@@ -86,9 +84,25 @@ def add_step(
     """A step's sub-command with its flags from the table; ``run(args)`` gets them filled
     in by :func:`prepare` (``args.cfg``: the whole configuration)."""
     p = sub.add_parser(step, help=help)
-    add_flags(p, step_flags(step))
+    read = [n for n in step_flags(step) if step in OPTIONS[n].steps]
+    add_flags(p.add_argument_group(f"options of hudd {step}"), read)
+    ignored = p.add_argument_group("shared options this step does not read (accepted, ignored)")
+    add_flags(ignored, [n for n in SHARED if n not in read])
     p.set_defaults(func=run, step=step)
     return p
+
+
+def add_grouped(p: argparse.ArgumentParser, names: Iterable[str]) -> None:
+    """The flags of ``names`` in groups: the shared ones, those of no step (the run's
+    own), then each step's (an option read by several steps is in its first's group)."""
+    names = list(names)
+    groups: dict[str, list[str]] = {"shared": [n for n in names if OPTIONS[n].shared]}
+    for n in names:
+        if not OPTIONS[n].shared:
+            steps = OPTIONS[n].steps
+            groups.setdefault(steps[0] if steps else "run", []).append(n)
+    for title, members in groups.items():
+        add_flags(p.add_argument_group(f"{title} options"), members)
 
 
 def prepare(args: argparse.Namespace) -> dict[str, Any]:

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import argparse
 
-from hudd_core.cli.common import add_flags, setup_logging
+from hudd_core.cli.common import add_grouped, setup_logging
 from hudd_core.options import OPTIONS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="all steps, resumable, from options or a TOML file")
     p.add_argument("--config", help="TOML file with the options (command line overrides it)")
-    add_flags(p, OPTIONS)
+    add_grouped(p, OPTIONS)
     p.set_defaults(func=run)
 
 
