@@ -14,7 +14,11 @@ pool gives (distances to the RCCs, uncertainty, penultimate features), never a l
 * inside a group, ``pool-quota`` takes the images closest to the RCC (the paper's
   ranking), ``pool-uncertain`` the most uncertain first, ``pool-diverse`` a k-center
   greedy cover of the group's uncertain images in feature space, starting from the most
-  uncertain (so one RCC does not spend its share on near-duplicates).
+  uncertain (so one RCC does not spend its share on near-duplicates);
+* ``quota-diverse`` keeps the paper's shares (B split by the RCCs' quotas, twice their
+  test errors: the test set's error mass says where the pool's errors are) and takes,
+  inside an RCC, a k-center cover of its ``ceil(factor × share)`` closest images,
+  starting from the closest (close to the RCC, but no near-duplicates).
 
 Two stronger baselines, also label-free (:data:`DIVERSE_BASELINES`): ``margin-diverse``
 (the ``ceil(factor × B)`` smallest-margin images, then k-center greedy on the penultimate
@@ -38,8 +42,15 @@ import numpy as np
 
 UNCERTAINTY = ("entropy", "margin", "deepgini")
 CATCH_ALL = -1  # the group of the uncertain images near no RCC
-WITHIN = {"pool-quota": "distance", "pool-uncertain": "uncertainty", "pool-diverse": "diverse"}
-SELECTIONS = tuple(WITHIN)
+# Per selection: how B is shared (by the ``pool``'s uncertain images or by the RCCs'
+# ``quota``s of the paper's rule), and how a group's share is taken.
+RULES = {
+    "pool-quota": ("pool", "distance"),
+    "pool-uncertain": ("pool", "uncertainty"),
+    "pool-diverse": ("pool", "diverse"),
+    "quota-diverse": ("quota", "near-diverse"),
+}
+SELECTIONS = tuple(RULES)
 DIVERSE_BASELINES = ("margin-diverse", "badge")
 FACTOR = 2.0  # the uncertain images: the ceil(FACTOR × B) most uncertain of the pool
 
@@ -84,6 +95,29 @@ def largest_remainder(weights: np.ndarray, total: int) -> np.ndarray:
     rest = total - int(out.sum())
     out[np.argsort(-(exact - out), kind="stable")[:rest]] += 1
     return out
+
+
+def capped_shares(weights: dict[int, float], room: dict[int, int], total: int) -> dict[int, int]:
+    """``total`` split by ``weights`` (largest remainders), no group above its ``room``:
+    what a full group cannot take goes to the others by their weights, until ``total`` or
+    every group is full.
+
+    >>> capped_shares({1: 3, 2: 1}, {1: 2, 2: 10}, 5)
+    {1: 2, 2: 3}
+    """
+    out = {g: 0 for g in weights}
+    left = min(total, sum(room.get(g, 0) for g in weights))
+    while left > 0:
+        open_ = [g for g in sorted(weights) if out[g] < room.get(g, 0) and weights[g] > 0]
+        if not open_:  # only zero weights have room left: share by room instead
+            open_ = [g for g in sorted(weights) if out[g] < room.get(g, 0)]
+            w = np.array([room[g] - out[g] for g in open_], dtype=np.float64)
+        else:
+            w = np.array([weights[g] for g in open_], dtype=np.float64)
+        for g, add in zip(open_, largest_remainder(w, left), strict=True):
+            out[g] += min(int(add), room[g] - out[g])
+        left = min(total, sum(room.get(g, 0) for g in weights)) - sum(out.values())
+    return {g: v for g, v in out.items() if v > 0}
 
 
 def nearest_groups(distances: np.ndarray, far: np.ndarray | None = None) -> np.ndarray:
@@ -141,11 +175,18 @@ def _within(
     closeness: np.ndarray,
     uncertain: np.ndarray,
     features: np.ndarray | None,
+    factor: float,
 ) -> np.ndarray:
     """``share`` of a group's ``rows``: the closest (``distance``), the most uncertain
-    (``uncertainty``) or a k-center cover of its uncertain rows (``diverse``)."""
+    (``uncertainty``), a k-center cover of its uncertain rows (``diverse``) or of its
+    ``ceil(factor × share)`` closest (``near-diverse``)."""
+    by_distance = rows[np.lexsort((rows, closeness[rows]))]
     if how == "distance":
-        return rows[np.lexsort((rows, closeness[rows]))[:share]]
+        return by_distance[:share]
+    if how == "near-diverse":
+        if features is None:
+            raise ValueError("a diverse selection needs the pool's features")
+        return k_center_greedy(features, by_distance[: math.ceil(factor * share)], share)
     by_uncertainty = rows[np.lexsort((rows, -uncertainty[rows]))]
     if how == "uncertainty":
         return by_uncertainty[:share]
@@ -164,6 +205,7 @@ def select(
     features: np.ndarray | None = None,
     far: np.ndarray | None = None,
     factor: float = FACTOR,
+    quotas: np.ndarray | None = None,
 ) -> Picks:
     """The ``budget`` pool rows of selection ``name`` (:data:`SELECTIONS`; module
     docstring), distinct, grouped by RCC (the group order: columns, then the catch-all).
@@ -173,10 +215,12 @@ def select(
         uncertainty: N, higher = more uncertain (e.g. the softmax entropy).
         budget: B (capped at N).
         features: N × D, the space of ``pool-diverse`` (penultimate features, heatmaps).
-        far: N booleans, the images near no RCC (the catch-all group); None: no catch-all.
+        far: N booleans, the images near no RCC (the catch-all group of the ``pool-*``
+            selections; the ``quota-*`` ones have none); None: no catch-all.
         factor: the uncertain images are the ``ceil(factor × B)`` most uncertain.
+        quotas: K, the RCCs' quotas of the paper's rule (the ``quota-*`` selections).
     """
-    if name not in WITHIN:
+    if name not in RULES:
         raise ValueError(f"unknown selection {name!r}; one of {SELECTIONS}")
     distances = np.asarray(distances, dtype=np.float64)
     uncertainty = np.asarray(uncertainty, dtype=np.float64)
@@ -184,14 +228,23 @@ def select(
     if len(uncertainty) != n or (features is not None and len(features) != n):
         raise ValueError("distances, uncertainty and features need one row per pool image")
     budget = check_budget(budget, n)
-    groups = nearest_groups(distances, far)
+    share_by, within = RULES[name]
+    groups = nearest_groups(distances, far if share_by == "pool" else None)
     closeness = distances.min(axis=1) if n else np.zeros(0)
     uncertain = most_uncertain(uncertainty, min(n, max(budget, math.ceil(factor * budget))))
-    shares = pool_shares(groups, uncertainty, budget, factor)
+    if share_by == "pool":
+        shares = pool_shares(groups, uncertainty, budget, factor)
+    else:
+        if quotas is None or len(quotas) != distances.shape[1]:
+            raise ValueError(f"{name}: needs one quota per RCC (column of the distances)")
+        ids, sizes = np.unique(groups, return_counts=True)
+        room = {int(g): int(m) for g, m in zip(ids, sizes, strict=True)}
+        shares = capped_shares({g: float(q) for g, q in enumerate(quotas)}, room, budget)
     index, group = [], []
     for g in sorted(shares, key=lambda g: (g == CATCH_ALL, g)):
         rows = np.flatnonzero(groups == g)
-        got = _within(rows, shares[g], WITHIN[name], uncertainty, closeness, uncertain, features)
+        got = _within(rows, shares[g], within, uncertainty, closeness, uncertain, features,
+                      factor)  # fmt: skip
         index.append(got)
         group.append(np.full(len(got), g, dtype=np.int64))
     if not index:

@@ -28,7 +28,8 @@ def random_pool(n: int = 60, k: int = 4, c: int = 5, d: int = 6, seed: int = 0):
 
 def every_method(dist, probs, feats, far, budget, seed):
     unc = S.uncertainty(probs, "entropy")
-    out = {name: S.select(name, dist, unc, budget, features=feats, far=far).index
+    quotas = np.arange(1, dist.shape[1] + 1) * 3
+    out = {name: S.select(name, dist, unc, budget, features=feats, far=far, quotas=quotas).index
            for name in S.SELECTIONS}  # fmt: skip
     out["margin-diverse"] = S.margin_diverse(probs, feats, budget)
     out["badge"] = S.badge(probs, feats, budget, seed=seed)
@@ -71,6 +72,26 @@ def test_no_catch_all_without_far():
     # row 6 then goes to column 0 (tie: lower column); top 6 → groups 0,0,0,1,1,1 → 2 + 2
     picks = S.select("pool-uncertain", DIST, UNC, 4, factor=1.5)
     assert picks.index.tolist() == [6, 1, 3, 5]
+
+
+def test_quota_diverse_by_hand():
+    # no catch-all: row 6 joins column 0 → groups {0, 1, 2, 6, 7} and {3, 4, 5}
+    # B=4, quotas (1, 3): shares 1 and 3; group 0 → its closest (row 0); group 1 → its
+    # 3 closest (3, 4, 5) in k-center order from the closest: 3, 4 (2 away), 5
+    quotas = np.array([1, 3])
+    picks = S.select("quota-diverse", DIST, UNC, 4, features=FEAT, quotas=quotas)
+    assert picks.index.tolist() == [0, 3, 4, 5]
+    # B=3: 3·(1, 3)/4 = (0.75, 2.25) → (1, 2); group 1 → 3, then 4 (not 5, 0.1 from 3)
+    picks = S.select("quota-diverse", DIST, UNC, 3, features=FEAT, quotas=quotas, far=FAR)
+    assert picks.index.tolist() == [0, 3, 4]  # far is no catch-all here
+
+
+def test_quota_shares_capped_by_the_pool():
+    # B=7, quotas (10, 1): 7·(10, 1)/11 = (6.36, 0.64) → (6, 1), but group 0 holds 5 rows:
+    # the sixth goes to group 1
+    picks = S.select("quota-diverse", DIST, UNC, 7, features=FEAT, quotas=np.array([10, 1]))
+    assert sorted(picks.index[picks.group == 0].tolist()) == [0, 1, 2, 6, 7]
+    assert len(picks.index) == 7 and (picks.group == 1).sum() == 2
 
 
 def test_margin_diverse_by_hand():
@@ -141,6 +162,8 @@ def test_budget_checks():
         S.select("hudd", DIST, UNC, 2)
     with pytest.raises(ValueError, match="features"):
         S.select("pool-diverse", DIST, UNC, 2)
+    with pytest.raises(ValueError, match="one quota per RCC"):
+        S.select("quota-diverse", DIST, UNC, 2, features=FEAT)
 
 
 def test_feature_hook_gives_the_heads_input():
