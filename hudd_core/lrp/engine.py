@@ -36,8 +36,13 @@ import torch
 from torch import nn
 
 from hudd_core.lrp.composites import Composite, get_composite
-from hudd_core.lrp.graph import Graph, capture
+from hudd_core.lrp.graph import Graph, TracingFailed, capture
 from hudd_core.lrp.oprules import Call
+
+_NOT_YET = (
+    "torch.fx cannot trace this model: its graph is recorded from a batch; call the "
+    "LRP, or .shapes(input_shape), first"
+)
 
 
 def start_relevance(
@@ -102,30 +107,71 @@ class LRP:
     ) -> None:
         self.model = model
         self.composite = get_composite(composite, **composite_kwargs)
-        self.graph: Graph = capture(model, self.composite)
-        known = self.graph.recordable
-        if layers is None:
-            layers = self.graph.default_layers
+        self._wanted = None if layers is None else list(layers)
+        self._layers: list[str] | None = None
+        self._graph: Graph | None = None
+        self._recorded: dict[tuple, Graph] = {}  # (shape, dtype, device) -> graph
+        self._prepared: dict[tuple, dict[str, object]] = {}
+        try:
+            self._graph = capture(model, self.composite)
+        except TracingFailed:
+            pass  # recorded from each batch shape's first batch (hudd_core.lrp.record)
+        else:
+            self._set_layers(self._graph)
+
+    @property
+    def graph(self) -> Graph:
+        """The captured graph (of the latest batch shape, for a recorded model)."""
+        if self._graph is None:
+            raise RuntimeError(_NOT_YET)
+        return self._graph
+
+    @property
+    def layers(self) -> list[str]:
+        """The recorded layers, in execution order."""
+        if self._layers is None:
+            raise RuntimeError(_NOT_YET)
+        return self._layers
+
+    @layers.setter
+    def layers(self, names: list[str]) -> None:
+        self._layers = names
+
+    def _set_layers(self, graph: Graph) -> None:
+        known = graph.recordable
+        layers = graph.default_layers if self._wanted is None else self._wanted
         unknown = [name for name in layers if name not in known]
         if unknown:
             raise ValueError(f"unknown layer(s) {unknown}; recordable: {known}")
-        self.layers = [name for name in known if name in set(layers)]
-        self._prepared: dict[tuple, dict[str, object]] = {}
+        self._layers = [name for name in known if name in set(layers)]
 
-    def _prepare(self, dtype: torch.dtype, device: torch.device) -> dict[str, object]:
-        key = (dtype, device)
+    def _graph_for(self, x: torch.Tensor) -> Graph:
+        """The graph for the batch ``x``: the traced one, or the one recorded for its shape,
+        dtype and device (recorded now if new)."""
+        if self._graph is not None and not self._graph.recorded:
+            return self._graph
+        key = (tuple(x.shape), x.dtype, x.device)
+        if key not in self._recorded:
+            self._recorded[key] = capture(self.model, self.composite, example=x)
+        self._graph = self._recorded[key]
+        if self._layers is None:
+            self._set_layers(self._graph)
+        return self._graph
+
+    def _prepare(self, graph: Graph, dtype: torch.dtype, device: torch.device) -> dict:
+        key = (id(graph), dtype, device)
         if key not in self._prepared:
             self._prepared[key] = {
-                op.name: op.rule.setup(op, dtype, device) for op in self.graph.ops if op.rule
+                op.name: op.rule.setup(op, dtype, device) for op in graph.ops if op.rule
             }
         return self._prepared[key]
 
     # -- forward -------------------------------------------------------------------------
 
-    def _forward(self, x: torch.Tensor, prep: dict) -> tuple[dict, dict]:
+    def _forward(self, graph: Graph, x: torch.Tensor, prep: dict) -> tuple[dict, dict]:
         env: dict[str, object] = {}
         saved: dict[str, object] = {}
-        for op in self.graph.ops:
+        for op in graph.ops:
             if op.record == "input":
                 env[op.name] = x
             elif op.rule is None:  # a constant, a parameter, shape arithmetic
@@ -136,9 +182,10 @@ class LRP:
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's output as the engine computes it (BatchNorm folded)."""
+        graph = self._graph_for(x)
         with torch.no_grad():
-            env, _ = self._forward(x, self._prepare(x.dtype, x.device))
-        return env[self.graph.output]
+            env, _ = self._forward(graph, x, self._prepare(graph, x.dtype, x.device))
+        return env[graph.output]
 
     def activations(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each recorded layer's output for the batch ``x`` (``{name: (B, ...)}``), as the
@@ -147,9 +194,10 @@ class LRP:
         the features of ``hudd cluster --method act-*`` and ``rxa-*``."""
         if not x.dtype.is_floating_point:
             raise TypeError(f"LRP input must be floating point, got {x.dtype}")
+        graph = self._graph_for(x)
         with torch.no_grad():
-            env, _ = self._forward(x.contiguous(), self._prepare(x.dtype, x.device))
-        names = self.graph.record_nodes
+            env, _ = self._forward(graph, x.contiguous(), self._prepare(graph, x.dtype, x.device))
+        names = graph.record_nodes
         return {name: _first(env[names[name]]) for name in self.layers}
 
     # -- relevance pass ------------------------------------------------------------------
@@ -168,17 +216,18 @@ class LRP:
         if not x.dtype.is_floating_point:
             raise TypeError(f"LRP input must be floating point, got {x.dtype}")
         x = x.contiguous()
+        graph = self._graph_for(x)
         with torch.no_grad():
-            prep = self._prepare(x.dtype, x.device)
-            env, saved = self._forward(x, prep)
-            out = env[self.graph.output]
+            prep = self._prepare(graph, x.dtype, x.device)
+            env, saved = self._forward(graph, x, prep)
+            out = env[graph.output]
             if callable(start):
                 start = start(out)
             r0 = start if start is not None else start_relevance(out, target, keypoints)
-            return self._backward(env, saved, prep, r0.to(out))
+            return self._backward(graph, env, saved, prep, r0.to(out))
 
-    def _backward(self, env: dict, saved: dict, prep: dict, r0: torch.Tensor) -> dict:
-        rel: dict[str, object] = {self.graph.output: r0.contiguous()}
+    def _backward(self, graph: Graph, env: dict, saved: dict, prep: dict, r0: torch.Tensor) -> dict:
+        rel: dict[str, object] = {graph.output: r0.contiguous()}
         owned: set[str] = set()  # names whose tensor we created (safe to add into in place)
         record = set(self.layers)
         result: dict[str, torch.Tensor] = {}
@@ -198,7 +247,7 @@ class LRP:
                 if fresh:
                     owned.add(name)
 
-        for op in reversed(self.graph.ops):
+        for op in reversed(graph.ops):
             r = rel.pop(op.name, None)
             if op.record in record:
                 result[op.record] = _recorded(r, env[op.name])
@@ -219,10 +268,11 @@ class LRP:
         param = next(self.model.parameters(), None)
         dtype = torch.float32 if param is None else param.dtype
         device = "cpu" if param is None else param.device
+        x = torch.zeros((1, *input_shape), dtype=dtype, device=device)
+        graph = self._graph_for(x)
         with torch.no_grad():
-            x = torch.zeros((1, *input_shape), dtype=dtype, device=device)
-            env, _ = self._forward(x, self._prepare(dtype, torch.device(device)))
-        names = self.graph.record_nodes
+            env, _ = self._forward(graph, x, self._prepare(graph, dtype, torch.device(device)))
+        names = graph.record_nodes
         shapes = {
             name: tuple(env[names[name]].shape[1:])
             for name in self.layers

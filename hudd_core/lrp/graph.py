@@ -8,7 +8,10 @@ registry (:mod:`hudd_core.lrp.composites`); shape arithmetic (``x.size(0) // 2``
 assertions on shapes), parameters used directly in ``forward`` and optional extra inputs
 left at their defaults are evaluated as constants. The composite's canonizers then rewrite
 the graph (BatchNorm folded into the layer before it). An operation without a rule raises
-:class:`UnsupportedOperation` naming it and the graph node.
+:class:`UnsupportedOperation` naming it and the graph node. Tracing leaves the model as it
+was (a forward that caches values would otherwise keep fx Proxies). Where torch.fx cannot
+trace a model (Python control flow on a tensor's value), a batch is run through it and the
+graph recorded (:mod:`hudd_core.lrp.record`); the engine does that per batch shape.
 
 Example:
     >>> import torch
@@ -36,6 +39,7 @@ from hudd_core.lrp.composites import (
     get_composite,
 )
 from hudd_core.lrp.oprules import Copy, OpRule, Pass
+from hudd_core.lrp.record import RecordingError, record
 from hudd_core.lrp.rules import FunctionalAffine
 
 # Calls whose result depends on a tensor's shape or type only, never its values.
@@ -51,6 +55,10 @@ _OUT_OF_PLACE = {operator.iadd: operator.add, operator.isub: operator.sub,
 
 class UnsupportedOperation(ValueError):
     """The model contains an operation LRP cannot propagate relevance through."""
+
+
+class TracingFailed(UnsupportedOperation):
+    """torch.fx cannot trace the model; :func:`capture` with an example batch records it."""
 
 
 @dataclass
@@ -102,6 +110,7 @@ class Graph:
     module: fx.GraphModule
     ops: list[Op]
     output: str
+    recorded: bool = False  # recorded from one batch (torch.fx could not trace the model)
 
     @property
     def record_nodes(self) -> dict[str, str]:
@@ -184,8 +193,8 @@ def _out_of_place_module(m: nn.Module) -> nn.Module:
 def _is_meta(node: fx.Node, live: set[str]) -> bool:
     """Whether a node is a constant for relevance: it reads no relevance-carrying value, or
     only the shape/type of one."""
-    if not any(a.name in live for a in node.all_input_nodes):
-        return True
+    if node.meta.get("value_free") or not any(a.name in live for a in node.all_input_nodes):
+        return True  # (recorded graphs: masks and indices hold no relevance)
     if node.op == "call_function":
         return node.target in _META_FUNCTIONS
     return node.op == "call_method" and node.target in _META_METHODS
@@ -289,21 +298,42 @@ def _kept_as_it_was(model: nn.Module):
                 v.update(before)
 
 
-def capture(model: nn.Module, composite: str | Composite = "hudd") -> Graph:
-    """Traces ``model`` (never modified) into a :class:`Graph` with ``composite``'s rules.
-
-    Raises:
-        UnsupportedOperation: for an operation without a rule, naming the operation and the
-            graph node (and the module it sits in).
-    """
-    composite = get_composite(composite)
+def _trace(
+    model: nn.Module, composite: Composite, example: torch.Tensor | None
+) -> tuple[fx.GraphModule, fx.Graph, bool]:
+    """``(graph module, graph, recorded)``: torch.fx's trace, else (with an example) the
+    recording of a forward run (:mod:`hudd_core.lrp.record`)."""
     tracer = _Tracer(composite)
     try:
         with _kept_as_it_was(model):  # the constants fx puts on the model go to gm only
             g = tracer.trace(model, concrete_args=_optional_arguments(model))
-            gm = fx.GraphModule(tracer.root, g)
+            return fx.GraphModule(tracer.root, g), g, False
     except Exception as exc:  # fx cannot trace data-dependent control flow
-        raise UnsupportedOperation(f"torch.fx cannot trace the model: {exc}") from exc
+        if example is None:
+            raise TracingFailed(f"torch.fx cannot trace the model: {exc}") from exc
+    try:
+        with _kept_as_it_was(model):
+            gm, g = record(model, example, tracer.is_leaf_module)
+    except RecordingError as exc:
+        raise UnsupportedOperation(str(exc)) from exc
+    return gm, g, True
+
+
+def capture(
+    model: nn.Module, composite: str | Composite = "hudd", example: torch.Tensor | None = None
+) -> Graph:
+    """Traces ``model`` (never modified) into a :class:`Graph` with ``composite``'s rules.
+    Where torch.fx cannot trace it, ``example`` (a batch) is run through the model and the
+    operations it meets are recorded instead (:mod:`hudd_core.lrp.record`): the graph of
+    that batch's shape (:attr:`Graph.recorded`).
+
+    Raises:
+        TracingFailed: torch.fx cannot trace the model and no ``example`` is given.
+        UnsupportedOperation: for an operation without a rule, naming the operation and the
+            graph node (and the module it sits in).
+    """
+    composite = get_composite(composite)
+    gm, g, recorded = _trace(model, composite, example)
     modules = dict(gm.named_modules())
     table = composite.function_table()
     ops: list[Op] = []
@@ -348,7 +378,7 @@ def capture(model: nn.Module, composite: str | Composite = "hudd") -> Graph:
         by_name[op.name] = op
     if output is None:
         raise UnsupportedOperation("the traced model has no output")
-    graph = Graph(gm, ops, output)
+    graph = Graph(gm, ops, output, recorded)
     for canonizer in composite.canonizers:
         canonizer.apply(graph)
     return graph
