@@ -19,8 +19,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from hudd_testkit.waiting import SAFETY, exited, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = ("clusters.csv", "unsafe_set.csv")
@@ -35,11 +37,14 @@ INPUTS = ("DataSets", "DNNModels", ".lock")
 @dataclass
 class Lab:
     """The trial folders: ``base`` (data and trained model only), ``done`` (after a clean
-    run), ``work`` (where every trial runs), the clean results and the clean run's time."""
+    run), ``work`` (where every trial runs), the clean results, the clean run's time and
+    its ``writes``: each intermediate (path in ``work``; ``""``, the start) with the
+    seconds after the start at which the clean run last wrote it, in that order."""
 
     root: Path
     reference: dict[str, bytes]
     seconds: float
+    writes: list[tuple[str, float]] = field(default_factory=list)
 
     @property
     def base(self) -> Path:
@@ -72,7 +77,7 @@ def start(work: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
-def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
+def finish(proc: subprocess.Popen, timeout: float = SAFETY) -> tuple[int, str]:
     _, err = proc.communicate(timeout=timeout)
     return proc.returncode, err
 
@@ -118,12 +123,13 @@ def prepare(root: Path, seed: int = 0) -> Lab:
     save_checkpoint(model, base / "DNNModels", "demo_alexnet", meta)
     lab = Lab(root, {}, 0.0)
     restore(base, lab.work)
-    t = time.perf_counter()
+    t, started = time.perf_counter(), time.time()  # time.time(): the files' clock
     code, err = run(lab.work)
     lab.seconds = time.perf_counter() - t
     if code != 0:
         raise RuntimeError(f"the clean run failed ({code}): {err}")
     lab.reference = results(lab.work)
+    lab.writes = _writes(lab.work, started)
     if lab.done.exists():
         shutil.rmtree(lab.done)
     shutil.copytree(lab.work, lab.done)
@@ -190,17 +196,34 @@ def damage(path: Path, rng: random.Random) -> str:
     return f"{flips} bit flip(s){', time kept' if keep else ''}"
 
 
+def _writes(work: Path, started: float) -> list[tuple[str, float]]:
+    """:attr:`Lab.writes` of the run that began at ``started`` (epoch seconds)."""
+    files = [(str(p.relative_to(work)), p.stat().st_mtime - started) for p in intermediates(work)]
+    return [("", 0.0), *sorted(files, key=lambda f: f[1])]
+
+
+def _kill_moment(lab: Lab, rng: random.Random) -> tuple[str, float]:
+    """A moment drawn uniformly over the clean run's writes, as an event and a delay: the
+    file last written before it (``""``: the start) and the seconds since. The delay is
+    within the gap to the next write, so a kill comes mid-run at any pace of the machine."""
+    moment = rng.uniform(0.0, lab.writes[-1][1])
+    path, at = max((w for w in lab.writes if w[1] <= moment), key=lambda w: w[1])
+    return path, moment - at
+
+
 def _kill_at_random(lab: Lab, rng: random.Random) -> str:
+    path, delay = _kill_moment(lab, rng)
+    when = f"{delay:.2f} s after {path or 'the start'}"
     proc = start(lab.work)
-    delay = rng.uniform(0.0, lab.seconds)
     try:
-        proc.wait(timeout=delay)
+        if wait_for((lab.work / path).exists, f"{path} of the trial run", ended=exited(proc)):
+            proc.wait(timeout=delay)
         finish(proc)
-        return f"ended before the kill at {delay:.2f} s"
+        return f"ended before the kill at {when}"
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGKILL)
         finish(proc)
-        return f"killed at {delay:.2f} s"
+        return f"killed at {when}"
 
 
 def _rerun_after(lab: Lab, what: str) -> tuple[str, str]:
@@ -284,11 +307,16 @@ def trial_disk_full(lab: Lab, rng: random.Random) -> tuple[str, str]:
         subprocess.run(["umount", str(lab.work)], check=False)
 
 
+def _holds_lock(work: Path, proc: subprocess.Popen) -> Callable[[], bool]:
+    """Whether ``proc`` holds the work folder's lock (its pid in ``.lock``)."""
+    lock = work / ".lock"
+    return lambda: lock.is_file() and lock.read_text().startswith(f"pid {proc.pid} ")
+
+
 def trial_concurrent(lab: Lab, rng: random.Random) -> tuple[str, str]:
     restore(lab.base, lab.work)
     first = start(lab.work)
-    delay = rng.uniform(0.0, 1.0)
-    time.sleep(delay)
+    wait_for(_holds_lock(lab.work, first), "the first run's lock", ended=exited(first))
     second = start(lab.work)
     (c1, e1), (c2, e2) = finish(first), finish(second)
     refused = [e for c, e in ((c1, e1), (c2, e2)) if c == 2 and "is in use by pid" in e]
@@ -298,7 +326,7 @@ def trial_concurrent(lab: Lab, rng: random.Random) -> tuple[str, str]:
         msg = (
             refused[0].strip().splitlines()[-1] if refused else "both finished, one after the other"
         )
-        return verdict[0], f"second started {delay:.2f} s later; {msg}"
+        return verdict[0], f"second started once the first held the lock; {msg}"
     return "FAILED", f"exits {c1} and {c2}: {e1[-300:]} | {e2[-300:]}"
 
 

@@ -292,20 +292,22 @@ def test_readers_share_the_lock_and_keep_writers_out(tmp_path):
 
 def test_lock_of_a_killed_process_does_not_block(tmp_path):
     code = textwrap.dedent(f"""
-        import sys, time
+        import sys
         from hudd_core.lock import workdir_lock
         with workdir_lock({str(tmp_path)!r}):
             print("held", flush=True)
-            time.sleep(60)
+            sys.stdin.read()  # held until killed: no time limit to outrun
     """)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env=env)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, env=env)  # fmt: skip
     assert proc.stdout.readline().strip() == b"held"
     with pytest.raises(WorkdirBusy, match=f"pid {proc.pid} since"):
         with workdir_lock(tmp_path):
             pass
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
+    proc.stdin.close()
     proc.stdout.close()
     assert (tmp_path / ".lock").is_file()  # left behind ...
     with workdir_lock(tmp_path):  # ... and no obstacle

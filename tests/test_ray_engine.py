@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from hudd_core.options import AssignOptions, RayOptions  # noqa: E402
 from hudd_testkit.assign_fixtures import LAYER, add_bad_images, make_assign_case  # noqa: E402
 from hudd_testkit.assign_fixtures import read_skipped as _skipped  # noqa: E402
 from hudd_testkit.assign_fixtures import run_assign as _assign  # noqa: E402
+from hudd_testkit.waiting import SAFETY, NeverHappened, exited, wait_for  # noqa: E402
 
 
 @pytest.fixture
@@ -127,33 +128,39 @@ def _actor_pids() -> list[int]:
     return pids
 
 
-def _kill_an_actor_after_first_shard(shards: Path, killed: dict) -> None:
-    """Waits for the first completed shard, then kill -9 of a model actor process."""
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:
-        if list(shards.glob("part-*.parquet")):
-            pids = _actor_pids()
-            if pids:
-                killed["shards_before"] = len(list(shards.glob("part-*.parquet")))
-                os.kill(pids[0], signal.SIGKILL)
-                killed["pid"] = pids[0]
-                return
-        time.sleep(0.005)
+def _kill_an_actor_after_first_shard(shards: Path, killed: dict, done: threading.Event) -> None:
+    """Waits for the first completed shard and a model actor process (or for the run to
+    be ``done`` without them), then kill -9 of the actor."""
+    pids: list[int] = []
+
+    def shard_and_actor() -> bool:
+        pids[:] = _actor_pids() if list(shards.glob("part-*.parquet")) else []
+        return bool(pids)
+
+    try:
+        if wait_for(shard_and_actor, "a stored shard and a model actor", ended=done.is_set):
+            killed["shards_before"] = len(list(shards.glob("part-*.parquet")))
+            os.kill(pids[0], signal.SIGKILL)
+            killed["pid"] = pids[0]
+    except NeverHappened as never:
+        killed["never"] = str(never)
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the actor process in /proc")
 def test_actor_killed_mid_run_gives_the_same_result(ray_cluster, case):
-    import threading
-
     w, reference = case
     local = _assign(w, reference, "local", batch_size=2)  # the batches of the Ray run
     killed: dict = {}
+    done = threading.Event()
     killer = threading.Thread(target=_kill_an_actor_after_first_shard,
-                              args=(w.T / "Assign" / "shards", killed))  # fmt: skip
+                              args=(w.T / "Assign" / "shards", killed, done))  # fmt: skip
     killer.start()
-    got = _assign(w, w.T, "ray", batch_size=2, ray_shard_size=4)
-    killer.join()
-    assert "pid" in killed, "no actor process was found to kill"
+    try:
+        got = _assign(w, w.T, "ray", batch_size=2, ray_shard_size=4)
+    finally:
+        done.set()
+        killer.join()
+    assert "pid" in killed, killed.get("never", "the run ended before a shard and an actor")
     assert killed["shards_before"] < -(-local["improvement_images"] // 4)  # mid-run
     assert got == local
     assert (w.T / "unsafe_set.csv").read_text() == (reference / "unsafe_set.csv").read_text()
@@ -169,19 +176,19 @@ def test_driver_killed_with_kill_9_resumes_from_its_shards(ray_cluster, case):
            "--ray-shard-size", "4", "--backend", "numpy", "--quiet"]  # fmt: skip
     env = {**os.environ, "RAY_ADDRESS": ray_cluster}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:
-        if len(list(shards.glob("part-*.parquet"))) >= 2:
-            break
-        time.sleep(0.005)
+
+    def two_shards() -> bool:
+        return len(list(shards.glob("part-*.parquet"))) >= 2
+
+    wait_for(two_shards, "two shards of the Ray assign", ended=exited(proc))
     assert proc.poll() is None, f"assign ended before the kill: {proc.stderr.read()!r}"
     os.kill(proc.pid, signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
+    assert proc.wait(timeout=SAFETY) == -signal.SIGKILL
     proc.stderr.close()
     kept = {p: p.stat().st_mtime_ns for p in shards.glob("part-*.parquet")}
     total = -(-local["improvement_images"] // 4)
     assert 2 <= len(kept) < total and not (w.T / "unsafe_set.csv").exists()
-    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=SAFETY)
     assert rerun.returncode == 0, rerun.stderr
     assert {p: p.stat().st_mtime_ns for p in kept} == kept  # resumed, not recomputed
     assert len(list(shards.glob("part-*.parquet"))) == total

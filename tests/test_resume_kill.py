@@ -10,13 +10,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
 from hudd_core.models.checkpoint import load_checkpoint
 from hudd_core.testing import run_test
+from hudd_testkit.waiting import SAFETY, exited, wait_for
 
 
 def _heatmaps(w, workdir) -> list[str]:
@@ -50,12 +50,10 @@ def test_kill_during_heatmaps_then_rerun_equals_an_uninterrupted_run(model_workd
     progress = w.T / "Heatmaps" / "progress.json"
     proc = subprocess.Popen(_heatmaps(w, w.T), env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)  # fmt: skip
-    deadline = time.monotonic() + 180
-    while proc.poll() is None and _rows_done(progress) < 6 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_for(lambda: _rows_done(progress) >= 6, "6 stored heatmap rows", ended=exited(proc))
     assert proc.poll() is None, f"heatmaps ended before the kill: {proc.stderr.read()!r}"
     os.kill(proc.pid, sig)
-    code = proc.wait(timeout=60)
+    code = proc.wait(timeout=SAFETY)
     err = proc.stderr.read().decode()
     proc.stderr.close()
     if sig == signal.SIGKILL:
@@ -68,14 +66,14 @@ def test_kill_during_heatmaps_then_rerun_equals_an_uninterrupted_run(model_workd
 
     # 2. the rerun resumes from the stored rows and completes
     rerun = subprocess.run(_heatmaps(w, w.T), env=env, capture_output=True, text=True,
-                           timeout=300)  # fmt: skip
+                           timeout=SAFETY)  # fmt: skip
     assert rerun.returncode == 0, rerun.stderr
     summary = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert summary["resumed_from"] == state["rows"] and summary["rows"] == n
 
     # 3. an uninterrupted run elsewhere gives the same files, bit for bit
     once = subprocess.run(_heatmaps(w, reference), env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+                          timeout=SAFETY)  # fmt: skip
     assert once.returncode == 0, once.stderr
     a, b = w.T / "Heatmaps", reference / "Heatmaps"
     layers = json.loads((a / "layers.json").read_text())
