@@ -7,7 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hudd_core.cli.common import add_flags, fill_defaults
 from hudd_core.fileio import atomic_write, ensure_free_space
+
+FLAGS = ("device", "quiet")  # from the options table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,14 +18,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("input", type=Path, help="N x D .npy (memory-mapped)")
     p.add_argument("output", type=Path, help="where to write the condensed float64 .npy")
     p.add_argument("--second-level", action="store_true", help="HUDD's row-normalised distance")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--quiet", action="store_true")
+    add_flags(p, FLAGS)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from hudd_core.distance import pdist, second_level_pdist
 
+    fill_defaults(args, FLAGS)
     if not args.input.exists():
         raise FileNotFoundError(f"{args.input} does not exist")
     X = np.load(args.input, mmap_mode="r")
