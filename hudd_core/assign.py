@@ -58,6 +58,7 @@ from hudd_core.search import (  # noqa: F401 - the search backend, re-exported
     nearest_member_reference,
     resolve_backend,
 )
+from hudd_core.selection import PAPER, RULES, resolve_select
 
 QUOTAS = choices("quota")
 THRESHOLDS = choices("distance_threshold")
@@ -301,6 +302,8 @@ class CandidateStore:
     cluster_idx: list[np.ndarray] = field(default_factory=list)
     distance: list[np.ndarray] = field(default_factory=list)
     uncertainty: list[np.ndarray] = field(default_factory=list)  # --rank uncertainty only
+    probs: list[np.ndarray] = field(default_factory=list)  # --select but hudd only: softmax
+    features: list[np.ndarray] = field(default_factory=list)  # and penultimate features
     done: int = 0  # pool positions processed, skipped images included
 
     @classmethod
@@ -311,7 +314,19 @@ class CandidateStore:
             store.image_idx, store.cluster_idx = [z["image_idx"]], [z["cluster_idx"]]
             store.distance, store.done = [z["distance"]], int(z["done"])
             store.uncertainty = [z["uncertainty"]] if "uncertainty" in z else []
+            if "probs" in z:
+                store.probs, store.features = [z["probs"]], [z["features"]]
         return store
+
+    def add_embedding(self, probs: np.ndarray, features: np.ndarray) -> None:
+        self.probs.append(probs.astype(np.float32))
+        self.features.append(features.astype(np.float32))
+
+    def embedding(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(softmax, penultimate features)`` of the images processed, or None."""
+        if not self.probs:
+            return None
+        return np.concatenate(self.probs), np.concatenate(self.features)
 
     def add(
         self, images: np.ndarray, idx: np.ndarray, dist: np.ndarray, unc: np.ndarray | None
@@ -338,11 +353,16 @@ class CandidateStore:
         self.image_idx, self.cluster_idx, self.distance = [images], [idx], [dist]
         extra = {} if unc is None else {"uncertainty": unc}
         self.uncertainty = [] if unc is None else [unc]
+        embedded = self.embedding()
+        if embedded is not None:
+            self.probs, self.features = [embedded[0]], [embedded[1]]
+            extra.update(probs=embedded[0], features=embedded[1])
         save_signed_npz(self.path, self.signature, image_idx=images, cluster_idx=idx,
                         distance=dist, done=self.done, **extra)  # fmt: skip
 
 
 Relevance = Callable[[torch.Tensor], torch.Tensor]
+Embed = Callable[[torch.Tensor], tuple[np.ndarray, np.ndarray]]  # (softmax, features)
 
 
 def digest(array: np.ndarray) -> str:
@@ -410,6 +430,8 @@ class AssignPlan:
     signature: dict
     thresholds: dict[int, float] | None = None  # --distance-threshold paper
     rank: str = "distance"
+    select: str = "hudd"  # --select, resolved (hudd_core.selection)
+    catch_all: dict[int, float] | None = None  # --select pool-*: beyond these, near no RCC
 
 
 def plan_assign(
@@ -442,10 +464,12 @@ def plan_assign(
     if n == 0:
         raise ValueError(f"{data_root / 'ImprovementSet'} holds no image")
     plan = AssignPlan(layer, quotas, members, labels[keep], clusters, pool, n, top, {},
-                      rank=options.rank)  # fmt: skip
+                      rank=options.rank, select=resolve_select(options.select))  # fmt: skip
     plan.signature = plan_signature(plan, prep, explained_by)
     if options.distance_threshold == "paper":
         plan.thresholds = member_thresholds(members, labels[keep])
+    if RULES.get(plan.select, ("",))[0] == "pool":  # the catch-all: the paper's thresholds
+        plan.catch_all = plan.thresholds or member_thresholds(members, labels[keep])
     return plan
 
 
@@ -485,6 +509,8 @@ def plan_signature(
     }
     if plan.rank != "distance":  # the candidates then hold the entropy too; the default
         signature["rank"] = plan.rank  # adds nothing, so candidates saved before stay valid
+    if plan.select != PAPER:  # the candidates hold the softmax and penultimate features,
+        signature["embedding"] = "penultimate"  # shared by every --select but hudd
     return signature
 
 
@@ -549,6 +575,7 @@ def run_assign(
     save_every: int = 20,
     progress: bool = True,
     explained_by: Mapping[str, Any] | None = None,
+    embed: Embed | None = None,
 ) -> dict:
     """The AssignModule over the work folder: writes ``T/unsafe_set.csv`` and
     ``T/UnsafeSet/<cluster>/`` (image copies, ``Cluster_<id>.gif``); returns a summary.
@@ -574,22 +601,27 @@ def run_assign(
         explained_by: what the relevance depends on (model weights, composite, ...): with
             the member heatmaps and the preprocessing, part of the resume signature, so a
             rerun never reuses candidates computed for another model.
+        embed: a batch's ``(softmax, penultimate features)`` (:func:`pool_embedding`),
+            needed by every ``options.select`` but ``hudd``, kept with the candidates.
     """
     from hudd_core.data.robust import SkipLog
 
     workdir, data_root = Path(workdir), Path(data_root)
     plan = plan_assign(workdir, data_root, options=options, prep=prep, input_shape=input_shape,
                        explained_by=explained_by)  # fmt: skip
+    if plan.select != PAPER and embed is None:
+        raise ValueError(f"--select {plan.select}: needs the pool's embedding (pool_embedding)")
     index = GroupedIndex(plan.members, plan.labels, searched_groups(relevance, plan.quotas),
                          options.backend)  # fmt: skip
     (workdir / "Assign").mkdir(parents=True, exist_ok=True)
     store = CandidateStore.open(workdir / "Assign" / "candidates.npz", plan.signature)
     skips = SkipLog(workdir)
     batches = pool_batches(plan, store.done, input_shape, batch_size, num_workers)
-    search_pool(plan, index, store, skips, batches, save_every=save_every, progress=progress)
+    search_pool(plan, index, store, skips, batches, save_every=save_every, progress=progress,
+                embed=embed if plan.select != PAPER else None)  # fmt: skip
     return finish_assign(workdir, data_root, plan, *store.arrays(),
                          skipped=len(skips.images("assign")), backend=index.backend,
-                         gifs=options.gifs)  # fmt: skip
+                         gifs=options.gifs, embedding=store.embedding())  # fmt: skip
 
 
 def pool_batches(
@@ -619,10 +651,11 @@ def search_pool(
     *,
     save_every: int,
     progress: bool,
+    embed: Embed | None = None,
 ) -> None:
     """Every batch's kept candidates into ``store`` (saved every ``save_every`` batches
     and at the end; saved, then a ValueError, at an image whose relevance is not
-    finite); the skipped images into ``skips``."""
+    finite), and its ``embed`` when given; the skipped images into ``skips``."""
     from hudd_core.progress import bar as progress_bar
 
     with progress_bar(total=plan.n, initial=store.done, desc="assign", unit="img",
@@ -638,6 +671,8 @@ def search_pool(
                     raise ValueError(non_finite_message(plan.layer, bad))
                 idx, dist = top_candidates(distances, plan.top)
                 store.add(positions.numpy(), idx, dist, batch_uncertainty(plan.rank, outputs))
+                if embed is not None:
+                    store.add_embedding(*embed(x))
             store.done = max(
                 [store.done, *(int(p) + 1 for p in positions), *(i + 1 for i, _ in skipped)]
             )
@@ -676,11 +711,13 @@ def finish_assign(
     skipped: int,
     backend: str,
     gifs: bool = True,
+    embedding: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """The greedy quota selection over the kept candidates (pool positions
     ``done_images``, ascending; column indices into ``plan.clusters``; ``uncertainty``
-    per image under ``--rank uncertainty``), then ``T/unsafe_set.csv``, ``T/UnsafeSet/``
-    and the step's summary."""
+    per image under ``--rank uncertainty``), or ``plan.select``'s at the budget of that
+    selection (``embedding``: the images' softmax and penultimate features), then
+    ``T/unsafe_set.csv``, ``T/UnsafeSet/`` and the step's summary."""
     quotas = plan.quotas
     cand_cluster = plan.clusters[cand_idx]
     if plan.thresholds is not None:
@@ -691,6 +728,8 @@ def finish_assign(
             raise ValueError("--rank uncertainty: the candidates hold no entropy per image")
         priority = -np.asarray(uncertainty, dtype=np.float64)  # the most uncertain first
     sel = greedy_select(cand_cluster, cand_dist, quotas, priority)
+    if plan.select != PAPER:
+        sel = pool_selection(plan, cand_idx, cand_dist, embedding, budget=len(sel.image))
     chosen = [plan.pool.ids[i] for i in done_images[sel.image]]
     write_csv(
         workdir / "unsafe_set.csv",
@@ -712,7 +751,82 @@ def finish_assign(
         "backend": backend,
         "top": plan.top,
         **({} if plan.thresholds is None else {"thresholds": plan.thresholds}),
+        **(
+            {}
+            if plan.select == PAPER
+            else {"select": plan.select, "catch_all": int(np.sum(sel.cluster == NOISE))}
+        ),
     }
+
+
+def pool_selection(
+    plan: AssignPlan,
+    cand_idx: np.ndarray,
+    cand_dist: np.ndarray,
+    embedding: tuple[np.ndarray, np.ndarray] | None,
+    *,
+    budget: int,
+) -> Selection:
+    """``plan.select``'s ``budget`` images (:func:`hudd_core.selection.select`: softmax
+    entropy, penultimate features, the quotas; images near no RCC: the catch-all, cluster
+    :data:`NOISE`), as a :class:`Selection` over the candidate rows (order 0)."""
+    from hudd_core import selection as S
+
+    if embedding is None or len(embedding[0]) != len(cand_idx):
+        raise ValueError(f"--select {plan.select}: the candidates hold no embedding per image")
+    probs, features = embedding
+    D = S.candidate_matrix(cand_idx, cand_dist, len(plan.clusters))
+    far = None
+    if plan.catch_all is not None:
+        far = S.far_from_every(D, np.array([plan.catch_all[int(c)] for c in plan.clusters]))
+    quotas = np.array([plan.quotas[int(c)] for c in plan.clusters])
+    picks = S.select(plan.select, D, S.uncertainty(probs, "entropy"), budget, features=features,
+                     far=far, quotas=quotas)  # fmt: skip
+    near = np.maximum(picks.group, 0)
+    cluster = np.where(picks.group == S.CATCH_ALL, NOISE, plan.clusters[near])
+    distance = D[picks.index].min(axis=1) if len(picks.index) else np.zeros(0)
+    return Selection(picks.index, cluster, distance.astype(np.float32),
+                     np.zeros(len(picks.index), dtype=np.int64))  # fmt: skip
+
+
+def select_embedding(
+    model: torch.nn.Module,
+    select: str,
+    keypoint_of: Mapping[int, int] | None,
+    *,
+    engine: str = "local",
+    device: str = "auto",
+) -> Embed | None:
+    """The pool embedding ``--select`` needs (None for the paper's ``hudd``); a
+    ValueError for a keypoint regressor (no softmax) or the Ray engine (not wired)."""
+    if resolve_select(select) == PAPER:
+        return None
+    if keypoint_of is not None:
+        raise ValueError(f"--select {select}: a keypoint regressor has no softmax; use hudd")
+    if engine != "local":
+        raise ValueError(f"--select {select}: only with --engine local (the Ray engine "
+                         "selects with the paper's rule, --select hudd)")  # fmt: skip
+    return pool_embedding(model, device)
+
+
+def pool_embedding(model: torch.nn.Module, device: str = "auto") -> Embed:
+    """A batch's ``(softmax, penultimate features)`` (float32, CPU) by one plain forward
+    pass (the LRP engine evaluates its own graph, so a module hook sees nothing there):
+    what ``--select`` embeds the pool with (:mod:`hudd_core.models.embedding`)."""
+    from hudd_core._ext import resolve_device
+    from hudd_core.models.embedding import FeatureHook
+
+    param = next(model.parameters(), None)
+    dev = resolve_device(device, param.device if param is not None else torch.device("cpu"))
+    model = model.to(dev).eval()
+
+    def embed(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad(), FeatureHook(model) as hook:
+            logits = model(x.to(dev))
+        probs = torch.softmax(logits.double(), dim=1).float().cpu().numpy()
+        return probs, hook.take()
+
+    return embed
 
 
 def write_unsafe_folders(

@@ -352,6 +352,27 @@ _TABLE = [
         ("assign",),
         choices=("distance", "uncertainty"),
     ),
+    Option(
+        "select",
+        "hudd",
+        str,
+        "assign: the selection of the unsafe set: hudd (the paper's quota rule, "
+        "reference), pool-quota / pool-uncertain / pool-diverse (each RCC's share of the "
+        "budget from the uncertain pool images nearest to it, a catch-all share for those "
+        "near no RCC; closest / most uncertain / k-center first), quota-diverse (the "
+        "paper's shares, a k-center cover of each RCC's closest images) or recommended "
+        "(what bench_retrain found best on the development cases); classifiers only, "
+        "the same budget as hudd",
+        ("assign",),
+        choices=(
+            "hudd",
+            "pool-quota",
+            "pool-uncertain",
+            "pool-diverse",
+            "quota-diverse",
+            "recommended",
+        ),
+    ),
     # retrain (the fine-tuning defaults are the reference tool's RetrainModule's)
     Option(
         "labels",
@@ -371,8 +392,8 @@ _TABLE = [
         False,
         str,
         "also retrain baselines at the same labelling budget: "
-        "BL1, BL2, BL1-oracle, entropy, margin, deepgini (no name: the paper's BL1 and "
-        "BL2)",
+        "BL1, BL2, BL1-oracle, entropy, margin, deepgini, margin-diverse, badge (no "
+        "name: the paper's BL1 and BL2)",
         ("retrain",),
         list=True,
     ),
@@ -505,6 +526,7 @@ class AssignOptions(_FromConfig):
     quota: str = DEFAULTS["quota"]
     distance_threshold: str = DEFAULTS["distance_threshold"]
     rank: str = DEFAULTS["rank"]
+    select: str = DEFAULTS["select"]
     limit: int | None = DEFAULTS["limit"]
     gifs: bool = DEFAULTS["gifs"]
     composite: str = DEFAULTS["composite"]

@@ -125,7 +125,13 @@ def step_cluster(run: Run) -> dict[str, Any]:
 def step_assign(run: Run) -> dict[str, Any]:
     """The improvement images closest to the RCCs, at the selected layer. Keypoint
     regressors explain each RCC by the keypoint its members most often fail on."""
-    from hudd_core.assign import assign_relevance, rcc_keypoints, read_rccs, run_assign
+    from hudd_core.assign import (
+        assign_relevance,
+        rcc_keypoints,
+        read_rccs,
+        run_assign,
+        select_embedding,
+    )
     from hudd_core.models.checkpoint import model_fingerprint
 
     cfg = run.cfg
@@ -140,6 +146,8 @@ def step_assign(run: Run) -> dict[str, Any]:
     common = {"options": AssignOptions.from_config(cfg), "prep": Preprocess.from_config(cfg),
               "input_shape": shape, "batch_size": cfg["batch_size"], "explained_by": by,
               "progress": run.progress}  # fmt: skip
+    embed = select_embedding(model, cfg["select"], keypoint_of, engine=cfg["engine"],
+                             device=cfg["device"])  # fmt: skip
     if cfg["engine"] == "ray":
         from hudd_core.engine_ray import ray_assign
 
@@ -148,7 +156,7 @@ def step_assign(run: Run) -> dict[str, Any]:
     explain = {"composite": cfg["composite"], "device": cfg["device"], "rank": cfg["rank"]}
     relevance = assign_relevance(model, layer, keypoint_of, **explain)
     return run_assign(run.workdir, run.data, relevance, **common,
-                      num_workers=cfg["num_workers"])  # fmt: skip
+                      num_workers=cfg["num_workers"], embed=embed)  # fmt: skip
 
 
 def predictor(cfg: dict[str, Any]) -> Callable[..., tuple] | None:

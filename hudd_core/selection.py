@@ -51,6 +51,27 @@ RULES = {
     "quota-diverse": ("quota", "near-diverse"),
 }
 SELECTIONS = tuple(RULES)
+PAPER = "hudd"  # `--select hudd`: the paper's rule (hudd_core.assign.greedy_select)
+# `--select recommended`: the selection of the best mean gain on bench_retrain's development
+# cases (benchmarks/results/retrain_select_*.json; never chosen on held-out cases).
+RECOMMENDED = "quota-diverse"
+
+
+def resolve_select(name: str) -> str:
+    """``recommended`` → :data:`RECOMMENDED`; the paper's ``hudd`` and every name of
+    :data:`SELECTIONS` as they are; a ValueError otherwise.
+
+    >>> resolve_select("recommended") in SELECTIONS, resolve_select("hudd")
+    (True, 'hudd')
+    """
+    if name == "recommended":
+        return RECOMMENDED
+    if name != PAPER and name not in RULES:
+        raise ValueError(f"--select: {name!r} is not one of {PAPER}, {', '.join(RULES)}, "
+                         "recommended")  # fmt: skip
+    return name
+
+
 DIVERSE_BASELINES = ("margin-diverse", "badge")
 FACTOR = 2.0  # the uncertain images: the ceil(FACTOR × B) most uncertain of the pool
 

@@ -184,3 +184,77 @@ def test_feature_hook_gives_the_heads_input():
     torch.testing.assert_close(again, logits, rtol=1e-5, atol=1e-5)
     net(x)  # the hook is removed on exit
     assert hook.features().shape[0] == 0
+
+
+# --- `hudd assign --select` through the pipeline -------------------------------------------
+
+
+def _unsafe_rows(T) -> list[tuple[str, int]]:
+    import csv
+
+    with open(T / "unsafe_set.csv", newline="") as fh:
+        return [(r["image"], int(r["cluster"])) for r in csv.DictReader(fh)]
+
+
+def test_assign_select_picks_the_budget_of_the_paper_rule(model_workdir):
+    import torch
+
+    from hudd_core.assign import read_rccs
+    from hudd_core.data.datasets import ImageFiles
+    from hudd_core.models.checkpoint import load_checkpoint
+    from hudd_testkit.assign_fixtures import make_assign_case, run_assign
+
+    w, _ = make_assign_case(model_workdir)
+    paper = run_assign(w, w.T, "local")
+    budget = paper["selected"]
+    assert "select" not in paper and budget > 0
+    pool = ImageFiles(w.data / "ImprovementSet")
+    for name in (*S.SELECTIONS, "recommended"):
+        got = run_assign(w, w.T, "local", select=name)
+        rows = _unsafe_rows(w.T)
+        assert got["select"] == S.resolve_select(name) and got["selected"] == budget == len(rows)
+        assert len({img for img, _ in rows}) == budget  # distinct images
+        assert {c for _, c in rows} <= {0, *got["quotas"]}  # an RCC, or the catch-all (0)
+    # the saved embedding is the model's softmax on the pool images, in pool order
+    z = np.load(w.T / "Assign" / "candidates.npz")
+    model, _ = load_checkpoint(w.pt)
+    first = [int(i) for i in z["image_idx"][:5]]
+    with torch.no_grad():
+        logits = model.eval()(torch.stack([pool[i][0] for i in first]))
+    np.testing.assert_allclose(z["probs"][:5], torch.softmax(logits, 1).numpy(), atol=1e-5)
+    # the last run's rows are what selection.select picks from those arrays
+    quotas = got["quotas"]
+    clusters = np.array(sorted(quotas))
+    D = S.candidate_matrix(z["cluster_idx"], z["distance"], len(clusters))
+    q = np.array([quotas[c] for c in clusters])
+    unc = S.uncertainty(z["probs"], "entropy")
+    want = S.select(got["select"], D, unc, budget, features=z["features"], quotas=q)
+    ids = [pool.ids[int(z["image_idx"][i])] for i in want.index]
+    assert [img for img, _ in rows] == ids
+    assert read_rccs(w.T)[0]  # the RCCs are untouched
+
+
+def test_assign_select_reads_no_label(model_workdir, monkeypatch):
+    """The pool's labels unreadable (every labelled reader raises): --select still
+    selects, since nothing reads a label before an image is selected."""
+    from hudd_core.data import datasets
+    from hudd_testkit.assign_fixtures import make_assign_case, run_assign
+
+    w, _ = make_assign_case(model_workdir)
+
+    def unreadable(*_a, **_k):
+        raise AssertionError("a label was read before selection")
+
+    monkeypatch.setattr(datasets.ImageSet, "__init__", unreadable)
+    monkeypatch.setattr(datasets.LabelledImages, "__init__", unreadable)
+    monkeypatch.setattr(datasets, "read_labels", unreadable)
+    for name in ("pool-diverse", "quota-diverse"):
+        got = run_assign(w, w.T, "local", select=name)
+        assert got["selected"] == len(_unsafe_rows(w.T)) > 0
+
+
+def test_select_choices_match_the_options_table():
+    from hudd_core.options import choices
+
+    assert choices("select") == (S.PAPER, *S.SELECTIONS, "recommended")
+    assert S.RECOMMENDED in S.SELECTIONS
