@@ -11,7 +11,10 @@ baseline picks its images from the ImprovementSet (:data:`BASELINES`):
   of one forward pass (entropy −Σ p log p, the top-1 − top-2 margin, DeepGini's
   1 − Σ p²); Weiss & Tonella (ISSTA 2022) found these as strong as any (classifiers);
 * ``BL1-oracle`` (an extra, not the paper's): B random images among all those the model
-  gets wrong, which needs the whole pool labelled.
+  gets wrong, which needs the whole pool labelled;
+* ``margin-diverse``, ``badge``: uncertainty with diversity (:mod:`hudd_core.selection`):
+  the smallest margins then k-center greedy on the penultimate features; BADGE's
+  gradient embeddings with k-means++ seeding (Ash et al., ICLR 2020).
 
 Each is resampled uniformly to the same number of added samples as HUDD's balanced set,
 so only the choice of images differs.
@@ -27,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +40,15 @@ import numpy as np
 
 from hudd_core.data.datasets import ImageSet, LabelledImages
 from hudd_core.options import Preprocess
+from hudd_core.selection import (
+    DIVERSE_BASELINES,
+    UNCERTAINTY,
+    badge,
+    margin_diverse,
+    uncertainty,
+)
 
-UNCERTAINTY = ("entropy", "margin", "deepgini")
-BASELINES = ("BL1", "BL2", *UNCERTAINTY, "BL1-oracle")
+BASELINES = ("BL1", "BL2", *UNCERTAINTY, "BL1-oracle", *DIVERSE_BASELINES)
 
 
 def baseline_names(baselines: bool | Sequence[str] | None) -> list[str]:
@@ -56,20 +66,6 @@ def baseline_names(baselines: bool | Sequence[str] | None) -> list[str]:
     return names
 
 
-def uncertainty(probs: np.ndarray, measure: str) -> np.ndarray:
-    """Per row of softmax ``probs`` (N × C), how uncertain the model is (higher = more):
-    ``entropy``, ``margin`` (minus the top-1 − top-2 gap) or ``deepgini``."""
-    p = np.asarray(probs, dtype=np.float64)
-    if measure == "entropy":
-        return -(p * np.log(np.clip(p, 1e-300, None))).sum(axis=1)
-    if measure == "margin":
-        top = np.sort(p, axis=1)
-        return -(top[:, -1] - top[:, -2])
-    if measure == "deepgini":
-        return 1.0 - (p**2).sum(axis=1)
-    raise ValueError(f"unknown uncertainty measure {measure!r}; one of {UNCERTAINTY}")
-
-
 @dataclass
 class Pool:
     """The labelled, readable improvement images, whether the model gets each right (the
@@ -79,6 +75,7 @@ class Pool:
     images: LabelledImages
     correct: np.ndarray
     probs: np.ndarray | None = None
+    features: np.ndarray | None = None  # penultimate (margin-diverse, badge)
 
 
 def set_options(meta: dict[str, Any], prep: Preprocess) -> dict[str, Any]:
@@ -96,16 +93,24 @@ def improvement_pool(
     baseline of every repeat."""
     import torch
 
+    from hudd_core.models.embedding import FeatureHook
     from hudd_core.testing import DEFAULT_THRESHOLD, keypoint_errors, predict_readable
 
     improvement = ImageSet(Path(data_root) / "ImprovementSet", **set_options(meta, prep))
-    out, targets, pos, _ = predict_readable(model, improvement, batch_size=batch_size,
-                                            device=device, progress=False)  # fmt: skip
+    classifier = meta["task"] == "classifier"
+    with FeatureHook(model) if classifier else contextlib.nullcontext() as hook:
+        out, targets, pos, _ = predict_readable(model, improvement, batch_size=batch_size,
+                                                device=device, progress=False)  # fmt: skip
     everything = LabelledImages(Path(data_root), improvement.ids, np.asarray(improvement.targets),
                                 meta["in_channels"], meta["task"], prep.as_dict())  # fmt: skip
-    if meta["task"] == "classifier":
+    if classifier:
+        features = hook.features()
+        if len(features) != len(out):
+            raise ValueError(f"improvement pool: {len(features)} feature rows for "
+                             f"{len(out)} outputs (the head ran outside forward)")  # fmt: skip
         probs = torch.softmax(torch.as_tensor(out, dtype=torch.float64), dim=1).numpy()
-        return Pool(everything.subset(pos), out.argmax(axis=1) == np.asarray(targets), probs)
+        correct = out.argmax(axis=1) == np.asarray(targets)
+        return Pool(everything.subset(pos), correct, probs, features)
     ok = keypoint_errors(out, np.asarray(targets)).mean(axis=1) <= DEFAULT_THRESHOLD
     return Pool(everything.subset(pos), ok)
 
@@ -126,6 +131,13 @@ def baseline_sample(
             raise ValueError(f"--baselines {name}: needs a classifier's softmax outputs")
         score = uncertainty(pool.probs, name)
         chosen = np.argsort(-score, kind="stable")[: min(budget, n)]
+    elif name in DIVERSE_BASELINES:
+        if pool.probs is None or pool.features is None:
+            raise ValueError(f"--baselines {name}: needs a classifier's softmax and features")
+        if name == "margin-diverse":
+            chosen = margin_diverse(pool.probs, pool.features, budget)
+        else:
+            chosen = badge(pool.probs, pool.features, budget, seed=seed)
     elif name in ("BL1", "BL2"):
         chosen = rng.choice(n, size=min(budget, n), replace=False)
         if name == "BL1":

@@ -232,6 +232,16 @@ def test_assign_select_picks_the_budget_of_the_paper_rule(model_workdir):
     ids = [pool.ids[int(z["image_idx"][i])] for i in want.index]
     assert [img for img, _ in rows] == ids
     assert read_rccs(w.T)[0]  # the RCCs are untouched
+    # the retraining's pool (the baselines'): its features are the head's input
+    from hudd_core.baselines import improvement_pool
+    from hudd_core.models.embedding import last_linear
+    from hudd_core.options import NO_PREPROCESS
+
+    shared = improvement_pool(model, w.data, w.meta, NO_PREPROCESS, "cpu", 16)
+    assert shared.features.shape == (len(shared.images), last_linear(model).in_features)
+    with torch.no_grad():
+        head = last_linear(model)(torch.as_tensor(shared.features)).double()
+    np.testing.assert_allclose(shared.probs, torch.softmax(head, 1).numpy(), atol=1e-5)
 
 
 def test_assign_select_reads_no_label(model_workdir, monkeypatch):
@@ -258,3 +268,37 @@ def test_select_choices_match_the_options_table():
 
     assert choices("select") == (S.PAPER, *S.SELECTIONS, "recommended")
     assert S.RECOMMENDED in S.SELECTIONS
+
+
+class _Unlabelled:
+    """A pool's images whose labels cannot be read: only positions, a subset of them."""
+
+    def __init__(self, n: int, rows=None) -> None:
+        self.n, self.rows = n, np.arange(n) if rows is None else np.asarray(rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def subset(self, idx):
+        return _Unlabelled(self.n, self.rows[np.asarray(idx, dtype=np.int64)])
+
+    @property
+    def targets(self):
+        raise AssertionError("a label was read before selection")
+
+
+@pytest.mark.parametrize("name", ["margin-diverse", "badge"])
+def test_the_diverse_baselines_in_baseline_sample(name):
+    from hudd_core.baselines import BASELINES, Pool, baseline_names, baseline_sample
+
+    assert name in BASELINES and baseline_names([name]) == [name]
+    _, probs, feats, _ = random_pool(n=40)
+    pool = Pool(_Unlabelled(40), np.ones(40, bool), probs, feats)
+    added, kept = baseline_sample(name, pool, budget=10, samples=25, seed=3)
+    direct = (S.margin_diverse(probs, feats, 10) if name == "margin-diverse"
+              else S.badge(probs, feats, 10, seed=3))  # fmt: skip
+    assert kept == 10 and len(added) == 25
+    assert added.rows[:10].tolist() == direct.tolist()  # the picks, then resampled from them
+    assert set(added.rows[10:].tolist()) <= set(direct.tolist())
+    with pytest.raises(ValueError, match="softmax and features"):
+        baseline_sample(name, Pool(_Unlabelled(40), np.ones(40, bool), probs), 10, 25, 0)
