@@ -243,6 +243,7 @@ SPECS: dict[str, StepSpec] = {
             "quota",
             "distance_threshold",
             "rank",
+            "select",
         ),
         lambda r: [r.checkpoint, r.workdir / "clusters.csv", r.data / "ImprovementSet"],
         ("unsafe_set.csv",),
@@ -294,12 +295,14 @@ def validate(cfg: dict[str, Any]) -> None:
     from hudd_core.cluster.knee import SELECTIONS
     from hudd_core.cluster.methods import METHOD_NAMES
     from hudd_core.lrp.composites import COMPOSITES
+    from hudd_core.options import OPTIONS
     from hudd_core.retrain import FREEZE
 
     choices = {"backend": BACKENDS, "selection": SELECTIONS, "composite": tuple(COMPOSITES),
                "export_distances": (None, "csv", "xlsx"), "method": METHOD_NAMES,
                "engine": ENGINES, "quota": QUOTAS, "distance_threshold": THRESHOLDS,
-               "rank": RANKS, "freeze": FREEZE, "bootstrap": BOOTSTRAPS}  # fmt: skip
+               "rank": RANKS, "freeze": FREEZE, "bootstrap": BOOTSTRAPS,
+               "select": OPTIONS["select"].choices}  # fmt: skip
     for key, allowed in choices.items():
         check_choice(key, cfg[key], allowed)
     positive = ("batch_size", "repeats", "epochs", "train_batch_size", "image_size", "top",
