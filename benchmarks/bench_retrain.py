@@ -43,9 +43,11 @@ import numpy as np
 
 from hudd_core.baselines import BASELINES
 from hudd_core.options import RetrainOptions
+from hudd_core.selection import SELECTIONS
 
 RESULTS = Path(__file__).parent / "results"
-ASSIGN_OPTIONS = ("method", "quota", "distance_threshold", "rank")  # method: the cluster step's
+# method: the cluster step's; select: hudd assign --select (hudd_core.selection)
+ASSIGN_OPTIONS = ("method", "quota", "distance_threshold", "rank", "select")
 RETRAIN_OPTIONS = ("freeze", "bootstrap")
 # The case kinds of --cases: run_demo's options for each (bench_quality.py's case studies).
 CASE_KINDS: dict[str, dict[str, str]] = {
@@ -60,6 +62,8 @@ VARIANTS = {
     "frozen": {"freeze": "features"},
     "once": {"bootstrap": "none"},
     "hdbscan": {"method": "hdbscan"},  # the clusters of `--method recommended`
+    # the label-free selections of `hudd assign --select` (at the paper rule's budget)
+    **{name: {"select": name} for name in SELECTIONS},
 }
 
 
@@ -166,7 +170,7 @@ def run_case(
         row["validation_gain"] = {m: result[m]["validation_gain"] for m in methods}
     baseline_gains = {b: result[b]["gain"]["runs"] for b in baselines}
     # the reference's retraining outputs, put back after the variants (not recomputed)
-    outputs = [work / "retrain.json"]
+    outputs = [work / "retrain.json", work / "Assign" / "candidates.npz"]
     if result.get("retrained_model"):
         outputs += [work / "DNNModels" / result["retrained_model"]]
         outputs += [outputs[-1].with_suffix(".json")]
@@ -175,13 +179,21 @@ def run_case(
     for label, options in variants:
         name = f"hudd({label})"
         method = options.get("method", "hudd")  # the clusters this variant selects from
+        t = time.perf_counter()
         assign_with(work, {k: v for k, v in options.items() if k in ASSIGN_OPTIONS},
                     recluster=method != clustered)  # fmt: skip
+        assigned = time.perf_counter() - t
         clustered = method
         retrain = {k: v for k, v in options.items() if k in RETRAIN_OPTIONS}
         if "quota" in options:  # the bootstrap target follows the assignment's quota
             retrain["quota"] = options["quota"]
+        t = time.perf_counter()
         got = run_retrain(work, work / "DataSets", options=replace(base, **retrain), **common)
+        row.setdefault("variant_seconds", {})[name] = {
+            "assign": assigned,
+            "retrain_per_repeat": (time.perf_counter() - t) / repeats,
+        }
+        row.setdefault("variant_added_samples", {})[name] = got["balanced_unsafe_set"]
         row["gain"][name], row["planted_gain"][name] = (
             got["hudd"]["gain"],
             planted_gain(got, "hudd"),
@@ -189,12 +201,12 @@ def run_case(
         row["budget"][name] = got["labelling_budget"]
         if validation:
             row["validation_gain"][name] = got["hudd"]["validation_gain"]
-        row.setdefault("variant_versus", {})[name] = versus(got["hudd"]["gain"]["runs"],
-                                                            baseline_gains)  # fmt: skip
+        against = {**baseline_gains, "hudd": result["hudd"]["gain"]["runs"]}
+        row.setdefault("variant_versus", {})[name] = versus(got["hudd"]["gain"]["runs"], against)
     if variants:  # leave the work folder with the reference's clusters, unsafe set, retraining
-        assign_with(work, {}, recluster=clustered != "hudd")
-        for path, data in kept.items():
+        for path, data in kept.items():  # the reference's candidates first: not recomputed
             path.write_bytes(data)
+        assign_with(work, {}, recluster=clustered != "hudd")
     return row
 
 
@@ -235,7 +247,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=0, help="0: the demo's retraining epochs")
     p.add_argument("--baselines", nargs="+", default=[b for b in BASELINES])
     p.add_argument("--root", default="/tmp/hudd_bench_retrain")
-    p.add_argument("--out", default=str(RESULTS), help="folder of retrain.json / retrain.md")
+    p.add_argument("--out", default=str(RESULTS), help="folder of NAME.json / NAME.md")
+    p.add_argument("--name", default="retrain", help="the results' file name (no suffix)")
     p.add_argument("--size", default="small", help="demo size: tiny, small, medium, large")
     p.add_argument("--variants", nargs="*", default=["uniform", "uncertainty", "paper"],
                    help=f"HUDD configurations beside the reference: {', '.join(VARIANTS)} "
@@ -251,9 +264,9 @@ def main() -> None:
             for c in args.cases]  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "retrain.json").write_text(json.dumps(rows, indent=2))
+    (out / f"{args.name}.json").write_text(json.dumps(rows, indent=2))
     table = markdown(rows, args.repeats)
-    (out / "retrain.md").write_text(table + "\n")
+    (out / f"{args.name}.md").write_text(table + "\n")
     print(table)
 
 
