@@ -249,6 +249,9 @@ def main() -> None:
     p.add_argument("--root", default="/tmp/hudd_bench_retrain")
     p.add_argument("--out", default=str(RESULTS), help="folder of NAME.json / NAME.md")
     p.add_argument("--name", default="retrain", help="the results' file name (no suffix)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch's CPU threads (0: its default); 1 on a shared machine, where "
+                   "more threads than free cores make each SGD step ~4x slower")  # fmt: skip
     p.add_argument("--size", default="small", help="demo size: tiny, small, medium, large")
     p.add_argument("--variants", nargs="*", default=["uniform", "uncertainty", "paper"],
                    help=f"HUDD configurations beside the reference: {', '.join(VARIANTS)} "
@@ -259,6 +262,10 @@ def main() -> None:
     for case in args.cases:  # before hours of work on the first
         parse_case(case)
     variants = [parse_variant(v) for v in args.variants]
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     rows = [run_case(c, Path(args.root), args.repeats, args.epochs, args.baselines,
                      size=args.size, variants=variants, validation=args.validation)
             for c in args.cases]  # fmt: skip
