@@ -15,10 +15,13 @@ warm-up.
     python benchmarks/bench_lrp.py --batch 64 --runs 3 --device cuda --name lrp_gpu
     python benchmarks/bench_lrp.py --models resnet50 mobilenet_v3_large efficientnet_b0 \
         vit_b_16 --batch 8 --runs 3 --name lrp_torchvision   # torchvision models, 224x224
+    python benchmarks/bench_lrp.py --models timm:vit_small_patch16_224 timm:efficientnet_b0 \
+        timm:convnext_tiny swin_t --batch 8 --runs 3 --no-zennit --name lrp_timm
 
-torchvision models (random weights, 10 classes, 3x224x224) are timed against the limit and
-Zennit (where its hooks run; its rules differ from ours there: no Norm rule for additions
-written in ``forward``, no attention rules), without Captum and without an equality check.
+torchvision models and ``timm:NAME`` models (random weights, ``pretrained=False``, 10
+classes, 3x224x224) are timed against the limit and Zennit (where its hooks run; its rules
+differ from ours there: no Norm rule for additions written in ``forward``, no attention
+rules; ``--no-zennit`` leaves it out), without Captum and without an equality check.
 """
 
 from __future__ import annotations
@@ -42,10 +45,15 @@ TORCHVISION = ("resnet50", "mobilenet_v3_large", "efficientnet_b0", "vit_b_16")
 
 
 def _model(name: str):
-    """``(model, input shape, extra Zennit canonizers)`` of a built-in or torchvision model."""
+    """``(model, input shape, extra Zennit canonizers)`` of a built-in, torchvision or
+    ``timm:NAME`` model."""
     if name in MODELS:
         make, shape, extra = MODELS[name]
         return make(), shape, extra
+    if name.startswith("timm:"):
+        import timm
+
+        return timm.create_model(name[5:], pretrained=False, num_classes=10), (3, 224, 224), ()
     import torchvision.models as tv
 
     return tv.get_model(name, num_classes=10), (3, 224, 224), ()
@@ -82,7 +90,7 @@ def _zennit(model, x, layers, extra):
     return zennit_relevance(model, x, "hudd", layers, start_relevance, extra)
 
 
-def bench(name: str, batch: int, runs: int, device: str) -> dict:
+def bench(name: str, batch: int, runs: int, device: str, zennit: bool = True) -> dict:
     torch.manual_seed(0)
     model, shape, extra = _model(name)
     model = model.eval().to(device)
@@ -92,9 +100,12 @@ def bench(name: str, batch: int, runs: int, device: str) -> dict:
     row = {"model": name, "batch": batch, "device": device, "layers": len(layers)}
     got = ours(x)
     contenders = {"ours": lambda: ours(x), "limit": lambda: limit_pass(model, x)}
+    if not zennit:
+        row["zennit_img_s"] = "not run"
     try:
-        ref = _zennit(model, x, layers, extra)
-        contenders["zennit"] = lambda: _zennit(model, x, layers, extra)
+        if zennit:
+            ref = _zennit(model, x, layers, extra)
+            contenders["zennit"] = lambda: _zennit(model, x, layers, extra)
     except Exception as exc:  # recorded, not hidden: Zennit's hooks fail on some models
         row["zennit_img_s"] = "failed"
         row["zennit_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
@@ -137,14 +148,15 @@ def bench(name: str, batch: int, runs: int, device: str) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    names = f"built-in {list(MODELS)} or torchvision names, e.g. {list(TORCHVISION)}"
+    names = f"built-in {list(MODELS)}, torchvision names (e.g. {list(TORCHVISION)}) or timm:NAME"
     ap.add_argument("--models", nargs="+", default=list(MODELS), help=names)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--name", default="lrp")
+    ap.add_argument("--no-zennit", action="store_true", help="time ours and the limit only")
     args = ap.parse_args()
-    rows = [bench(m, args.batch, args.runs, args.device) for m in args.models]
+    rows = [bench(m, args.batch, args.runs, args.device, not args.no_zennit) for m in args.models]
     cols = ["model", "batch", "device", "layers", "ours_img_s", "zennit_img_s", "captum_img_s",
             "limit_img_s", "ours/limit_time", "zennit/limit_time", "ours/zennit_throughput",
             "captum/ours_time", "ours/limit_min", "ours/zennit_min",

@@ -7,6 +7,7 @@ arguments; and capture leaving the model as it was. Oracles: Zennit on the equiv
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -256,3 +257,88 @@ def test_timm_levit_twice():
     first, second = LRP(m)(x), LRP(m)(x)
     assert all(torch.equal(first[k], second[k]) for k in first)
     m(x)
+
+
+def _tiny_scale_pair() -> tuple[nn.Module, nn.Module]:
+    """A bias-free CNN and the same with every weight times 1e-5 (logits ~1e-15)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, bias=False), nn.ReLU(), nn.Conv2d(4, 4, 3, bias=False),
+                        nn.ReLU(), nn.Flatten(), nn.Linear(64, 3, bias=False)).eval()  # fmt: skip
+    small = nn.Sequential(*[copy.deepcopy(m) for m in net]).eval()
+    with torch.no_grad():
+        for p in small.parameters():
+            p.mul_(1e-5)
+    return net, small
+
+
+def test_relative_stabilizer_keeps_the_relevance_of_small_networks():
+    from hudd_core.lrp.kernels import Relative
+
+    net, small = _tiny_scale_pair()
+    x = torch.rand(2, 1, 8, 8)
+
+    def share(model, **kw):
+        lrp = LRP(model, "hudd", **kw)
+        return lrp(x)["input"].flatten(1).sum(1) / model(x).max(dim=1).values.detach()
+
+    assert bool((share(small) < 0.01).all())  # the absolute 1e-9 swallows everything
+    torch.testing.assert_close(share(net), torch.ones(2), rtol=1e-4, atol=0)
+    rel = Relative(1e-6)
+    torch.testing.assert_close(share(small, stabilizer=rel), torch.ones(2), rtol=1e-4, atol=0)
+    # scale-invariant: the two nets' heatmaps are the same up to the logit's scale
+    a = (
+        LRP(net, stabilizer=rel)(x)["input"]
+        / net(x).max(dim=1).values.detach()[:, None, None, None]
+    )
+    b = (
+        LRP(small, stabilizer=rel)(x)["input"]
+        / small(x).max(dim=1).values.detach()[:, None, None, None]
+    )
+    torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
+
+
+def test_transposed_convolution_equals_zennit():
+    torch.manual_seed(2)
+    up = nn.ConvTranspose2d(3, 2, 3, stride=2)
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), up, nn.ReLU(), nn.Flatten(),
+                          nn.Linear(2 * 11 * 11, 3)).eval().double()  # fmt: skip
+    x = torch.rand(2, 2, 7, 7, dtype=D)
+    got = LRP(model, layers=["input", "2"])(x)
+    ref = zennit_relevance(model, x, "hudd", ["input", "2"], start_relevance)
+    for name in ("input", "2"):
+        scale = float(ref[name].abs().max())
+        assert scale > 0
+        torch.testing.assert_close(got[name], ref[name], rtol=0, atol=1e-8 * scale)
+
+
+class _Amax(nn.Module):
+    def forward(self, x):
+        return x.amax(dim=1, keepdim=True) + torch.max(x, dim=1, keepdim=True).values
+
+
+def test_max_and_amax_are_winner_take_all_by_hand():
+    x = torch.tensor([[1.0, 3.0, 2.0]], dtype=D)
+    got = LRP(_Amax(), "epsilon-plus", epsilon=0.0, stabilizer=0.0)(x)["input"]
+    torch.testing.assert_close(got, torch.tensor([[0.0, 6.0, 0.0]], dtype=D))
+
+
+class _Addcmul(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("c", torch.tensor([2.0, -1.0], dtype=D))
+
+    def forward(self, x):
+        return torch.addcmul(x, x, self.c, value=0.5) + torch.addcmul(x, x, x)
+
+
+def test_addcmul_by_hand():
+    # x = [2, 3]: the first term x + 0.5 c x = [4, 1.5] keeps everything (x: share 1/2 and
+    # 1/2 of its value; the product, one live factor, the rest); in x + x * x the input
+    # keeps x / z and each of the two factors half of x^2 / z: everything goes to x.
+    x = torch.tensor([[2.0, 3.0]], dtype=D)
+    lrp = LRP(_Addcmul(), "epsilon-plus", layers=["input", "addcmul", "addcmul_1"],
+              epsilon=0.0, stabilizer=0.0)  # fmt: skip
+    rel = lrp(x, start=lambda y: y)
+    torch.testing.assert_close(rel["addcmul"], torch.tensor([[4.0, 1.5]], dtype=D))
+    torch.testing.assert_close(rel["addcmul_1"], torch.tensor([[6.0, 12.0]], dtype=D))
+    torch.testing.assert_close(rel["input"], torch.tensor([[10.0, 13.5]], dtype=D))

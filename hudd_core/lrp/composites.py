@@ -22,6 +22,9 @@ composite              convolution         linear          avg-pool / add
 =====================  ==================  ==============  ==================
 ``hudd`` (default)     Epsilon(1e-9)       z+ (w+ only,    Norm(1e-9)
                        (LRP-0, with bias)  no bias, 1e-9)
+                                           on rectified
+                                           inputs; else
+                                           ZPlus(1e-9)
 ``epsilon-plus``       ZPlus(1e-6)         Epsilon(1e-6)   Norm(1e-6)
 ``epsilon-alpha2-      AlphaBeta(2, 1)     Epsilon(1e-6)   Norm(1e-6)
 beta1``
@@ -36,9 +39,14 @@ means, average pooling, interpolation and additions use Norm; products use AttnL
 rule with sigmoid gates held constant; BatchNorm is folded into the layer before it
 (:class:`~hudd_core.lrp.canonizers.MergeBatchNorm`), else the epsilon rule on its affine
 map; LayerNorm, GroupNorm, softmax and attention use the AttnLRP rules (Achtibat et al.,
-ICML 2024). ``hudd`` is the reference (docs/design.md#composite-hudd); the others are as Zennit 0.5
-defines them (``EpsilonPlus``, ``EpsilonAlpha2Beta1``, ``EpsilonGammaBox``). "First" is the
-first convolution in execution order (Zennit: in module registration order; the same for
+ICML 2024). ``hudd``'s z+ needs non-negative inputs: a linear layer whose input is not
+the image or rectified values (the output of ReLU, LeakyReLU, ELU, SiLU, GELU, sigmoid,
+softmax, ..., or pooling, views, products of them) gets Zennit's ZPlus (x+ w+ and x- w-
+over their sum) instead, e.g. behind LayerNorm, attention or a residual stream
+(docs/lrp-rules.md). ``hudd`` is the reference
+(docs/design.md#composite-hudd); the others are as Zennit 0.5 defines them
+(``EpsilonPlus``, ``EpsilonAlpha2Beta1``, ``EpsilonGammaBox``). "First" is the first
+convolution in execution order (Zennit: in module registration order; the same for
 ordinary models).
 
 Example:
@@ -60,6 +68,7 @@ from torch import nn
 from hudd_core.lrp.attention import Attention, Traced
 from hudd_core.lrp.canonizers import Canonizer, MergeBatchNorm
 from hudd_core.lrp.oprules import (
+    AddProduct,
     BatchNormFunction,
     ChannelAffine,
     Copy,
@@ -132,6 +141,9 @@ def default_layer_map(comp: Composite) -> list[tuple[Types, OpRule]]:
         ((nn.Flatten, nn.Unflatten, nn.ChannelShuffle, nn.ZeroPad2d, nn.Unfold, *moves), Copy()),
         (MAX_POOLS, WinnerTakeAll()),
         ((*LINEAR_POOLS, nn.Fold), comp.norm),
+        # LRP-epsilon on a transposed convolution (the Norm rule of any linear map, bias
+        # keeping its share)
+        ((nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d), Norm(eps)),
         (nn.modules.batchnorm._BatchNorm, ChannelAffine(eps)),
         ((nn.LayerNorm, nn.GroupNorm), Normalization(eps)),
         (nn.Softmax, Softmax()),
@@ -168,8 +180,10 @@ def default_function_map(comp: Composite) -> list[tuple[Sequence, OpRule]]:
     return [
         *elementwise_pass_functions(),
         (copies, Copy()),
+        ([torch.amax, torch.max, "amax", "max"], WinnerTakeAll()),
         (linear, Norm(eps)),
         (products, Product(eps)),
+        ([torch.addcmul, "addcmul"], AddProduct(eps)),
         ([F.layer_norm, F.group_norm], Normalization(eps)),
         ([F.batch_norm], BatchNormFunction(eps)),
         (list(FUNCTIONAL_CONVOLUTIONS), FunctionalAffine(comp.conv)),
@@ -195,7 +209,10 @@ class Composite:
     Args:
         name: shown in errors and run records.
         conv, linear: the rules of convolutions and linear layers; ``first_conv``
-            (optional) overrides ``conv`` for the first convolution in execution order.
+            (optional) overrides ``conv`` for the first convolution in execution order;
+            ``signed_linear`` (optional) overrides ``linear`` for linear layers whose
+            input is not known to be non-negative (not behind a rectifier or pooling of
+            rectified values: behind LayerNorm, attention, a residual stream).
         norm: the Norm rule (its stabiliser is also the other rules' stabiliser).
         layer_map: ``[(module types, rule), ...]`` checked before the defaults.
         name_map: ``{qualified module name: rule}``, checked first (a module named here is
@@ -209,6 +226,7 @@ class Composite:
     linear: AffineRule
     norm: Norm
     first_conv: AffineRule | None = None
+    signed_linear: AffineRule | None = None
     layer_map: list[tuple[Types, OpRule]] = field(default_factory=list)
     name_map: dict[str, OpRule] = field(default_factory=dict)
     function_map: list[tuple[Sequence, OpRule]] = field(default_factory=list)
@@ -277,8 +295,12 @@ def constant_attention(comp: Composite) -> Composite:
     return comp
 
 
-def hudd() -> Composite:
-    return Composite("hudd", Epsilon(1e-9), PositiveWeights(1e-9), Norm(1e-9))
+def hudd(stabilizer: float = 1e-9) -> Composite:
+    """``stabilizer``: of every rule; ``kernels.Relative(0.001)`` for one relative to each
+    layer's output magnitude."""
+    eps = stabilizer
+    return Composite("hudd", Epsilon(eps), PositiveWeights(eps), Norm(eps),
+                     signed_linear=ZPlus(eps))  # fmt: skip
 
 
 def epsilon_plus(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:

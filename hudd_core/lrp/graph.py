@@ -30,15 +30,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 from hudd_core.lrp.composites import (
     CONVOLUTIONS,
     FUNCTIONAL_CONVOLUTIONS,
+    IDENTITIES,
     Composite,
     get_composite,
 )
-from hudd_core.lrp.oprules import Copy, OpRule, Pass
+from hudd_core.lrp.oprules import Copy, Folded, Norm, OpRule, Pass, Product, WinnerTakeAll
 from hudd_core.lrp.record import RecordingError, record
 from hudd_core.lrp.rules import FunctionalAffine
 
@@ -47,6 +49,8 @@ _META_FUNCTIONS = {getattr, len, torch.zeros_like, torch.ones_like, torch.empty_
                    torch.full_like, torch.numel, torch._assert}  # fmt: skip
 _META_METHODS = {"size", "dim", "numel", "type", "get_device", "new_zeros", "new_ones",
                  "new_empty", "new_full", "ndimension", "nelement"}  # fmt: skip
+# The fields of torch.return_types results (max, min, sort, topk, ...) and their indices.
+_ITEMS = {"values": 0, "indices": 1}
 # In-place spellings and the out-of-place operation run instead (operands are kept).
 _OUT_OF_PLACE = {operator.iadd: operator.add, operator.isub: operator.sub,
                  operator.imul: operator.mul, operator.itruediv: operator.truediv,
@@ -244,6 +248,62 @@ def _rule_for(op: Op, node: fx.Node, composite: Composite, table: dict, first: b
     return rule
 
 
+# Outputs of rectifiers: non-negative (ReLU, sigmoid, softmax, softplus) or with a damped
+# negative part (LeakyReLU, PReLU, ELU, SELU, CELU, SiLU, GELU, Hardswish, Mish), the
+# activations of CNNs; z+ is the published rule behind them. Not: Tanh, Hardtanh, identity.
+_RECTIFIED_MODULES = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Hardsigmoid, nn.Softmax, nn.Softplus,
+                      nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.SiLU, nn.GELU,
+                      nn.Hardswish, nn.Mish)  # fmt: skip
+_RECTIFIED_FUNCTIONS = {F.relu, torch.relu, F.relu6, torch.sigmoid, F.sigmoid, F.hardsigmoid,
+                        F.softmax, torch.softmax, F.softplus, F.leaky_relu, F.prelu, F.elu,
+                        F.selu, F.celu, F.silu, F.gelu, F.hardswish, F.mish, "relu",
+                        "sigmoid", "softmax"}  # fmt: skip
+# Ops that keep their input's sign when every input carries relevance (no constant
+# operand: a bias, a position embedding, a class token, a layer scale).
+_SIGN_KEEPING = (Copy, WinnerTakeAll, Norm, Product)
+_SIGN_KEEPING_PASS = (*IDENTITIES, F.dropout, F.dropout1d, F.dropout2d, F.dropout3d,
+                      F.alpha_dropout, "detach", "to", "float", "double", "type_as",
+                      "contiguous")  # fmt: skip
+_JOINS = {torch.cat, torch.concat, torch.concatenate, torch.stack}
+
+
+def _non_negative(op: Op, signs: dict[str, bool]) -> bool:
+    """Whether ``op``'s output is rectified (see above): the image, a rectifier's output,
+    or pooling / views / concatenation / products of such values only. Decides the
+    ``signed_linear`` rule of the layers reading it."""
+    if op.record == "input":
+        return True  # the image: pixels / 255
+    if op.rule is None or not op.args:
+        return False
+    if op.module is not None:
+        if isinstance(op.module, _RECTIFIED_MODULES):
+            return True
+        keeps = isinstance(op.rule, _SIGN_KEEPING) or isinstance(op.module, IDENTITIES)
+    else:
+        if op.target in _RECTIFIED_FUNCTIONS:
+            return True
+        keeps = isinstance(op.rule, _SIGN_KEEPING) or op.target in _SIGN_KEEPING_PASS
+    if not keeps or isinstance(op.rule, Folded) or not all(signs.get(a) for a in op.args):
+        return False
+    if isinstance(op.rule, Copy) and op.target not in _JOINS:
+        return True  # the other operands are indices and shapes
+    # sums, pools, products, joins: a constant operand (bias, class token) may be negative
+    return all(n.name in op.args for n in op.node.all_input_nodes)
+
+
+def _signed_input_rule(op: Op, composite: Composite, signs: dict[str, bool]) -> OpRule:
+    """The composite's ``signed_linear`` rule for a linear layer with the composite's
+    ``linear`` rule whose input is not known to be non-negative (behind LayerNorm, a
+    residual stream, attention), else the op's rule."""
+    if (
+        composite.signed_linear is None
+        or op.rule is not composite.linear
+        or all(signs.get(a) for a in op.args)
+    ):
+        return op.rule
+    return composite.signed_linear
+
+
 def _gates(op: Op, by_name: dict[str, Op]) -> frozenset[int]:
     """Indices of ``op.args`` produced by a gate (through views, copies, dropout)."""
     found = set()
@@ -340,9 +400,13 @@ def capture(
     by_name: dict[str, Op] = {}
     live: set[str] = set()
     seen: dict[str, int] = {}
+    signs: dict[str, bool] = {}  # op name -> its output is known to be non-negative
     output = None
     first_conv_done = False
     for node in g.nodes:
+        if node.op == "call_function" and node.target is getattr and node.args[1] in _ITEMS:
+            # torch.max(x, dim).values: an item of the result, not a property of it
+            node.target, node.args = operator.getitem, (node.args[0], _ITEMS[node.args[1]])
         if node.op == "output":
             outs = [a for a in node.all_input_nodes]
             if len(outs) != 1 or outs[0].name not in live:
@@ -374,6 +438,8 @@ def capture(
             else:
                 op.record = node.name
             op.gates = _gates(op, by_name)
+            op.rule = _signed_input_rule(op, composite, signs)
+        signs[op.name] = _non_negative(op, signs)
         ops.append(op)
         by_name[op.name] = op
     if output is None:

@@ -9,7 +9,10 @@ Layouts are flat: ``(B, N)`` for one tensor per image, ``(B, K, N)`` for K stack
 first, ``(B, K*C, H, W)``, is exactly ``(B, K, C*H*W)`` in memory, so the parts of a
 block convolution need no copies.
 
-Stabiliser (as Zennit's): ``stab(z) = z + eps * sign(z)`` with ``sign(0) = +1``.
+Stabiliser (as Zennit's): ``stab(z) = z + eps * sign(z)`` with ``sign(0) = +1``. A
+:class:`Relative` ``eps`` is scale-aware: ``eps * mean|z|`` of the tensor at hand (each
+layer's output, each batch), so a network whose activations are small in magnitude keeps
+its relevance.
 
 Example:
     >>> import torch
@@ -42,8 +45,30 @@ def _use_compiled(*ts: torch.Tensor) -> bool:
 _C_HAS_LRP = hasattr(_C, "lrp_divide")
 
 
+class Relative(float):
+    """A stabiliser relative to the magnitude of the values it stabilises: ``eps`` stands
+    for ``eps * mean|z|`` (see :func:`absolute`). Arithmetic on it gives a plain float.
+
+    >>> absolute(Relative(0.5), torch.tensor([1.0, -3.0]))
+    1.0
+    """
+
+    def __repr__(self) -> str:
+        return f"Relative({float(self)!r})"
+
+
+def absolute(eps: float, z: torch.Tensor) -> float:
+    """The stabiliser for the values ``z``: ``eps`` itself, or for a :class:`Relative` one
+    ``eps * mean|z|`` (at least the dtype's smallest normal number)."""
+    if not isinstance(eps, Relative):
+        return eps
+    mag = float(z.abs().mean()) if z.numel() else 0.0
+    return max(float(eps) * mag, torch.finfo(z.dtype).tiny)
+
+
 def stab(z: torch.Tensor, eps: float) -> torch.Tensor:
     """``z + eps * sign(z)``, ``sign(0) = +1`` (Zennit's stabiliser)."""
+    eps = absolute(eps, z)
     return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
 
 
@@ -66,6 +91,7 @@ def stabilized_divide(
 ) -> torch.Tensor:
     """``scale * r / stab(z)`` in one pass (``r`` and ``z`` of the same shape), written
     into ``out`` when given (``out`` may be ``z`` itself: each entry is read first)."""
+    eps = absolute(eps, z)
     ts = (r, z) if out is None else (r, z, out)
     if not _use_compiled(*ts) or r.shape != z.shape:
         res = stabilized_divide_reference(r, z, eps, scale)
@@ -106,6 +132,7 @@ def divide_pair(
     gate: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fused two-denominator division of the alpha-beta and gamma rules (see the twin)."""
+    eps = absolute(eps, z2)
     ts = (r, z2) if gate is None else (r, z2, gate)
     if not _use_compiled(*ts):
         return divide_pair_reference(r, z2, eps, coef_p, coef_n, gate)
@@ -272,6 +299,7 @@ def avgpool_redistribute(
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Average-pool redistribution (Norm rule), fused: one gather per input element."""
+    eps = absolute(eps, z)
     ts = (x, z, r) if out is None else (x, z, r, out)
     if not _use_compiled(*ts):
         return avgpool_redistribute_reference(x, z, r, eps, geometry, out)
@@ -302,6 +330,8 @@ def sum_split(
     a: torch.Tensor, b: torch.Tensor, r: torch.Tensor, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Residual-addition split in one pass over ``a``, ``b`` and ``r``."""
+    if isinstance(eps, Relative):
+        eps = absolute(eps, a + b)
     if not _use_compiled(a, b, r) or not (a.shape == b.shape == r.shape):
         return sum_split_reference(a, b, r, eps)
     ra, rb = torch.empty_like(a), torch.empty_like(b)

@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import fx, nn
 
 from hudd_core.lrp import kernels as K
 
@@ -278,6 +278,40 @@ class Product(OpRule):
             signal = [0]
         res = norm_relevance(call, r, self.stabilizer, 1.0 / len(signal))
         return [res[i] if i in signal else None for i in range(len(res))]
+
+
+@dataclass
+class AddProduct(OpRule):
+    """``torch.addcmul(input, t1, t2, value=v) = input + v * t1 * t2``: Norm between
+    ``input`` and the product term (``R = term * r / stab(z)``), then the product's share
+    split uniformly between its relevance-carrying factors (:class:`Product`)."""
+
+    stabilizer: float = 1e-6
+    record: bool = True
+
+    def propagate(self, call, r, out=None):
+        args, kw = call.op.evaluate_args(call.env), call.op.evaluate_kwargs(call.env)
+        base, t1, t2 = args[:3]
+        value = args[3] if len(args) > 3 else kw.get("value", 1)
+        s = K.stabilized_divide(r.contiguous(), call.output.contiguous(), self.stabilizer)
+        share = s * (value * t1 * t2)
+        nodes = call.op.node.args[:3]
+        live = [isinstance(n, fx.Node) and n.name in call.op.args for n in nodes]
+        n_live = max(sum(live[1:]), 1)
+        found = {nodes[0].name: s * base} if live[0] else {}
+        for n, on in zip(nodes[1:], live[1:], strict=True):
+            if on:
+                found[n.name] = found.get(n.name, 0) + _unbroadcast(share / n_live,
+                                                                     call.env[n.name])  # fmt: skip
+        return [found.get(a) for a in call.op.args]
+
+
+def _unbroadcast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over the dimensions ``like`` was broadcast along."""
+    while t.dim() > like.dim():
+        t = t.sum(0)
+    dims = [i for i, n in enumerate(like.shape) if n == 1 and t.shape[i] != 1]
+    return t.sum(dim=dims, keepdim=True) if dims else t
 
 
 @dataclass

@@ -206,8 +206,7 @@ class FunctionalAffine(OpRule):
             res = Product(self.rule.stabilizer).propagate(call, r)
             return res if out is None or res[0] is None else [out.add_(res[0]), *res[1:]]
         layer, prep = call.saved.pop(call.op.name)
-        x, z = call.inputs[0], call.output
-        return [self.rule.relevance(layer, prep, x, z, r.contiguous(), out)]
+        return [_affine_relevance(self.rule, layer, prep, call.inputs[0], call.output, r, out)]
 
 
 def _parts_shape(x: torch.Tensor, k: int) -> tuple:
@@ -241,8 +240,7 @@ class AffineRule(OpRule):
 
     def propagate(self, call, r, out=None):
         layer, prep = call.state
-        x, z = call.inputs[0], call.output
-        return [self.relevance(layer, prep, x, z, r.contiguous(), out)]
+        return [_affine_relevance(self, layer, prep, call.inputs[0], call.output, r, out)]
 
     def relevance(
         self,
@@ -254,6 +252,19 @@ class AffineRule(OpRule):
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         raise NotImplementedError
+
+
+def _affine_relevance(rule: AffineRule, layer: Affine, prep, x, z, r, out):
+    """``rule.relevance``; a linear layer on ``(B, tokens, features)`` works on
+    ``(B * tokens, features)`` (the sign-splitting rules split along dim 1)."""
+    if layer.dims == 0 and x.dim() > 2:
+
+        def flat(t):
+            return t.reshape(-1, t.shape[-1])
+
+        res = rule.relevance(layer, prep, flat(x), flat(z), flat(r.contiguous()))
+        return res.reshape(x.shape) if out is None else out.add_(res.reshape(x.shape))
+    return rule.relevance(layer, prep, x, z, r.contiguous(), out)
 
 
 @dataclass

@@ -16,13 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from hudd_core.models.zoo import BUILTIN, torchvision_factory
+from hudd_core.models.zoo import BUILTIN, timm_factory, torchvision_factory
 
 
 def resolve_factory(spec: str):
     """The callable behind ``spec``: a built-in name, ``path/to/file.py:factory``,
-    ``package.module:factory`` or ``torchvision.models:NAME``
-    (:func:`~hudd_core.models.zoo.torchvision_factory`)."""
+    ``package.module:factory``, ``torchvision.models:NAME``
+    (:func:`~hudd_core.models.zoo.torchvision_factory`) or ``timm:NAME``
+    (:func:`~hudd_core.models.zoo.timm_factory`)."""
     if spec in BUILTIN:
         return BUILTIN[spec]
     if ":" not in spec:
@@ -33,6 +34,8 @@ def resolve_factory(spec: str):
     where, name = spec.rsplit(":", 1)
     if where == "torchvision.models":
         return torchvision_factory(name)
+    if where == "timm":
+        return timm_factory(name)
     if where.endswith(".py"):
         path = Path(where)
         if not path.is_file():

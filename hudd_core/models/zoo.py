@@ -264,6 +264,30 @@ def torchvision_factory(name: str) -> Callable[..., nn.Module]:
     return build
 
 
+def timm_factory(name: str) -> Callable[..., nn.Module]:
+    """The factory behind ``--model timm:NAME``: timm's model ``name`` with random weights
+    (``pretrained=False``: nothing is downloaded; bring trained weights with
+    ``--weights``), ``num_classes`` from the data and, for models with a fixed input size
+    (ViTs, Swin, ...), ``img_size`` from the images. Images get the 3 channels of its stem
+    (grey images are converted)."""
+    try:
+        import timm
+        from timm.models import get_pretrained_cfg
+    except ImportError as exc:  # pragma: no cover - timm is a test dependency
+        raise ValueError(f"--model timm:{name}: needs timm (pip install timm)") from exc
+    if not timm.is_model(name):
+        raise ValueError(f"--model timm:{name}: not a timm model (timm.list_models())")
+    cfg = get_pretrained_cfg(name)
+    fixed = bool(cfg is not None and cfg.fixed_input_size)
+
+    def build(num_classes: int = 1000, input_size: int | None = None) -> nn.Module:
+        size = {"img_size": input_size} if (fixed and input_size is not None) else {}
+        return timm.create_model(name, pretrained=False, num_classes=num_classes, **size)
+
+    build.__name__ = build.__qualname__ = name
+    return build
+
+
 BUILTIN = {"alexnet": alexnet, "resnet": resnet, "kpnet": kpnet, "mobilenet": mobilenet,
            "mobilenet_v3_small": mobilenet_v3_small, "vit": vit}  # fmt: skip
 """Built-in factories by name; classifiers take ``num_classes``, kpnet ``num_keypoints``."""
