@@ -214,6 +214,25 @@ _TABLE = [
         ("cluster",),
     ),
     Option(
+        "attach",
+        "misc",
+        str,
+        "cluster, methods that leave noise (never hudd): each unclustered image joins its "
+        "nearest cluster when as close to it as its members are to each other; the others "
+        "form one miscellaneous group (misc) or stay cluster 0 (nearest); none: as the "
+        "method left them (docs/clustering.md: Noise)",
+        ("cluster",),
+        choices=("misc", "nearest", "none"),
+    ),
+    Option(
+        "max_unclustered",
+        0.15,
+        float,
+        "cluster, with --attach misc|nearest: at most this share of the error images "
+        "outside every root-cause cluster (the closest of the others join their nearest)",
+        ("cluster",),
+    ),
+    Option(
         "k_range",
         "2:500",
         str,

@@ -110,7 +110,8 @@ def step_cluster(run: Run) -> dict[str, Any]:
                      prep=Preprocess.from_config(cfg), progress=run.progress,
                      **pick(cfg, *HEATMAP_OPTIONS))  # fmt: skip
     options = pick(cfg, "layers", "k_range", "selection", "device", "approx_threshold",
-                   "seed", "gifs", "method", "trust_model_file", *FEATURE_OPTIONS)  # fmt: skip
+                   "seed", "gifs", "method", "trust_model_file", "attach", "max_unclustered",
+                   *FEATURE_OPTIONS)  # fmt: skip
     s = run_cluster(run.workdir, run.data, **options, export=cfg["export_distances"],
                     progress=run.progress)  # fmt: skip
     update_inspection(run.workdir, run.data)  # T/inspection.csv, the engineer's template
@@ -225,6 +226,8 @@ SPECS: dict[str, StepSpec] = {
             "gifs",
             "export_distances",
             "method",
+            "attach",
+            "max_unclustered",
         ),
         lambda r: [r.workdir / "Heatmaps" / "index.csv", r.data / "TestSet" / "metadata.csv"],
         ("clusters.csv",),
@@ -292,6 +295,7 @@ def validate(cfg: dict[str, Any]) -> None:
     from hudd_core.assign import BACKENDS, QUOTAS, RANKS, THRESHOLDS
     from hudd_core.balance import BOOTSTRAPS
     from hudd_core.baselines import baseline_names
+    from hudd_core.cluster.attach import check_attach
     from hudd_core.cluster.knee import SELECTIONS
     from hudd_core.cluster.methods import METHOD_NAMES
     from hudd_core.lrp.composites import COMPOSITES
@@ -324,6 +328,7 @@ def validate(cfg: dict[str, Any]) -> None:
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise ValueError(f"--device must be auto, cpu or cuda[:N], got {device!r}")
     baseline_names(cfg["baselines"])
+    check_attach(cfg["attach"], cfg["max_unclustered"])
     if cfg["engine"] == "ray":
         from hudd_core.engine_ray import validate_ray_options
 

@@ -104,7 +104,8 @@ def _partition(labels) -> set:
 @pytest.mark.parametrize("method", ["act-hdbscan", "rxa-hdbscan"])
 def test_activation_methods_cluster_the_activations(act_case, method):
     T = act_case["T"]
-    s = run_cluster(T, act_case["data"], method=method, gifs=False, progress=False)
+    s = run_cluster(T, act_case["data"], method=method, gifs=False, progress=False,
+                    attach="none")  # fmt: skip
     labels = np.array([int(r["cluster"]) for r in csv.DictReader(open(T / "clusters.csv"))])
     assert s["best_layer"] == s["features_layer"] == "conv"
     # the oracle: the same method on the features computed here by hand

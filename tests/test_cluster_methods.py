@@ -130,7 +130,9 @@ def _run_method_workdir(tmp_path, method: str):
     X, _ = planted_layer(np.random.default_rng(2), list(sizes), 64, spread=6.0)
     X[-2:] = 30.0 * np.eye(X.shape[1])[:2]  # two outliers, alone in their directions
     np.save(case["T"] / "Heatmaps" / "conv.npy", X)
-    summary = run_cluster(case["T"], case["data"], method=method, gifs=False, progress=False)
+    # attach none: the noise as the method leaves it (the attachment: test_cluster_attach)
+    summary = run_cluster(case["T"], case["data"], method=method, gifs=False, progress=False,
+                          attach="none")  # fmt: skip
     return case, summary
 
 

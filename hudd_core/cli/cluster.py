@@ -19,7 +19,8 @@ def run(args: argparse.Namespace) -> int:
     from hudd_core.inspection import update_inspection
 
     options = pick(args.cfg, "layers", "k_range", "selection", "device", "approx_threshold",
-                   "seed", "gifs", "method", "trust_model_file", *FEATURE_OPTIONS)  # fmt: skip
+                   "seed", "gifs", "method", "trust_model_file", "attach", "max_unclustered",
+                   *FEATURE_OPTIONS)  # fmt: skip
     summary = run_cluster(args.workdir, args.data, **options, export=args.export_distances,
                           progress=not args.quiet)  # fmt: skip
     best = summary["best_layer"]
@@ -29,6 +30,14 @@ def run(args: argparse.Namespace) -> int:
     )
     if summary.get("n_unclustered"):
         print(f"method {summary['method']}: {summary['n_unclustered']} images unclustered (0)")
+    if summary.get("attach", {}).get("noise"):
+        a = summary["attach"]
+        misc = f" (cluster {a['misc_cluster']})" if a["misc_cluster"] is not None else ""
+        print(
+            f"attach {a['mode']}: {a['attached']} of {a['noise']} noise images joined their "
+            f"nearest cluster, {a['miscellaneous']} are miscellaneous{misc}; "
+            f"{a['unclustered_share']:.0%} outside every root-cause cluster"
+        )
     if summary["clustering"]["path"] == "approximate":
         print(f"clustering: approximate ({summary['clustering']['reason']})")
     if "rq1" in summary:

@@ -104,10 +104,20 @@ def planted_purity_recall(regions: list[str], labels: np.ndarray) -> list[dict]:
 
 
 def analyse(
-    workdir: Path, data: Path, images: list[str], labels: np.ndarray, test_set: str = "TestSet"
+    workdir: Path,
+    data: Path,
+    images: list[str],
+    labels: np.ndarray,
+    test_set: str = "TestSet",
+    *,
+    misc: int | None = None,
+    attached: np.ndarray | None = None,
 ) -> dict | None:
     """Writes the RQ1 tables and figure when ``<data>/<test_set>/metadata.csv`` exists;
-    returns their summary (None without metadata)."""
+    returns their summary (None without metadata). ``misc``: the miscellaneous group's
+    id (no root cause: not counted, as the unclustered); ``attached``: which images
+    joined their cluster by attachment (:mod:`hudd_core.cluster.attach`): the summary
+    then also gives RQ1 over the clusters without them (``without_attached``)."""
     from hudd_core.fileio import atomic_write_json
     from hudd_core.plots import rq1_plot
 
@@ -125,7 +135,7 @@ def analyse(
     best, best_param = _strongest(red, params)
     out = Path(workdir) / "ClusterAnalysis"
     _write_reductions(out, params, ids, sizes, red, best, best_param)
-    summary = _shares(values, params, ids, sizes, red, best)
+    summary = _shares(values, params, ids, sizes, red, best, outside={NOISE, misc})
     rq1_plot(best, ids, 0.0 if np.isnan(summary["share_50pct"]) else summary["share_50pct"],
              out / "rq1.png")  # fmt: skip
     summary["missing_metadata"] = int(sum(k not in meta for k in keys))
@@ -133,6 +143,9 @@ def analyse(
     if any("planted" in row for row in meta.values()):
         regions = [meta[k].get("planted", "none") if k in meta else "none" for k in keys]
         summary["planted"] = _planted(out, regions, labels)
+    if attached is not None:
+        summary.update(_attachment(values, params, labels, misc, np.asarray(attached, bool),
+                                   regions if "planted" in summary else None))  # fmt: skip
     atomic_write_json(out / "rq1.json", summary)
     return summary
 
@@ -186,11 +199,15 @@ def _shares(
     sizes: list[int],
     red: np.ndarray,
     best: np.ndarray,
+    outside: set | None = None,
 ) -> dict:
     """The RQ1 figures: the share of clusters with some parameter's variance reduced by
-    ≥ 50%, over all parameters and over those with more than two values."""
-    # the unclustered images (cluster 0, density methods) are no cluster
-    evaluated = [r for r in range(len(ids)) if sizes[r] > 1 and ids[r] != NOISE]
+    ≥ 50%, over all parameters and over those with more than two values; the groups
+    ``outside`` (default: the unclustered) are no cluster."""
+    # the unclustered images (cluster 0, density methods) and the miscellaneous group
+    # (their attachment) are no root-cause cluster
+    outside = {NOISE} if outside is None else outside
+    evaluated = [r for r in range(len(ids)) if sizes[r] > 1 and ids[r] not in outside]
     hits = [r for r in evaluated if best[r] >= 0.5]
     share = len(hits) / len(evaluated) if evaluated else float("nan")
     # A two-valued parameter (e.g. glasses on/off) drops to zero variance in any cluster
@@ -208,6 +225,33 @@ def _shares(
         "share_50pct": share,
         "binary_params": [p for j, p in enumerate(params) if j not in cont],
         "share_50pct_continuous": share_cont,
+    }
+
+
+def _attachment(
+    values: np.ndarray,
+    params: list[str],
+    labels: np.ndarray,
+    misc: int | None,
+    attached: np.ndarray,
+    regions: list[str] | None,
+) -> dict:
+    """``rq1.json``'s record of the attachment: how many images joined a cluster and how
+    many form the miscellaneous group, and RQ1 (with the planted regions' best clusters)
+    over the clusters as the method left them, the attached images out."""
+    core = np.where(attached, NOISE, labels)
+    ids = np.unique(core).tolist()
+    sizes = [int(np.sum(core == c)) for c in ids]
+    red = variance_reduction(values, core)
+    best, _ = _strongest(red, params)
+    without = _shares(values, params, ids, sizes, red, best, outside={NOISE, misc})
+    if regions is not None:
+        without["planted"] = _region_summary(regions, core, planted_purity_recall(regions, core))
+    return {
+        "attached": int(attached.sum()),
+        "miscellaneous": int(np.sum(labels == misc)) if misc is not None else 0,
+        "misc_cluster": misc,
+        "without_attached": without,
     }
 
 

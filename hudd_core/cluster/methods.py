@@ -716,34 +716,28 @@ def run_method(
     *,
     activations: dict[str, Path] | None = None,
     extracted: np.ndarray | None = None,
-) -> tuple[dict, np.ndarray, np.ndarray]:
+    attach: tuple[str, float] = ("none", 0.0),
+) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """``method`` over the layers' heatmap files (``{layer: .npy}``, rows = ``images``;
     ``shapes``: each layer's recorded shape, for :func:`eligible`; ``activations``: the
     layers' ``T/Activations`` files; ``extracted``: ``--feature-model``'s N × D
-    features): ``(summary, labels, 2-D embedding)``; the summary has the keys of the
-    published rule's (``best_layer``, ``n_clusters``, ``inspect_share``, ``layers``,
-    ...) and the method's own (``method``, ``method_params``, ``n_unclustered``,
-    ``candidates``, ``features_layer``)."""
+    features), its noise then attached by ``attach`` = ``(mode, max_unclustered)`` in the
+    reduced space it clustered (:func:`hudd_core.cluster.attach.attach_noise`):
+    ``(summary, labels, 2-D embedding, per image its attachment mark)``; the summary has
+    the keys of the published rule's (``best_layer``, ``n_clusters``, ``inspect_share``,
+    ``layers``, ...) and the method's own (``method``, ``method_params``,
+    ``n_unclustered``, ``candidates``, ``features_layer``; ``attach`` unless its mode is
+    ``none``). ``n_clusters`` counts the root-cause clusters (not the miscellaneous
+    group)."""
+    from hudd_core.cluster.attach import attach_noise
+
     try:
         layers = method_inputs(method, files, len(images), activations, extracted)
         res = cluster_features(layers, method, seed=seed, shapes=shapes)
+        att = attach_noise(res.reduced, res.labels, *attach)
     except ValueError as exc:
         raise ValueError(f"cluster --method {method.name}: {exc}") from exc
-    per_layer = {}
-    for c in res.candidates:  # each layer's best candidate (not the combined ones)
-        if c["layer"] in files and (
-            c["layer"] not in per_layer or c["score"] > per_layer[c["layer"]]["silhouette"]
-        ):
-            per_layer[c["layer"]] = {"k": c["k"], "wicd": None, "silhouette": c["score"],
-                                     "method": method.name, "approximate": False}  # fmt: skip
-    best = res.layer
-    if best in files:
-        per_layer[best].update(k=res.k, silhouette=res.score)  # the chosen candidate's
-    else:  # features of no heatmap layer: the clusters as assign sees them
-        best = assign_layer(files, res.labels, shapes, seed)
-        per_layer[best] = {"k": res.k, "wicd": None, "silhouette": res.score,
-                           "method": method.name, "approximate": False,
-                           "features": res.layer}  # fmt: skip
+    best, per_layer = _layers_of(res, files, shapes, seed)
     summary = {
         "method": method.name,
         "method_params": {**method.params(), "share": res.share, "seed": seed},
@@ -752,13 +746,39 @@ def run_method(
         "selection": selection_text(method),
         "n_images": len(images),
         "n_clusters": res.k,
-        "n_unclustered": res.noise,
-        "inspect_share": inspect_share(res.labels),
+        "n_unclustered": int(np.sum(att.labels == NOISE)),
+        "inspect_share": inspect_share(att.labels),
         "layers": per_layer,
         "candidates": res.candidates,
         "clustering": {"path": "exact", "reason": "", "seconds": res.seconds},
     }
-    return summary, res.labels, embedding_2d(res.reduced, seed)
+    if att.mode != "none":
+        summary["attach"] = att.record()
+    return summary, att.labels, embedding_2d(res.reduced, seed), att.marks
+
+
+def _layers_of(
+    res: MethodResult, files: dict[str, Path], shapes: dict[str, list[int]] | None, seed: int
+) -> tuple[str, dict]:
+    """``(best layer, per layer its best candidate)`` as ``summary.json`` lists them: the
+    chosen layer, or for features of no heatmap layer the one ``assign`` measures at."""
+    per_layer = {}
+    for c in res.candidates:  # each layer's best candidate (not the combined ones)
+        if c["layer"] in files and (
+            c["layer"] not in per_layer or c["score"] > per_layer[c["layer"]]["silhouette"]
+        ):
+            per_layer[c["layer"]] = {"k": c["k"], "wicd": None, "silhouette": c["score"],
+                                     "method": res.method.name,
+                                     "approximate": False}  # fmt: skip
+    best = res.layer
+    if best in files:
+        per_layer[best].update(k=res.k, silhouette=res.score)  # the chosen candidate's
+    else:  # features of no heatmap layer: the clusters as assign sees them
+        best = assign_layer(files, res.labels, shapes, seed)
+        per_layer[best] = {"k": res.k, "wicd": None, "silhouette": res.score,
+                           "method": res.method.name, "approximate": False,
+                           "features": res.layer}  # fmt: skip
+    return best, per_layer
 
 
 def embedding_2d(Z: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from hudd_core.cluster.analysis import analyse, embedding_of, read_metadata, write_cluster_analysis
+from hudd_core.cluster.attach import DEFAULT_MODE, MAX_UNCLUSTERED, check_attach
 from hudd_core.cluster.knee import gradient4
 from hudd_core.cluster.labels import layer_rows
 from hudd_core.cluster.methods import SOURCES, Method, resolve, run_method
@@ -215,6 +216,8 @@ def run_cluster(
     feature_size: int | None = None,
     feature_mean: list[float] | None = None,
     feature_std: list[float] | None = None,
+    attach: str = DEFAULT_MODE,
+    max_unclustered: float = MAX_UNCLUSTERED,
 ) -> dict:
     """The whole ClusterModule over ``T/Heatmaps``: every (or the given) layer clustered,
     the best layer chosen, and its RCCs written (``T/clusters.csv``, ``T/<layer>/``,
@@ -233,6 +236,9 @@ def run_cluster(
             methods (:mod:`hudd_core.feature_model`; ``trust_model_file`` as for
             ``--model``), fed the images at ``feature_size`` with ``feature_mean`` and
             ``feature_std`` (an ImageNet extractor wants its own normalisation).
+        attach, max_unclustered: what becomes of a method's noise images
+            (:mod:`hudd_core.cluster.attach`; ``T/clusters.csv`` marks them in its
+            ``attached`` column); the published rule leaves none and ignores them.
 
     Returns:
         The summary written to ``T/ClusterAnalysis/summary.json``.
@@ -243,15 +249,20 @@ def run_cluster(
         print(summary["best_layer"], summary["layers"][summary["best_layer"]]["k"])
     """
     alternative = resolve(method)  # a bad name fails before any work
+    check_attach(attach, max_unclustered)
     run = _inputs(Path(workdir), Path(data), layers, export)
+    marks = None  # the published rule leaves no noise: nothing to attach, no column
     if alternative is None:
         rule = _Rule(k_range, selection, device, approx_threshold, seed, export)
         summary, labels, embedding = _run_faithful(run, rule, progress)
     else:
         model = _Extractor(feature_model, feature_weights, feature_layer, trust_model_file,
                            feature_size, feature_mean, feature_std)  # fmt: skip
-        summary, labels, embedding = _run_method(run, alternative, seed, device, progress, model)
-    return _write_rccs(run, labels, embedding, summary, gifs, progress)
+        summary, labels, embedding, marks = _run_method(
+            run, alternative, seed, device, progress, model, (attach, float(max_unclustered))
+        )
+        marks = None if attach == "none" else marks  # attach none: the file as before
+    return _write_rccs(run, labels, embedding, summary, gifs, progress, marks)
 
 
 @dataclass(frozen=True)
@@ -307,8 +318,10 @@ def _run_method(
     device: str | None,
     progress: bool,
     extractor: _Extractor,
-) -> tuple[dict, np.ndarray, np.ndarray]:
-    """A method of the catalogue over the layers: ``(summary, labels, 2-D embedding)``."""
+    attach: tuple[str, float],
+) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    """A method of the catalogue over the layers, its noise attached by ``attach``:
+    ``(summary, labels, 2-D embedding, attachment marks)``."""
     files = {n: run.heatmaps(n) for n in run.names}
     shapes = {n: run.by_name[n].get("shape", []) for n in run.names}
     source = SOURCES[method.features]
@@ -320,16 +333,17 @@ def _run_method(
             raise ValueError(f"--method {method.name} clusters the features of --feature-model: "
                              "give one (README: Clustering methods)")  # fmt: skip
         extracted = _extractor_features(run, extractor, seed, device, progress)
-    summary, labels, embedding = run_method(files, run.images, method, seed, shapes,
-                                            activations=activations,
-                                            extracted=extracted)  # fmt: skip
+    summary, labels, embedding, marks = run_method(files, run.images, method, seed, shapes,
+                                                   activations=activations,
+                                                   extracted=extracted,
+                                                   attach=attach)  # fmt: skip
     if source == "model":
         summary["feature_model"] = {
             "spec": extractor.spec,
             "layer": extractor.layer,
             "weights": extractor.weights and str(extractor.weights),
         }
-    return summary, labels, embedding
+    return summary, labels, embedding, marks
 
 
 def _extractor_features(
@@ -425,21 +439,26 @@ def _write_rccs(
     summary: dict,
     gifs: bool,
     progress: bool,
+    marks: np.ndarray | None = None,
 ) -> dict:
-    """``T/clusters.csv``, the RCC folders, RQ1, pairs/embedding and the summary."""
+    """``T/clusters.csv`` (with ``marks``: its ``attached`` column), the RCC folders, RQ1,
+    pairs/embedding and the summary."""
     from hudd_core import rcc
 
     workdir, data, images = run.workdir, run.data, run.images
     best = summary["best_layer"]
-    write_csv(
-        workdir / "clusters.csv",
-        ["image", "cluster", "layer"],
-        [(img, int(c), best) for img, c in zip(images, labels, strict=True)],
-    )
+    rows = [(img, int(c), best) for img, c in zip(images, labels, strict=True)]
+    if marks is None:
+        write_csv(workdir / "clusters.csv", ["image", "cluster", "layer"], rows)
+    else:
+        write_csv(workdir / "clusters.csv", ["image", "cluster", "layer", "attached"],
+                  [(*r, m) for r, m in zip(rows, marks.tolist(), strict=True)])  # fmt: skip
     rcc.write_rcc_folders(workdir, data, best, images, labels, gifs=gifs, progress=progress)
     _drop_previous_rccs(workdir, best)
     write_cluster_analysis(workdir, images, labels, embedding)
-    analysis = analyse(workdir, data, images, labels)
+    misc = summary.get("attach", {}).get("misc_cluster")
+    attached = None if marks is None else np.isin(marks, ("reach", "cap"))
+    analysis = analyse(workdir, data, images, labels, misc=misc, attached=attached)
     if analysis is not None:
         summary["rq1"] = analysis
     atomic_write_json(workdir / "ClusterAnalysis" / "summary.json", summary)

@@ -122,6 +122,7 @@ def summary(workdir: Path, cluster_summary: dict, n_clusters: int) -> dict:
     ]
     if "n_unclustered" in cluster_summary:
         rows.append(["unclustered images (noise, cluster 0)", cluster_summary["n_unclustered"]])
+    rows += _attach_rows(cluster_summary)
     rows += [["best layer", best], *_selection_rows(cluster_summary)]
     rq1 = cluster_summary.get("rq1")
     if rq1:
@@ -140,7 +141,48 @@ def summary(workdir: Path, cluster_summary: dict, n_clusters: int) -> dict:
                     f"{', '.join(rq1['binary_params'])})",
                 ]
             )
+        if "without_attached" in rq1:
+            without = rq1["without_attached"]
+            rows.append(["… without the attached images (the clusters as the method left them)",
+                         f"{fmt_pct(without['share_50pct'])} ({without['n_with_50pct_reduction']}"
+                         f" of {without['n_evaluated']} non-singletons)"])  # fmt: skip
     return {"rows": rows, "workdir": str(workdir.resolve())}
+
+
+def _attach_rows(cluster_summary: dict) -> list[list]:
+    """The summary's rows of the noise's attachment (``summary.json`` ``attach``; none
+    without one: the published rule, ``--attach none``)."""
+    a = cluster_summary.get("attach")
+    if not a:
+        return []
+    misc = a["misc_cluster"]
+    return [
+        ["noise images attached to their nearest cluster (--attach "
+         f"{a['mode']})", f"{a['attached']} of {a['noise']} ({a['attached_within_reach']} within "
+         f"the cluster's reach, {a['attached_for_the_cap']} for the cap)"],
+        ["miscellaneous group (not a root cause)",
+         f"cluster {misc}: {a['miscellaneous']} images" if misc is not None else "none"],
+        ["outside every root-cause cluster", f"{fmt_pct(a['unclustered_share'])} (at most "
+         f"{fmt_pct(a['max_unclustered'])})"],
+    ]  # fmt: skip
+
+
+def mark_attachment(workdir: Path, data: Path, cards: list[dict], misc: int | None) -> None:
+    """Per card, the images attached to it (``T/clusters.csv`` ``attached``: their names
+    and a small contact sheet, ``attached``) and whether it is the miscellaneous group
+    (``misc``, its label ``miscellaneous``)."""
+    by: dict[int, list[str]] = {}
+    for r in read_csv(workdir / "clusters.csv"):
+        if r.get("attached") in ("reach", "cap"):
+            by.setdefault(int(r["cluster"]), []).append(r["image"])
+    for card in cards:
+        names = by.get(card["id"], [])
+        card["misc"] = card["id"] == misc
+        if card["misc"]:
+            card["label"] = "miscellaneous"
+        card["attached"] = {"n": len(names), "images": names,
+                            "sheet": _sheet(data, names, SELECTED, SELECTED_CELL)
+                            if names else None}  # fmt: skip
 
 
 def pair_shares(workdir: Path, top: int = TOP_PAIRS) -> dict[int, list[dict]]:
@@ -326,7 +368,11 @@ def embedding(workdir: Path, cards: list[dict]) -> dict | None:
     for c in media.pick_evenly(with_sheet, HOVER_POINTS):  # past that many clusters: some
         cells = list(enumerate(c["sheet"]["images"]))
         hover[c["id"]] = [(img, cell) for cell, img in media.pick_evenly(cells, per)]
-    return charts.embedding_scatter(rows, hover)
+    scatter = charts.embedding_scatter(rows, hover)
+    labels = {c["id"]: c["label"] for c in cards}  # the miscellaneous group's name
+    for g in scatter["groups"]:
+        g["label"] = labels.get(g["id"], g["label"])
+    return scatter
 
 
 def assignment(workdir: Path, data: Path, cards: list[dict], links: Links) -> dict | None:
@@ -584,12 +630,16 @@ def gather(
     for r in read_csv(workdir / "unsafe_set.csv"):
         selected[int(r["cluster"])] = selected.get(int(r["cluster"]), 0) + 1
     cards = clusters(workdir, data, best, links, samples, selected)
+    misc = (cluster_summary.get("attach") or {}).get("misc_cluster")
+    mark_attachment(workdir, data, cards, misc)
     assign = assignment(workdir, data, cards, links)
     dendro = dendrogram(workdir, cluster_summary)
     removed = [r for r in read_inspection(workdir) if r["cluster"] is None]
     scatter = embedding(workdir, cards)
     return {
-        "summary": summary(workdir, cluster_summary, sum(c["id"] != NOISE for c in cards)),
+        "summary": summary(
+            workdir, cluster_summary, sum(c["id"] not in (NOISE, misc) for c in cards)
+        ),
         "clusters": {
             "cards": cards,
             "best": best,
