@@ -3,7 +3,8 @@
 Examples:
 
     hudd demo --workdir demo_run              # small: a few minutes on 2 CPU cores
-    hudd demo --workdir demo_run --size medium --seed 1 --repeats 3
+    hudd demo --workdir demo_run --baselines  # and HUDD versus BL1, BL2 (about 2x longer)
+    hudd demo --workdir demo_run --size medium --seed 1 --baselines --repeats 3
     hudd demo --workdir demo_kp --task keypoints   # KpNet keypoint regressor (FLD-style)
     hudd demo --workdir demo_vit --arch vit        # a small ViT
     hudd demo --workdir demo_mn --arch mobilenet_v3_small   # torchvision's (also resnet, mobilenet)
@@ -39,7 +40,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=list(DEMO_ARCHS),
         help="the classifier to train and debug (default: the AlexNet-style one)",
     )
-    p.add_argument("--no-baselines", action="store_true", help="retrain HUDD's set only")
+    p.add_argument(
+        "--baselines",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also retrain with the baselines BL1 and BL2 at HUDD's labelling budget and "
+        "compare (two more fine-tunings: the small demo takes about twice as long); "
+        "default: HUDD's retraining only",
+    )
     p.set_defaults(func=run)
 
 
@@ -56,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         args.size,
         args.seed,
         device=args.device,
-        baselines=not args.no_baselines,
+        baselines=args.baselines,
         repeats=args.repeats,
         progress=not args.quiet,
         task=args.task,

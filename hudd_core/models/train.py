@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from hudd_core._ext import resolve_device  # the one device rule (also used by testing)
+from hudd_core.data.decoded import Decoded
 from hudd_core.progress import bar as progress_bar
 
 LOSSES = {"cross_entropy": nn.CrossEntropyLoss, "mse": nn.MSELoss}
@@ -54,7 +56,8 @@ def train(
     reference retraining) or ``cosine`` (the rate decays to 0 over the run). Shuffling and
     dropout follow ``seed``; the global torch RNG state is left as it was. The model ends in
     eval mode. Only parameters with ``requires_grad`` are trained; the modules ``frozen``
-    stay in eval mode (BatchNorm statistics and dropout as at inference).
+    stay in eval mode (BatchNorm statistics and dropout as at inference). Without
+    ``num_workers`` the images are decoded in the first epoch only (:class:`Decoded`).
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
@@ -64,49 +67,65 @@ def train(
     model.to(dev).train()
     for m in frozen:
         m.eval()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    elif optimizer == "adam":
-        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+    opt = _optimizer(model, optimizer, lr, momentum, weight_decay)
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+    if num_workers == 0:  # workers would each fill (and drop) their own copy
+        dataset = Decoded(dataset)
     criterion = LOSSES[loss]()
     history = []
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
-        loader = DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=True,
-            generator=gen,
-            num_workers=num_workers,
-            pin_memory=dev.type == "cuda",
-        )
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=gen,
+                            num_workers=num_workers, pin_memory=dev.type == "cuda")  # fmt: skip
         steps = epochs * len(loader)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda t: 0.5 * (1 + math.cos(math.pi * t / steps)) if schedule == "cosine" else 1
         )
         for epoch in range(epochs):
-            total, count = 0.0, 0
             bar = progress_bar(loader, desc=f"train epoch {epoch + 1}/{epochs}", enabled=progress)
-            for x, y in bar:
-                x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
-                out = model(x)
-                batch_loss = criterion(out, y.to(out.dtype) if loss == "mse" else y)
-                opt.zero_grad(set_to_none=True)
-                batch_loss.backward()
-                opt.step()
-                sched.step()
-                total += batch_loss.item() * len(x)
-                count += len(x)
-                bar.set_postfix(loss=f"{total / count:.4f}")
-            history.append(total / count)
+            history.append(_epoch(model, bar, criterion, opt, sched, dev, mse=loss == "mse"))
     model.eval()
     return history
+
+
+def _optimizer(
+    model: nn.Module, name: str, lr: float, momentum: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """The optimiser of the parameters with ``requires_grad``: ``sgd`` or ``adam``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer must be 'sgd' or 'adam', got {name!r}")
+
+
+def _epoch(
+    model: nn.Module,
+    bar: Any,
+    criterion: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    dev: torch.device,
+    *,
+    mse: bool,
+) -> float:
+    """One pass over the batches of ``bar`` (a loader in a progress bar); the mean loss."""
+    total, count = 0.0, 0
+    for x, y in bar:
+        x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        out = model(x)
+        batch_loss = criterion(out, y.to(out.dtype) if mse else y)
+        opt.zero_grad(set_to_none=True)
+        batch_loss.backward()
+        opt.step()
+        sched.step()
+        total += batch_loss.item() * len(x)
+        count += len(x)
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    return total / count
 
 
 def he_init(model: nn.Module, seed: int = 0) -> nn.Module:
