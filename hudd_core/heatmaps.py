@@ -80,12 +80,7 @@ def compute_heatmaps(
     Returns:
         ``{"rows", "layers", "resumed_from", "seconds", "images_per_s"}``.
     """
-    if len(ids) != len(dataset):
-        raise ValueError(f"{len(ids)} ids for {len(dataset)} images")
-    if task not in ("classifier", "keypoints"):
-        raise ValueError(f"task must be 'classifier' or 'keypoints', got {task!r}")
-    if activations and source is not None:
-        raise ValueError("activations are computed in this process (no --engine ray)")
+    _check_heatmap_args(dataset, ids, task, source, activations)
     param = next(model.parameters(), None)
     dev = resolve_device(device, param.device if param is not None else torch.device("cpu"))
     model = model.to(dev).eval()
@@ -98,38 +93,67 @@ def compute_heatmaps(
     store = HeatmapStore.open(out_dir, ids, shapes, composite=kind,
                               float16=float16, fingerprint=model_fingerprint(model))  # fmt: skip
     start, t0 = store.done, time.perf_counter()
-    # Every row must be filled: an image that cannot be read now (or has another size)
-    # stops the step, naming it; the batches stored before it stay for the rerun.
     if source is None:
-        items = Skipping(dataset, shape, ids)
-        batches = _local_batches(lrp, items, store.done, task=task, dev=dev,
-                                 batch_size=batch_size, num_workers=num_workers,
+        batches = _local_batches(lrp, Skipping(dataset, shape, ids), store.done, task=task,
+                                 dev=dev, batch_size=batch_size, num_workers=num_workers,
                                  activations=activations)  # fmt: skip
     else:
         batches = source(model, dataset, shape, store.done, composite=composite,
                          layers=list(shapes), batch_size=batch_size, device=device)  # fmt: skip
-    desc = "activations" if activations else "heatmaps"
-    with progress_bar(total=len(dataset), initial=start, desc=desc, unit="img",
-                      enabled=progress) as bar:  # fmt: skip
-        for relevance, bad in batches:
-            if bad:
-                raise ValueError(
-                    f"heatmaps: {bad[0][1]} ({store.done} of {len(ids)} rows stored in "
-                    f"{out_dir} are kept; replace the image, or rerun `hudd test`, then rerun)"
-                )
-            _check_finite(relevance, ids, store.done, out_dir)
-            store.write(relevance)
-            bar.update(len(next(iter(relevance.values()))))
+    with progress_bar(total=len(dataset), initial=start, unit="img", enabled=progress,
+                      desc="activations" if activations else "heatmaps") as bar:  # fmt: skip
+        _store_batches(store, batches, ids, out_dir, bar)
     store.finish()
-    seconds = time.perf_counter() - t0
-    done = len(dataset) - start
+    return _heatmap_summary(len(dataset), list(shapes), start, time.perf_counter() - t0)
+
+
+def _heatmap_summary(rows: int, layers: list[str], start: int, seconds: float) -> dict[str, Any]:
+    """:func:`compute_heatmaps`' summary of a run that resumed at row ``start``."""
+    done = rows - start
     return {
-        "rows": len(dataset),
-        "layers": list(shapes),
+        "rows": rows,
+        "layers": layers,
         "resumed_from": start,
         "seconds": round(seconds, 3),
         "images_per_s": round(done / seconds, 1) if done and seconds > 0 else None,
     }
+
+
+def _check_heatmap_args(
+    dataset: Dataset,
+    ids: Sequence[str],
+    task: str,
+    source: Callable[..., Iterable[tuple[dict | None, list]]] | None,
+    activations: bool,
+) -> None:
+    """A ValueError for arguments :func:`compute_heatmaps` cannot work with."""
+    if len(ids) != len(dataset):
+        raise ValueError(f"{len(ids)} ids for {len(dataset)} images")
+    if task not in ("classifier", "keypoints"):
+        raise ValueError(f"task must be 'classifier' or 'keypoints', got {task!r}")
+    if activations and source is not None:
+        raise ValueError("activations are computed in this process (no --engine ray)")
+
+
+def _store_batches(
+    store: HeatmapStore,
+    batches: Iterable[tuple[dict | None, list]],
+    ids: Sequence[str],
+    out_dir: str | Path,
+    bar: Any,
+) -> None:
+    """Writes every batch's relevance into ``store``. Every row must be filled: an image
+    that cannot be read now (or has another size) stops the step, naming it; the batches
+    stored before it stay for the rerun."""
+    for relevance, bad in batches:
+        if bad:
+            raise ValueError(
+                f"heatmaps: {bad[0][1]} ({store.done} of {len(ids)} rows stored in "
+                f"{out_dir} are kept; replace the image, or rerun `hudd test`, then rerun)"
+            )
+        _check_finite(relevance, ids, store.done, out_dir)
+        store.write(relevance)
+        bar.update(len(next(iter(relevance.values()))))
 
 
 def _local_batches(

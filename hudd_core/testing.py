@@ -123,13 +123,7 @@ def predict_readable(
     model = model.to(dev).eval()
     if shape is None:
         shape = common_shape(dataset)
-    if resume:
-        names = list(ids if ids is not None else getattr(dataset, "ids", []))
-        signature = {"n": len(dataset), "ids": names[:1] + names[-1:], "shape": list(shape),
-                     "model": model_fingerprint(model)}  # fmt: skip
-        part = PartialResults.open(resume, signature)
-    else:
-        part = PartialResults(Path(), {})
+    part = _partial(resume, model, dataset, ids, shape)
     items = Subset(Skipping(dataset, shape, ids), range(part.done, len(dataset)))
     loader = DataLoader(items, batch_size=batch_size, shuffle=False,
                         collate_fn=collate_skipping, num_workers=num_workers)  # fmt: skip
@@ -142,14 +136,8 @@ def predict_readable(
                 raise ValueError(bad[0][1])
             skipped += bad
             if x is not None:
-                try:
-                    out = model(x.to(dev)).float().cpu()
-                except RuntimeError as exc:  # e.g. images of a size the model cannot take
-                    first = Skipping(dataset, None, ids).name(int(idx[0]))
-                    raise ValueError(
-                        f"{desc}: the model fails on images of size {tuple(x.shape[1:])} "
-                        f"(batch starting at {first}; --image-size resizes): {exc}"
-                    ) from exc
+                out = _forward(model, x, dev, desc=desc, dataset=dataset, ids=ids,
+                               first=int(idx[0]))  # fmt: skip
                 if check is not None and not checked:
                     check(out)
                     checked = True
@@ -159,6 +147,16 @@ def predict_readable(
             part.done = max([part.done, *(int(i) + 1 for i in idx), *(i + 1 for i, _ in bad)])
             if resume and b % save_every == 0:
                 part.save()
+    return _concatenated(outs, targets, positions, skipped)
+
+
+def _concatenated(
+    outs: list[torch.Tensor],
+    targets: list[torch.Tensor],
+    positions: list[torch.Tensor],
+    skipped: list[tuple[int, str]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[tuple[int, str]]]:
+    """:func:`predict_readable`'s arrays from its batches (empty ones without any)."""
     if not outs:
         empty = np.zeros((0, 0), np.float32)
         return empty, empty, np.zeros(0, np.int64), skipped
@@ -168,6 +166,45 @@ def predict_readable(
         torch.cat(positions).numpy(),
         skipped,
     )
+
+
+def _partial(
+    resume: Path | None,
+    model: nn.Module,
+    dataset: Dataset,
+    ids: Sequence[str] | None,
+    shape: Sequence[int],
+) -> PartialResults:
+    """The saved results of an interrupted run over the same items, shape and weights
+    (nothing done when none, or without ``resume``)."""
+    if not resume:
+        return PartialResults(Path(), {})
+    names = list(ids if ids is not None else getattr(dataset, "ids", []))
+    signature = {"n": len(dataset), "ids": names[:1] + names[-1:], "shape": list(shape),
+                 "model": model_fingerprint(model)}  # fmt: skip
+    return PartialResults.open(resume, signature)
+
+
+def _forward(
+    model: nn.Module,
+    x: torch.Tensor,
+    dev: torch.device,
+    *,
+    desc: str,
+    dataset: Dataset,
+    ids: Sequence[str] | None,
+    first: int,
+) -> torch.Tensor:
+    """The model's float outputs of a batch on the CPU; a model that cannot take the
+    images (e.g. of another size) raises a ValueError naming the batch's ``first`` item."""
+    try:
+        return model(x.to(dev)).float().cpu()
+    except RuntimeError as exc:
+        name = Skipping(dataset, None, ids).name(first)
+        raise ValueError(
+            f"{desc}: the model fails on images of size {tuple(x.shape[1:])} "
+            f"(batch starting at {name}; --image-size resizes): {exc}"
+        ) from exc
 
 
 def predict(
@@ -269,8 +306,42 @@ def run_test(
     data_root, workdir = Path(data_root), Path(workdir)
     skips = SkipLog(workdir)
     summary = {}
-    # Every set is listed (and its labels.csv checked) before anything is written.
-    datasets = {
+    for name, ds in _test_sets(data_root, sets, meta, prep).items():
+        partial = workdir / ".partial" / f"test_{name}.npz"  # resume point of this set
+        out, target, positions, skipped = (predictor or predict_readable)(
+            model, ds, batch_size=batch_size, device=device, progress=progress,
+            check=_output_check(model, meta, ds, model_file), desc=f"test {name}",
+            num_workers=num_workers, resume=partial,
+        )  # fmt: skip
+        _log_skipped(skips, name, ds, skipped)
+        ids = [ds.ids[i] for i in positions]
+        if meta["task"] == "classifier":
+            header, rows = classifier_rows(ids, out, ds.targets[positions], meta["classes"])
+        else:
+            header, rows = keypoint_rows(ids, out, target, threshold)
+        write_csv(workdir / RESULT_FILES.get(name, f"{name}Result.csv"), header, rows)
+        partial.unlink(missing_ok=True)  # the set is complete
+        summary[name] = _set_summary(rows, skipped)
+    return summary
+
+
+def _set_summary(rows: list[tuple], skipped: list[tuple[int, str]]) -> dict[str, float]:
+    """:func:`run_test`'s figures of one set from its result rows."""
+    wrong = sum(r[1] == "Wrong" for r in rows)
+    return {
+        "n": len(rows),
+        "wrong": wrong,
+        "accuracy": 1 - wrong / len(rows) if rows else float("nan"),
+        "skipped": len(skipped),
+    }
+
+
+def _test_sets(
+    data_root: Path, sets: Sequence[str], meta: dict[str, Any], prep: Preprocess
+) -> dict[str, ImageSet]:
+    """The sets to test, each listed (and its labels.csv checked) before anything is
+    written."""
+    return {
         name: ImageSet(
             data_root / name,
             task=meta["task"],
@@ -280,46 +351,37 @@ def run_test(
         )
         for name in sets
     }
-    for name, ds in datasets.items():
-        if meta["task"] == "classifier":
-            want = len(meta["classes"])
-            what = f"{len(meta['classes'])} classes {list(meta['classes'])}"
-        else:
-            want = ds.targets.shape[1] if ds.targets.ndim == 2 else 0
-            what = f"{ds.folder / 'labels.csv'} has {want} coordinates per image"
 
-        def check(out: torch.Tensor, want=want, what=what) -> None:
-            width = out.shape[1] if out.ndim == 2 else tuple(out.shape[1:])
-            if width != want:
-                raise ValueError("test: " + output_mismatch(model, meta, width, model_file, what))
 
-        partial = workdir / ".partial" / f"test_{name}.npz"  # resume point of this set
-        out, target, positions, skipped = (predictor or predict_readable)(
-            model, ds, batch_size=batch_size, device=device, progress=progress,
-            check=check, desc=f"test {name}", num_workers=num_workers, resume=partial,
-        )  # fmt: skip
-        for i in ds.other_files:
-            skips.add("test", f"{ds.folder.name}/{i}", f"{ds.folder / i}: not an image file")
-        for i, reason in skipped:
-            skips.add("test", ds.ids[i], reason)
-        if skipped:
-            log.warning("test: %d image(s) of %s skipped (unreadable or of another size), "
-                        "listed in %s", len(skipped), name, skips.path)  # fmt: skip
-        ids = [ds.ids[i] for i in positions]
-        if meta["task"] == "classifier":
-            header, rows = classifier_rows(ids, out, ds.targets[positions], meta["classes"])
-        else:
-            header, rows = keypoint_rows(ids, out, target, threshold)
-        write_csv(workdir / RESULT_FILES.get(name, f"{name}Result.csv"), header, rows)
-        partial.unlink(missing_ok=True)  # the set is complete
-        wrong = sum(r[1] == "Wrong" for r in rows)
-        summary[name] = {
-            "n": len(rows),
-            "wrong": wrong,
-            "accuracy": 1 - wrong / len(rows) if rows else float("nan"),
-            "skipped": len(skipped),
-        }
-    return summary
+def _output_check(
+    model: nn.Module, meta: dict[str, Any], ds: ImageSet, model_file: str | Path | None
+) -> Callable[[torch.Tensor], None]:
+    """The check of a first batch's outputs: as many as the classes (or the keypoint
+    coordinates of ``ds``'s labels.csv), else a ValueError naming the output layer."""
+    if meta["task"] == "classifier":
+        want = len(meta["classes"])
+        what = f"{len(meta['classes'])} classes {list(meta['classes'])}"
+    else:
+        want = ds.targets.shape[1] if ds.targets.ndim == 2 else 0
+        what = f"{ds.folder / 'labels.csv'} has {want} coordinates per image"
+
+    def check(out: torch.Tensor) -> None:
+        width = out.shape[1] if out.ndim == 2 else tuple(out.shape[1:])
+        if width != want:
+            raise ValueError("test: " + output_mismatch(model, meta, width, model_file, what))
+
+    return check
+
+
+def _log_skipped(skips: SkipLog, name: str, ds: ImageSet, skipped: list[tuple[int, str]]) -> None:
+    """``T/skipped.csv`` rows of a set's non-image files and unreadable images."""
+    for i in ds.other_files:
+        skips.add("test", f"{ds.folder.name}/{i}", f"{ds.folder / i}: not an image file")
+    for i, reason in skipped:
+        skips.add("test", ds.ids[i], reason)
+    if skipped:
+        log.warning("test: %d image(s) of %s skipped (unreadable or of another size), "
+                    "listed in %s", len(skipped), name, skips.path)  # fmt: skip
 
 
 def read_results(path: str | Path) -> dict[str, str]:

@@ -23,6 +23,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -136,27 +137,11 @@ def generate(
     unknown = set(sizes) - set(SETS)
     if unknown:
         raise ValueError(f"unknown set names {sorted(unknown)}; expected some of {SETS}")
-    config = {
-        "task": task,
-        "seed": seed,
-        "image_size": image_size,
-        "sizes": sizes,
-        "train_rates": simulator.TRAIN_RATES,
-        "test_rates": simulator.TEST_RATES,
-        "field_rates": simulator.FIELD_RATES,
-        "simulator": simulator_version(simulator),
-    }
-    marker = root / MARKER
-    if marker.is_file():
-        if json.loads(marker.read_text()) == {**config, "complete": True}:
-            return dict(sizes)
-        for name in SETS:  # a different or interrupted run of ours: regenerate
-            shutil.rmtree(root / name, ignore_errors=True)
-    elif root.is_dir() and any(root.iterdir()):
-        raise ValueError(
-            f"{root} is not empty and was not written by the simulator; not touching it"
-        )
+    config = _marker_config(task, seed, image_size, sizes, simulator)
+    if _already_generated(root, config):
+        return dict(sizes)
     root.mkdir(parents=True, exist_ok=True)
+    marker = root / MARKER
     marker.write_text(json.dumps({**config, "complete": False}, indent=2))
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for name, n in sizes.items():
@@ -174,3 +159,35 @@ def generate(
             )
     marker.write_text(json.dumps({**config, "complete": True}, indent=2))  # the run is complete
     return dict(sizes)
+
+
+def _marker_config(
+    task: str, seed: int, image_size: int, sizes: dict[str, int], simulator: ModuleType
+) -> dict[str, Any]:
+    """What ``simulator.json`` records of a run: everything its images depend on."""
+    return {
+        "task": task,
+        "seed": seed,
+        "image_size": image_size,
+        "sizes": sizes,
+        "train_rates": simulator.TRAIN_RATES,
+        "test_rates": simulator.TEST_RATES,
+        "field_rates": simulator.FIELD_RATES,
+        "simulator": simulator_version(simulator),
+    }
+
+
+def _already_generated(root: Path, config: dict[str, Any]) -> bool:
+    """True when ``root`` holds a complete run of ``config``. Clears the sets of another
+    or an interrupted run of ours; refuses a non-empty folder the simulator did not write."""
+    marker = root / MARKER
+    if marker.is_file():
+        if json.loads(marker.read_text()) == {**config, "complete": True}:
+            return True
+        for name in SETS:  # a different or interrupted run of ours: regenerate
+            shutil.rmtree(root / name, ignore_errors=True)
+    elif root.is_dir() and any(root.iterdir()):
+        raise ValueError(
+            f"{root} is not empty and was not written by the simulator; not touching it"
+        )
+    return False

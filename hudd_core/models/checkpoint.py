@@ -198,21 +198,50 @@ def resolve_model(
         return model, meta
     if spec is None:
         raise ValueError("--model is needed when the weights have no <name>.json sidecar")
-    root = Path(data_root)
+    task, classes, count, first = _data_outputs(Path(data_root))
+    if image_size is None and first is not None:
+        with Image.open(first) as im:
+            image_size = im.size[0]
+    model, kwargs, in_channels = _build(spec, weights, trust, in_channels, count, image_size)
+    meta = {
+        "model": spec,
+        "kwargs": kwargs,
+        "task": task,
+        "classes": classes,
+        "in_channels": in_channels,
+        "input_size": image_size,
+    }
+    check_outputs(model, meta, weights)
+    return model, meta
+
+
+def _data_outputs(root: Path) -> tuple[str, list[str], dict[str, int], Path | None]:
+    """What the data tell of a model's outputs: ``(task, classes, count, first image)``
+    from the TrainingSet (else the TestSet): the sorted class folders, or the keypoint
+    count of ``labels.csv``; ``count`` is the factory's ``num_classes``/``num_keypoints``."""
     folder = next((root / s for s in ("TrainingSet", "TestSet") if (root / s).is_dir()), None)
     if folder is None:
         raise FileNotFoundError(f"{root} holds neither TrainingSet nor TestSet")
     if (folder / "labels.csv").is_file():
         names, labels = read_labels(folder)
-        task, classes, count = "keypoints", [], {"num_keypoints": labels.shape[1] // 2}
         first = folder / names[0] if names else None
-    else:
-        task, classes = "classifier", find_classes(folder)
-        count = {"num_classes": len(classes)}
-        first = next((p for c in classes for p in sorted((folder / c).iterdir())), None)
-    if image_size is None and first is not None:
-        with Image.open(first) as im:
-            image_size = im.size[0]
+        return "keypoints", [], {"num_keypoints": labels.shape[1] // 2}, first
+    classes = find_classes(folder)
+    first = next((p for c in classes for p in sorted((folder / c).iterdir())), None)
+    return "classifier", classes, {"num_classes": len(classes)}, first
+
+
+def _build(
+    spec: str,
+    weights: str | Path | None,
+    trust: bool,
+    in_channels: int | None,
+    count: dict[str, int],
+    image_size: int | None,
+) -> tuple[nn.Module, dict[str, Any], int]:
+    """``(model, kwargs, in_channels)``: ``spec`` built with the factory arguments it
+    accepts, the weights loaded, and the channels its first layer takes (``kwargs`` as
+    the sidecar records them, to rebuild the same model)."""
     factory = resolve_factory(spec)
     if in_channels is None:
         in_channels = weights_channels(weights, trust)
@@ -224,16 +253,7 @@ def resolve_model(
     in_channels = first_layer_channels(model) or in_channels or 1
     if "in_channels" in _accepted(factory, {"in_channels": 0}):
         kwargs["in_channels"] = in_channels  # the sidecar rebuilds the same model
-    meta = {
-        "model": spec,
-        "kwargs": kwargs,
-        "task": task,
-        "classes": classes,
-        "in_channels": in_channels,
-        "input_size": image_size,
-    }
-    check_outputs(model, meta, weights)
-    return model, meta
+    return model, kwargs, in_channels
 
 
 def resolve_model_from(options: Mapping[str, Any]) -> tuple[nn.Module, dict[str, Any]]:

@@ -532,65 +532,58 @@ def left_out(
     total = sum(c["size"] for c in cards)
     shown = sum(c["sheet"]["n"] for c in cards if c["sheet"])
     folder = links.show(rcc_folder(workdir, best))
-    items = [
-        {
-            "what": "cluster members (contact sheets and their animation)",
-            "shown": shown,
-            "total": total,
-            "where": f"{folder}/Cluster_<id>/ (every image) and "
-            f"{folder}/Cluster_<id>.gif (every image, 600 ms each)",
-        }
-    ]
-    overlays = sum(len(c["overlays"]["images"]) for c in cards if c["overlays"])
     heatmaps = links.show(workdir / "Heatmaps")
-    items.append(
-        {
-            "what": "heatmap overlays",
-            "shown": overlays,
-            "total": total,
-            "where": f"{heatmaps}/<layer>.npy (row r = image r of {heatmaps}/index.csv)",
-        }
-    )
+    items = [
+        _left(
+            "cluster members (contact sheets and their animation)",
+            shown,
+            total,
+            f"{folder}/Cluster_<id>/ (every image) and "
+            f"{folder}/Cluster_<id>.gif (every image, 600 ms each)",
+        ),
+        _left(
+            "heatmap overlays",
+            sum(len(c["overlays"]["images"]) for c in cards if c["overlays"]),
+            total,
+            f"{heatmaps}/<layer>.npy (row r = image r of {heatmaps}/index.csv)",
+        ),
+    ]
     if assign:
         sel = sum(g["sheet"]["n"] for g in assign["groups"] if g["sheet"])
         unsafe = links.show(workdir / "UnsafeSet")
-        items.append(
-            {
-                "what": "selected improvement images",
-                "shown": sel,
-                "total": assign["total"],
-                "where": f"{unsafe}/<cluster>/ and {links.show(workdir / 'unsafe_set.csv')}",
-            }
-        )
+        where = f"{unsafe}/<cluster>/ and {links.show(workdir / 'unsafe_set.csv')}"
+        items.append(_left("selected improvement images", sel, assign["total"], where))
+    return items + _left_of_the_clustering(workdir, best, dendro, cluster_summary, links, scatter)
+
+
+def _left_of_the_clustering(
+    workdir: Path,
+    best: str,
+    dendro: dict,
+    cluster_summary: dict,
+    links: Links,
+    scatter: dict | None,
+) -> list[dict]:
+    """:func:`left_out`'s rows of the dendrogram, the embedding and the other layers."""
+    items = []
     if dendro["n"] and dendro["n"] > DENDROGRAM_LEAVES:
-        items.append(
-            {
-                "what": "dendrogram leaves (the last merges are drawn)",
-                "shown": DENDROGRAM_LEAVES,
-                "total": dendro["n"],
-                "where": links.show(layer_folder(workdir, best) / "linkage.npy"),
-            }
-        )
+        linkage = links.show(layer_folder(workdir, best) / "linkage.npy")
+        what = "dendrogram leaves (the last merges are drawn)"
+        items.append(_left(what, DENDROGRAM_LEAVES, dendro["n"], linkage))
     if scatter and scatter["dots"] < scatter["n"]:
-        items.append(
-            {
-                "what": "error images drawn in the 2-D embedding",
-                "shown": scatter["dots"],
-                "total": scatter["n"],
-                "where": links.show(workdir / "ClusterAnalysis" / "embedding.csv"),
-            }
-        )
+        embedding = links.show(workdir / "ClusterAnalysis" / "embedding.csv")
+        what = "error images drawn in the 2-D embedding"
+        items.append(_left(what, scatter["dots"], scatter["n"], embedding))
     others = [n for n in cluster_summary["layers"] if n != best]
     if others:
-        items.append(
-            {
-                "what": "clusters of the other layers",
-                "shown": 0,
-                "total": len(others),
-                "where": f"{links.show(workdir / 'ClusterAnalysis')}/<layer>/clusters.csv",
-            }
-        )
+        where = f"{links.show(workdir / 'ClusterAnalysis')}/<layer>/clusters.csv"
+        items.append(_left("clusters of the other layers", 0, len(others), where))
     return items
+
+
+def _left(what: str, shown: int, total: int, where: str) -> dict:
+    """One row of :func:`left_out`."""
+    return {"what": what, "shown": shown, "total": total, "where": where}
 
 
 def fmt_num(v) -> str:
