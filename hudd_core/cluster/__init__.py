@@ -5,6 +5,7 @@ clusters (RCCs). Each module imports only those above it in this list:
 module             holds
 =================  ==============================================================
 ``labels``         :data:`NOISE`, :func:`relabel`, :func:`inspect_share`, ``layer_rows``
+``attach``         the noise joined to its nearest cluster or a miscellaneous group
 ``knee``           k from the knee of the WICD gradient, the best layer
 ``wicd``           WICD and silhouette for every k from one walk up the dendrogram
 ``ward``           the published rule on one layer: :func:`cluster_layer`
