@@ -52,6 +52,9 @@ COMMANDS = {
     "--baselines BL2 entropy --variants hdbscan",
     "retrain_signs0": "python benchmarks/bench_retrain.py --cases signs:0 --repeats 1 --variants",
     "retrain_resnet0": "python benchmarks/bench_retrain.py --cases resnet:0 --repeats 5 --variants",
+    "retrain_select_demo0": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py --cases demo:0 "
+    "--repeats 2 --epochs 3 --baselines entropy margin BL2 margin-diverse badge "
+    "--variants quota-diverse pool-diverse --name retrain_select_demo0",
     "scale_ray": "cd benchmarks && python scale_ray.py --sizes 5000 10000",
     "scale_ray_100k": "python benchmarks/scale_ray.py --sizes 100000 --engines ray local "
     "--name scale_ray_100k",
@@ -69,6 +72,9 @@ CONTEXT = {
     "quality_heldout": "The seed-2 cases, added after `recommended` was chosen (held out); an "
     "earlier round of the cases, as `quality_budget`.",
     "retrain": "Three repeats; `retrain_variants` repeats the same case five times.",
+    "retrain_select_demo0": "The `--select` selections against the diversity baselines: a "
+    "quick look (3 fine-tuning epochs instead of the reference 10, two repeats), not the "
+    "reference hyper-parameters; compare within this table only.",
     "scale_ray": "The scaling lines of the note are a model (per-actor rate × actors), not a "
     "measurement.",
 }
