@@ -222,7 +222,8 @@ def run_cluster(
     """The whole ClusterModule over ``T/Heatmaps``: every (or the given) layer clustered,
     the best layer chosen, and its RCCs written (``T/clusters.csv``, ``T/<layer>/``,
     GIFs, and the variance-reduction tables when ``DataSets/TestSet/metadata.csv``
-    exists). Layers whose results are complete and valid are not recomputed.
+    exists). Layers whose results are complete and valid are not recomputed. Returns the
+    summary written to ``T/ClusterAnalysis/summary.json``.
 
     Args:
         workdir: the work folder ``T``.
@@ -230,18 +231,13 @@ def run_cluster(
         export: ``"csv"`` or ``"xlsx"``: also each layer's distance matrix
             (:func:`export_distances`), checked before anything is clustered.
         method: ``"hudd"`` (the published rule) or a method of
-            :mod:`hudd_core.cluster.methods` (noise images get cluster 0); ``act-*`` and
-            ``rxa-*`` read ``T/Activations`` (``hudd heatmaps --activations``).
+            :mod:`hudd_core.cluster.methods`, whose noise ``attach`` and ``max_unclustered``
+            attach (:mod:`hudd_core.cluster.attach`); ``act-*`` and ``rxa-*`` read
+            ``T/Activations`` (``hudd heatmaps --activations``).
         feature_model, feature_weights, feature_layer: the extractor of ``model-*``
             methods (:mod:`hudd_core.feature_model`; ``trust_model_file`` as for
             ``--model``), fed the images at ``feature_size`` with ``feature_mean`` and
             ``feature_std`` (an ImageNet extractor wants its own normalisation).
-        attach, max_unclustered: what becomes of a method's noise images
-            (:mod:`hudd_core.cluster.attach`; ``T/clusters.csv`` marks them in its
-            ``attached`` column); the published rule leaves none and ignores them.
-
-    Returns:
-        The summary written to ``T/ClusterAnalysis/summary.json``.
 
     Example (after ``hudd heatmaps``)::
 
@@ -249,19 +245,15 @@ def run_cluster(
         print(summary["best_layer"], summary["layers"][summary["best_layer"]]["k"])
     """
     alternative = resolve(method)  # a bad name fails before any work
-    check_attach(attach, max_unclustered)
     run = _inputs(Path(workdir), Path(data), layers, export)
-    marks = None  # the published rule leaves no noise: nothing to attach, no column
-    if alternative is None:
+    if alternative is None:  # the published rule leaves no noise: nothing to attach
         rule = _Rule(k_range, selection, device, approx_threshold, seed, export)
         summary, labels, embedding = _run_faithful(run, rule, progress)
-    else:
-        model = _Extractor(feature_model, feature_weights, feature_layer, trust_model_file,
-                           feature_size, feature_mean, feature_std)  # fmt: skip
-        summary, labels, embedding, marks = _run_method(
-            run, alternative, seed, device, progress, model, (attach, float(max_unclustered))
-        )
-        marks = None if attach == "none" else marks  # attach none: the file as before
+        return _write_rccs(run, labels, embedding, summary, gifs, progress)
+    model = _Extractor(feature_model, feature_weights, feature_layer, trust_model_file,
+                       feature_size, feature_mean, feature_std)  # fmt: skip
+    summary, labels, embedding, marks = _run_method(run, alternative, seed, device, progress,
+                                                    model, (attach, max_unclustered))  # fmt: skip
     return _write_rccs(run, labels, embedding, summary, gifs, progress, marks)
 
 
@@ -319,9 +311,11 @@ def _run_method(
     progress: bool,
     extractor: _Extractor,
     attach: tuple[str, float],
-) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray | None]:
     """A method of the catalogue over the layers, its noise attached by ``attach``:
-    ``(summary, labels, 2-D embedding, attachment marks)``."""
+    ``(summary, labels, 2-D embedding, attachment marks)``; the marks are None with
+    ``attach none`` (``T/clusters.csv`` as before: no ``attached`` column)."""
+    check_attach(*attach)  # a bad setting fails before the clustering
     files = {n: run.heatmaps(n) for n in run.names}
     shapes = {n: run.by_name[n].get("shape", []) for n in run.names}
     source = SOURCES[method.features]
@@ -343,7 +337,7 @@ def _run_method(
             "layer": extractor.layer,
             "weights": extractor.weights and str(extractor.weights),
         }
-    return summary, labels, embedding, marks
+    return summary, labels, embedding, None if attach[0] == "none" else marks
 
 
 def _extractor_features(
