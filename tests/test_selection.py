@@ -302,3 +302,23 @@ def test_the_diverse_baselines_in_baseline_sample(name):
     assert set(added.rows[10:].tolist()) <= set(direct.tolist())
     with pytest.raises(ValueError, match="softmax and features"):
         baseline_sample(name, Pool(_Unlabelled(40), np.ones(40, bool), probs), 10, 25, 0)
+
+
+def test_the_report_names_the_selection(tmp_path):
+    import json
+
+    from hudd_core.report.gather import Links, assignment
+    from hudd_core.report.html import render_section
+
+    (tmp_path / "unsafe_set.csv").write_text(
+        "image,cluster,distance,order\na.png,0,0.5,0\nb.png,2,0.1,0\n"
+    )
+    card = {"id": 1, "size": 3, "root_cause": None, "unsafe": None}
+    links = Links(tmp_path, tmp_path / "report.html")
+    paper = assignment(tmp_path, tmp_path, [card], links)
+    assert paper["select"] is None and "quota ceil(2" in render_section("assignment.html", paper)
+    steps = {"steps": {"assign": {"select": "pool-diverse", "catch_all": 1}}}
+    (tmp_path / "run.json").write_text(json.dumps(steps))
+    chosen = assignment(tmp_path, tmp_path, [card], links)
+    page = render_section("assignment.html", chosen)
+    assert chosen["catch_all"] == 1 and "--select pool-diverse" in page and "1 of them" in page

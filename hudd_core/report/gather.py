@@ -412,7 +412,10 @@ def assignment(workdir: Path, data: Path, cards: list[dict], links: Links) -> di
                 "unsafe": card["unsafe"],
             }
         )
-    return {"groups": groups, "total": len(rows), "csv": links(workdir / "unsafe_set.csv")}
+    steps = (read_json(workdir / "run.json") or {}).get("steps") or {}
+    select = (steps.get("assign") or {}).get("select")  # hudd assign --select, not the paper's
+    return {"groups": groups, "total": len(rows), "csv": links(workdir / "unsafe_set.csv"),
+            "select": select, "catch_all": len(by.get(NOISE, []))}  # fmt: skip
 
 
 def retraining(info: dict | None, cards_or_words: dict[int, dict]) -> dict | None:
