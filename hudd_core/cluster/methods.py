@@ -464,13 +464,47 @@ def cluster_features(
     earlier layer, then the smaller share; or by :func:`stability`, or within the
     method's inspection budget), or with ``method.combine`` the :func:`combined`
     clusters of the layers."""
+    return search(layers, method, seed=seed, shapes=shapes)[0]
+
+
+def search(
+    layers: dict[str, np.ndarray],
+    method: Method,
+    *,
+    seed: int = 0,
+    shapes: dict[str, list[int]] | None = None,
+) -> tuple[MethodResult, list[MethodResult]]:
+    """``(the candidate kept, every candidate it was chosen among)``: the method's own
+    search space, each candidate with its labels and label-free score (each eligible
+    layer × the grid; with ``method.combine`` the combined clusters' grid), e.g. for a
+    label oracle over it (``benchmarks/bench_quality.py``). The kept candidate has the
+    labels of one of them (:func:`cluster_features`)."""
+    t = time.perf_counter()
+    reduced, tried = layer_candidates(layers, method, seed, shapes)
+    if method.combine == "none":
+        best, among = choose(tried, method.budget, method.select), tried
+    else:
+        best, among = combined(reduced, tried, method, seed)
+        tried = tried + among
+    best.candidates = [candidate_row(r) for r in tried]
+    best.seconds = time.perf_counter() - t
+    return best, among
+
+
+def layer_candidates(
+    layers: dict[str, np.ndarray],
+    method: Method,
+    seed: int,
+    shapes: dict[str, list[int]] | None,
+) -> tuple[dict[str, np.ndarray], list[MethodResult]]:
+    """Every eligible layer's reduced features and its :func:`candidates`, in the order of
+    the layers (the method's options and the layers checked first)."""
     if not layers:
         raise ValueError("no layer to cluster")
     if method.select not in SELECTS:
         raise ValueError(f"select must be one of {SELECTS}, got {method.select!r}")
     if method.combine not in COMBINES:
         raise ValueError(f"combine must be one of {COMBINES}, got {method.combine!r}")
-    t = time.perf_counter()
     names = eligible(list(layers), shapes, method.layers)
     n = next(iter(layers.values())).shape[0]
     if method.combine == "ensemble" and n > CONSENSUS_MAX:
@@ -489,14 +523,7 @@ def cluster_features(
             raise ValueError(f"{name}: {F.shape[0]} error images are too few to cluster")
         reduced[name] = reduce(F, method.reduction, method.dims, seed)
         tried += candidates(reduced[name], name, method, seed)
-    if method.combine == "none":
-        best = choose(tried, method.budget, method.select)
-    else:
-        best, joint = combined(reduced, tried, method, seed)
-        tried += joint
-    best.candidates = [candidate_row(r) for r in tried]
-    best.seconds = time.perf_counter() - t
-    return best
+    return reduced, tried
 
 
 def candidates(
