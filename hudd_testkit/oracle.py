@@ -111,7 +111,7 @@ def coverage(causes: Sequence[str], labels: np.ndarray, misc: int | None = None)
             continue
         values, counts = np.unique(members, return_counts=True)
         for value, count in zip(values.tolist(), counts.tolist(), strict=True):
-            if value in hits and count >= PURITY * len(members):
+            if value in hits and count / len(members) >= PURITY:  # 7 / 10 == 0.7, 0.7 * 10 > 7
                 hits[value] += count
     return {c: hits[c] / int(np.sum(causes_a == c)) for c in names}
 
@@ -172,7 +172,7 @@ def space_candidates(name: str, Z: np.ndarray) -> list[Candidate]:
     out = []
     for m in BROAD_SIZES:
         if n >= 2 * m:
-            hdb = HDBSCAN(min_cluster_size=m, min_samples=min(BROAD_MIN_SAMPLES, m))
+            hdb = HDBSCAN(min_cluster_size=m, min_samples=min(BROAD_MIN_SAMPLES, m), copy=True)
             out.append(Candidate(f"{name} hdbscan mcs={m}", hdb.fit_predict(Z) + 1))
     tree = linkage(Z, method="ward")
     for k in (k for k in BROAD_KS if k < n):
