@@ -26,9 +26,25 @@ seen by the methods) measure:
   ``covered``: the causes with coverage ≥ 0.25;
 - ``ari``: adjusted Rand index against the planted regions (``none`` is one region,
   noise one cluster);
+- ``oracle``: the most causes covered by any candidate of the method's own search space
+  (``hudd``: every layer × every k of its tree; a catalogue method: every candidate it
+  chose among, :func:`hudd_core.cluster.methods.search`) chosen **with** the labels
+  within an inspection share of :data:`BUDGET` (:mod:`hudd_testkit.oracle`; ties: the
+  higher mean coverage, then less inspection), and ``regret`` = oracle − covered
+  (negative: the method covered more at a larger inspection share); ``broad``: the same
+  oracle over issue 23's broad space (every recorded layer's unit heatmaps and the raw
+  pixels × PCA 10 or 20 × HDBSCAN min_cluster_size 3–20 or Ward k 4–20), once per case
+  (the JSON rows name each oracle's candidate: ``oracle_candidate``, ``broad_candidate``);
+- ``unclustered_share``: the share of the error images outside every root-cause cluster
+  after the cluster step's default attachment (``--attach misc --max-unclustered 0.15``,
+  :func:`hudd_core.cluster.attach.attach_noise`; the other figures are of the clusters
+  as the method left them; the published rule leaves none);
 - ``seconds``: the clustering's wall time (all layers, the choice included).
 
-Writes ``results/quality.json`` and ``results/quality.md`` (the README's table).
+Writes ``results/quality.json`` and ``results/quality.md`` (the README's table), and
+``results/quality_summary.{json,md}`` (``--out`` + ``_summary``): per split (development,
+held-out) and method, the cases' causes, covered, oracle, mean and worst regret, mean
+inspection and unclustered shares, and mean time.
 """
 
 from __future__ import annotations
@@ -59,6 +75,7 @@ QUALITY_SIZE = {
 COVERAGE_PURITY = 0.7  # a cluster this pure in a cause counts towards the cause's coverage
 COVERED = 0.25  # a cause is covered when this share of its errors is in such clusters
 SHUFFLES = 20
+BUDGET = 0.15  # the oracle's inspection budget (issue 23)
 FEATURE_MODEL = "torchvision.models:resnet18"  # the model-* methods' extractor
 # torchvision's MobileNetV3 keeps BatchNorm statistics with momentum 0.01: after the
 # quality size's 6 epochs (~280 steps) its eval-mode model was near chance (757 of 1,000
@@ -158,11 +175,16 @@ def load_case(work: Path, data: Path) -> dict:
     }
 
 
-def cluster_with(method: str, case: dict, seed: int):
-    """``(labels, layer, seconds, params)`` of one method on a case's heatmaps."""
+def cluster_with(method: str, case: dict, seed: int) -> dict:
+    """One method on a case's heatmaps: its ``labels``, ``layer``, ``seconds`` and
+    ``params``, ``space`` (the candidates of its own search space, for the oracle) and
+    ``unclustered_share`` (after the cluster step's default attachment)."""
     from hudd_core.cluster import methods as cm
+    from hudd_core.cluster.attach import DEFAULT_MODE, MAX_UNCLUSTERED, attach_noise
     from hudd_core.cluster.knee import best_layer
     from hudd_core.cluster.ward import cluster_layer
+    from hudd_core.cluster.wicd import labels_at
+    from hudd_testkit.oracle import Candidate
 
     files = case["files"]
     t = time.perf_counter()
@@ -174,11 +196,45 @@ def cluster_with(method: str, case: dict, seed: int):
                 np.load(path, mmap_mode="r"), name=name, device="cpu", seed=seed
             )
         best = best_layer({n: r.at_k() for n, r in results.items()})
-        return results[best].labels, best, time.perf_counter() - t, {}
+        seconds = time.perf_counter() - t
+        space = [Candidate(f"{n} k={k}", labels_at(r.linkage, int(k)))
+                 for n, r in results.items() for k in r.ks]  # fmt: skip
+        return {"labels": results[best].labels, "layer": best, "seconds": seconds,
+                "params": {}, "space": space, "unclustered_share": 0.0}  # fmt: skip
     layers = cm.method_inputs(m, files, len(case["images"]), case.get("activations"),
                               case.get("extracted"))  # fmt: skip
-    res = cm.cluster_features(layers, m, seed=seed, shapes=case["shapes"])
-    return res.labels, res.layer, time.perf_counter() - t, {"share": res.share, **m.params()}
+    res, among = cm.search(layers, m, seed=seed, shapes=case["shapes"])
+    seconds = time.perf_counter() - t
+    att = attach_noise(res.reduced, res.labels, DEFAULT_MODE, MAX_UNCLUSTERED)
+    return {
+        "labels": res.labels,
+        "layer": res.layer,
+        "seconds": seconds,
+        "params": {"share": res.share, **m.params()},
+        "space": [Candidate(f"{c.layer} share={c.share}", c.labels) for c in among],
+        "unclustered_share": att.record()["unclustered_share"],
+    }
+
+
+def pixel_rows(data: Path, images: list[str]) -> np.ndarray:
+    """The error images' raw pixels in [0, 1], one row each (the broad oracle's
+    features beside the heatmaps)."""
+    from PIL import Image
+
+    rows = []
+    for image in images:
+        with Image.open(data / image) as im:
+            rows.append(np.asarray(im, dtype=np.float64).ravel() / 255.0)
+    return np.stack(rows)
+
+
+def broad_oracle(case: dict, data: Path, seed: int):
+    """The label oracle over issue 23's broad space (:mod:`hudd_testkit.oracle`)."""
+    from hudd_testkit import oracle as orc
+
+    feats = {n: orc.unit_rows(np.load(p, mmap_mode="r")) for n, p in case["files"].items()}
+    feats["pixels"] = pixel_rows(data, case["images"])
+    return orc.oracle(orc.broad_candidates(feats, seed), case["regions"], BUDGET)
 
 
 def rq1_share(values: np.ndarray, labels: np.ndarray) -> float:
@@ -255,14 +311,84 @@ COLUMNS = [
     "rq1",
     "rq1_chance",
     "covered",
+    "oracle",
+    "regret",
+    "broad",
+    "unclustered_share",
     "ari",
     "seconds",
     "coverage",
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
+def case_rows(name: str, methods: list[str], cache: Path) -> list[dict]:
+    """Every method's row on one case (see the module's docstring)."""
     from hudd_core.cluster import methods as cm
+    from hudd_testkit.oracle import oracle
+
+    work, data = prepare(name, cache)
+    sources = {cm.needs(m) for m in methods}
+    if sources & {"activations", "both"}:
+        ensure_activations(work, data)
+    case = load_case(work, data)
+    if "model" in sources:
+        case["extracted"] = extractor_features(case, data)
+    seed = CASES[name]["seed"]
+    broad = broad_oracle(case, data, seed)
+    rows = []
+    for method in methods:
+        run = cluster_with(method, case, seed)
+        best = oracle(run["space"], case["regions"], BUDGET)
+        row = {
+            "case": name,
+            "split": CASES[name]["split"],
+            "method": method,
+            "layer": run["layer"],
+            "seconds": run["seconds"],
+            "n_errors": len(run["labels"]),
+            "params": run["params"],
+            **evaluate(case, run["labels"], seed),
+            "oracle": best.covered,
+            "oracle_candidate": best.best.name if best.best else None,
+            "candidates": len(run["space"]),
+            "broad": broad.covered,
+            "broad_candidate": broad.best.name if broad.best else None,
+            "unclustered_share": run["unclustered_share"],
+        }
+        row["regret"] = row["oracle"] - row["covered"]
+        row["coverage"] = " ".join(f"{c}:{v['coverage']:.2f}" for c, v in row["causes"].items())
+        print(json.dumps({k: v for k, v in row.items() if k != "causes"}), flush=True)
+        rows.append(row)
+    return rows
+
+
+SUMMARY_COLUMNS = ["split", "method", "cases", "causes", "covered", "oracle", "broad",
+                   "mean_regret", "max_regret", "inspect", "unclustered_share",
+                   "seconds"]  # fmt: skip
+
+
+def summary_rows(rows: list[dict]) -> list[dict]:
+    """Per split (development first) and method (in the order run), over its cases."""
+    out = []
+    splits = sorted({r["split"] for r in rows}, key=lambda s: (s != "development", s))
+    for split in splits:
+        for method in dict.fromkeys(r["method"] for r in rows):
+            mine = [r for r in rows if r["split"] == split and r["method"] == method]
+            if not mine:
+                continue
+            regret = [r["regret"] for r in mine]
+            out.append({
+                "split": split, "method": method, "cases": len(mine),
+                "causes": sum(len(r["causes"]) for r in mine),
+                **{c: sum(r[c] for r in mine) for c in ("covered", "oracle", "broad")},
+                "mean_regret": float(np.mean(regret)), "max_regret": max(regret),
+                **{c: float(np.mean([r[c] for r in mine]))
+                   for c in ("inspect", "unclustered_share", "seconds")},
+            })  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
     from hudd_core.cluster.methods import METHOD_NAMES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -283,35 +409,21 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     split = read_cases(CASES_FILE, args.split)
     for name in [n for n in (args.cases or split) if n in split]:
-        work, data = prepare(name, args.cache)
-        sources = {cm.needs(m) for m in args.methods}
-        if sources & {"activations", "both"}:
-            ensure_activations(work, data)
-        case = load_case(work, data)
-        if "model" in sources:
-            case["extracted"] = extractor_features(case, data)
-        seed = CASES[name]["seed"]
-        for method in args.methods:
-            labels, layer, seconds, params = cluster_with(method, case, seed)
-            row = {
-                "case": name,
-                "split": CASES[name]["split"],
-                "method": method,
-                "layer": layer,
-                "seconds": seconds,
-                "n_errors": len(labels),
-                "params": params,
-                **evaluate(case, labels, seed),
-            }
-            row["coverage"] = " ".join(f"{c}:{v['coverage']:.2f}" for c, v in row["causes"].items())
-            print(json.dumps({k: v for k, v in row.items() if k != "causes"}), flush=True)
-            rows.append(row)
+        rows += case_rows(name, args.methods, args.cache)
     note = (
         f"coverage: share of a cause's errors in clusters of purity >= {COVERAGE_PURITY}; "
         f"covered: causes with coverage >= {COVERED}; inspect: 5 images per cluster, "
         "the unclustered as one more group; rq1_chance: labels shuffled"
     )
     write_results(args.out, rows, COLUMNS, note)
+    summary_note = (
+        "per split and method, summed over its cases: causes, covered, oracle (the best "
+        "candidate of the method's own search space chosen with the labels, inspection "
+        f"share <= {BUDGET}), broad (the same over issue 23's broad space); regret = "
+        "oracle - covered (mean and worst case); means of inspect, unclustered_share "
+        "(after the default attachment) and seconds"
+    )
+    write_results(f"{args.out}_summary", summary_rows(rows), SUMMARY_COLUMNS, summary_note)
     return 0
 
 

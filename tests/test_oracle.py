@@ -5,6 +5,8 @@ candidates, which hold the method's pick; issue 23's broad space)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -137,3 +139,23 @@ def test_broad_candidates_cover_the_space_and_are_deterministic():
     causes = np.repeat(["a", "b", "c"], [25, 20, 15]).tolist()
     res = orc.oracle(cands, causes, budget=0.3)  # 3 clusters of 60: 15 images inspected
     assert res.covered == 3 and res.best.inspect <= 0.3
+
+
+def test_the_oracle_agrees_with_the_benchmarks_own_figures(monkeypatch):
+    """Two implementations of the README's definitions: the oracle's and bench_quality's
+    (cause_scores, hudd_core's inspect_share), on random partitions with noise."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_quality as bq
+
+    from hudd_core.cluster.labels import inspect_share
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        causes = rng.choice(["a", "b", "c", "none"], size=80, p=[0.3, 0.2, 0.1, 0.4]).tolist()
+        labels = rng.integers(0, rng.integers(2, 30), size=80)
+        labels[np.argsort(np.array(causes))[: rng.integers(0, 60)]] = 1  # a purer cluster
+        ours = orc.score(orc.Candidate("r", labels), causes)
+        theirs = bq.cause_scores(causes, labels)
+        assert ours.coverage == pytest.approx({c: v["coverage"] for c, v in theirs.items()})
+        assert ours.covered == sum(v["coverage"] >= bq.COVERED for v in theirs.values())
+        assert ours.inspect == pytest.approx(inspect_share(labels))
