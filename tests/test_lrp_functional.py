@@ -342,3 +342,25 @@ def test_addcmul_by_hand():
     torch.testing.assert_close(rel["addcmul"], torch.tensor([[4.0, 1.5]], dtype=D))
     torch.testing.assert_close(rel["addcmul_1"], torch.tensor([[6.0, 12.0]], dtype=D))
     torch.testing.assert_close(rel["input"], torch.tensor([[10.0, 13.5]], dtype=D))
+
+
+class _RMSNorm(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3, bias=False)
+        self.weight = nn.Parameter(torch.tensor([1.0, 2.0, 0.5], dtype=D))
+
+    def forward(self, x):
+        return F.rms_norm(self.lin(x), (3,), self.weight, 1e-6)
+
+
+def test_rms_norm_by_hand():
+    # rms held constant: y = (w / rms) x is linear, and its epsilon rule gives R = r
+    torch.manual_seed(0)
+    m = _RMSNorm().double()
+    x = torch.rand(2, 3, dtype=D)
+    rel = LRP(m, "epsilon-plus", layers=["lin", "rms_norm"], epsilon=0.0, stabilizer=0.0)(
+        x, start=lambda y: y
+    )
+    torch.testing.assert_close(rel["lin"], m(x).detach())
+    torch.testing.assert_close(rel["rms_norm"], m(x).detach())

@@ -27,7 +27,8 @@ from hudd_core.lrp.oprules import Norm, Softmax
 
 timm = pytest.importorskip("timm")
 
-# timm model module -> its smallest classifier (parameter count, timm 1.0.31)
+# timm model module -> its smallest classifier (parameter count, timm 1.0.31; not an
+# encoder without a head such as gemma4_vit_167m_enc)
 REPRESENTATIVES = {
     "beit": "beit_base_patch16_224", "byoanet": "halonet_h1", "byobnet": "test_byobnet",
     "cait": "cait_xxs24_224", "coat": "coat_tiny", "convit": "convit_tiny",
@@ -40,7 +41,7 @@ REPRESENTATIVES = {
     "efficientvim": "efficientvim_m1", "efficientvit_mit": "efficientvit_b0",
     "efficientvit_msra": "efficientvit_m0", "eva": "vit_tiny_patch16_dinov3_qkvb",
     "fasternet": "fasternet_t0", "fastvit": "fastvit_t8", "focalnet": "focalnet_tiny_srf",
-    "gcvit": "gcvit_xxtiny", "gemma4_vit": "gemma4_vit_167m_enc", "ghostnet": "ghostnet_050",
+    "gcvit": "gcvit_xxtiny", "gemma4_vit": "gemma4_vit_167m", "ghostnet": "ghostnet_050",
     "hardcorenas": "hardcorenas_b", "hgnet": "hgnetv2_b0", "hiera": "hiera_tiny_224",
     "hieradet_sam2": "sam2_hiera_tiny", "hrnet": "hrnet_w18_small", "iformer": "iformer_t",
     "inception_next": "inception_next_atto", "inception_resnet_v2": "inception_resnet_v2",

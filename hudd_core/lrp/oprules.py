@@ -503,8 +503,11 @@ def elementwise_pass_functions() -> list[tuple[Sequence, OpRule]]:
     off = [F.dropout, F.dropout1d, F.dropout2d, F.dropout3d, F.alpha_dropout, "detach", "to",
            "float", "double", "type_as"]  # fmt: skip
     # Element-wise maps that AttnLRP's identity rule covers as well: powers (StarReLU's
-    # relu(x) ** 2), square roots, and the division by a norm of F.normalize.
+    # relu(x) ** 2), (reciprocal) square roots, and the division by a norm of F.normalize.
     act += [operator.pow, torch.pow, "pow", torch.square, "square", torch.sqrt, "sqrt",
-            F.normalize]  # fmt: skip
+            torch.rsqrt, "rsqrt", F.normalize]  # fmt: skip
+    # RMSNorm with the root mean square held constant (as AttnLRP holds LayerNorm's
+    # sigma): the map x -> w x / rms is linear and its epsilon rule gives R = r exactly.
+    act += [F.rms_norm]
     return [(act, Pass(record=False)), (gates, Pass(record=False, gate=True)),
             (off, Pass(record=False))]  # fmt: skip
