@@ -78,3 +78,33 @@ def test_recorded_model_shapes_before_the_first_batch():
     lrp = LRP(branchy, layers=["input", "conv"])
     assert lrp.shapes((2, 8, 8)) == LRP(plain, layers=["input", "conv"]).shapes((2, 8, 8))
     assert lrp.layers == ["input", "conv"]
+
+
+class _Writes(nn.Module):
+    """Writes into tensors (``x[i] = v``) behind a branch on a value."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4, bias=False)
+
+    def forward(self, x):
+        h = self.lin(x)
+        if bool(h.abs().sum() >= 0):
+            h[:, 0] = h[:, 1] * 2  # into a relevance-carrying tensor
+            out = torch.zeros(x.shape[0], 6, dtype=x.dtype)
+            out[:, 1:5] = h  # into a constant
+        return out
+
+
+def test_recorded_writes_into_tensors():
+    torch.manual_seed(0)
+    m = _Writes().double().eval()
+    x = torch.rand(3, 4, dtype=D)
+    lrp = LRP(m, "epsilon-plus", epsilon=0.0, stabilizer=0.0)
+    torch.testing.assert_close(lrp.forward(x), m(x))
+    rel = lrp(x, start=lambda y: y)
+    # every write only moves values: the linear layer gets all of the output's relevance,
+    # the overwritten h[:, 0] none
+    assert lrp.graph.recorded
+    torch.testing.assert_close(rel["lin"].sum(1), m(x).sum(1))
+    torch.testing.assert_close(rel["lin"][:, 0], torch.zeros(3, dtype=D))

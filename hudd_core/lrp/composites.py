@@ -78,6 +78,7 @@ from hudd_core.lrp.oprules import (
     Softmax,
     elementwise_pass_functions,
 )
+from hudd_core.lrp.record import setitem
 from hudd_core.lrp.rules import (
     AffineRule,
     AlphaBeta,
@@ -168,6 +169,7 @@ def default_function_map(comp: Composite) -> list[tuple[Sequence, OpRule]]:
               "unbind", "roll", "narrow", "select", "clone", "flip", "movedim", "swapaxes",
               "t", "view_as", "reshape_as", "repeat_interleave", torch.repeat_interleave,
               "tile", torch.tile, F.unfold, "unfold", F.pixel_shuffle, F.pixel_unshuffle,
+              setitem,
               *window_moves]  # fmt: skip
     linear = [operator.add, torch.add, operator.sub, torch.sub, operator.truediv, torch.div,
               operator.neg, torch.neg, torch.mean, torch.sum, F.avg_pool1d, F.avg_pool2d,

@@ -62,6 +62,14 @@ _PROPERTIES = {
 }
 
 
+def setitem(x: torch.Tensor, index, value) -> torch.Tensor:
+    """``x`` with ``x[index] = value``, out of place: how a recorded graph writes into a
+    tensor (relevance follows the values: the written slots' to ``value``)."""
+    out = x.clone()
+    out[index] = value
+    return out
+
+
 class RecordingError(RuntimeError):
     """The forward did something the recorder cannot write as a graph."""
 
@@ -124,11 +132,13 @@ class _Recorder(TorchFunctionMode):
         out = func(*args, **kwargs)
         if self.depth or not self.any_tracked((args, kwargs)):
             return out
+        name = getattr(func, "__name__", "")
+        if name == "__setitem__":  # x[i] = v: x is now the result of an out-of-place write
+            node = self.graph.call_function(setitem, tuple(self.args(tuple(args))))
+            self.bind(args[0], node)
+            return out
         if not any(isinstance(t, torch.Tensor) for t in pytree.tree_leaves(out)):
             return out  # shapes, sizes, Python numbers: constants of this recording
-        name = getattr(func, "__name__", "")
-        if name == "__setitem__":
-            raise RecordingError("LRP cannot follow an in-place write into a tensor (x[i] = v)")
         if name == "__get__":  # a property: x.T, x.mT, x.data
             prop = getattr(getattr(func, "__self__", None), "__name__", "")
             if prop not in _PROPERTIES:
