@@ -55,6 +55,12 @@ COMMANDS = {
     "retrain_select_demo0": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py --cases demo:0 "
     "--repeats 2 --epochs 3 --baselines entropy margin BL2 margin-diverse badge "
     "--variants quota-diverse pool-diverse --name retrain_select_demo0",
+    "retrain_select_demo1": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py --cases demo:1 "
+    "--repeats 2 --epochs 3 --baselines entropy margin BL2 margin-diverse badge "
+    "--variants quota-diverse pool-diverse pool-uncertain --name retrain_select_demo1",
+    "retrain_select_demo0_uncertain": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py "
+    "--cases demo:0 --repeats 2 --epochs 3 --baselines BL2 --variants pool-uncertain "
+    "--name retrain_select_demo0_uncertain",
     "scale_ray": "cd benchmarks && python scale_ray.py --sizes 5000 10000",
     "scale_ray_100k": "python benchmarks/scale_ray.py --sizes 100000 --engines ray local "
     "--name scale_ray_100k",
@@ -75,6 +81,9 @@ CONTEXT = {
     "retrain_select_demo0": "The `--select` selections against the diversity baselines: a "
     "quick look (3 fine-tuning epochs instead of the reference 10, two repeats), not the "
     "reference hyper-parameters; compare within this table only.",
+    "retrain_select_demo1": "As `retrain_select_demo0`: 3 epochs, two repeats.",
+    "retrain_select_demo0_uncertain": "`pool-uncertain` on `demo:0`, run after "
+    "`retrain_select_demo0` with the same seeds and settings.",
     "scale_ray": "The scaling lines of the note are a model (per-actor rate × actors), not a "
     "measurement.",
 }
