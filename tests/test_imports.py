@@ -154,3 +154,23 @@ def test_the_checks_can_fail() -> None:
     assert layer_of("hudd_core.cli.run") > layer_of("hudd_core.assign")
     with pytest.raises(AssertionError, match="no layer"):
         layer_of("elsewhere.module")
+
+
+MAX_FUNCTION_LINES = 60
+
+
+def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """``file:function (lines)`` for each function of ``path`` longer than ``limit``."""
+    tree = ast.parse(path.read_text(), str(path))
+    return [
+        f"{path.relative_to(ROOT.parent)}:{node.name} ({node.end_lineno - node.lineno + 1})"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno - node.lineno + 1 > limit
+    ]
+
+
+def test_no_function_over_60_lines() -> None:
+    """Small functions a newcomer can read: none in ``hudd_core`` over 60 lines."""
+    assert [f for p in modules().values() for f in long_functions(p)] == []
+    assert long_functions(Path(__file__), limit=3)  # the check sees a long function

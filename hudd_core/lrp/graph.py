@@ -379,6 +379,34 @@ def _trace(
     return gm, g, True
 
 
+def _items_as_getitem(node: fx.Node) -> None:
+    """``torch.max(x, dim).values``: an item of the result, not a property of it."""
+    if node.op == "call_function" and node.target is getattr and node.args[1] in _ITEMS:
+        node.target, node.args = operator.getitem, (node.args[0], _ITEMS[node.args[1]])
+
+
+def _output_name(node: fx.Node, live: set[str]) -> str:
+    """The one tensor the graph's output node returns."""
+    outs = list(node.all_input_nodes)
+    if len(outs) != 1 or outs[0].name not in live:
+        raise UnsupportedOperation(
+            "LRP needs a model with a single tensor output "
+            f"(graph node {node.name!r} returns {node.args[0]!r})"
+        )
+    return outs[0].name
+
+
+def _record_name(op: Op, seen: dict[str, int]) -> str:
+    """The layer name an op's relevance is recorded under: its module's name (or its
+    functional layer's), numbered ``#k`` from the second call on; else the node's name."""
+    layer = op.qualname if op.module is not None else _functional_layer(op)
+    if layer is None:
+        return op.node.name
+    k = seen.get(layer, 0)
+    seen[layer] = k + 1
+    return layer if k == 0 else f"{layer}#{k}"
+
+
 def capture(
     model: nn.Module, composite: str | Composite = "hudd", example: torch.Tensor | None = None
 ) -> Graph:
@@ -404,17 +432,9 @@ def capture(
     output = None
     first_conv_done = False
     for node in g.nodes:
-        if node.op == "call_function" and node.target is getattr and node.args[1] in _ITEMS:
-            # torch.max(x, dim).values: an item of the result, not a property of it
-            node.target, node.args = operator.getitem, (node.args[0], _ITEMS[node.args[1]])
+        _items_as_getitem(node)
         if node.op == "output":
-            outs = [a for a in node.all_input_nodes]
-            if len(outs) != 1 or outs[0].name not in live:
-                raise UnsupportedOperation(
-                    "LRP needs a model with a single tensor output "
-                    f"(graph node {node.name!r} returns {node.args[0]!r})"
-                )
-            output = outs[0].name
+            output = _output_name(node, live)
             continue
         op = Op(node.name, node)
         _bind(op, node, gm, modules)
@@ -430,13 +450,7 @@ def capture(
                                              or op.target in FUNCTIONAL_CONVOLUTIONS)  # fmt: skip
             op.rule = _rule_for(op, node, composite, table, first)
             op.first_conv, first_conv_done = first, first_conv_done or first
-            layer = op.qualname if op.module is not None else _functional_layer(op)
-            if layer is not None:
-                k = seen.get(layer, 0)
-                seen[layer] = k + 1
-                op.record = layer if k == 0 else f"{layer}#{k}"
-            else:
-                op.record = node.name
+            op.record = _record_name(op, seen)
             op.gates = _gates(op, by_name)
             op.rule = _signed_input_rule(op, composite, signs)
         signs[op.name] = _non_negative(op, signs)
