@@ -29,7 +29,6 @@ from typing import Any
 
 from hudd_core.config import (
     DEFAULTS,
-    ENGINES,
     FEATURE_OPTIONS,
     RAY_OPTIONS,
     check_choice,
@@ -292,23 +291,15 @@ SPECS: dict[str, StepSpec] = {
 def validate(cfg: dict[str, Any]) -> None:
     """Checks every option value before the first step runs (a ValueError naming the
     option), so that a typo never surfaces hours later at the step that reads it."""
-    from hudd_core.assign import BACKENDS, QUOTAS, RANKS, THRESHOLDS
-    from hudd_core.balance import BOOTSTRAPS
     from hudd_core.baselines import baseline_names
+    from hudd_core.choices import dynamic_choices
     from hudd_core.cluster.attach import check_attach
-    from hudd_core.cluster.knee import SELECTIONS
-    from hudd_core.cluster.methods import METHOD_NAMES
-    from hudd_core.lrp.composites import COMPOSITES
     from hudd_core.options import OPTIONS
-    from hudd_core.retrain import FREEZE
 
-    choices = {"backend": BACKENDS, "selection": SELECTIONS, "composite": tuple(COMPOSITES),
-               "export_distances": (None, "csv", "xlsx"), "method": METHOD_NAMES,
-               "engine": ENGINES, "quota": QUOTAS, "distance_threshold": THRESHOLDS,
-               "rank": RANKS, "freeze": FREEZE, "bootstrap": BOOTSTRAPS,
-               "select": OPTIONS["select"].choices}  # fmt: skip
-    for key, allowed in choices.items():
-        check_choice(key, cfg[key], allowed)
+    for key, opt in OPTIONS.items():  # the table's choices, or the registries' (above)
+        allowed = None if opt.list else (opt.choices or dynamic_choices(key))
+        if allowed and not (cfg[key] is None and opt.default is None):
+            check_choice(key, cfg[key], allowed)
     positive = ("batch_size", "repeats", "epochs", "train_batch_size", "image_size", "top",
                 "limit", "approx_threshold")  # fmt: skip
     for key in positive:

@@ -44,7 +44,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("hudd_core.balance",),  # step 5
     ("hudd_core.baselines", "hudd_core.retrain", "hudd_core.tuning"),  # step 6
     ("hudd_core.report",),  # step 7
-    ("hudd_core.engine_ray", "hudd_core.pipeline"),  # the steps chained, or scaled out
+    (
+        "hudd_core.choices",
+        "hudd_core.engine_ray",
+        "hudd_core.pipeline",
+    ),  # the steps chained, or scaled out
     ("hudd_core.demo",),
     ("hudd_core.cli",),
 ]

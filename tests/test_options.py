@@ -145,3 +145,21 @@ def test_cli_common_imports_no_command():
         elif isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
     assert not {n for n in names if n.startswith("hudd_core.cli")}
+
+
+@pytest.mark.parametrize(
+    "name",
+    sorted(
+        n
+        for n, o in OPTIONS.items()
+        if not o.list and (o.choices or n in {"composite", "method", "backend"})
+    ),
+)
+def test_the_run_validation_reads_every_choice_from_the_table(name):
+    """``hudd run`` checks each option with choices before its first step, naming it; the
+    table's default passes."""
+    from hudd_core.pipeline import validate
+
+    validate(load_config(None, {}))
+    with pytest.raises(ValueError, match=f"--{name.replace('_', '-')}"):
+        validate(load_config(None, {name: "no-such-choice"}))

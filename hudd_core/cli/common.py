@@ -23,23 +23,6 @@ METAVARS = {"k_range": "LO:HI", "validation": "FRACTION", "group_by": "COLUMN",
             "baselines": "NAME"}  # fmt: skip
 
 
-def dynamic_choices(name: str) -> tuple | None:
-    """The choices the table cannot hold (they are the lower modules' registries)."""
-    if name == "composite":
-        from hudd_core.lrp.composites import COMPOSITES
-
-        return tuple(sorted(COMPOSITES))
-    if name == "method":
-        from hudd_core.cluster.methods import METHOD_NAMES
-
-        return METHOD_NAMES
-    if name == "backend":
-        from hudd_core.search import BACKENDS
-
-        return BACKENDS
-    return None
-
-
 def add_option(p: Any, opt: Option, default: Any = None) -> None:
     """The flag of ``opt`` (default None: not given; ``default`` replaces the table's for
     this command only). An option on by default is turned off by ``--no-<name>``."""
@@ -51,6 +34,8 @@ def add_option(p: Any, opt: Option, default: Any = None) -> None:
     elif opt.type is bool:
         p.add_argument(opt.flag, action="store_true", default=None, help=opt.help)
     else:
+        from hudd_core.choices import dynamic_choices
+
         choices = None if opt.list else (opt.choices or dynamic_choices(opt.name))
         text = opt.help
         if default is not None:
