@@ -24,6 +24,7 @@ from torch import nn
 from hudd_core.lrp import LRP
 from hudd_core.lrp.attention import Traced
 from hudd_core.lrp.oprules import Norm, Softmax
+from hudd_testkit.trained_scale import at_trained_scale
 
 timm = pytest.importorskip("timm")
 
@@ -114,28 +115,8 @@ _CONSTANTS = ("bias", "pos_embed", "pos_embedding", "relative_position_bias_tabl
 
 
 def _prepare(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """A trained model's scale: BatchNorm statistics of this batch, without shifts
-    (``x / rms(x)``); biases, position embeddings and position biases zeroed (additive
-    constants keep a share of relevance, so conservation is checked without them);
-    zero-initialised weights (heads, layer scales, tokens) drawn at random."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            m.reset_running_stats()
-            m.momentum = None
-    with torch.no_grad():
-        model.train()(x)
-    model.eval()
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        for pname, p in m.named_parameters(recurse=False):
-            if any(pname.endswith(c) for c in _CONSTANTS):
-                p.data.zero_()
-            elif not p.data.any():
-                p.data.copy_(torch.randn(p.shape, generator=g) * 0.05)
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_var is not None:
-            m.running_var += m.running_mean**2
-            m.running_mean.zero_()
-    return model
+    """A trained model's scale (:func:`hudd_testkit.trained_scale.at_trained_scale`)."""
+    return at_trained_scale(model, x, lambda name: any(name.endswith(c) for c in _CONSTANTS))
 
 
 def _conserving(lrp: LRP) -> bool:

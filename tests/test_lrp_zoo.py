@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from hudd_core.lrp import LRP
+from hudd_testkit.trained_scale import at_trained_scale
 
 tv = pytest.importorskip("torchvision.models")
 
@@ -97,28 +98,11 @@ def _smallest_input(model: nn.Module, name: str) -> torch.Tensor:
 
 
 def _prepare(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """BatchNorm statistics of this batch (activations of order one, neither vanishing nor
-    exploding through random layers), without shifts (``x / rms(x)``); biases, position
-    embeddings and class tokens zeroed; zero-initialised weights (ViT's head) drawn at
-    random."""
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    with torch.no_grad():
-        model.train()(x)
-    model.eval()
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        for pname, p in m.named_parameters(recurse=False):
-            if pname.endswith("bias") or pname in ("pos_embedding", "class_token"):
-                p.data.zero_()
-            elif not p.data.any():
-                p.data.copy_(torch.randn(p.shape, generator=g) * 0.05)
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):  # no shift: x / rms(x)
-            m.running_var += m.running_mean**2
-            m.running_mean.zero_()
-    return model
+    """A trained model's scale (:func:`hudd_testkit.trained_scale.at_trained_scale`);
+    biases, position embeddings and class tokens are the constants."""
+    return at_trained_scale(
+        model, x, lambda name: name.endswith("bias") or name in ("pos_embedding", "class_token")
+    )
 
 
 def _case(name: str):
