@@ -797,16 +797,14 @@ def select_embedding(
     engine: str = "local",
     device: str = "auto",
 ) -> Embed | None:
-    """The pool embedding ``--select`` needs (None for the paper's ``hudd``); a
-    ValueError for a keypoint regressor (no softmax) or the Ray engine (not wired)."""
+    """The pool embedding ``--select`` needs in this process (None for the paper's
+    ``hudd``, and on the Ray engine, whose actors embed their batches with
+    :func:`pool_embedding` themselves); a ValueError for a keypoint regressor (no softmax)."""
     if resolve_select(select) == PAPER:
         return None
     if keypoint_of is not None:
         raise ValueError(f"--select {select}: a keypoint regressor has no softmax; use hudd")
-    if engine != "local":
-        raise ValueError(f"--select {select}: only with --engine local (the Ray engine "
-                         "selects with the paper's rule, --select hudd)")  # fmt: skip
-    return pool_embedding(model, device)
+    return pool_embedding(model, device) if engine == "local" else None
 
 
 def pool_embedding(model: torch.nn.Module, device: str = "auto") -> Embed:

@@ -13,8 +13,10 @@ only each image's kept candidates (cluster columns and distances), never heatmap
 and writes it, when complete, as ``part-<k>.parquet`` (atomically) under ``T/Assign/shards``
 (``T/.partial/ray_test_<set>`` for the test). A rerun with the same signature skips the
 completed shards, so a killed driver resumes; Ray itself restarts a killed actor and retries
-its batches. The greedy quota selection then runs on the driver over all the candidates
-(:func:`hudd_core.assign.finish_assign`), so ``unsafe_set.csv`` is the local engine's.
+its batches. The greedy quota selection (or ``--select``'s, over the softmax and the
+penultimate features the actors then emit beside the candidates) runs on the driver over
+all the candidates (:func:`hudd_core.assign.finish_assign`), so ``unsafe_set.csv`` is the
+local engine's.
 :class:`RelevanceActor` emits every layer's relevance for ``heatmaps --improvement`` (the
 heatmaps are that step's product), in order, into the local engine's heatmap store.
 
@@ -46,6 +48,7 @@ from hudd_core.options import (
     Preprocess,
     RayOptions,
 )
+from hudd_core.selection import PAPER
 
 SHARD_GLOB = "part-*.parquet"
 
@@ -166,7 +169,8 @@ class AssignActor(_ModelActor):
     """LRP at ``layer`` and the nearest-member search of every RCC
     (:class:`hudd_core.assign.GroupedIndex`); emits per image read its ``top`` closest
     cluster columns and distances, and with ``rank="uncertainty"`` the softmax entropy of
-    the same forward pass (column ``uncertainty``)."""
+    the same forward pass (column ``uncertainty``); with ``embed_widths`` (``--select``
+    but ``hudd``) each image's softmax and penultimate features (``probs``, ``features``)."""
 
     def __init__(
         self,
@@ -181,14 +185,18 @@ class AssignActor(_ModelActor):
         composite: str,
         top: int,
         rank: str = "distance",
+        embed_widths: tuple[int, int] | None = None,
     ) -> None:
-        from hudd_core.assign import GroupedIndex, assign_relevance
+        from hudd_core.assign import GroupedIndex, assign_relevance, pool_embedding
 
         super().__init__(model, device)
         relevance = assign_relevance(self.model, layer, keypoint_of, composite=composite,
                                      device=str(self.device), rank=rank)  # fmt: skip
         self.index = GroupedIndex(members, labels, relevance, backend)
         self.layer, self.top, self.rank = layer, top, rank
+        # --select but hudd: the softmax and penultimate features (widths C, D) per image
+        self.widths = embed_widths
+        self.embed = pool_embedding(self.model, str(self.device)) if embed_widths else None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from hudd_core.assign import batch_uncertainty, non_finite_message, top_candidates
@@ -206,7 +214,17 @@ class AssignActor(_ModelActor):
             if self.rank == "uncertainty":
                 unc[ok, 0] = batch_uncertainty(self.rank, outputs)
         out = {"pos": batch["pos"], "skip": batch["skip"], "cluster_idx": idx, "distance": dist}
+        if self.embed is not None:
+            out |= self.embedding(ok, x)
         return out | ({"uncertainty": unc} if self.rank == "uncertainty" else {})
+
+    def embedding(self, ok: np.ndarray, x: torch.Tensor | None) -> dict[str, np.ndarray]:
+        """The ``probs`` and ``features`` columns of a batch (zeros where not read)."""
+        probs = np.zeros((len(ok), self.widths[0]), dtype=np.float32)
+        features = np.zeros((len(ok), self.widths[1]), dtype=np.float32)
+        if x is not None:
+            probs[ok], features[ok] = self.embed(x)
+        return {"probs": probs, "features": features}
 
 
 class RelevanceActor(_ModelActor):
@@ -460,10 +478,11 @@ def ray_assign(
     # what "auto" resolves to here; GPU actors may resolve it to a GPU search
     shown = options.backend if ray.gpus_per_actor else resolve_backend(options.backend)
     unc = rows["uncertainty"][read, 0] if options.rank == "uncertainty" else None
+    embedding = (rows["probs"][read], rows["features"][read]) if "probs" in rows else None
     return finish_assign(workdir, data_root, plan, rows["pos"][read],
                          rows["cluster_idx"][read], rows["distance"][read], unc,
                          skipped=len(skips.images("assign")), backend=shown,
-                         gifs=options.gifs)  # fmt: skip
+                         gifs=options.gifs, embedding=embedding)  # fmt: skip
 
 
 def assign_job(
@@ -483,11 +502,13 @@ def assign_job(
     searched = None
     if keypoint_of is not None:
         searched = {int(c): int(k) for c, k in keypoint_of.items() if c in plan.quotas}
+    widths = embedding_widths(model, input_shape) if plan.select != PAPER else None
     kwargs = {"layer": plan.layer, "keypoint_of": searched, "members": plan.members,
               "labels": plan.labels, "backend": options.backend,
               "composite": options.composite, "top": plan.top,
-              "rank": options.rank}  # fmt: skip
+              "rank": options.rank, "embed_widths": widths}  # fmt: skip
     uncertainty = ("uncertainty",) if options.rank == "uncertainty" else ()
+    uncertainty += ("probs", "features") if widths else ()
     return ShardJob(
         folder=plan.pool.folder,
         names=plan.pool.names[: plan.n],
@@ -501,6 +522,15 @@ def assign_job(
         batch_size=batch_size,
         **resources,
     )
+
+
+def embedding_widths(model: torch.nn.Module, input_shape: tuple[int, int, int]) -> tuple[int, int]:
+    """``(classes, penultimate width)`` of ``model``'s :func:`~hudd_core.assign.pool_embedding`
+    (one forward pass of a blank image): the columns of a batch with no image read."""
+    from hudd_core.assign import pool_embedding
+
+    probs, features = pool_embedding(model, "cpu")(torch.zeros((1, *input_shape)))
+    return probs.shape[1], features.shape[1]
 
 
 def ray_predictor(

@@ -226,3 +226,17 @@ def test_ray_improvement_heatmaps_equal_local_and_resume(ray_cluster, model_work
     (w.data / "ImprovementSet" / "up" / "zz_broken.png").write_bytes(b"")
     with pytest.raises(ValueError, match=r"zz_broken\.png"):
         run_heatmaps(w.T, w.data, model, meta, **kw, source=source)
+
+
+def test_ray_assign_select_equals_local(ray_cluster, case):
+    """--select on Ray: the actors' softmax and features give the local engine's unsafe
+    set (and another one than the paper's rule)."""
+    w, reference = case
+    paper = _assign(w, reference, "local")
+    chosen = (reference / "unsafe_set.csv").read_text()
+    local = _assign(w, reference, "local", select="pool-diverse")
+    got = _assign(w, w.T, "ray", select="pool-diverse")
+    assert got == local and got["select"] == "pool-diverse"
+    assert got["selected"] == paper["selected"] > 0
+    assert (w.T / "unsafe_set.csv").read_text() == (reference / "unsafe_set.csv").read_text()
+    assert (reference / "unsafe_set.csv").read_text() != chosen
