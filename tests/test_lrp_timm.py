@@ -116,7 +116,12 @@ _CONSTANTS = ("bias", "pos_embed", "pos_embedding", "relative_position_bias_tabl
 
 def _prepare(model: nn.Module, x: torch.Tensor) -> nn.Module:
     """A trained model's scale (:func:`hudd_testkit.trained_scale.at_trained_scale`)."""
-    return at_trained_scale(model, x, lambda name: any(name.endswith(c) for c in _CONSTANTS))
+
+    def constant(name: str) -> bool:
+        leaf = name.rsplit(".", 1)[-1]
+        return leaf.endswith(_CONSTANTS) or leaf.startswith(("bias_ih", "bias_hh"))  # LSTM
+
+    return at_trained_scale(model, x, constant)
 
 
 def _conserving(lrp: LRP) -> bool:

@@ -79,6 +79,7 @@ from hudd_core.lrp.oprules import (
     elementwise_pass_functions,
 )
 from hudd_core.lrp.record import setitem
+from hudd_core.lrp.recurrent import LSTM
 from hudd_core.lrp.rules import (
     AffineRule,
     AlphaBeta,
@@ -149,6 +150,7 @@ def default_layer_map(comp: Composite) -> list[tuple[Types, OpRule]]:
         ((nn.LayerNorm, nn.GroupNorm), Normalization(eps)),
         (nn.Softmax, Softmax()),
         (nn.MultiheadAttention, Attention(eps)),
+        (nn.LSTM, LSTM(eps)),
     ]
 
 
