@@ -253,9 +253,11 @@ def test_inspection_budget_keeps_the_finest_partition_that_fits():
     fitting = [c for c in res.candidates if c["inspect"] <= 0.3 and c["score"] > 0]
     assert res.k == max(c["k"] for c in fitting)
     assert free.k == 10 and share(free.labels) > 0.3  # the budget changed the choice
-    # nothing fits: the best score, as without a budget
+    # nothing fits: the candidate of positive score cheapest to inspect
     tight = cm.cluster_features({"fc": X}, cm.Method("t", "unit", "pca", "hdbscan", budget=0.01))
-    assert tight.k == free.k and tight.share == free.share
+    cheapest = min(c["inspect"] for c in tight.candidates if c["score"] > 0)
+    assert share(tight.labels) == pytest.approx(cheapest) and tight.score > 0
+    assert share(tight.labels) < share(free.labels)
 
 
 def _layers_merging(sizes=(25, 20, 15, 10), seed: int = 0, dim: int = 12, **merged):
@@ -381,3 +383,20 @@ def test_cli_lists_the_new_methods(capsys):
     out = " ".join(capsys.readouterr().out.split())
     for name in ("hdbscan-stable", "ensemble", "concat"):
         assert name in out
+
+
+def test_recommended_keeps_the_inspection_within_its_budget():
+    """Three groups of four tight subgroups of 15: the finest partition costs 60 of 180
+    images (33%) to inspect; ``recommended`` keeps within 15% (the share is counted here
+    by hand: 5 per cluster, the noise one more group), where plain ``hdbscan``, choosing
+    by its score alone, need not."""
+    rng = np.random.default_rng(0)
+    sub = np.repeat(np.arange(12), 15)
+    X = 8.0 * np.eye(8)[sub // 4] + 2.0 * np.eye(8)[4 + sub % 4] + rng.normal(0, 0.1, (180, 8))
+    layers = {"conv": X.astype(np.float32)}
+    rec = cm.cluster_features(layers, cm.resolve("recommended"))
+    share = np.minimum(np.unique(rec.labels, return_counts=True)[1], 5).sum() / 180
+    assert share <= 0.15 + 1e-12
+    assert rec.k >= 3  # not the trivial way to meet it
+    fine = cm.cluster_features(layers, cm.METHODS["hdbscan"])
+    assert np.minimum(np.unique(fine.labels, return_counts=True)[1], 5).sum() / 180 > 0.15

@@ -566,14 +566,14 @@ def choose(
     score); with an inspection ``budget`` (a share of the error images, 5 per cluster
     and the noise as one group, :func:`inspect_share`), the one with the most clusters
     among those within it and of positive score (ties: as without a budget), as the
-    finest partition the engineer can afford to inspect; as without a budget when none
-    fits.
+    finest partition the engineer can afford to inspect; when none fits, the one of
+    positive score cheapest to inspect (none: as without a budget).
 
     Example:
         >>> Z = np.zeros((40, 1))
         >>> a = MethodResult(None, "l", 0.1, np.repeat([1, 2, 3], [20, 10, 10]), 0.6, Z)
         >>> b = MethodResult(None, "l", 0.05, np.repeat([1, 2, 3, 4, 5], 8), 0.4, Z)
-        >>> choose([a, b]).share, choose([a, b], budget=0.7).share, choose([a, b], 0.5).share
+        >>> choose([a, b]).share, choose([a, b], budget=0.7).share, choose([a, b], 0.1).share
         (0.1, 0.05, 0.1)
         >>> a.stability, b.stability = 0.7, 0.9
         >>> choose([a, b], select="stability").share
@@ -587,9 +587,12 @@ def choose(
 
     pick = max(tried, key=key)  # max() keeps the first of equal keys
     if budget is not None:
-        fits = [r for r in tried if r.score > 0 and inspect_share(r.labels) <= budget]
+        scored = [r for r in tried if r.score > 0]
+        fits = [r for r in scored if inspect_share(r.labels) <= budget]
         if fits:
             pick = max(fits, key=lambda r: (r.k, *key(r)))
+        elif scored:  # nothing fits: the cheapest to inspect
+            pick = max(scored, key=lambda r: (-inspect_share(r.labels), *key(r)))
     return pick
 
 
