@@ -400,3 +400,12 @@ def test_recommended_keeps_the_inspection_within_its_budget():
     assert rec.k >= 3  # not the trivial way to meet it
     fine = cm.cluster_features(layers, cm.METHODS["hdbscan"])
     assert np.minimum(np.unique(fine.labels, return_counts=True)[1], 5).sum() / 180 > 0.15
+    # the second granularity it offers is the plain method's pick, and the report says so
+    finer = cm.finer_candidate(rec)
+    assert (finer["k"], finer["layer"], finer["share"]) == (fine.k, fine.layer, fine.share)
+    from hudd_core.report.gather import _selection_rows
+
+    summary = {"method": "hdbscan-budget", "best_layer": "conv", "inspect_share": share,
+               "layers": {"conv": {"silhouette": rec.score}}, "finer": finer}  # fmt: skip
+    rows = dict(_selection_rows(summary))
+    assert rows["a finer partition (the score alone, over the budget)"].startswith(f"{fine.k} clusters")

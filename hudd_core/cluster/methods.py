@@ -785,7 +785,29 @@ def run_method(
     }
     if att.mode != "none":
         summary["attach"] = att.record()
+    finer = finer_candidate(res)
+    if finer is not None:
+        summary["finer"] = finer
     return summary, att.labels, embedding_2d(res.reduced, seed), att.marks
+
+
+def finer_candidate(res: MethodResult) -> dict | None:
+    """The second granularity a budgeted method offers: the candidate its score alone
+    prefers (:func:`candidate_row`, the same method without the budget), when that one
+    has more clusters than the pick; None otherwise or without a budget.
+
+    Example:
+        >>> m = METHODS["hdbscan-budget"]
+        >>> pick = MethodResult(m, "conv", 0.1, np.repeat([1, 2, 3], 10), 0.5, np.zeros((30, 1)))
+        >>> pick.candidates = [{"layer": "conv", "share": 0.1, "k": 3, "score": 0.5},
+        ...                    {"layer": "conv", "share": 0.02, "k": 9, "score": 0.7}]
+        >>> finer_candidate(pick)["k"]
+        9
+    """
+    if res.method is None or res.method.budget is None or not res.candidates:
+        return None
+    best = max(res.candidates, key=lambda c: c["score"])  # max() keeps the first of ties
+    return dict(best) if best["k"] > res.k else None
 
 
 def _layers_of(

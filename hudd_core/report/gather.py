@@ -223,11 +223,17 @@ def _selection_rows(cluster_summary: dict) -> list[list]:
     info = cluster_summary["layers"][cluster_summary["best_layer"]]
     share = ["images to inspect (5 per cluster)", fmt_pct(cluster_summary.get("inspect_share"))]
     if cluster_summary.get("method", "hudd") != "hudd":
-        return [
+        rows = [
             ["clusters chosen by", cluster_summary.get("selection", "")],
             ["label-free score of the chosen candidate", fmt_num(info["silhouette"])],
             share,
         ]
+        finer = cluster_summary.get("finer")
+        if finer:  # the second granularity: what the score alone prefers, over the budget
+            inspected = fmt_pct(finer.get("inspect"))
+            text = f"{finer['k']} clusters at {finer['layer']}, {inspected} inspected"
+            rows.append(["a finer partition (the score alone, over the budget)", text])
+        return rows
     rows = [
         ["number of clusters chosen by", info["method"]],
         ["WICD at k", fmt_num(info["wicd"])],
