@@ -99,8 +99,11 @@ def case_size(spec: dict) -> str:
     return size
 
 
-def prepare(name: str, cache: Path) -> tuple[Path, Path]:
-    """``(workdir, data)`` of a case, generated, trained, tested and explained once."""
+def prepare(
+    name: str, cache: Path, *, pool: int = 0, steps: tuple[str, ...] = ("test", "heatmaps")
+) -> tuple[Path, Path]:
+    """``(workdir, data)`` of a case, generated, trained, tested and explained once
+    (``steps``); ``pool``: also an ImprovementSet of that many images (bench_retrain)."""
     from hudd_core.config import load_config
     from hudd_core.data.cases import classes, generate_case
     from hudd_core.demo import SIZES, step_train
@@ -112,10 +115,11 @@ def prepare(name: str, cache: Path) -> tuple[Path, Path]:
     work.mkdir(parents=True, exist_ok=True)
     seed = spec["seed"]
     if spec.get("data"):
-        data = prepare(spec["data"], cache)[1]
+        data = prepare(spec["data"], cache, pool=pool, steps=steps)[1]
     else:
         cfg = SIZES[size]
-        data = generate_case(work / "DataSets", spec["source"], seed, cfg["sets"],
+        sets = {**cfg["sets"], **({"ImprovementSet": pool} if pool else {})}
+        data = generate_case(work / "DataSets", spec["source"], seed, sets,
                              cfg["image_size"])  # fmt: skip
     model = None if spec["arch"] == "alexnet" else spec["arch"]  # alexnet: the demo's default
     checkpoint = step_train(work, data, size, seed, "cpu", False, model=model,
@@ -127,7 +131,7 @@ def prepare(name: str, cache: Path) -> tuple[Path, Path]:
             "data": str(data),
             "seed": seed,
             "quiet": True,
-            "steps": ["test", "heatmaps"],
+            "steps": list(steps),
         },
     )
     run_pipeline(cfg, checkpoint=checkpoint)

@@ -34,10 +34,15 @@ Writes ``benchmarks/results/retrain.json`` and ``retrain.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import shutil
+import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +60,11 @@ CASE_KINDS: dict[str, dict[str, str]] = {
     "resnet": {"arch": "resnet"},
     "signs": {"scene": "signs"},
 }
+# The pipeline steps a case is built with: the retraining is this benchmark's own (a demo
+# retrain step would find the benchmark's retrain.json changed and fine-tune again).
+PREPARE = ("test", "heatmaps", "cluster", "assign")
+SUITE_POOL = 4000  # a suite case's ImprovementSet (its TrainingSet: 1,500 images)
+sys.path.insert(0, str(Path(__file__).parent))  # bench_quality (the suite's cases)
 VARIANTS = {
     "uniform": {"quota": "uniform"},
     "uncertainty": {"rank": "uncertainty"},
@@ -86,16 +96,77 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return label, options
 
 
-def parse_case(text: str) -> tuple[str, int]:
-    """``KIND:SEED`` of ``--cases`` (a kind of :data:`CASE_KINDS`).
+def parse_case(text: str) -> tuple[str, int | str]:
+    """``KIND:SEED`` of ``--cases`` (a kind of :data:`CASE_KINDS`), or ``suite:NAME`` (a
+    case of ``benchmarks/cases.toml``).
 
-    >>> parse_case("signs:1")
-    ('signs', 1)
+    >>> parse_case("signs:1"), parse_case("suite:gauges-alexnet-s1")
+    (('signs', 1), ('suite', 'gauges-alexnet-s1'))
     """
-    kind, _, seed = text.partition(":")
-    if kind not in CASE_KINDS or not seed.isdigit():
-        raise SystemExit(f"--cases {text!r}: expected KIND:SEED, KIND one of {list(CASE_KINDS)}")
-    return kind, int(seed)
+    kind, _, key = text.partition(":")
+    if kind == "suite":
+        from bench_quality import CASES
+
+        if key not in CASES:
+            raise SystemExit(f"--cases {text!r}: no case {key!r} in cases.toml ({list(CASES)})")
+        return kind, key
+    if kind not in CASE_KINDS or not key.isdigit():
+        raise SystemExit(f"--cases {text!r}: expected KIND:SEED, KIND one of "
+                         f"{list(CASE_KINDS)}, or suite:NAME")  # fmt: skip
+    return kind, int(key)
+
+
+def prepare_case(case: str, root: Path, size: str) -> tuple[Path, int, int]:
+    """``(work folder, seed, default fine-tuning epochs)`` of a case, built once up to the
+    assignment: a built-in case study by ``run_demo`` at ``size``; a suite case by
+    ``bench_quality.prepare`` (its size, its model) with an ImprovementSet of
+    :data:`SUITE_POOL` images, fine-tuned at the reference's epochs."""
+    kind, key = parse_case(case)
+    if kind == "suite":
+        from bench_quality import CASES, prepare
+
+        work, _ = prepare(str(key), root / "suite", pool=SUITE_POOL, steps=PREPARE)
+        return work, int(CASES[str(key)]["seed"]), RetrainOptions().epochs
+    from hudd_core.demo import SIZES, run_demo
+
+    work = root / f"{kind}_{key}_{size}"
+    run_demo(work, size, int(key), baselines=False, repeats=1, progress=False, steps=PREPARE,
+             **CASE_KINDS[kind])  # fmt: skip
+    return work, int(key), SIZES[size]["retrain_epochs"]
+
+
+@contextlib.contextmanager
+def reference_kept(work: Path) -> Iterator[None]:
+    """Leaves the paper rule's unsafe set and candidates as they were: the ``--select``
+    assignments in between use (and keep for the next run) their own candidates
+    (``candidates_select.npz``: with the pool's softmax and features)."""
+    ref, sel = work / "Assign" / "candidates.npz", work / "Assign" / "candidates_select.npz"
+    kept = {p: p.read_bytes() for p in (ref, work / "unsafe_set.csv") if p.is_file()}
+    if sel.is_file():
+        shutil.copyfile(sel, ref)
+    try:
+        yield
+    finally:
+        if ref.is_file():
+            shutil.copyfile(ref, sel)
+        for path, data in kept.items():
+            path.write_bytes(data)
+
+
+def selection_case(case: Any, work: Path, name: str) -> Any:
+    """``case`` (a :class:`hudd_core.retrain.Case`) with the unsafe set of ``hudd assign
+    --select name`` (labelled after the selection, as the engineer would)."""
+    from hudd_core.data.datasets import LabelledImages
+    from hudd_core.options import NO_PREPROCESS
+    from hudd_core.retrain import label_images, read_unsafe_set
+
+    assign_with(work, {"select": name})
+    images, clusters, distances = read_unsafe_set(work)
+    data = work / "DataSets"
+    unsafe = LabelledImages(data, images, label_images(data, images, case.meta),
+                            case.meta["in_channels"], case.meta["task"],
+                            NO_PREPROCESS.as_dict())  # fmt: skip
+    return replace(case, images=images, clusters=clusters, distances=distances, unsafe=unsafe)
 
 
 def assign_with(work: Path, options: dict[str, str], recluster: bool = False) -> dict:
@@ -125,6 +196,105 @@ def planted_gain(result: dict, method: str) -> float:
     return float((n * gain).sum() / n.sum())
 
 
+def shared_retrain(
+    work: Path,
+    options: RetrainOptions,
+    baselines: list[str],
+    selections: list[str],
+    seed: int,
+    on_repeat: Callable[[dict, dict], None] = lambda result, seconds: None,
+) -> tuple[dict, dict]:
+    """HUDD, every baseline and every ``--select`` selection (``hudd(NAME)``) fine-tuned
+    ``options.runs`` times in one process: the model loaded once (each fine-tuning starts
+    from a copy of it), the training images decoded once for all, one forward pass over
+    the pool for the baselines, each selection's assignment on the candidates kept with
+    its embedding. Returns ``(result, seconds)``: retrain.json's figures (the selections
+    beside the baselines) and where the time went; ``on_repeat`` gets both after each
+    repeat (partial figures of a long run are kept)."""
+    from hudd_core.baselines import improvement_pool
+    from hudd_core.data.decoded import Decoded
+    from hudd_core.options import NO_PREPROCESS
+    from hudd_core.retrain import Runs, _bootstrap_target, load_case, retrain_once, score
+
+    clock = Clock()
+    data = work / "DataSets"
+    case = load_case(work, data, options, NO_PREPROCESS, model_name=None, labels_csv=None,
+                     seed=seed, device="auto", batch_size=256, tuning=False)  # fmt: skip
+    case.train_set = Decoded(case.train_set)  # read once for every fine-tuning
+    clock.lap("load")
+    before = score(case, case.model)
+    clock.lap("score_before")
+    pool = improvement_pool(case.model, data, case.meta, NO_PREPROCESS, "auto", 256)
+    clock.lap("pool_forward")
+    with reference_kept(work):
+        cases = {f"hudd({n})": selection_case(case, work, n) for n in selections}
+    clock.lap("assign_selections")
+    cases = {"hudd": case, **cases}
+    runs = {m: Runs({"hudd": []}, {}) for m in cases}
+    runs["hudd"] = Runs({m: [] for m in ("hudd", *baselines)}, {b: [] for b in baselines})
+    added = {}
+    for r in range(options.runs):
+        for m, c in cases.items():
+            target = _bootstrap_target(work, c.clusters, options.quota_factor, options.quota)
+            names = baselines if m == "hudd" else []
+            _, balanced = retrain_once(c, options, names, pool if names else None, target,
+                                       seed + r, runs[m], progress=False)  # fmt: skip
+            added[m] = len(balanced)
+            clock.lap("fine_tune", count=1 + len(names))
+        result = merged_result(cases, options, runs, before, seed, added)
+        on_repeat(result, clock.seconds)
+    return result, clock.seconds
+
+
+def merged_result(
+    cases: dict, options: RetrainOptions, runs: dict, before: Any, seed: int, added: dict
+) -> dict:
+    """retrain.json's figures of the repeats so far (``added``: each method's balanced
+    set size), each selection's HUDD as its own method (its budget in
+    ``selection_budget``); a selection's ``selection_versus``: its gains against every
+    other method's."""
+    from hudd_core.baselines import versus
+    from hudd_core.retrain import retrain_result
+
+    done = replace(options, repeats=len(runs["hudd"].scores["hudd"]))
+    out: dict = {}
+    for m, c in cases.items():
+        got = retrain_result(c, done, runs[m], before, seed=seed, saved=None,
+                             balanced=range(added[m]), tuning=False)  # fmt: skip
+        if m == "hudd":
+            out = got
+        else:
+            out[m] = got["hudd"]
+            out.setdefault("selection_budget", {})[m] = len(c.images)
+    gains = {m: out[m]["gain"]["runs"] for m in out if has_gain(out[m])}
+    for m in cases:
+        if m != "hudd":
+            out.setdefault("selection_versus", {})[m] = versus(
+                gains[m], {k: v for k, v in gains.items() if k != m}
+            )
+    return out
+
+
+def has_gain(value: Any) -> bool:
+    """Whether a retrain.json entry is a method's figures."""
+    return isinstance(value, dict) and "gain" in value
+
+
+class Clock:
+    """Seconds per phase (``lap(name)``: the time since the last lap), and counts."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.t = time.perf_counter()
+
+    def lap(self, name: str, count: int = 0) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.t
+        if count:
+            self.seconds[f"{name}_count"] = self.seconds.get(f"{name}_count", 0) + count
+        self.t = now
+
+
 def run_case(
     case: str,
     root: Path,
@@ -134,109 +304,148 @@ def run_case(
     *,
     size: str = "small",
     variants: list[tuple[str, dict[str, str]]] = (),
+    selections: list[str] = (),
     validation: float = 0.0,
+    on_repeat: Callable[[dict], None] = lambda row: None,
 ) -> dict:
-    from hudd_core.baselines import versus
-    from hudd_core.demo import SIZES, run_demo
-    from hudd_core.retrain import run_retrain
-
-    kind, seed = parse_case(case)
-    work = root / f"{kind}_{seed}_{size}"
+    """One case's row: every method's gains (``selections`` in the same process as the
+    baselines, :func:`shared_retrain`), then the ``variants`` (each its own retraining);
+    ``on_repeat`` gets the row so far after each repeat."""
     t = time.perf_counter()
-    run_demo(work, size, seed, baselines=False, repeats=1, progress=False, **CASE_KINDS[kind])
+    work, seed, default_epochs = prepare_case(case, root, size)
     prepare = time.perf_counter() - t
-    base = RetrainOptions(epochs=epochs or SIZES[size]["retrain_epochs"], repeats=repeats,
+    base = RetrainOptions(epochs=epochs or default_epochs, repeats=repeats,
                           validation=validation)  # fmt: skip
-    common = {"seed": seed, "progress": False}
-    t = time.perf_counter()
-    result = run_retrain(work, work / "DataSets", options=replace(base, baselines=baselines),
-                         **common)  # fmt: skip
-    seconds = time.perf_counter() - t
-    methods = ["hudd", *baselines]
+    options = replace(base, baselines=baselines)
+
+    def row_of(result: dict, seconds: dict) -> dict:
+        row = case_row(case, size, result, seconds, prepare, validation)
+        on_repeat(row)
+        return row
+
+    result, seconds = shared_retrain(work, options, baselines, list(selections), seed,
+                                     on_repeat=row_of)  # fmt: skip
+    row = case_row(case, size, result, seconds, prepare, validation)
+    if variants:
+        run_variants(row, work, base, variants, result, seed, validation)
+    return row
+
+
+def case_row(
+    case: str, size: str, result: dict, seconds: dict, prepare: float, validation: float
+) -> dict:
+    """The JSON row of a case from :func:`shared_retrain`'s result and timings."""
+    methods = [m for m in result if has_gain(result[m])]
+    repeats = result["repeats"]
+    total = sum(v for k, v in seconds.items() if not k.endswith("_count"))
     row = {
         "case": case,
         "size": size,
+        "repeats": repeats,
+        "epochs": result["hp"]["epochs"],
         "prepare_seconds": prepare,
-        "retrain_seconds": seconds,
-        "seconds_per_repeat": seconds / repeats,
-        "budget": {"hudd": result["labelling_budget"]},
+        "retrain_seconds": total,
+        "seconds_per_repeat": seconds.get("fine_tune", 0.0) / max(repeats, 1),
+        "seconds": seconds,
+        "budget": {"hudd": result["labelling_budget"], **result.get("selection_budget", {})},
         "added_samples": result["balanced_unsafe_set"],
         "before": result["before"]["overall"],
         "gain": {m: result[m]["gain"] for m in methods},
         "planted_gain": {m: planted_gain(result, m) for m in methods},
         "versus": result.get("versus", {}),
+        "selection_versus": result.get("selection_versus", {}),
     }
     if validation:
         row["validation_gain"] = {m: result[m]["validation_gain"] for m in methods}
-    baseline_gains = {b: result[b]["gain"]["runs"] for b in baselines}
-    # the reference's retraining outputs, put back after the variants (not recomputed)
-    outputs = [work / "retrain.json", work / "Assign" / "candidates.npz"]
-    if result.get("retrained_model"):
-        outputs += [work / "DNNModels" / result["retrained_model"]]
-        outputs += [outputs[-1].with_suffix(".json")]
-    kept = {path: path.read_bytes() for path in outputs if variants and path.is_file()}
-    clustered = "hudd"
-    for label, options in variants:
-        name = f"hudd({label})"
-        method = options.get("method", "hudd")  # the clusters this variant selects from
-        t = time.perf_counter()
-        assign_with(work, {k: v for k, v in options.items() if k in ASSIGN_OPTIONS},
-                    recluster=method != clustered)  # fmt: skip
-        assigned = time.perf_counter() - t
-        clustered = method
-        retrain = {k: v for k, v in options.items() if k in RETRAIN_OPTIONS}
-        if "quota" in options:  # the bootstrap target follows the assignment's quota
-            retrain["quota"] = options["quota"]
-        t = time.perf_counter()
-        got = run_retrain(work, work / "DataSets", options=replace(base, **retrain), **common)
-        row.setdefault("variant_seconds", {})[name] = {
-            "assign": assigned,
-            "retrain_per_repeat": (time.perf_counter() - t) / repeats,
-        }
-        row.setdefault("variant_added_samples", {})[name] = got["balanced_unsafe_set"]
-        row["gain"][name], row["planted_gain"][name] = (
-            got["hudd"]["gain"],
-            planted_gain(got, "hudd"),
-        )
-        row["budget"][name] = got["labelling_budget"]
-        if validation:
-            row["validation_gain"][name] = got["hudd"]["validation_gain"]
-        against = {**baseline_gains, "hudd": result["hudd"]["gain"]["runs"]}
-        row.setdefault("variant_versus", {})[name] = versus(got["hudd"]["gain"]["runs"], against)
-    if variants:  # leave the work folder with the reference's clusters, unsafe set, retraining
-        for path, data in kept.items():  # the reference's candidates first: not recomputed
-            path.write_bytes(data)
-        assign_with(work, {}, recluster=clustered != "hudd")
     return row
 
 
-def markdown(rows: list[dict], repeats: int) -> str:
-    methods = list(rows[0]["gain"])
-    out = ["| case | " + " | ".join(methods) + " | s/repeat |",
-           "|---|" + "---|" * (len(methods) + 1)]  # fmt: skip
+def run_variants(
+    row: dict,
+    work: Path,
+    base: RetrainOptions,
+    variants: list[tuple[str, dict[str, str]]],
+    result: dict,
+    seed: int,
+    validation: float,
+) -> None:
+    """Each HUDD configuration of ``variants`` (its own assignment and retraining, HUDD
+    only, at its own budget) into ``row``; the work folder left as the reference's."""
+    from hudd_core.baselines import versus
+    from hudd_core.retrain import run_retrain
+
+    common = {"seed": seed, "progress": False}
+    against = {m: g["runs"] for m, g in row["gain"].items()}
+    clustered = "hudd"
+    with reference_kept(work):
+        for label, options in variants:
+            name = f"hudd({label})"
+            method = options.get("method", "hudd")  # the clusters this variant selects from
+            t = time.perf_counter()
+            assign_with(work, {k: v for k, v in options.items() if k in ASSIGN_OPTIONS},
+                        recluster=method != clustered)  # fmt: skip
+            assigned = time.perf_counter() - t
+            clustered = method
+            retrain = {k: v for k, v in options.items() if k in RETRAIN_OPTIONS}
+            if "quota" in options:  # the bootstrap target follows the assignment's quota
+                retrain["quota"] = options["quota"]
+            t = time.perf_counter()
+            got = run_retrain(work, work / "DataSets", options=replace(base, **retrain),
+                              **common)  # fmt: skip
+            row.setdefault("variant_seconds", {})[name] = {
+                "assign": assigned,
+                "retrain_per_repeat": (time.perf_counter() - t) / base.runs,
+            }
+            row.setdefault("variant_added_samples", {})[name] = got["balanced_unsafe_set"]
+            row["gain"][name] = got["hudd"]["gain"]
+            row["planted_gain"][name] = planted_gain(got, "hudd")
+            row["budget"][name] = got["labelling_budget"]
+            if validation:
+                row["validation_gain"][name] = got["hudd"]["validation_gain"]
+            row.setdefault("variant_versus", {})[name] = versus(got["hudd"]["gain"]["runs"],
+                                                                against)  # fmt: skip
+        if clustered != "hudd":  # the reference's clusters back (its unsafe set: kept above)
+            assign_with(work, {}, recluster=True)
+
+
+def markdown(rows: list[dict]) -> str:
+    """The gains table (one row per case) and, for the ``--selections``, each one's A12
+    against every other method."""
+    methods = list(dict.fromkeys(m for r in rows for m in r["gain"]))
+    out = ["| case | n | " + " | ".join(methods) + " | s/repeat |",
+           "|---|---|" + "---|" * (len(methods) + 1)]  # fmt: skip
     for r in rows:
-        cells = []
-        for m in methods:
-            g = r["gain"][m]
-            cell = (
-                f"{100 * g['mean']:+.1f} ± {100 * g['std']:.1f} ({100 * r['planted_gain'][m]:+.1f})"
-            )
-            if m in r["versus"]:
-                cell += f", A12 {r['versus'][m]['a12']:.2f}"
-            if "validation_gain" in r:
-                cell += f", val {100 * r['validation_gain'][m]['mean']:+.1f}"
-            if m in r["budget"]:
-                cell += f", B={r['budget'][m]}"
-            cells.append(cell)
-        out.append(f"| {r['case']} | " + " | ".join(cells) + f" | {r['seconds_per_repeat']:.0f} |")
+        cells = [gain_cell(r, m) if m in r["gain"] else "" for m in methods]
+        out.append(f"| {r['case']} | {r.get('repeats', '')} | " + " | ".join(cells)
+                   + f" | {r['seconds_per_repeat']:.0f} |")  # fmt: skip
     out.append(
-        f"\nTest accuracy gain in pp, mean ± std over {repeats} repeats (planted regions in "
+        "\nTest accuracy gain in pp, mean ± std over n repeats (planted regions in "
         "parentheses); A12: HUDD's Vargha–Delaney effect size against that baseline on the "
         "overall gains (0.5 = no difference); val: the gain on the held-out validation "
         "split (--validation); B: the labelling budget of a HUDD configuration (the "
-        "baselines use the reference hudd's); hudd(...): the --variants."
+        "baselines use the reference hudd's); hudd(...): the --selections and --variants; "
+        "s/repeat: the fine-tunings' seconds per repeat."
     )
+    for r in rows:
+        for m, against in r.get("selection_versus", {}).items():
+            if not out[-1].startswith("| "):
+                out += ["", "| case | selection | A12 against |", "|---|---|---|"]
+            a12 = ", ".join(f"{k} {v['a12']:.2f}" for k, v in against.items())
+            out.append(f"| {r['case']} | {m} | {a12} |")
     return "\n".join(out)
+
+
+def gain_cell(r: dict, m: str) -> str:
+    """One method's cell of :func:`markdown`."""
+    g = r["gain"][m]
+    cell = f"{100 * g['mean']:+.1f} ± {100 * g['std']:.1f} ({100 * r['planted_gain'][m]:+.1f})"
+    if m in r["versus"]:
+        cell += f", A12 {r['versus'][m]['a12']:.2f}"
+    if "validation_gain" in r:
+        cell += f", val {100 * r['validation_gain'][m]['mean']:+.1f}"
+    if m in r["budget"]:
+        cell += f", B={r['budget'][m]}"
+    return cell
 
 
 def main() -> None:
@@ -258,6 +467,9 @@ def main() -> None:
                    "or LABEL=key:value,... (none: the reference only)")  # fmt: skip
     p.add_argument("--validation", type=float, default=0.0,
                    help="also report gains on this held-out share of the TrainingSet")  # fmt: skip
+    p.add_argument("--selections", nargs="*", default=[], choices=SELECTIONS,
+                   help="hudd assign --select selections, fine-tuned beside the baselines "
+                   "(hudd(NAME), one process: shared model, images and pool pass)")  # fmt: skip
     args = p.parse_args()
     for case in args.cases:  # before hours of work on the first
         parse_case(case)
@@ -266,15 +478,23 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    rows = [run_case(c, Path(args.root), args.repeats, args.epochs, args.baselines,
-                     size=args.size, variants=variants, validation=args.validation)
-            for c in args.cases]  # fmt: skip
+    rows: list[dict] = []
+    for c in args.cases:
+        row = run_case(c, Path(args.root), args.repeats, args.epochs, args.baselines,
+                       size=args.size, variants=variants, selections=args.selections,
+                       validation=args.validation,
+                       on_repeat=lambda partial: write_results(args, [*rows, partial]))  # fmt: skip
+        rows.append(row)
+        write_results(args, rows)
+    print(markdown(rows))
+
+
+def write_results(args: argparse.Namespace, rows: list[dict]) -> None:
+    """``NAME.json`` and ``NAME.md`` of the rows so far (after every repeat)."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(rows, indent=2))
-    table = markdown(rows, args.repeats)
-    (out / f"{args.name}.md").write_text(table + "\n")
-    print(table)
+    (out / f"{args.name}.md").write_text(markdown(rows) + "\n")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,8 +172,11 @@ def run_demo(
     task: str = "classifier",
     arch: str | None = None,
     scene: str = "eyes",
+    steps: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """The simulator case study: generate → train → :func:`run_pipeline` (every step).
+    """The simulator case study: generate → train → :func:`run_pipeline` (every step, or
+    ``steps``: bench_retrain stops after ``assign`` and retrains itself, so that its own
+    ``retrain.json`` is never taken for a damaged output of the demo's retrain step).
 
     ``scene="signs"``: the road-sign scene of :mod:`hudd_core.data.signs` (its own classes
     and planted causes) instead of the eyes; a classifier only.
@@ -207,6 +211,7 @@ def run_demo(
             "baselines": baselines,
             "repeats": repeats,
             "epochs": SIZES[size]["retrain_epochs"],
+            **({} if steps is None else {"steps": list(steps)}),
         },
     )
     result = run_pipeline(cfg, checkpoint=checkpoint)

@@ -379,7 +379,8 @@ _TABLE = [
         "reference), pool-quota / pool-uncertain / pool-diverse (each RCC's share of the "
         "budget from the uncertain pool images nearest to it, a catch-all share for those "
         "near no RCC; closest / most uncertain / k-center first), quota-diverse (the "
-        "paper's shares, a k-center cover of each RCC's closest images) or recommended "
+        "paper's shares, a k-center cover of each RCC's closest images), pool-borda (the "
+        "smallest sum of the uncertainty and nearest-RCC distance ranks) or recommended "
         "(what bench_retrain found best on the development cases); classifiers only, "
         "the same budget as hudd",
         ("assign",),
@@ -389,6 +390,7 @@ _TABLE = [
             "pool-uncertain",
             "pool-diverse",
             "quota-diverse",
+            "pool-borda",
             "recommended",
         ),
     ),

@@ -15,6 +15,10 @@ pool gives (distances to the RCCs, uncertainty, penultimate features), never a l
   ranking), ``pool-uncertain`` the most uncertain first, ``pool-diverse`` a k-center
   greedy cover of the group's uncertain images in feature space, starting from the most
   uncertain (so one RCC does not spend its share on near-duplicates);
+* ``pool-borda`` (a hybrid, no shares): the B pool images of the smallest sum of two
+  ranks, by uncertainty (most uncertain first) and by distance to the nearest RCC
+  (closest first), so an image must be both uncertain and near a root cause
+  (ties: the more uncertain, then the lower row);
 * ``quota-diverse`` keeps the paper's shares (B split by the RCCs' quotas, twice their
   test errors: the test set's error mass says where the pool's errors are) and takes,
   inside an RCC, a k-center cover of its ``ceil(factor × share)`` closest images,
@@ -49,6 +53,7 @@ RULES = {
     "pool-uncertain": ("pool", "uncertainty"),
     "pool-diverse": ("pool", "diverse"),
     "quota-diverse": ("quota", "near-diverse"),
+    "pool-borda": ("rank", "borda"),
 }
 SELECTIONS = tuple(RULES)
 PAPER = "hudd"  # `--select hudd`: the paper's rule (hudd_core.assign.greedy_select)
@@ -168,6 +173,21 @@ def pool_shares(
     return {int(g): int(s) for g, s in zip(ids, shares, strict=True) if s > 0}
 
 
+def borda(uncertainty: np.ndarray, closeness: np.ndarray) -> np.ndarray:
+    """Every row, by the sum of its rank by ``uncertainty`` (highest first) and by
+    ``closeness`` (a distance, smallest first); ties: the more uncertain, then the lower
+    row. Equal values share their lowest rank.
+
+    >>> borda(np.array([0.9, 0.8, 0.1, 0.5]), np.array([3.0, 0.5, 0.1, 2.0])).tolist()
+    [1, 0, 2, 3]
+    """
+    u = np.asarray(uncertainty, dtype=np.float64)
+    d = np.asarray(closeness, dtype=np.float64)
+    by_u = np.searchsorted(np.sort(-u), -u, side="left")
+    by_d = np.searchsorted(np.sort(d), d, side="left")
+    return np.lexsort((np.arange(len(u)), -u, by_u + by_d))
+
+
 def k_center_greedy(features: np.ndarray, candidates: np.ndarray, k: int) -> np.ndarray:
     """``k`` of ``candidates`` (rows of ``features``) by the greedy k-center rule: the
     first candidate, then each time the one farthest (Euclidean) from those taken
@@ -256,6 +276,9 @@ def select(
     share_by, within = RULES[name]
     groups = nearest_groups(distances, far if share_by == "pool" else None)
     closeness = distances.min(axis=1) if n else np.zeros(0)
+    if within == "borda":
+        order = borda(uncertainty, closeness)[:budget]
+        return Picks(order, groups[order])
     uncertain = most_uncertain(uncertainty, min(n, max(budget, math.ceil(factor * budget))))
     if share_by == "pool":
         shares = pool_shares(groups, uncertainty, budget, factor)

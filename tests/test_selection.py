@@ -86,6 +86,16 @@ def test_quota_diverse_by_hand():
     assert picks.index.tolist() == [0, 3, 4]  # far is no catch-all here
 
 
+def test_pool_borda_by_hand():
+    # uncertainty ranks (UNC, highest first): row 6 → 0, 1 → 1, 2 → 2, 3 → 3, 5 → 4,
+    # 4 → 5, 0 → 6, 7 → 7; distance ranks (nearest RCC, smallest first; 0.1 twice → 0):
+    # 0, 3 → 0, 1, 4 → 2, 2 → 4, 7 → 5, 5 → 6, 6 → 7; sums: 0: 6, 1: 3, 2: 6, 3: 3, 4: 7,
+    # 5: 10, 6: 7, 7: 12 → 1 and 3 (3; 1 more uncertain), then 2 (6; .8 beats row 0's .1)
+    picks = S.select("pool-borda", DIST, UNC, 3, far=FAR)
+    assert picks.index.tolist() == [1, 3, 2]
+    assert picks.group.tolist() == [0, 1, 0]  # its nearest RCC (no catch-all share)
+
+
 def test_quota_shares_capped_by_the_pool():
     # B=7, quotas (10, 1): 7·(10, 1)/11 = (6.36, 0.64) → (6, 1), but group 0 holds 5 rows:
     # the sixth goes to group 1

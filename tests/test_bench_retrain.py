@@ -1,0 +1,53 @@
+"""benchmarks/bench_retrain.py: a case is built once up to the assignment and reused on a
+restart; the selections are fine-tuned beside the baselines and leave the paper rule's
+unsafe set in place."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import bench_retrain as B
+
+
+def test_parse_case_kinds():
+    assert B.parse_case("resnet:2") == ("resnet", 2)
+    assert B.parse_case("suite:textures-resnet-s0") == ("suite", "textures-resnet-s0")
+    for bad in ("suite:nope", "demo:x", "eyes:0"):
+        with pytest.raises(SystemExit):
+            B.parse_case(bad)
+
+
+def test_a_restart_reuses_the_prepared_case(tmp_path):
+    work, seed, epochs = B.prepare_case("demo:0", tmp_path, "tiny")
+    assert (seed, epochs) == (0, 1)
+    steps = json.loads((work / "run.json").read_text())["steps"]
+    assert "assign" in steps and "retrain" not in steps  # the benchmark retrains itself
+    (work / "retrain.json").write_text("{}")  # what the benchmark's retraining leaves
+    stamp = (work / "unsafe_set.csv").stat().st_mtime_ns
+    B.prepare_case("demo:0", tmp_path, "tiny")
+    assert "retrain" not in json.loads((work / "run.json").read_text())["steps"]
+    assert (work / "retrain.json").read_text() == "{}"
+    assert (work / "unsafe_set.csv").stat().st_mtime_ns == stamp  # assign not rerun
+
+
+def test_selections_beside_the_baselines(tmp_path):
+    row = B.run_case("demo:0", tmp_path, 2, 1, ["BL2", "entropy"], size="tiny",
+                     selections=["pool-borda"])  # fmt: skip
+    work = tmp_path / "demo_0_tiny"
+    assert list(row["gain"]) == ["hudd", "BL2", "entropy", "hudd(pool-borda)"]
+    assert all(len(g["runs"]) == 2 for g in row["gain"].values())
+    assert row["budget"]["hudd(pool-borda)"] == row["budget"]["hudd"]  # the paper's B
+    against = row["selection_versus"]["hudd(pool-borda)"]
+    assert sorted(against) == ["BL2", "entropy", "hudd"]
+    assert row["seconds"]["fine_tune_count"] == 2 * 4
+    # the paper rule's unsafe set is back (what run.json recorded for the assign step)
+    recorded = json.loads((work / "run.json").read_text())["steps"]["assign"]["outputs"]
+    from hudd_core.fileio import file_digest
+
+    assert recorded["unsafe_set.csv"][1] == file_digest(work / "unsafe_set.csv")
+    assert (work / "Assign" / "candidates_select.npz").is_file()
