@@ -364,3 +364,50 @@ def test_rms_norm_by_hand():
     )
     torch.testing.assert_close(rel["lin"], m(x).detach())
     torch.testing.assert_close(rel["rms_norm"], m(x).detach())
+
+
+class _PixelShift(nn.Module):
+    """Pixel normalisation inside the model (timm's Gemma4 ViT), then a linear layer."""
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+        self.fc = nn.Linear(4, 3, bias=False)
+
+    def forward(self, x):
+        return self.fc(self.scale * (x - 0.5))
+
+
+def test_pixel_normalisation_in_the_model_passes_relevance_by_hand():
+    # 2 (x - 0.5) is signed: the linear layer gets ZPlus (x+ w+ and x- w- over their sum),
+    # and the normalisation passes relevance on, as for normalised pixels given to the
+    # model; under Norm the constant's share would be x / (x - 0.5) of it, unbounded
+    torch.manual_seed(0)
+    m = _PixelShift(2.0).double()
+    x = torch.tensor([[0.49, 0.9, 0.1, 0.51]], dtype=D)
+    rel = LRP(m)(x, target=0)
+    xs = 2 * (x - 0.5)
+    w = m.fc.weight.detach()[0]
+    contrib = xs.clamp(min=0) * w.clamp(min=0) + xs.clamp(max=0) * w.clamp(max=0)
+    want = contrib / contrib.sum() * m(x).detach()[0, 0]
+    torch.testing.assert_close(rel["input"], want)
+
+
+class _Difference(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False)
+        self.fc = nn.Linear(4, 2, bias=False)
+
+    def forward(self, x):
+        return self.fc(F.relu(self.a(x)) - F.relu(self.b(x)))
+
+
+def test_a_difference_of_rectified_values_is_signed():
+    from hudd_core.lrp import capture
+    from hudd_core.lrp.rules import PositiveWeights, ZPlus
+
+    rules = {op.name: type(op.rule) for op in capture(_Difference()).ops}
+    assert rules["fc"] is ZPlus and rules["a"] is PositiveWeights
+    rules = {op.name: type(op.rule) for op in capture(_PixelShift(1 / 255)).ops}
+    assert rules["fc"] is ZPlus  # x - 0.5

@@ -282,13 +282,45 @@ def _non_negative(op: Op, signs: dict[str, bool]) -> bool:
     else:
         if op.target in _RECTIFIED_FUNCTIONS:
             return True
-        keeps = isinstance(op.rule, _SIGN_KEEPING) or op.target in _SIGN_KEEPING_PASS
+        keeps = isinstance(op.rule, _SIGN_KEEPING) or op.target in (*_SIGN_KEEPING_PASS,
+                                                                     *_ARITHMETIC)  # fmt: skip
     if not keeps or isinstance(op.rule, Folded) or not all(signs.get(a) for a in op.args):
         return False
     if isinstance(op.rule, Copy) and op.target not in _JOINS:
         return True  # the other operands are indices and shapes
+    if op.target in _NEGATING or (op.target in _ARITHMETIC and _negative_number(op.node)):
+        return False  # x - y, -x, x + (-3): signed even for non-negative operands
     # sums, pools, products, joins: a constant operand (bias, class token) may be negative
     return all(n.name in op.args for n in op.node.all_input_nodes)
+
+
+def _negative_number(node: fx.Node) -> bool:
+    values = [*node.args, *node.kwargs.values()]
+    return any(isinstance(v, int | float) and not isinstance(v, bool) and v < 0 for v in values)
+
+
+# The image up to views, casts and an element-wise shift or scale by constants: the model's
+# own pixel normalisation (timm's Gemma4 ViT: 2 (x - 0.5)).
+_ARITHMETIC = {operator.add, torch.add, "add", operator.sub, torch.sub, "sub", operator.mul,
+               torch.mul, "mul", operator.truediv, torch.div, "div"}  # fmt: skip
+_NEGATING = {operator.sub, torch.sub, "sub", operator.neg, torch.neg, "neg"}
+
+
+def _pixel_rule(op: Op, pixels: set[str]) -> OpRule | None:
+    """Pass for an element-wise shift or scale of the image by constants (the model's own
+    pixel normalisation is a change of the pixels' coordinates: relevance passes through it
+    unchanged, as for a model normalised outside, whose input relevance is that of the
+    normalised image; under Norm the constant's share of ``x - 0.5`` goes as
+    ``x / (x - 0.5)`` and amplifies without bound). ``None``: not such an op. Adds the
+    op's name to ``pixels`` when its output is still the image in that sense."""
+    if len(op.args) != 1 or op.args[0] not in pixels or op.module is not None:
+        return None
+    if op.target in _ARITHMETIC:
+        pixels.add(op.name)
+        return Pass(record=False)
+    if (isinstance(op.rule, Copy) and op.target not in _JOINS) or op.target in _SIGN_KEEPING_PASS:
+        pixels.add(op.name)
+    return None
 
 
 def _signed_input_rule(op: Op, composite: Composite, signs: dict[str, bool]) -> OpRule:
@@ -429,6 +461,7 @@ def capture(
     live: set[str] = set()
     seen: dict[str, int] = {}
     signs: dict[str, bool] = {}  # op name -> its output is known to be non-negative
+    pixels: set[str] = set()  # ops whose output is the image, shifted or scaled
     output = None
     first_conv_done = False
     for node in g.nodes:
@@ -441,6 +474,7 @@ def capture(
         if node.op == "placeholder" and not live:
             op.record = "input"
             live.add(node.name)
+            pixels.add(node.name)
         elif node.op == "placeholder" and not node.args:
             raise UnsupportedOperation(f"LRP needs a model with one input ({_where(node)})")
         elif node.op not in ("placeholder", "get_attr") and not _is_meta(node, live):
@@ -452,7 +486,7 @@ def capture(
             op.first_conv, first_conv_done = first, first_conv_done or first
             op.record = _record_name(op, seen)
             op.gates = _gates(op, by_name)
-            op.rule = _signed_input_rule(op, composite, signs)
+            op.rule = _pixel_rule(op, pixels) or _signed_input_rule(op, composite, signs)
         signs[op.name] = _non_negative(op, signs)
         ops.append(op)
         by_name[op.name] = op
