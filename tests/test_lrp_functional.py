@@ -29,6 +29,7 @@ class _BatchNormAct(nn.BatchNorm2d):
         self.act = nn.ReLU()
 
     def forward(self, x):
+        torch._assert(x.ndim == 4, "4-d input")  # as timm's: x's shape read besides its values
         x = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
                          False, 0.0, self.eps)  # fmt: skip
         return self.act(x)

@@ -57,6 +57,28 @@ def test_rules_on_hand_computed_cases(rule, x, b, expected):
     torch.testing.assert_close(got, torch.tensor(expected, dtype=D))
 
 
+@pytest.mark.parametrize("dtype,tol", [(D, 1e-12), (torch.float32, 1e-5)])
+def test_zplus_on_token_linear_layers_by_contributions(dtype, tol):
+    # every contribution x_i w_ji of the same sign as the output's positive part:
+    # c_ji = x+_i w+_ji + x-_i w-_ji, R_i = sum_j c_ji / (sum_i c_ji + b+_j) r_j
+    from hudd_core.lrp.composites import Composite
+    from hudd_core.lrp.rules import Norm
+
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 4).to(dtype)
+    x = torch.randn(3, 5, 6, dtype=dtype)
+    r = torch.randn(3, 5, 4, dtype=dtype)
+    w, b = layer.weight.detach(), layer.bias.detach()
+    c = x.clamp(min=0)[..., None, :] * w.clamp(min=0) + x.clamp(max=0)[..., None, :] * w.clamp(
+        max=0
+    )
+    den = c.sum(-1) + b.clamp(min=0) + 1e-30  # >= 0: the stabiliser adds 1e-30
+    want = (c / den[..., None] * r[..., None]).sum(-2)
+    comp = Composite("t", ZPlus(1e-30), ZPlus(1e-30), Norm(1e-30))
+    got = LRP(nn.Sequential(layer), comp)(x, start=r.clone())["input"]
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol * float(want.abs().max()))
+
+
 def test_hudd_linear_ignores_bias_and_negative_weights():
     # W = [[2, -1], [1, 1]], b = [5, 5], x = [1, 2], relevance only on output 0:
     # W+ row 0 = [2, 0]: z = 2 -> R = [1 * 2 / 2 * r, 0] with r = output 0 = 2 - 2 + 5 = 5

@@ -107,11 +107,20 @@ class _Rule(torch.autograd.Function):
         elif ctx.kind == "softmax":
             res = [xs[0] * (r - out * r.sum(dim=ctx.fn.dim, keepdim=True))]
         else:  # norm / product: x_k * J_k^T (r / stab(z)), products split uniformly
-            s = r / K.stab(out, ctx.eps)
-            grads = (ctx.jt or _vjp_of(ctx.fn))(xs, s, live)
             share = 1.0 / sum(live) if ctx.kind == "product" else 1.0
-            res = [None if g is None else share * x * g for x, g in zip(xs, grads, strict=True)]
+            s = K.stabilized_divide(r.contiguous(), out.contiguous(), ctx.eps, share)
+            grads = (ctx.jt or _vjp_of(ctx.fn))(xs, s, live)
+            fresh = ctx.jt is not None  # autograd's gradients may alias each other or s
+            pairs = zip(xs, grads, strict=True)
+            res = [None if g is None else _times(x, g, fresh) for x, g in pairs]
         return (None, None, None, None, *res)
+
+
+def _times(x: torch.Tensor, g: torch.Tensor, fresh: bool) -> torch.Tensor:
+    """``x * g``, into ``g`` when it is ``fresh`` (ours alone) and the shapes allow."""
+    if fresh and g.shape == torch.broadcast_shapes(x.shape, g.shape) and g.dtype == x.dtype:
+        return g.mul_(x)
+    return x * g
 
 
 def _vjp_of(fn):

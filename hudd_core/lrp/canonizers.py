@@ -68,10 +68,21 @@ class MergeBatchNorm(Canonizer):
                 or not getattr(src.rule, "folds_batchnorm", False)
                 or len(src.args) != 1
                 or src.bn is not None
-                or len(src.node.users) != 1
+                or sum(not _reads_metadata(u) for u in src.node.users) != 1
             ):
                 continue
             src.bn, op.rule = bn, Folded()
+
+
+_METADATA = {"shape", "dtype", "device", "ndim", "layout", "is_cuda"}
+
+
+def _reads_metadata(node: fx.Node) -> bool:
+    """``node`` reads only its input's shape, dtype or device (timm's ``BatchNormAct2d``
+    asserts on ``x.shape`` and casts to ``x.dtype``), which folding leaves alone."""
+    if node.op == "call_function" and node.target is getattr:
+        return node.args[1] in _METADATA
+    return node.op == "call_method" and node.target in ("size", "dim", "numel")
 
 
 def _batchnorm(op, root: nn.Module):

@@ -322,13 +322,31 @@ class ZPlus(AffineRule):
 
     def prepare(self, layer):
         w = layer.weight
-        return {"w": layer.blocks([[w.clamp(min=0), w.clamp(max=0)]]), "b": _pos(layer.bias)}
+        prep = {"w": layer.blocks([[w.clamp(min=0), w.clamp(max=0)]]), "b": _pos(layer.bias)}
+        if layer.dims == 0:
+            prep["abs"] = w.abs().contiguous()
+            prep["abs_b"] = None if layer.bias is None else layer.bias.abs()
+        return prep
 
     def relevance(self, layer, prep, x, z, r, out=None):
+        if layer.dims == 0:  # a linear layer: one product instead of two for the denominator
+            zs = _linear_zplus_denominator(layer, prep, x, z)
+            eps = (
+                self.stabilizer if isinstance(self.stabilizer, K.Relative) else 2 * self.stabilizer
+            )
+            s = K.stabilized_divide(r, zs, eps, scale=2.0, out=zs)  # zs is twice the sum
+            return K.contribution_product(x, s @ prep["w"], K.POSNEG, out=out)
         xs = K.split_input(x, K.POSNEG).view(_parts_shape(x, 2))
         zs = layer.forward(xs, prep["w"], prep["b"])
         s = K.stabilized_divide(r, zs, self.stabilizer, out=zs)
         return K.contribution_product(x, layer.back(s, prep["w"], xs.shape), K.POSNEG, out=out)
+
+
+def _linear_zplus_denominator(layer: Affine, prep: dict, x, z) -> torch.Tensor:
+    """Twice ``x+ w+ + x- w- + b+`` of a linear layer from its output ``z = x w + b``:
+    ``x w + |x| |w| = 2 (x+ w+ + x- w-)`` term by term and ``b + |b| = 2 b+``, so one
+    product (``|x| |w|``) replaces the two of the stacked ``[x+, x-] [w+; w-]``."""
+    return F.linear(x.abs(), prep["abs"], prep["abs_b"]).add_(z)
 
 
 @dataclass
