@@ -34,12 +34,7 @@ COMMANDS = {
     "cluster_approx": "python benchmarks/bench_cluster.py --approximate --sizes 10000 50000 "
     "--dim 2000 --name cluster_approx",
     "quality": "python benchmarks/bench_quality.py",
-    "quality_stable": "python benchmarks/bench_quality.py --methods hdbscan hdbscan-stable "
-    "ensemble concat --out quality_stable",
-    "quality_budget": "python benchmarks/bench_quality.py --methods hudd hdbscan hdbscan-budget "
-    "--out quality_budget",
-    "quality_heldout": "python benchmarks/bench_quality.py --cases demo-alexnet-s2 signs-s2 "
-    "--methods hudd hdbscan hdbscan-budget --out quality_heldout",
+    "quality_summary": "python benchmarks/bench_quality.py (written beside quality.json)",
     "assign": "python benchmarks/bench_assign.py",
     "assign_200clusters": "python benchmarks/bench_assign.py --clusters 200 "
     "--contenders numpy faiss_per_cluster faiss --name assign_200clusters",
@@ -73,10 +68,8 @@ COMMANDS = {
 
 # What a reader must know to read a file's figures (where they are not in the file itself).
 CONTEXT = {
-    "quality_budget": "An earlier round of the case studies (regenerated since, so the error "
-    "images differ from `quality`'s): compare the methods within this table only.",
-    "quality_heldout": "The seed-2 cases, added after `recommended` was chosen (held out); an "
-    "earlier round of the cases, as `quality_budget`.",
+    "quality": "The development cases chose `recommended` (`hdbscan-budget`); the held-out "
+    "cases (`benchmarks/cases.toml`, split fixed before any tuning) were run once after.",
     "retrain": "Three repeats; `retrain_variants` repeats the same case five times.",
     "retrain_select_demo0": "The `--select` selections against the diversity baselines: a "
     "quick look (3 fine-tuning epochs instead of the reference 10, two repeats), not the "
@@ -170,8 +163,19 @@ def render_rows(payload: dict) -> list[str]:
 
 
 def render_quality(payload: dict) -> list[str]:
-    """Method × case: causes covered / causes, and the inspection share; totals."""
+    """Per split (development first): :func:`render_quality_split`."""
     rows = payload["rows"]
+    splits = sorted({r.get("split", "") for r in rows}, key=lambda s: (s != "development", s))
+    out: list[str] = []
+    for split in splits:
+        mine = [r for r in rows if r.get("split", "") == split]
+        out += ([f"**{split}**", ""] if split else []) + render_quality_split(mine) + [""]
+    note = str(payload.get("note", "")).strip()
+    return out + ([note] if note else [])
+
+
+def render_quality_split(rows: list[dict]) -> list[str]:
+    """Method × case: causes covered / causes, and the inspection share; totals."""
     cases = list(dict.fromkeys(r["case"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     cell = {(r["method"], r["case"]): r for r in rows}
@@ -196,8 +200,7 @@ def render_quality(payload: dict) -> list[str]:
              for m in methods]  # fmt: skip
     out += ["", "Clustering wall time over all layers, seconds:", "", *table(["method", *cases],
                                                                             times)]  # fmt: skip
-    note = str(payload.get("note", "")).strip()
-    return out + (["", note] if note else [])
+    return out
 
 
 def render_retrain(payload: list) -> list[str]:
@@ -240,7 +243,7 @@ def render_body(stem: str, payload: object) -> list[str]:
     """The tables of one results file by its kind; a shape this script does not know is
     said, not guessed."""
     try:
-        if stem.startswith("quality"):
+        if stem.startswith("quality") and not stem.endswith("_summary"):
             return render_quality(payload)  # type: ignore[arg-type]
         if stem.startswith("retrain"):
             return render_retrain(payload)  # type: ignore[arg-type]
@@ -284,6 +287,24 @@ def retrain_cases(results: dict) -> list[tuple[str, dict]]:
     return [(stem, case) for _, stem, case in best.values()]
 
 
+def quality_headline(results: dict, link: str = "#") -> list[list[object]]:
+    """Per split of ``quality_summary``: the causes the published rule and
+    ``recommended`` covered, and recommended's regret against its label oracle."""
+    summary = results.get("quality_summary")
+    out: list[list[object]] = []
+    for split in ("held-out", "development"):
+        rows = {r["method"]: r for r in (summary or {}).get("rows", []) if r["split"] == split}
+        if "hudd" not in rows or "recommended" not in rows:
+            continue
+        hudd, rec = rows["hudd"], rows["recommended"]
+        out.append([f"planted causes found, {rec['cases']} {split} case studies",
+                    f"the published rule (`hudd`): {hudd['covered']}/{hudd['causes']}",
+                    f"`--method recommended`: {rec['covered']}/{rec['causes']}, regret "
+                    f"{rec['mean_regret']:.1f} (worst {rec['max_regret']}), inspection "
+                    f"{rec['inspect']:.2f}", f"[quality]({link}quality)"])  # fmt: skip
+    return out
+
+
 def headline(results: dict, link: str = "#") -> list[str]:
     """The headline table: speed and quality against the peers, from the results files;
     ``link`` prefixes the anchors of the evidence page."""
@@ -309,18 +330,7 @@ def headline(results: dict, link: str = "#") -> list[str]:
         body.append([f"clustering, N = {row['N']}, 3 layers", "the published rule in SciPy",
                      f"{row['ref/ours_cluster']:.1f}× faster, {same}",
                      f"[cluster]({link}cluster)"])  # fmt: skip
-    quality = results.get("quality")
-    if isinstance(quality, dict):
-        totals: dict[str, list[int]] = {}
-        for r in quality["rows"]:
-            t = totals.setdefault(r["method"], [0, 0])
-            t[0], t[1] = t[0] + r["covered"], t[1] + len(r["causes"])
-        cases = len({r["case"] for r in quality["rows"]})
-        if "hudd" in totals and "hdbscan" in totals:
-            body.append([f"planted causes found, {cases} case studies", "the published rule "
-                         f"(`hudd`): {totals['hudd'][0]}/{totals['hudd'][1]}",
-                         f"`--method recommended`: {totals['hdbscan'][0]}/"
-                         f"{totals['hdbscan'][1]}", f"[quality]({link}quality)"])  # fmt: skip
+    body += quality_headline(results, link)
     for stem, case in retrain_cases(results):
         gain = case["gain"]
         label_free = [n for n in gain if n not in ("hudd", "BL1-oracle") and "(" not in n]
