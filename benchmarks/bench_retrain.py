@@ -1,15 +1,21 @@
 """RQ2 on the built-in case studies: HUDD's retraining against every same-budget baseline.
 
-For each case (a built-in case study of ``bench_quality.py`` at a seed and size:
-``demo:SEED``, the eyes with the AlexNet-style classifier; ``resnet:SEED``, the same eyes
-with the ResNet; ``signs:SEED``, the road signs of :mod:`hudd_core.data.signs` with the
-AlexNet-style classifier), the work folder is built once with ``run_demo`` (generate,
-train, test, heatmaps, cluster, assign and one HUDD retraining, no baselines), then
-``run_retrain`` fine-tunes HUDD's balanced unsafe set and each baseline's images at the same
-labelling budget, ``--repeats`` seeds each, sharing the loaded data and the pool's forward
-pass. Reported: the test accuracy gain per method (mean ± std, overall and on the planted
-regions), HUDD's Vargha–Delaney A12 and Mann–Whitney p against each baseline, and the time
-per repeat. Nothing here is tuned: the reference hyper-parameters are used as they are.
+For each case (``demo:SEED``, the eyes with the AlexNet-style classifier; ``resnet:SEED``,
+the same eyes with the ResNet; ``signs:SEED``, the road signs of :mod:`hudd_core.data.signs`
+with the AlexNet-style classifier, each at a demo ``--size``; ``suite:NAME``, a case of
+``benchmarks/cases.toml`` as ``bench_quality.py`` builds it, with an ImprovementSet of
+:data:`SUITE_POOL` images and the reference's 10 fine-tuning epochs), the work folder is
+built once up to the assignment (generate, train, test, heatmaps, cluster, assign; a
+restart reuses it), then HUDD's balanced unsafe set, each baseline's images at the same
+labelling budget and each ``--selections`` selection (``hudd assign --select``, its
+unsafe set balanced as HUDD's, or with ``NAME/uniform`` resampled as the baselines')
+are fine-tuned ``--repeats`` times in one process: the model loaded once, the training
+images decoded once, one forward pass over the pool. Reported: the test accuracy gain per
+method (mean ± std, overall and on the planted regions), HUDD's Vargha–Delaney A12 and
+Mann–Whitney p against each baseline, each selection's A12 against every other method,
+and where the time went (``seconds``: loading, scoring, the pool pass, the selections'
+assignments, the fine-tunings). The results are written after every repeat. Nothing here
+is tuned: the reference hyper-parameters are used as they are.
 
 ``--variants`` adds HUDD configurations beside the reference ``hudd`` (quota by error
 mass, ranking by distance, no threshold, weighted bootstrap): each reruns the assignment
@@ -22,6 +28,9 @@ and ``freeze``, ``bootstrap`` (retraining), or one of :data:`VARIANTS`.
 (what :mod:`hudd_core.tuning` chooses on; the test figures are never used to choose).
 
     python benchmarks/bench_retrain.py --cases demo:0 demo:1 --repeats 5
+    python benchmarks/bench_retrain.py --cases suite:signs-s0 --repeats 5 --threads 1 \
+        --baselines BL2 entropy margin badge --selections pool-uncertain pool-borda/uniform \
+        --variants                                                 # selections, one core
     python benchmarks/bench_retrain.py --cases demo:0 --repeats 2 --epochs 3   # quick look
     python benchmarks/bench_retrain.py --cases demo:0 --size tiny --repeats 1 --epochs 1 \
         --baselines BL2 --variants uniform uncertainty paper                  # smoke run
@@ -63,6 +72,9 @@ CASE_KINDS: dict[str, dict[str, str]] = {
 # The pipeline steps a case is built with: the retraining is this benchmark's own (a demo
 # retrain step would find the benchmark's retrain.json changed and fine-tune again).
 PREPARE = ("test", "heatmaps", "cluster", "assign")
+# --selections NAME/uniform: NAME's picks resampled as the baselines' are (uniformly to
+# hudd's balanced size), not bootstrapped to the same count per cluster
+UNIFORM = "uniform"
 SUITE_POOL = 4000  # a suite case's ImprovementSet (its TrainingSet: 1,500 images)
 sys.path.insert(0, str(Path(__file__).parent))  # bench_quality (the suite's cases)
 VARIANTS = {
@@ -214,7 +226,14 @@ def shared_retrain(
     from hudd_core.baselines import improvement_pool
     from hudd_core.data.decoded import Decoded
     from hudd_core.options import NO_PREPROCESS
-    from hudd_core.retrain import Runs, _bootstrap_target, load_case, retrain_once, score
+    from hudd_core.retrain import (
+        Runs,
+        _bootstrap_target,
+        load_case,
+        retrain_once,
+        score,
+        tune_and_score,
+    )
 
     clock = Clock()
     data = work / "DataSets"
@@ -227,14 +246,20 @@ def shared_retrain(
     pool = improvement_pool(case.model, data, case.meta, NO_PREPROCESS, "auto", 256)
     clock.lap("pool_forward")
     with reference_kept(work):
-        cases = {f"hudd({n})": selection_case(case, work, n) for n in selections}
+        picked = {n: selection_case(case, work, n) for n in {s.split("/")[0] for s in selections}}
     clock.lap("assign_selections")
-    cases = {"hudd": case, **cases}
+    cases = {"hudd": case, **{f"hudd({n})": picked[n.split("/")[0]] for n in selections}}
     runs = {m: Runs({"hudd": []}, {}) for m in cases}
     runs["hudd"] = Runs({m: [] for m in ("hudd", *baselines)}, {b: [] for b in baselines})
     added = {}
     for r in range(options.runs):
         for m, c in cases.items():
+            if m.endswith(f"/{UNIFORM})"):  # the baselines' resampling, to hudd's size
+                extra = uniform_sample(c.unsafe, added["hudd"], seed + r)
+                tune_and_score(c, options, extra, seed + r, runs[m].scores["hudd"], False)
+                added[m] = len(extra)
+                clock.lap("fine_tune", count=1)
+                continue
             target = _bootstrap_target(work, c.clusters, options.quota_factor, options.quota)
             names = baselines if m == "hudd" else []
             _, balanced = retrain_once(c, options, names, pool if names else None, target,
@@ -244,6 +269,16 @@ def shared_retrain(
         result = merged_result(cases, options, runs, before, seed, added)
         on_repeat(result, clock.seconds)
     return result, clock.seconds
+
+
+def uniform_sample(unsafe: Any, samples: int, seed: int) -> Any:
+    """Every image of ``unsafe`` once, then uniform draws from them up to ``samples``: how
+    the baselines' picks are resampled (:func:`hudd_core.baselines.baseline_sample`),
+    instead of HUDD's bootstrap to the same count in every cluster."""
+    rng = np.random.default_rng(seed)
+    chosen = np.arange(len(unsafe))
+    extra = rng.choice(chosen, size=max(samples - len(chosen), 0), replace=True)
+    return unsafe.subset(np.concatenate([chosen, extra]))
 
 
 def merged_result(
@@ -266,6 +301,7 @@ def merged_result(
         else:
             out[m] = got["hudd"]
             out.setdefault("selection_budget", {})[m] = len(c.images)
+    out["added"] = dict(added)
     gains = {m: out[m]["gain"]["runs"] for m in out if has_gain(out[m])}
     for m in cases:
         if m != "hudd":
@@ -349,6 +385,7 @@ def case_row(
         "seconds": seconds,
         "budget": {"hudd": result["labelling_budget"], **result.get("selection_budget", {})},
         "added_samples": result["balanced_unsafe_set"],
+        "added_per_method": result.get("added", {}),  # hudd and each selection, last repeat
         "before": result["before"]["overall"],
         "gain": {m: result[m]["gain"] for m in methods},
         "planted_gain": {m: planted_gain(result, m) for m in methods},
@@ -467,9 +504,11 @@ def main() -> None:
                    "or LABEL=key:value,... (none: the reference only)")  # fmt: skip
     p.add_argument("--validation", type=float, default=0.0,
                    help="also report gains on this held-out share of the TrainingSet")  # fmt: skip
-    p.add_argument("--selections", nargs="*", default=[], choices=SELECTIONS,
+    p.add_argument("--selections", nargs="*", default=[],
+                   choices=[*SELECTIONS, *(f"{n}/{UNIFORM}" for n in SELECTIONS)],
                    help="hudd assign --select selections, fine-tuned beside the baselines "
-                   "(hudd(NAME), one process: shared model, images and pool pass)")  # fmt: skip
+                   "(hudd(NAME), one process: shared model, images and pool pass); "
+                   "NAME/uniform: its picks resampled as the baselines' are")  # fmt: skip
     args = p.parse_args()
     for case in args.cases:  # before hours of work on the first
         parse_case(case)

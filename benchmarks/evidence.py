@@ -56,6 +56,18 @@ COMMANDS = {
     "retrain_select_demo0_uncertain": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py "
     "--cases demo:0 --repeats 2 --epochs 3 --baselines BL2 --variants pool-uncertain "
     "--name retrain_select_demo0_uncertain",
+    "retrain_dev_signs": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py --cases "
+    "suite:signs-s0 --repeats 1 --baselines BL2 entropy margin deepgini margin-diverse badge "
+    "--selections pool-diverse pool-uncertain quota-diverse pool-borda --variants --threads 1 "
+    "--name retrain_dev_signs",
+    "retrain_dev_signs_uniform": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py --cases "
+    "suite:signs-s0 --repeats 1 --baselines BL2 --selections pool-uncertain/uniform "
+    "pool-diverse/uniform pool-borda/uniform quota-diverse/uniform --variants --threads 1 "
+    "--name retrain_dev_signs_uniform",
+    "retrain_heldout": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py --cases "
+    "suite:textures-resnet-s0 suite:gauges-alexnet-s1 --repeats 5 --baselines BL2 entropy "
+    "margin deepgini margin-diverse badge --selections pool-uncertain pool-borda/uniform "
+    "--variants --threads 1 --name retrain_heldout",
     "scale_ray": "cd benchmarks && python scale_ray.py --sizes 5000 10000",
     "scale_ray_100k": "python benchmarks/scale_ray.py --sizes 100000 --engines ray local "
     "--name scale_ray_100k",
@@ -77,6 +89,15 @@ CONTEXT = {
     "retrain_select_demo1": "As `retrain_select_demo0`: 3 epochs, two repeats.",
     "retrain_select_demo0_uncertain": "`pool-uncertain` on `demo:0`, run after "
     "`retrain_select_demo0` with the same seeds and settings.",
+    "retrain_dev_signs": "A development case of the suite at the reference hyper-parameters "
+    "(10 epochs), one repeat (run with --repeats 3, stopped after the first: the same seeds); "
+    "`recommended` was chosen on this and the demo quick looks before any held-out case ran.",
+    "retrain_dev_signs_uniform": "As `retrain_dev_signs`, the same seeds (hudd and BL2 "
+    "repeat its figures exactly); `NAME/uniform`: the selection's picks resampled as the "
+    "baselines' are (uniformly to hudd's balanced size) instead of HUDD's per-cluster bootstrap.",
+    "retrain_heldout": "Held-out cases of `benchmarks/cases.toml`, run once after the "
+    "choice on the development cases; reference hyper-parameters, five repeats "
+    "(a case cut short says its repeats).",
     "scale_ray": "The scaling lines of the note are a model (per-actor rate × actors), not a "
     "measurement.",
 }

@@ -58,12 +58,13 @@ RULES = {
 SELECTIONS = tuple(RULES)
 PAPER = "hudd"  # `--select hudd`: the paper's rule (hudd_core.assign.greedy_select)
 # `--select recommended`: the selection of the best mean gain on bench_retrain's development
-# cases (benchmarks/results/retrain_select_*.json; never chosen on held-out cases). Measured
-# at 3 epochs, 2 repeats on demo:0 and demo:1: pool-diverse and pool-uncertain tie at a mean
-# +1.98 pp (quota-diverse +1.90); pool-diverse is ahead on the worse case (demo:0: +1.3 vs
-# +1.2). Neither beats the paper's rule there (hudd +2.12, ahead on demo:0), so the
+# cases (benchmarks/results/retrain_select_*.json, retrain_dev_signs.json; never chosen on
+# held-out cases). Among the selections, pool-uncertain: suite:signs-s0 at the reference
+# hyper-parameters (1 repeat) +11.4 pp (pool-diverse +10.2, quota-diverse +10.3, pool-borda
+# +9.9), demo:1 at 3 epochs (2 repeats) +2.8 (pool-diverse +2.7), demo:0 +1.2 (+1.3). No
+# selection beats the paper's rule there (hudd +13.8 on signs-s0, +2.0 on demo:0), so the
 # default stays hudd.
-RECOMMENDED = "pool-diverse"
+RECOMMENDED = "pool-uncertain"
 
 
 def resolve_select(name: str) -> str:

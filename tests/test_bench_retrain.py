@@ -37,17 +37,35 @@ def test_a_restart_reuses_the_prepared_case(tmp_path):
 
 def test_selections_beside_the_baselines(tmp_path):
     row = B.run_case("demo:0", tmp_path, 2, 1, ["BL2", "entropy"], size="tiny",
-                     selections=["pool-borda"])  # fmt: skip
+                     selections=["pool-borda", "pool-borda/uniform"])  # fmt: skip
     work = tmp_path / "demo_0_tiny"
-    assert list(row["gain"]) == ["hudd", "BL2", "entropy", "hudd(pool-borda)"]
+    uniform = "hudd(pool-borda/uniform)"
+    assert list(row["gain"]) == ["hudd", "BL2", "entropy", "hudd(pool-borda)", uniform]
     assert all(len(g["runs"]) == 2 for g in row["gain"].values())
     assert row["budget"]["hudd(pool-borda)"] == row["budget"]["hudd"]  # the paper's B
+    assert row["added_per_method"][uniform] == row["added_samples"]  # as the baselines
     against = row["selection_versus"]["hudd(pool-borda)"]
-    assert sorted(against) == ["BL2", "entropy", "hudd"]
-    assert row["seconds"]["fine_tune_count"] == 2 * 4
+    assert sorted(against) == ["BL2", "entropy", "hudd", uniform]
+    assert row["seconds"]["fine_tune_count"] == 2 * 5
     # the paper rule's unsafe set is back (what run.json recorded for the assign step)
     recorded = json.loads((work / "run.json").read_text())["steps"]["assign"]["outputs"]
     from hudd_core.fileio import file_digest
 
     assert recorded["unsafe_set.csv"][1] == file_digest(work / "unsafe_set.csv")
     assert (work / "Assign" / "candidates_select.npz").is_file()
+
+
+def test_uniform_sample_keeps_every_pick_once():
+    class Rows:
+        def __init__(self, rows):
+            self.rows = list(rows)
+
+        def __len__(self):
+            return len(self.rows)
+
+        def subset(self, idx):
+            return Rows(self.rows[i] for i in idx)
+
+    got = B.uniform_sample(Rows("abc"), 8, seed=0).rows
+    assert got[:3] == ["a", "b", "c"] and len(got) == 8 and set(got) == {"a", "b", "c"}
+    assert B.uniform_sample(Rows("abc"), 2, seed=0).rows == ["a", "b", "c"]  # never fewer
