@@ -30,9 +30,11 @@ def _cell(m: nn.LSTM, layer: int, reverse: bool) -> nn.LSTMCell:
     return cell
 
 
-def _oracle_direction(cell: nn.LSTMCell, xs: torch.Tensor, r_h: torch.Tensor, order: list):
+def _oracle_direction(cell: nn.LSTMCell, xs: torch.Tensor, r_h: torch.Tensor, order: list,
+                      r_cn: torch.Tensor | None = None):  # fmt: skip
     """Outputs ``(T, H)`` and input relevance ``(T, C)`` of one direction over one
-    sequence ``xs`` ``(T, C)``, visiting the steps in ``order``."""
+    sequence ``xs`` ``(T, C)``, visiting the steps in ``order`` (``r_cn``: relevance at the
+    final cell state)."""
     hid = cell.hidden_size
     h, c = torch.zeros(hid, dtype=D), torch.zeros(hid, dtype=D)
     w_g, u_g = cell.weight_ih[2 * hid : 3 * hid], cell.weight_hh[2 * hid : 3 * hid]
@@ -46,7 +48,8 @@ def _oracle_direction(cell: nn.LSTMCell, xs: torch.Tensor, r_h: torch.Tensor, or
         h, c = h_new[0], c_new[0]
         outs[t] = h
     rx = torch.zeros_like(xs)
-    rh_next, rc_next = torch.zeros(hid, dtype=D), torch.zeros(hid, dtype=D)
+    rh_next = torch.zeros(hid, dtype=D)
+    rc_next = torch.zeros(hid, dtype=D) if r_cn is None else r_cn
     for t in reversed(order):
         h_prev, c_prev, i, f, g, zg, c_t = kept[t]
         rc = r_h[t] + rh_next + rc_next
@@ -116,6 +119,29 @@ def test_lstm_matches_the_oracle(batch_first, bidirectional, layers, bias):
         torch.testing.assert_close(got.sum((1, 2)), start.sum(1), rtol=1e-4, atol=0)
     recorded = rel["lstm"] if batch_first else rel["lstm"].transpose(0, 1)
     torch.testing.assert_close(recorded.flatten(1), start)
+
+
+class _Final(nn.Module):
+    def __init__(self, lstm: nn.LSTM):
+        super().__init__()
+        self.lstm = lstm
+
+    def forward(self, x):
+        _, (h, c) = self.lstm(x)
+        return torch.cat([h[-1], c[-1]], dim=1)  # the final states as the code unpacks them
+
+
+def test_lstm_relevance_through_its_final_states():
+    # h_n of a one-directional LSTM is its output at the last step; c_n its last cell state
+    torch.manual_seed(0)
+    lstm = nn.LSTM(3, 4, batch_first=True).to(D)
+    x, start = torch.randn(2, 5, 3, dtype=D), torch.randn(2, 8, dtype=D)
+    got = LRP(_Final(lstm))(x, start=start)["input"]
+    for k in range(2):
+        r = torch.zeros(5, 4, dtype=D)
+        r[-1] = start[k, :4]
+        want = _oracle_direction(_cell(lstm, 0, False), x[k], r, list(range(5)), start[k, 4:])
+        torch.testing.assert_close(got[k], want[1], rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.filterwarnings("ignore:LSTM with projections")

@@ -39,9 +39,10 @@ means, average pooling, interpolation and additions use Norm; products use AttnL
 rule with sigmoid gates held constant; BatchNorm is folded into the layer before it
 (:class:`~hudd_core.lrp.canonizers.MergeBatchNorm`), else the epsilon rule on its affine
 map; LayerNorm, GroupNorm, softmax and attention use the AttnLRP rules (Achtibat et al.,
-ICML 2024). ``hudd``'s z+ needs non-negative inputs: a linear layer whose input is not
-the image or rectified values (the output of ReLU, LeakyReLU, ELU, SiLU, GELU, sigmoid,
-softmax, ..., or pooling, views, products of them) gets Zennit's ZPlus (x+ w+ and x- w-
+ICML 2024); ``nn.LSTM`` the rule of Arras et al. (2017) (:mod:`hudd_core.lrp.recurrent`).
+``hudd``'s z+ needs non-negative inputs: a linear layer whose input is not the image
+or rectified values (the output of ReLU, LeakyReLU, ELU, SiLU, GELU, sigmoid, softmax,
+..., or pooling, views, products of them) gets Zennit's ZPlus (x+ w+ and x- w-
 over their sum) instead, e.g. behind LayerNorm, attention or a residual stream
 (docs/lrp-rules.md). ``hudd`` is the reference
 (docs/design.md#composite-hudd); the others are as Zennit 0.5 defines them

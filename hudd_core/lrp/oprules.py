@@ -151,12 +151,14 @@ class Copy(OpRule):
     def propagate(self, call, r, out=None):
         op = call.op
         target = op.target
+        if len(op.args) == 1 and isinstance(call.inputs[0], tuple | list):
+            # an item of split/chunk/attention's output, or of a nested one (an LSTM's
+            # (h_n, c_n)): its relevance is a list in the same place
+            items: list = [None] * len(call.inputs[0])
+            items[op.evaluate_args(call.env)[1]] = r
+            return [items]
         if len(op.args) == 1 and isinstance(r, torch.Tensor):
             x = call.inputs[0]
-            if isinstance(x, tuple | list):  # an item of split/chunk/attention's output
-                items: list = [None] * len(x)
-                items[op.evaluate_args(call.env)[1]] = r
-                return [items]
             if isinstance(op.module, nn.Flatten) or target in _RESHAPES or target in _RESHAPES_FN:
                 return [r.reshape(x.shape)]
             if target in ("permute", torch.permute):
