@@ -412,3 +412,20 @@ def test_a_difference_of_rectified_values_is_signed():
     assert rules["fc"] is ZPlus and rules["a"] is PositiveWeights
     rules = {op.name: type(op.rule) for op in capture(_PixelShift(1 / 255)).ops}
     assert rules["fc"] is ZPlus  # x - 0.5
+
+
+class _Square(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3, bias=False)
+
+    def forward(self, x):
+        return self.fc(x * x)
+
+
+def test_a_product_of_the_image_with_itself_is_no_pixel_scale():
+    from hudd_core.lrp import capture
+    from hudd_core.lrp.oprules import Product
+
+    rules = {op.name: type(op.rule) for op in capture(_Square()).ops}
+    assert rules["mul"] is Product

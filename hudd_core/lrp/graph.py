@@ -315,8 +315,9 @@ def _pixel_rule(op: Op, pixels: set[str]) -> OpRule | None:
     op's name to ``pixels`` when its output is still the image in that sense."""
     if len(op.args) != 1 or op.args[0] not in pixels or op.module is not None:
         return None
-    if op.target in _ARITHMETIC:
-        pixels.add(op.name)
+    operands = [a for a in (*op.node.args, *op.node.kwargs.values()) if isinstance(a, fx.Node)]
+    if op.target in _ARITHMETIC and [a.name for a in operands].count(op.args[0]) == 1:
+        pixels.add(op.name)  # (x * x is no scale: the image is one operand only)
         return Pass(record=False)
     if (isinstance(op.rule, Copy) and op.target not in _JOINS) or op.target in _SIGN_KEEPING_PASS:
         pixels.add(op.name)
