@@ -102,9 +102,10 @@ CONTEXT = {
     "retrain_heldout": "Held-out cases of `benchmarks/cases.toml`, run once after the "
     "choice on the development cases; reference hyper-parameters, five repeats "
     "(a case cut short says its repeats).",
-    "retrain_heldout2": "As `retrain_heldout`, two more held-out cases; on "
-    "`digits-alexnet-s1` the budget B is the whole pool (269 of 269 images): every method "
-    "labels the same images and only the resampling differs.",
+    "retrain_heldout2": "As `retrain_heldout`, one more held-out case, stopped after its "
+    "third repeat (the session's deadline; the file was written after each repeat); the "
+    "second case, `digits-alexnet-s1`, did not run (its budget B is the whole pool anyway, "
+    "269 of 269 images: every method would label the same images).",
     "scale_ray": "The scaling lines of the note are a model (per-actor rate × actors), not a "
     "measurement.",
 }
