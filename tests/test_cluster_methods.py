@@ -408,4 +408,5 @@ def test_recommended_keeps_the_inspection_within_its_budget():
     summary = {"method": "hdbscan-budget", "best_layer": "conv", "inspect_share": share,
                "layers": {"conv": {"silhouette": rec.score}}, "finer": finer}  # fmt: skip
     rows = dict(_selection_rows(summary))
-    assert rows["a finer partition (the score alone, over the budget)"].startswith(f"{fine.k} clusters")
+    finer_row = rows["a finer partition (the score alone, over the budget)"]
+    assert finer_row.startswith(f"{fine.k} clusters")
