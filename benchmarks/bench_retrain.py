@@ -46,7 +46,6 @@ import argparse
 import contextlib
 import json
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -76,7 +75,6 @@ PREPARE = ("test", "heatmaps", "cluster", "assign")
 # hudd's balanced size), not bootstrapped to the same count per cluster
 UNIFORM = "uniform"
 SUITE_POOL = 4000  # a suite case's ImprovementSet (its TrainingSet: 1,500 images)
-sys.path.insert(0, str(Path(__file__).parent))  # bench_quality (the suite's cases)
 VARIANTS = {
     "uniform": {"quota": "uniform"},
     "uncertainty": {"rank": "uncertainty"},
@@ -275,10 +273,9 @@ def uniform_sample(unsafe: Any, samples: int, seed: int) -> Any:
     """Every image of ``unsafe`` once, then uniform draws from them up to ``samples``: how
     the baselines' picks are resampled (:func:`hudd_core.baselines.baseline_sample`),
     instead of HUDD's bootstrap to the same count in every cluster."""
-    rng = np.random.default_rng(seed)
-    chosen = np.arange(len(unsafe))
-    extra = rng.choice(chosen, size=max(samples - len(chosen), 0), replace=True)
-    return unsafe.subset(np.concatenate([chosen, extra]))
+    from hudd_core.baselines import resampled
+
+    return resampled(unsafe, np.arange(len(unsafe)), samples, np.random.default_rng(seed))
 
 
 def merged_result(

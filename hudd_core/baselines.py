@@ -146,8 +146,16 @@ def baseline_sample(
         raise ValueError(f"unknown baseline {name!r}; one of {BASELINES}")
     if len(chosen) == 0:
         return pool.images.subset(np.zeros(0, dtype=np.int64)), 0
+    return resampled(pool.images, chosen, samples, rng), len(chosen)
+
+
+def resampled(
+    images: LabelledImages, chosen: np.ndarray, samples: int, rng: np.random.Generator
+) -> LabelledImages:
+    """Every ``chosen`` image of ``images`` once, then uniform draws from them (with
+    replacement) up to ``samples``: how a baseline's picks become its added training set."""
     extra = rng.choice(chosen, size=max(samples - len(chosen), 0), replace=True)
-    return pool.images.subset(np.concatenate([chosen, extra])), len(chosen)
+    return images.subset(np.concatenate([chosen, extra]))
 
 
 def vargha_delaney_a12(x: Sequence[float], y: Sequence[float]) -> float:
