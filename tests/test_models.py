@@ -133,6 +133,33 @@ def test_train_learns_and_is_deterministic():
     assert torch.equal(torch.random.get_rng_state(), state)  # global RNG untouched
 
 
+def test_train_matches_a_plain_sgd_loop():
+    """train's channels_last layout on the CPU changes the speed, not the result: the same
+    weights (to float32 rounding) as a plain contiguous SGD loop written here."""
+    import copy
+
+    torch.manual_seed(0)
+    start = he_init(alexnet(2, 1, 16), seed=2)
+    data = _toy(n=40)
+    tuned = copy.deepcopy(start)
+    train(tuned, data, epochs=2, lr=1e-2, batch_size=16, seed=5, device="cpu", progress=False)
+    plain = copy.deepcopy(start).train()
+    opt = torch.optim.SGD(plain.parameters(), lr=1e-2, momentum=0.9, weight_decay=5e-4)
+    with torch.random.fork_rng():
+        torch.manual_seed(5)
+        gen = torch.Generator().manual_seed(5)
+        for _ in range(2):
+            loader = torch.utils.data.DataLoader(data, batch_size=16, shuffle=True, generator=gen)
+            for x, y in loader:
+                loss = torch.nn.functional.cross_entropy(plain(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+    for (name, a), b in zip(tuned.state_dict().items(), plain.state_dict().values(), strict=True):
+        assert a.is_contiguous(), name  # handed back in the default layout
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
 def test_train_mse_for_keypoints_and_fine_tunes_from_current_weights():
     torch.manual_seed(0)
     m = kpnet(2, 1, 16)

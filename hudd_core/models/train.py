@@ -64,7 +64,8 @@ def train(
     if len(dataset) == 0:
         raise ValueError("cannot train on an empty data set")
     dev = resolve_device(device)
-    model.to(dev).train()
+    layout = _layout(model, dev)
+    model.to(dev, memory_format=layout).train()
     for m in frozen:
         m.eval()
     opt = _optimizer(model, optimizer, lr, momentum, weight_decay)
@@ -85,9 +86,18 @@ def train(
         )
         for epoch in range(epochs):
             bar = progress_bar(loader, desc=f"train epoch {epoch + 1}/{epochs}", enabled=progress)
-            history.append(_epoch(model, bar, criterion, opt, sched, dev, mse=loss == "mse"))
-    model.eval()
+            history.append(_epoch(model, bar, criterion, opt, sched, dev, layout,
+                                  mse=loss == "mse"))  # fmt: skip
+    model.to(memory_format=torch.contiguous_format).eval()
     return history
+
+
+def _layout(model: nn.Module, dev: torch.device) -> torch.memory_format:
+    """``channels_last`` for a model with 2-d convolutions trained on the CPU: oneDNN's
+    convolutions and pooling run 1.2-1.9x faster per SGD step in it (bench_retrain's
+    cases, one thread); the model is handed back in the default layout."""
+    convs = any(isinstance(m, nn.Conv2d) for m in model.modules())
+    return torch.channels_last if convs and dev.type == "cpu" else torch.preserve_format
 
 
 def _optimizer(
@@ -109,13 +119,17 @@ def _epoch(
     opt: torch.optim.Optimizer,
     sched: torch.optim.lr_scheduler.LRScheduler,
     dev: torch.device,
+    layout: torch.memory_format,
     *,
     mse: bool,
 ) -> float:
-    """One pass over the batches of ``bar`` (a loader in a progress bar); the mean loss."""
+    """One pass over the batches of ``bar`` (a loader in a progress bar) in the memory
+    ``layout`` of :func:`_layout`; the mean loss."""
     total, count = 0.0, 0
     for x, y in bar:
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+        if x.dim() == 4 and layout == torch.channels_last:
+            x = x.contiguous(memory_format=layout)
         out = model(x)
         batch_loss = criterion(out, y.to(out.dtype) if mse else y)
         opt.zero_grad(set_to_none=True)
