@@ -466,7 +466,65 @@ def markdown(rows: list[dict]) -> str:
                 out += ["", "| case | selection | A12 against |", "|---|---|---|"]
             a12 = ", ".join(f"{k} {v['a12']:.2f}" for k, v in against.items())
             out.append(f"| {r['case']} | {m} | {a12} |")
-    return "\n".join(out)
+    return "\n".join(out + goals_markdown(rows))
+
+
+# The issue's bar for a selection: label-free rivals (BL1 and BL1-oracle read labels).
+LABEL_FREE_BASELINES = ("BL2", "entropy", "margin", "deepgini", "margin-diverse", "badge")
+UNCERTAINTY_BASELINES = ("entropy", "margin", "deepgini")
+
+
+def goals(rows: list[dict], method: str) -> dict[str, Any]:
+    """How ``method`` (a ``hudd(NAME)`` selection) meets the bar over the ``rows``' cases:
+    ``best`` the cases where its mean gain is the highest of every label-free method
+    (the paper's ``hudd``, the other selections, :data:`LABEL_FREE_BASELINES`);
+    ``over_uncertainty`` the mean over the cases of its gain less the best of
+    :data:`UNCERTAINTY_BASELINES` on that case (pp); ``a12`` the cases where its A12
+    against every label-free baseline is at least 0.7; ``below_bl2`` the cases where its
+    mean gain is below BL2's.
+
+    >>> row = {"case": "c", "gain": {"hudd": {"mean": 0.01}, "BL2": {"mean": 0.0},
+    ...        "margin": {"mean": 0.02}, "hudd(x)": {"mean": 0.03}},
+    ...        "selection_versus": {"hudd(x)": {"BL2": {"a12": 1.0}, "margin": {"a12": 0.6}}}}
+    >>> g = goals([row], "hudd(x)")
+    >>> g["best"], round(g["over_uncertainty"], 6), g["a12"], g["below_bl2"]
+    (['c'], 1.0, [], [])
+    """
+    best, over, a12, below = [], [], [], []
+    for r in rows:
+        gain = {m: g["mean"] for m, g in r["gain"].items()
+                if m == "hudd" or m.startswith("hudd(") or m in LABEL_FREE_BASELINES}  # fmt: skip
+        if method not in gain:
+            continue
+        if gain[method] >= max(gain.values()):
+            best.append(r["case"])
+        unc = [gain[m] for m in UNCERTAINTY_BASELINES if m in gain]
+        if unc:
+            over.append(100 * (gain[method] - max(unc)))
+        against = r.get("selection_versus", {}).get(method, {})
+        rivals = [m for m in LABEL_FREE_BASELINES if m in against]
+        if rivals and min(against[m]["a12"] for m in rivals) >= 0.7:
+            a12.append(r["case"])
+        if "BL2" in gain and gain[method] < gain["BL2"]:
+            below.append(r["case"])
+    return {"cases": sum(method in r["gain"] for r in rows), "best": best,
+            "over_uncertainty": float(np.mean(over)) if over else float("nan"),
+            "a12": a12, "below_bl2": below}  # fmt: skip
+
+
+def goals_markdown(rows: list[dict]) -> list[str]:
+    """One line per selection of the rows: :func:`goals` against the bar (highest
+    label-free gain on 5 of 6 cases, ≥ 1 pp over the best uncertainty baseline on average,
+    A12 ≥ 0.7 against each baseline on 4 of 6, never below BL2)."""
+    out = ["", "| selection | cases | highest label-free gain | pp over the best uncertainty "
+           "baseline (mean) | A12 ≥ 0.7 against every baseline | below BL2 |",
+           "|---|---|---|---|---|---|"]  # fmt: skip
+    selections = dict.fromkeys(m for r in rows for m in r.get("selection_versus", {}))
+    for m in selections:
+        g = goals(rows, m)
+        out.append(f"| {m} | {g['cases']} | {len(g['best'])} | {g['over_uncertainty']:+.2f} "
+                   f"| {len(g['a12'])} | {len(g['below_bl2'])} |")  # fmt: skip
+    return out if selections else []
 
 
 def gain_cell(r: dict, m: str) -> str:

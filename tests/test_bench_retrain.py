@@ -69,3 +69,28 @@ def test_uniform_sample_keeps_every_pick_once():
     got = B.uniform_sample(Rows("abc"), 8, seed=0).rows
     assert got[:3] == ["a", "b", "c"] and len(got) == 8 and set(got) == {"a", "b", "c"}
     assert B.uniform_sample(Rows("abc"), 2, seed=0).rows == ["a", "b", "c"]  # never fewer
+
+
+def test_goals_count_the_bar_by_hand():
+    def case(name, gains, a12):
+        gain = {m: {"mean": v / 100} for m, v in gains.items()}
+        versus = {"hudd(s)": {m: {"a12": v} for m, v in a12.items()}}
+        return {"case": name, "gain": gain, "selection_versus": versus}
+
+    rows = [  # s best, 2 pp over margin, A12 >= 0.7 against both baselines
+        case(
+            "a",
+            {"hudd": 1, "BL2": 0, "margin": 2, "BL1-oracle": 9, "hudd(s)": 4},
+            {"BL2": 0.9, "margin": 0.7},
+        ),
+        # entropy best, s 3 pp under it and below BL2, A12 under 0.7 against margin
+        case(
+            "b",
+            {"hudd": 1, "BL2": 2, "entropy": 4, "margin": 3, "hudd(s)": 1},
+            {"BL2": 0.8, "margin": 0.2, "entropy": 0.0},
+        ),
+    ]
+    g = B.goals(rows, "hudd(s)")
+    assert g["cases"] == 2 and g["best"] == ["a"] and g["a12"] == ["a"]
+    assert g["below_bl2"] == ["b"] and abs(g["over_uncertainty"] - (2 - 3) / 2) < 1e-9
+    assert "| hudd(s) | 2 | 1 | -0.50 | 1 | 1 |" in B.goals_markdown(rows)
