@@ -5,6 +5,7 @@ operations and shape arithmetic, user-registered rules."""
 from __future__ import annotations
 
 import math
+import operator
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from torch import nn
 
 from hudd_core.lrp import LRP, Composite, UnsupportedOperation, capture, get_composite
 from hudd_core.lrp.attention import matmul_relevance
-from hudd_core.lrp.oprules import OpRule, Pass
+from hudd_core.lrp.oprules import BoundedSum, OpRule, Pass
 
 D = torch.float64
 
@@ -239,6 +240,92 @@ def test_position_embedding_and_class_token_by_hand():
     # of that, and the concatenation drops the constant class token's 0.5 / 4.25
     torch.testing.assert_close(got, torch.tensor([[[1.0], [2.0]]], dtype=D) / 4.25)
     torch.testing.assert_close(got.sum(), torch.tensor(1 - (0.5 + 0.75) / 4.25, dtype=D))
+
+
+class _Halves(nn.Module):
+    def forward(self, x):
+        return x[:, :5] + x[:, 5:]
+
+
+class _Shift(nn.Module):
+    """``f(x) + 1``, ``f`` the identity map as a linear layer (the epsilon rule passes
+    relevance through it unchanged; a shift of the pixels themselves passes all of it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.f = nn.Linear(2, 2, bias=False)
+        nn.init.eye_(self.f.weight)
+
+    def forward(self, x):
+        return self.f(x) + 1.0
+
+
+def _bounded(module: nn.Module, x, start):
+    comp = get_composite("epsilon-plus", epsilon=0.0, stabilizer=0.0)
+    comp.register_function([operator.add, torch.add, "add"], BoundedSum(0.0, tau=0.5))
+    return LRP(module, comp)(x, start=start)["input"]
+
+
+def test_bounded_sum_by_hand():
+    """tau = 0.5: R_a = r (a z + |a| S / 4) / (z^2 + S^2 / 4), z = a + b, S = |a| + |b|."""
+    # (a, b) = (1, -0.5): z = 1/2, S = 3/2, z^2 + S^2/4 = 13/16: R_a = (1/2 + 3/8) 16/13 =
+    # 14/13, R_b = (-1/4 + 3/16) 16/13 = -1/13 (Norm: 2 and -1). (1, -1): z = 0, S = 2:
+    # 1/2 each (Norm: unbounded). (2, 3), one sign: Norm's 2/5, 3/5. (0, 0): nothing.
+    # (-3, 1) with r = 2: z = -2, S = 4, 4 + 4 = 8: R_a = 2 (6 + 3) / 8 = 9/4, R_b =
+    # 2 (-2 + 1) / 8 = -1/4
+    x = torch.tensor([[1.0, 1.0, 2.0, 0.0, -3.0, -0.5, -1.0, 3.0, 0.0, 1.0]], dtype=D)
+    r = torch.tensor([[1.0, 1.0, 1.0, 1.0, 2.0]], dtype=D)
+    got = _bounded(_Halves(), x, r)
+    want = [14 / 13, 0.5, 0.4, 0.0, 9 / 4, -1 / 13, 0.5, 0.6, 0.0, -1 / 4]
+    torch.testing.assert_close(got, torch.tensor([want], dtype=D))
+    # x + 1 with x = -0.8: z = 0.2, S = 1.8, z^2 + S^2/4 = 0.85: R_x = (-0.16 + 0.36) / 0.85
+    # = 4/17; the constant keeps 13/17. x = 3: Norm's 3/4.
+    got = _bounded(
+        _Shift().double(), torch.tensor([[-0.8, 3.0]], dtype=D), torch.ones(1, 2, dtype=D)
+    )
+    torch.testing.assert_close(got, torch.tensor([[4 / 17, 0.75]], dtype=D))
+
+
+def test_bounded_sum_conserves_and_is_bounded():
+    """Random signed operands: the two shares sum to r, and each is at most the golden
+    ratio times |r| (the maximum of (t + 1/4) / (t^2 + 1/4) over t in [0, 1])."""
+    torch.manual_seed(3)
+    x = torch.randn(64, 10, dtype=D)
+    x[:, 5:] = -x[:, :5] * (1 + 1e-3 * torch.randn(64, 5, dtype=D))  # near cancellation
+    x[:32] = torch.randn(32, 10, dtype=D)
+    r = torch.randn(64, 5, dtype=D)
+    got = _bounded(_Halves(), x, r)
+    torch.testing.assert_close(got[:, :5] + got[:, 5:], r)
+    bound = (1 + 5**0.5) / 2 * r.abs().repeat(1, 2)
+    assert bool((got.abs() <= bound * (1 + 1e-12)).all())
+
+
+class _Attend(nn.Module):
+    """A residual block around a softmax attention (or around a plain linear layer)."""
+
+    def __init__(self, attend: bool):
+        super().__init__()
+        self.attend, self.fc = attend, nn.Linear(4, 4, bias=False)
+
+    def forward(self, x):
+        h = self.fc(x)
+        if self.attend:
+            h = torch.softmax(h @ h.transpose(1, 2), dim=-1) @ h
+        return self.fc(x + h).sum(1)
+
+
+def test_additions_are_bounded_where_a_rule_loses_relevance():
+    """The default composite gives additions BoundedSum in a graph with AttnLRP's softmax
+    rule, Norm elsewhere (and where attention is held constant)."""
+    from hudd_core.lrp.composites import constant_attention
+
+    def adds(model, comp="hudd"):
+        return {op.kind for op in capture(model, comp).ops if op.target in (operator.add, "add")}
+
+    assert adds(_Attend(True)) == {"BoundedSum"}
+    assert adds(_Attend(False)) == {"Norm"}
+    assert adds(_Attend(True), constant_attention(get_composite("hudd"))) == {"Norm"}
+    assert adds(_Attend(True), "epsilon-plus") == {"Norm"}  # as Zennit defines it
 
 
 class _Custom(nn.Module):

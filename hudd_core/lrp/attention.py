@@ -299,6 +299,10 @@ class Traced(OpRule):
     function: Callable | None = None
     constant_softmax: bool = False
 
+    @property
+    def lossy(self) -> bool:  # type: ignore[override]
+        return not self.constant_softmax
+
     def _traced(self, call: Call) -> tuple[list, object]:
         """The block run under the LRP mode: its detached-input leaves and its outputs,
         which carry the rules' autograd graph."""

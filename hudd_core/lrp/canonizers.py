@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from hudd_core.lrp.oprules import BatchNormArgs, Folded
+from hudd_core.lrp.oprules import BatchNormArgs, BoundedSum, Folded, Norm
 
 
 def fold_batchnorm(
@@ -108,3 +108,23 @@ def _batchnorm(op, root: nn.Module):
     kwargs = fx.node.map_arg(op.node.kwargs, value)
     bn = BatchNormArgs.of(args, kwargs)
     return None if bn.training or bn.running_var is None or bn.running_mean is None else bn
+
+
+class BoundAdditions(Canonizer):
+    """Where some rule of the graph loses relevance by design (``lossy``: AttnLRP's
+    softmax rule), every addition's Norm becomes :class:`BoundedSum` (``tau``). Norm's
+    signed split can put relevance of opposite signs, far larger than the addition's own,
+    on its operands; where every rule conserves, the two parts cancel again wherever they
+    meet, but a lossy rule on one branch takes a share of one part only, and the rest no
+    longer cancels (torchvision's ``maxvit_t``, docs/lrp-rules.md). Graphs whose rules all
+    conserve (CNNs, attention held constant) keep Norm, Zennit's rule."""
+
+    def __init__(self, tau: float = 0.5) -> None:
+        self.tau = tau
+
+    def apply(self, graph) -> None:
+        if not any(getattr(op.rule, "lossy", False) for op in graph.ops):
+            return
+        for op in graph.ops:
+            if type(op.rule) is Norm and BoundedSum.covers(op):
+                op.rule = BoundedSum(op.rule.stabilizer, op.rule.record, self.tau)

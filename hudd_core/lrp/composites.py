@@ -35,7 +35,9 @@ beta1``
 Everywhere (:func:`default_layer_map`, :func:`default_function_map`): element-wise
 activations, dropout and identities pass relevance through; views, permutations, indexing,
 splits and concatenation move it with the values; max pooling is winner-take-all; sums,
-means, average pooling, interpolation and additions use Norm; products use AttnLRP's uniform
+means, average pooling, interpolation and additions use Norm (``hudd``: additions get
+:class:`~hudd_core.lrp.oprules.BoundedSum` in a graph with AttnLRP's softmax rule,
+:class:`~hudd_core.lrp.canonizers.BoundAdditions`); products use AttnLRP's uniform
 rule with sigmoid gates held constant; BatchNorm is folded into the layer before it
 (:class:`~hudd_core.lrp.canonizers.MergeBatchNorm`), else the epsilon rule on its affine
 map; LayerNorm, GroupNorm, softmax and attention use the AttnLRP rules (Achtibat et al.,
@@ -67,7 +69,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hudd_core.lrp.attention import Attention, Traced
-from hudd_core.lrp.canonizers import Canonizer, MergeBatchNorm
+from hudd_core.lrp.canonizers import BoundAdditions, Canonizer, MergeBatchNorm
 from hudd_core.lrp.oprules import (
     AddProduct,
     BatchNormFunction,
@@ -300,12 +302,15 @@ def constant_attention(comp: Composite) -> Composite:
     return comp
 
 
-def hudd(stabilizer: float = 1e-9) -> Composite:
+def hudd(stabilizer: float = 1e-9, tau: float = 0.5) -> Composite:
     """``stabilizer``: of every rule; ``kernels.Relative(0.001)`` for one relative to each
-    layer's output magnitude."""
+    layer's output magnitude. ``tau``: of :class:`~hudd_core.lrp.oprules.BoundedSum`, the
+    rule of additions in a graph with a lossy rule (AttnLRP's softmax rule; see
+    :class:`~hudd_core.lrp.canonizers.BoundAdditions`)."""
     eps = stabilizer
     return Composite("hudd", Epsilon(eps), PositiveWeights(eps), Norm(eps),
-                     signed_linear=ZPlus(eps))  # fmt: skip
+                     signed_linear=ZPlus(eps),
+                     canonizers=[MergeBatchNorm(), BoundAdditions(tau)])  # fmt: skip
 
 
 def epsilon_plus(epsilon: float = 1e-6, stabilizer: float = 1e-6) -> Composite:

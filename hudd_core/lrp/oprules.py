@@ -80,6 +80,7 @@ class OpRule:
     record = True  # recorded by default when the op is a named module
     gate = False  # the output is a multiplicative gate (held constant by Product)
     fresh = False  # propagate returns new tensors (the engine may add into them)
+    lossy = False  # loses relevance by design, biases zeroed (AttnLRP's softmax rule)
 
     def setup(self, op, dtype: torch.dtype, device: torch.device) -> Any:
         return None
@@ -257,6 +258,47 @@ class Norm(OpRule):
         if out is not None and res[0] is not None:
             res[0] = out.add_(res[0])
         return res
+
+
+@dataclass
+class BoundedSum(Norm):
+    """Additions ``z = a + b`` whose operands may cancel: Norm's split ``x_i / z`` blended
+    with the split by magnitude ``|x_i| / S`` (``S = |a| + |b|``), per element, with the
+    weight ``w = t^2 / (t^2 + tau^2)`` on Norm, ``t = |z| / S``:
+
+        ``R_i = r (x_i z + tau^2 |x_i| S) / (z^2 + tau^2 S^2)``.
+
+    Both splits conserve exactly, so the blend does. Where the operands agree in sign
+    (``t = 1``) the two splits are one: Norm exactly. Norm's share ``x_i / z`` is unbounded
+    where a signed branch nearly cancels the other operand; here ``|R_i| / |r|`` is at most
+    ``max_t (t + tau^2) / (t^2 + tau^2)``, 1.62 at ``tau = 0.5`` (docs/lrp-rules.md).
+    A constant operand keeps its share, as under Norm. Other operations (and additions
+    with keyword arguments) get Norm."""
+
+    tau: float = 0.5
+
+    @staticmethod
+    def covers(op) -> bool:
+        """``op`` is an addition of two operands without keyword arguments."""
+        return op.target in _ADDS and len(op.node.args) == 2 and not op.node.kwargs
+
+    def propagate(self, call, r, out=None):
+        op = call.op
+        if not self.covers(op):
+            return super().propagate(call, r, out)
+        lam = self.tau * self.tau
+        values = op.evaluate_args(call.env)
+        a, b = (v.abs() if isinstance(v, torch.Tensor) else abs(v) for v in values)
+        size = a + b
+        size = torch.where(size > 0, size, 1.0)  # S = 0: both operands are 0
+        t = call.output / size
+        q = r / (t * t + lam)  # at least lam: no stabiliser needed
+        found: dict[str, torch.Tensor] = {}
+        for node, x, mag in zip(op.node.args, values, (a, b), strict=True):
+            if isinstance(node, fx.Node) and node.name in op.args:
+                share = _unbroadcast(q * (x * t + lam * mag) / size, x)
+                found[node.name] = found[node.name] + share if node.name in found else share
+        return [found.get(name) for name in op.args]
 
 
 @dataclass
@@ -479,6 +521,10 @@ class Softmax(OpRule):
     @property
     def gate(self) -> bool:  # type: ignore[override]
         return self.constant
+
+    @property
+    def lossy(self) -> bool:  # type: ignore[override]
+        return not self.constant
 
     def propagate(self, call, r, out=None):
         if self.constant:
