@@ -564,7 +564,15 @@ def main() -> None:
                    help="hudd assign --select selections, fine-tuned beside the baselines "
                    "(hudd(NAME), one process: shared model, images and pool pass); "
                    "NAME/uniform: its picks resampled as the baselines' are")  # fmt: skip
+    p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                   help="no run: write --name from these results files' rows (one run's "
+                   "cases split over processes, one core each)")  # fmt: skip
     args = p.parse_args()
+    if args.merge:
+        rows = [r for f in args.merge for r in json.loads(Path(f).read_text())]
+        write_results(args, rows)
+        print(markdown(rows))
+        return
     for case in args.cases:  # before hours of work on the first
         parse_case(case)
     variants = [parse_variant(v) for v in args.variants]

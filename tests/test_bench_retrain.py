@@ -94,3 +94,17 @@ def test_goals_count_the_bar_by_hand():
     assert g["cases"] == 2 and g["best"] == ["a"] and g["a12"] == ["a"]
     assert g["below_bl2"] == ["b"] and abs(g["over_uncertainty"] - (2 - 3) / 2) < 1e-9
     assert "| hudd(s) | 2 | 1 | -0.50 | 1 | 1 |" in B.goals_markdown(rows)
+
+
+def test_merge_writes_the_rows_of_both_files(tmp_path, monkeypatch):
+    row = {"case": "a", "repeats": 1, "seconds_per_repeat": 2.0, "budget": {"hudd": 3},
+           "gain": {"hudd": {"mean": 0.01, "std": 0.0}}, "planted_gain": {"hudd": 0.0},
+           "versus": {}}  # fmt: skip
+    for name in ("x", "y"):
+        (tmp_path / f"{name}.json").write_text(json.dumps([{**row, "case": name}]))
+    monkeypatch.setattr(sys, "argv", ["bench_retrain.py", "--merge", str(tmp_path / "x.json"),
+                                      str(tmp_path / "y.json"), "--out", str(tmp_path),
+                                      "--name", "both"])  # fmt: skip
+    B.main()
+    assert [r["case"] for r in json.loads((tmp_path / "both.json").read_text())] == ["x", "y"]
+    assert "| y | 1 | +1.0 ± 0.0 (+0.0), B=3 | 2 |" in (tmp_path / "both.md").read_text()
