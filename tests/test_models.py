@@ -160,6 +160,30 @@ def test_train_matches_a_plain_sgd_loop():
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 
 
+def test_train_keeps_the_layout_of_a_model_that_views():
+    """A forward with ``x.view`` cannot take channels_last: train keeps the default."""
+
+    class Viewing(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+            self.fc = torch.nn.Linear(4 * 16 * 16, 2)
+
+        def forward(self, x):
+            h = self.conv(x)
+            return self.fc(h.view(h.size(0), -1))
+
+    torch.manual_seed(0)
+    m = Viewing()
+    with pytest.raises(RuntimeError, match="view"):  # what channels_last would do
+        m.to(memory_format=torch.channels_last)(
+            torch.rand(2, 1, 16, 16).contiguous(memory_format=torch.channels_last)
+        )
+    m.to(memory_format=torch.contiguous_format)
+    losses = train(m, _toy(n=32), epochs=2, lr=1e-2, batch_size=8, device="cpu", progress=False)
+    assert len(losses) == 2 and losses[-1] < losses[0] and not m.training
+
+
 def test_train_mse_for_keypoints_and_fine_tunes_from_current_weights():
     torch.manual_seed(0)
     m = kpnet(2, 1, 16)

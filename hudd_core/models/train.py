@@ -64,8 +64,9 @@ def train(
     if len(dataset) == 0:
         raise ValueError("cannot train on an empty data set")
     dev = resolve_device(device)
-    layout = _layout(model, dev)
-    model.to(dev, memory_format=layout).train()
+    model.to(dev)
+    layout = _layout(model, dev, dataset)
+    model.to(memory_format=layout).train()
     for m in frozen:
         m.eval()
     opt = _optimizer(model, optimizer, lr, momentum, weight_decay)
@@ -92,12 +93,28 @@ def train(
     return history
 
 
-def _layout(model: nn.Module, dev: torch.device) -> torch.memory_format:
+def _layout(model: nn.Module, dev: torch.device, dataset: Dataset) -> torch.memory_format:
     """``channels_last`` for a model with 2-d convolutions trained on the CPU: oneDNN's
     convolutions and pooling run 1.2-1.9x faster per SGD step in it (bench_retrain's
-    cases, one thread); the model is handed back in the default layout."""
+    cases, one thread); the model is handed back in the default layout. A model whose
+    forward cannot take it (``x.view`` of a channels-last tensor raises) keeps its own,
+    tried on one image in eval mode, which changes no state."""
     convs = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    return torch.channels_last if convs and dev.type == "cpu" else torch.preserve_format
+    if not convs or dev.type != "cpu":
+        return torch.preserve_format
+    x = torch.as_tensor(dataset[0][0]).unsqueeze(0)
+    if x.dim() != 4:
+        return torch.preserve_format
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval().to(memory_format=torch.channels_last)
+            model(x.contiguous(memory_format=torch.channels_last))
+        return torch.channels_last
+    except RuntimeError:
+        return torch.preserve_format
+    finally:
+        model.to(memory_format=torch.contiguous_format).train(was_training)
 
 
 def _optimizer(
