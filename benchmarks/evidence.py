@@ -64,14 +64,13 @@ COMMANDS = {
     "suite:signs-s0 --repeats 1 --baselines BL2 --selections pool-uncertain/uniform "
     "pool-diverse/uniform pool-borda/uniform quota-diverse/uniform --variants --threads 1 "
     "--name retrain_dev_signs_uniform",
-    "retrain_heldout": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py --cases "
-    "suite:textures-resnet-s0 suite:gauges-alexnet-s1 --repeats 5 --baselines BL2 entropy "
-    "margin deepgini margin-diverse badge --selections pool-uncertain pool-borda/uniform "
-    "--variants --threads 1 --name retrain_heldout",
-    "retrain_heldout2": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py --cases "
-    "suite:textures-mobilenet-s1 suite:digits-alexnet-s1 --repeats 5 --baselines BL2 entropy "
-    "margin deepgini margin-diverse badge --selections pool-uncertain pool-borda/uniform "
-    "--variants --threads 1 --name retrain_heldout2",
+    "retrain_suite": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py --cases "
+    "suite:textures-resnet-s0 suite:gauges-alexnet-s1 suite:digits-alexnet-s1 suite:signs-s0 "
+    "--repeats 5 --threads 1 --baselines BL2 entropy margin deepgini margin-diverse badge "
+    "--selections pool-uncertain --variants --out /tmp/halves --name a & (the same with "
+    "--cases suite:gauges-resnet-s2 suite:textures-mobilenet-s1 --name b); then "
+    "python benchmarks/bench_retrain.py --merge /tmp/halves/a.json /tmp/halves/b.json "
+    "--name retrain_suite",
     "scale_ray": "cd benchmarks && python scale_ray.py --sizes 5000 10000",
     "scale_ray_100k": "python benchmarks/scale_ray.py --sizes 100000 --engines ray local "
     "--name scale_ray_100k",
@@ -99,13 +98,10 @@ CONTEXT = {
     "retrain_dev_signs_uniform": "As `retrain_dev_signs`, the same seeds (hudd and BL2 "
     "repeat its figures exactly); `NAME/uniform`: the selection's picks resampled as the "
     "baselines' are (uniformly to hudd's balanced size) instead of HUDD's per-cluster bootstrap.",
-    "retrain_heldout": "Held-out cases of `benchmarks/cases.toml`, run once after the "
-    "choice on the development cases; reference hyper-parameters, five repeats "
-    "(a case cut short says its repeats).",
-    "retrain_heldout2": "As `retrain_heldout`, one more held-out case, stopped after its "
-    "third repeat (the session's deadline; the file was written after each repeat); the "
-    "second case, `digits-alexnet-s1`, did not run (its budget B is the whole pool anyway, "
-    "269 of 269 images: every method would label the same images).",
+    "retrain_suite": "The five held-out cases of `benchmarks/cases.toml` and the development "
+    "case `suite:signs-s0`, reference hyper-parameters (10 epochs), five repeats; "
+    "`hudd(pool-uncertain)` is `--select recommended`, chosen on development cases before "
+    "these runs. Two processes, one core each, ran the two halves at the same time.",
     "scale_ray": "The scaling lines of the note are a model (per-actor rate × actors), not a "
     "measurement.",
 }
