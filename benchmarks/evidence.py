@@ -364,8 +364,17 @@ def headline(results: dict, link: str = "#") -> list[str]:
         best = max(label_free, key=lambda n: gain[n]["mean"])
         body.append([f"retraining gain, `{case['case']}`, {len(gain['hudd']['runs'])} repeat(s)",
                      f"best same-budget baseline ({best}): {pp(gain[best]['mean'])} pp",
-                     f"HUDD {pp(gain['hudd']['mean'])} pp", f"[{stem}]({link}{stem})"])  # fmt: skip
+                     f"HUDD {pp(gain['hudd']['mean'])} pp" + recommended_gain(gain),
+                     f"[{stem}]({link}{stem})"])  # fmt: skip
     return table(["measure", "peer", "hudd_core", "evidence"], body)
+
+
+def recommended_gain(gain: dict) -> str:
+    """``; --select recommended +X pp`` where the case ran the recommended selection."""
+    from hudd_core.selection import RECOMMENDED
+
+    got = gain.get(f"hudd({RECOMMENDED})")
+    return f"; `--select recommended` {pp(got['mean'])} pp" if got else ""
 
 
 def evidence_page(results: dict) -> str:
