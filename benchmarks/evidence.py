@@ -64,6 +64,12 @@ COMMANDS = {
     "suite:signs-s0 --repeats 1 --baselines BL2 --selections pool-uncertain/uniform "
     "pool-diverse/uniform pool-borda/uniform quota-diverse/uniform --variants --threads 1 "
     "--name retrain_dev_signs_uniform",
+    "retrain_dev_suite": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py --cases "
+    "suite:gauges-mobilenet-s0 --repeats 3 --threads 1 --baselines BL2 margin deepgini "
+    "--selections pool-uncertain pool-uncertain/uniform pool-borda/uniform "
+    "quota-diverse/uniform --variants --out /tmp/dev --name a & (the same with --cases "
+    "suite:signs-s1 --name b); then python benchmarks/bench_retrain.py --merge "
+    "/tmp/dev/a.json /tmp/dev/b.json --name retrain_dev_suite",
     "retrain_suite": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py --cases "
     "suite:textures-resnet-s0 suite:gauges-alexnet-s1 suite:digits-alexnet-s1 suite:signs-s0 "
     "--repeats 5 --threads 1 --baselines BL2 entropy margin deepgini margin-diverse badge "
@@ -98,6 +104,9 @@ CONTEXT = {
     "retrain_dev_signs_uniform": "As `retrain_dev_signs`, the same seeds (hudd and BL2 "
     "repeat its figures exactly); `NAME/uniform`: the selection's picks resampled as the "
     "baselines' are (uniformly to hudd's balanced size) instead of HUDD's per-cluster bootstrap.",
+    "retrain_dev_suite": "Two development cases, three repeats, run after `retrain_suite` "
+    "to compare the selections resampled as the baselines are (`/uniform`); nothing was "
+    "chosen on them yet.",
     "retrain_suite": "The five held-out cases of `benchmarks/cases.toml` and the development "
     "case `suite:signs-s0`, reference hyper-parameters (10 epochs), five repeats; "
     "`hudd(pool-uncertain)` is `--select recommended`, chosen on development cases before "
