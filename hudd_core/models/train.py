@@ -63,17 +63,16 @@ def train(
         raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
     if len(dataset) == 0:
         raise ValueError("cannot train on an empty data set")
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
     dev = resolve_device(device)
-    model.to(dev)
-    layout = _layout(model, dev, dataset)
-    model.to(memory_format=layout).train()
+    if num_workers == 0:  # workers would each fill (and drop) their own copy
+        dataset = Decoded(dataset)
+    layout = _fast_layout(model.to(dev), dev, dataset[0][0])  # image 0: decoded once, kept
+    model.train()
     for m in frozen:
         m.eval()
     opt = _optimizer(model, optimizer, lr, momentum, weight_decay)
-    if schedule not in ("constant", "cosine"):
-        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
-    if num_workers == 0:  # workers would each fill (and drop) their own copy
-        dataset = Decoded(dataset)
     criterion = LOSSES[loss]()
     history = []
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
@@ -93,17 +92,16 @@ def train(
     return history
 
 
-def _layout(model: nn.Module, dev: torch.device, dataset: Dataset) -> torch.memory_format:
-    """``channels_last`` for a model with 2-d convolutions trained on the CPU: oneDNN's
-    convolutions and pooling run 1.2-1.9x faster per SGD step in it (bench_retrain's
-    cases, one thread); the model is handed back in the default layout. A model whose
-    forward cannot take it (``x.view`` of a channels-last tensor raises) keeps its own,
-    tried on one image in eval mode, which changes no state."""
-    convs = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    if not convs or dev.type != "cpu":
-        return torch.preserve_format
-    x = torch.as_tensor(dataset[0][0]).unsqueeze(0)
-    if x.dim() != 4:
+def _fast_layout(model: nn.Module, dev: torch.device, image: Any) -> torch.memory_format:
+    """Puts ``model`` in ``channels_last`` and returns it for a model with 2-d convolutions
+    trained on the CPU: oneDNN's convolutions and pooling run 1.2-1.9x faster per SGD step
+    in it (bench_retrain's cases, one thread); ``train`` hands the model back in the
+    default layout. A model whose forward cannot take it (``x.view`` of a channels-last
+    tensor raises), tried on ``image`` in eval mode (no state changes), keeps its own
+    (``preserve_format``)."""
+    x = torch.as_tensor(image).unsqueeze(0)
+    if dev.type != "cpu" or x.dim() != 4 or not any(isinstance(m, nn.Conv2d)
+                                                    for m in model.modules()):  # fmt: skip
         return torch.preserve_format
     was_training = model.training
     try:
@@ -112,9 +110,10 @@ def _layout(model: nn.Module, dev: torch.device, dataset: Dataset) -> torch.memo
             model(x.contiguous(memory_format=torch.channels_last))
         return torch.channels_last
     except RuntimeError:
+        model.to(memory_format=torch.contiguous_format)
         return torch.preserve_format
     finally:
-        model.to(memory_format=torch.contiguous_format).train(was_training)
+        model.train(was_training)
 
 
 def _optimizer(
@@ -141,7 +140,7 @@ def _epoch(
     mse: bool,
 ) -> float:
     """One pass over the batches of ``bar`` (a loader in a progress bar) in the memory
-    ``layout`` of :func:`_layout`; the mean loss."""
+    ``layout`` of :func:`_fast_layout`; the mean loss."""
     total, count = 0.0, 0
     for x, y in bar:
         x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
