@@ -56,7 +56,7 @@ import numpy as np
 
 from hudd_core.baselines import BASELINES
 from hudd_core.options import RetrainOptions
-from hudd_core.selection import SELECTIONS
+from hudd_core.selection import DIVERSE_BASELINES, SELECTIONS, UNCERTAINTY
 
 RESULTS = Path(__file__).parent / "results"
 # method: the cluster step's; select: hudd assign --select (hudd_core.selection)
@@ -469,9 +469,8 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out + goals_markdown(rows))
 
 
-# The issue's bar for a selection: label-free rivals (BL1 and BL1-oracle read labels).
-LABEL_FREE_BASELINES = ("BL2", "entropy", "margin", "deepgini", "margin-diverse", "badge")
-UNCERTAINTY_BASELINES = ("entropy", "margin", "deepgini")
+# The bar for a selection: its label-free rivals (BL1 and BL1-oracle read labels).
+LABEL_FREE_BASELINES = ("BL2", *UNCERTAINTY, *DIVERSE_BASELINES)
 
 
 def goals(rows: list[dict], method: str) -> dict[str, Any]:
@@ -479,7 +478,7 @@ def goals(rows: list[dict], method: str) -> dict[str, Any]:
     ``best`` the cases where its mean gain is the highest of every label-free method
     (the paper's ``hudd``, the other selections, :data:`LABEL_FREE_BASELINES`);
     ``over_uncertainty`` the mean over the cases of its gain less the best of
-    :data:`UNCERTAINTY_BASELINES` on that case (pp); ``a12`` the cases where its A12
+    :data:`hudd_core.selection.UNCERTAINTY` on that case (pp); ``a12`` the cases where its A12
     against every label-free baseline is at least 0.7; ``below_bl2`` the cases where its
     mean gain is below BL2's.
 
@@ -498,7 +497,7 @@ def goals(rows: list[dict], method: str) -> dict[str, Any]:
             continue
         if gain[method] >= max(gain.values()):
             best.append(r["case"])
-        unc = [gain[m] for m in UNCERTAINTY_BASELINES if m in gain]
+        unc = [gain[m] for m in UNCERTAINTY if m in gain]
         if unc:
             over.append(100 * (gain[method] - max(unc)))
         against = r.get("selection_versus", {}).get(method, {})
