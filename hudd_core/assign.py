@@ -468,7 +468,7 @@ def plan_assign(
     plan.signature = plan_signature(plan, prep, explained_by)
     if options.distance_threshold == "paper":
         plan.thresholds = member_thresholds(members, labels[keep])
-    if RULES.get(plan.select, ("",))[0] == "pool":  # the catch-all: the paper's thresholds
+    if RULES.get(plan.select, ("",))[0] in ("pool", "split"):  # catch-all: paper thresholds
         plan.catch_all = plan.thresholds or member_thresholds(members, labels[keep])
     return plan
 
@@ -780,8 +780,8 @@ def pool_selection(
     if plan.catch_all is not None:
         far = S.far_from_every(D, np.array([plan.catch_all[int(c)] for c in plan.clusters]))
     quotas = np.array([plan.quotas[int(c)] for c in plan.clusters])
-    picks = S.select(plan.select, D, S.uncertainty(probs, "entropy"), budget, features=features,
-                     far=far, quotas=quotas)  # fmt: skip
+    u = S.uncertainty(probs, S.MEASURE.get(plan.select, "entropy"))
+    picks = S.select(plan.select, D, u, budget, features=features, far=far, quotas=quotas)
     near = np.maximum(picks.group, 0)
     cluster = np.where(picks.group == S.CATCH_ALL, NOISE, plan.clusters[near])
     distance = D[picks.index].min(axis=1) if len(picks.index) else np.zeros(0)

@@ -5,8 +5,10 @@ The reference: each cluster is resampled with replacement up to the size of the 
 cluster's quota, ``ceil(quota_factor × its error images)`` (the assignment's quota rule),
 image i drawn with weight ``1 − d_i / Σd`` (images closer to the cluster more often).
 
-Variants (``--bootstrap``, :data:`BOOTSTRAPS`): ``weighted`` (the reference, above) and
-``none`` (the selected images once each, no resampling: :func:`balance_indices`).
+Variants (``--bootstrap``, :data:`BOOTSTRAPS`): ``weighted`` (the reference, above),
+``none`` (the selected images once each, no resampling) and ``uniform`` (every selected
+image once, then uniform draws up to the weighted bootstrap's size, so no group is
+favoured: how the baselines' picks are resampled; :func:`balance_indices`).
 
 Example:
     >>> import numpy as np
@@ -61,16 +63,24 @@ def balance_indices(
     clusters: np.ndarray, distances: np.ndarray, target: int, seed: int, bootstrap: str
 ) -> np.ndarray:
     """Indices into the unsafe set of the ``bootstrap`` variant (:data:`BOOTSTRAPS`):
-    ``weighted`` → :func:`bootstrap_balance`; ``none`` → every image once, in order.
+    ``weighted`` → :func:`bootstrap_balance`; ``none`` → every image once, in order;
+    ``uniform`` → every image once, then uniform draws to the size ``weighted`` gives
+    (every cluster at least ``target``).
 
     >>> balance_indices(np.array([1, 1, 2]), np.array([0.1, 0.3, 0.2]), 6, 0, "none")
     array([0, 1, 2])
+    >>> len(balance_indices(np.array([1, 1, 2]), np.array([0.1, 0.3, 0.2]), 6, 0, "uniform"))
+    12
     """
     from hudd_core.config import check_choice
 
     check_choice("bootstrap", bootstrap, BOOTSTRAPS)
     if bootstrap == "none":
         return np.arange(len(clusters))
+    if bootstrap == "uniform":
+        size = sum(max(target, int(n)) for n in np.unique(clusters, return_counts=True)[1])
+        extra = np.random.default_rng(seed).choice(len(clusters), size=max(size - len(clusters), 0))
+        return np.concatenate([np.arange(len(clusters)), extra]).astype(np.int64)
     return bootstrap_balance(clusters, distances, target, seed=seed)
 
 

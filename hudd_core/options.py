@@ -380,7 +380,9 @@ _TABLE = [
         "budget from the uncertain pool images nearest to it, a catch-all share for those "
         "near no RCC; closest / most uncertain / k-center first), quota-diverse (the "
         "paper's shares, a k-center cover of each RCC's closest images), pool-borda (the "
-        "smallest sum of the uncertainty and nearest-RCC distance ranks) or recommended "
+        "smallest sum of the uncertainty and nearest-RCC distance ranks), gini-near (half "
+        "of the budget to the highest DeepGini, the rest by the paper's shares to the "
+        "closest images not yet taken) or recommended "
         "(what bench_retrain found best on the development cases); classifiers only, "
         "the same budget as hudd",
         ("assign",),
@@ -391,6 +393,7 @@ _TABLE = [
             "pool-diverse",
             "quota-diverse",
             "pool-borda",
+            "gini-near",
             "recommended",
         ),
     ),
@@ -450,9 +453,11 @@ _TABLE = [
         "weighted",
         str,
         "retrain: weighted (reference: every RCC resampled "
-        "to the largest quota) or none (the selected images once)",
+        "to the largest quota), none (the selected images once) or uniform (every "
+        "selected image once, then uniform draws to the weighted size: how the baselines' "
+        "picks are resampled; what --select gini-near uses unless none is given)",
         ("retrain",),
-        choices=("weighted", "none"),
+        choices=("weighted", "none", "uniform"),
     ),
     Option(
         "validation",

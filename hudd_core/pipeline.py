@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -172,9 +172,13 @@ def step_retrain(run: Run) -> dict[str, Any]:
     """Labels, bootstrap balancing and fine-tuning (and the baselines when asked)."""
     from hudd_core.baselines import BASELINES
     from hudd_core.retrain import run_retrain
+    from hudd_core.selection import UNIFORM_RESAMPLED, resolve_select
 
     cfg = run.cfg
-    result = run_retrain(run.workdir, run.data, options=RetrainOptions.from_config(cfg),
+    options = RetrainOptions.from_config(cfg)
+    if resolve_select(cfg["select"]) in UNIFORM_RESAMPLED and options.bootstrap == "weighted":
+        options = replace(options, bootstrap="uniform")  # as it was chosen (selection.py)
+    result = run_retrain(run.workdir, run.data, options=options,
                          prep=Preprocess.from_config(cfg), model_name=run.checkpoint.stem,
                          labels_csv=cfg["labels"], seed=cfg["seed"], device=cfg["device"],
                          eval_batch_size=cfg["batch_size"], progress=run.progress)  # fmt: skip
@@ -271,6 +275,7 @@ SPECS: dict[str, StepSpec] = {
             "freeze",
             "bootstrap",
             "validation",
+            "select",
         ),
         lambda r: [
             r.checkpoint,

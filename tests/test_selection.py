@@ -332,3 +332,66 @@ def test_the_report_names_the_selection(tmp_path):
     chosen = assignment(tmp_path, tmp_path, [card], links)
     page = render_section("assignment.html", chosen)
     assert chosen["catch_all"] == 1 and "--select pool-diverse" in page and "1 of them" in page
+
+
+# --- gini-near: uncertainty first, then the paper's shares to the closest ------------------
+
+
+def test_gini_near_by_hand():
+    # B=4, share 0.75: the 3 most uncertain rows 6 (.95), 1 (.9), 2 (.8); the one left goes
+    # by the quotas (1, 2) over the RCCs' untaken rows (group 0: 0, 7; group 1: 3, 4, 5):
+    # 1·(1, 2)/3 → the largest remainder is group 1, whose closest untaken row is 3 (0.1)
+    picks = S.split_picks(S.nearest_groups(DIST, FAR), UNC, DIST.min(axis=1), 4,
+                          np.array([1, 2]), 0.75)  # fmt: skip
+    assert picks.index.tolist() == [6, 1, 2, 3]
+    assert picks.group.tolist() == [S.CATCH_ALL, 0, 0, 1]
+    # share 0.25: row 6 by uncertainty, then 3 by quotas (1, 2) → group 0: 1, group 1: 2
+    picks = S.split_picks(S.nearest_groups(DIST, FAR), UNC, DIST.min(axis=1), 4,
+                          np.array([1, 2]), 0.25)  # fmt: skip
+    assert picks.index.tolist() == [6, 0, 3, 4]
+
+
+def test_gini_near_ranks_by_deepgini_and_needs_quotas():
+    assert S.MEASURE["gini-near"] == "deepgini" and "gini-near" in S.UNIFORM_RESAMPLED
+    got = S.select("gini-near", DIST, UNC, 4, far=FAR, quotas=np.array([1, 2]))
+    assert got.index.tolist()[: round(S.SPLIT_SHARE * 4)] == [6, 1, 2][: round(S.SPLIT_SHARE * 4)]
+    with pytest.raises(ValueError, match="gini-near: needs one quota per RCC"):
+        S.select("gini-near", DIST, UNC, 4, far=FAR)
+
+
+def test_uniform_bootstrap_keeps_every_image_and_the_weighted_size():
+    from hudd_core.balance import balance_indices
+
+    clusters = np.array([3, 3, 3, 5, 7, 7])
+    dist = np.linspace(0.1, 0.6, 6)
+    got = balance_indices(clusters, dist, 2, seed=4, bootstrap="uniform")
+    # weighted gives every cluster max(target, its size): 3 + 2 + 2 = 7
+    assert len(got) == 7 and got[:6].tolist() == list(range(6))
+    again = balance_indices(clusters, dist, 2, seed=4, bootstrap="uniform")
+    assert np.array_equal(got, again)
+    many = balance_indices(np.array([0] * 3 + [1] * 97), np.ones(100), 400, 0, "uniform")
+    counts = np.bincount(np.array([0] * 3 + [1] * 97)[many])  # no group favoured, unlike weighted
+    assert len(many) == 800 and counts[1] > 10 * counts[0]
+
+
+def test_hudd_run_resamples_gini_near_uniformly(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import hudd_core.retrain as R
+    from hudd_core.config import load_config
+    from hudd_core.pipeline import step_retrain
+
+    seen = {}
+    monkeypatch.setattr(R, "run_retrain", lambda *a, options, **k: seen.update(o=options) or {})
+    for select, bootstrap, want in (("gini-near", "weighted", "uniform"),
+                                    ("recommended", "weighted", None),
+                                    ("gini-near", "none", "none"),
+                                    ("hudd", "weighted", "weighted")):  # fmt: skip
+        cfg = load_config(None, {"workdir": str(tmp_path), "data": str(tmp_path),
+                                 "select": select, "bootstrap": bootstrap})  # fmt: skip
+        run = SimpleNamespace(cfg=cfg, workdir=tmp_path, data=tmp_path,
+                              checkpoint=tmp_path / "m.pt", progress=False)  # fmt: skip
+        step_retrain(run)
+        if want is None:  # recommended: as its selection says
+            want = "uniform" if S.RECOMMENDED in S.UNIFORM_RESAMPLED else "weighted"
+        assert seen["o"].bootstrap == want, select
