@@ -380,9 +380,10 @@ def headline(results: dict, link: str = "#") -> list[str]:
 
 def recommended_gain(gain: dict) -> str:
     """``; --select recommended +X pp`` where the case ran the recommended selection."""
-    from hudd_core.selection import RECOMMENDED
+    from hudd_core.selection import RECOMMENDED, UNIFORM_RESAMPLED
 
-    got = gain.get(f"hudd({RECOMMENDED})")
+    uniform = "/uniform" if RECOMMENDED in UNIFORM_RESAMPLED else ""  # as retrain resamples it
+    got = gain.get(f"hudd({RECOMMENDED}{uniform})")
     return f"; `--select recommended` {pp(got['mean'])} pp" if got else ""
 
 

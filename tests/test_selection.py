@@ -219,7 +219,7 @@ def test_assign_select_picks_the_budget_of_the_paper_rule(model_workdir):
     budget = paper["selected"]
     assert "select" not in paper and budget > 0
     pool = ImageFiles(w.data / "ImprovementSet")
-    for name in (*S.SELECTIONS, "recommended"):
+    for name in ("recommended", *S.SELECTIONS, "pool-borda"):  # the last: no catch-all
         got = run_assign(w, w.T, "local", select=name)
         rows = _unsafe_rows(w.T)
         assert got["select"] == S.resolve_select(name) and got["selected"] == budget == len(rows)
