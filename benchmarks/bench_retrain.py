@@ -563,6 +563,9 @@ def main() -> None:
                    help="hudd assign --select selections, fine-tuned beside the baselines "
                    "(hudd(NAME), one process: shared model, images and pool pass); "
                    "NAME/uniform: its picks resampled as the baselines' are")  # fmt: skip
+    p.add_argument("--gini-share", type=float, default=None,
+                   help="gini-near's share of B by uncertainty alone (default: "
+                   "hudd_core.selection.SPLIT_SHARE); for tuning on development cases")  # fmt: skip
     p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
                    help="no run: write --name from these results files' rows (one run's "
                    "cases split over processes, one core each)")  # fmt: skip
@@ -575,6 +578,10 @@ def main() -> None:
     for case in args.cases:  # before hours of work on the first
         parse_case(case)
     variants = [parse_variant(v) for v in args.variants]
+    if args.gini_share is not None:
+        import hudd_core.selection
+
+        hudd_core.selection.SPLIT_SHARE = args.gini_share
     if args.threads:
         import torch
 

@@ -77,6 +77,18 @@ COMMANDS = {
     "--cases suite:gauges-resnet-s2 suite:textures-mobilenet-s1 --name b); then "
     "python benchmarks/bench_retrain.py --merge /tmp/halves/a.json /tmp/halves/b.json "
     "--name retrain_suite",
+    "retrain_dev_gini50": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py --cases "
+    "suite:signs-s0 suite:gauges-mobilenet-s0 --repeats 3 --baselines entropy margin deepgini "
+    "--selections gini-near/uniform pool-borda/uniform --variants --threads 1 "
+    "--gini-share 0.5 --name retrain_dev_gini50",
+    "retrain_dev_gini75": "the same with --gini-share 0.75, --baselines BL2 --selections "
+    "gini-near/uniform --name retrain_dev_gini75 (run beside it, one core each)",
+    "retrain_heldout3": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py --cases "
+    "suite:signs-mobilenet-s3 suite:textures-resnet-s3 suite:textures-alexnet-s2 --repeats 5 "
+    "--baselines BL2 entropy margin deepgini --selections gini-near/uniform --variants "
+    "--threads 1 --out /tmp/held --name h1 & (the same with --cases suite:gauges-alexnet-s4 "
+    "suite:demo-mobilenet-s3 --name h2); then python benchmarks/bench_retrain.py --merge "
+    "/tmp/held/h1.json /tmp/held/h2.json --name retrain_heldout3",
     "scale_ray": "cd benchmarks && python scale_ray.py --sizes 5000 10000",
     "scale_ray_100k": "python benchmarks/scale_ray.py --sizes 100000 --engines ray local "
     "--name scale_ray_100k",
@@ -111,6 +123,15 @@ CONTEXT = {
     "case `suite:signs-s0`, reference hyper-parameters (10 epochs), five repeats; "
     "`hudd(pool-uncertain)` is `--select recommended`, chosen on development cases before "
     "these runs. Two processes, one core each, ran the two halves at the same time.",
+    "retrain_dev_gini50": "`gini-near` (share 0.5 of B by DeepGini alone) on two development "
+    "cases, 3 repeats; chose, with `retrain_dev_gini75`, the share and `recommended` before "
+    "any held-out case below ran.",
+    "retrain_dev_gini75": "As `retrain_dev_gini50`, share 0.75 (the same seeds: hudd repeats "
+    "its figures exactly).",
+    "retrain_heldout3": "The five held-out cases added for the selections (cases.toml, fixed "
+    "before gini-near was written); `hudd(gini-near/uniform)` is `--select recommended`, "
+    "chosen on development cases before these runs. Two processes, one core each; a case "
+    "stopped before 5 repeats shows the repeats it finished.",
     "scale_ray": "The scaling lines of the note are a model (per-actor rate × actors), not a "
     "measurement.",
 }
