@@ -308,6 +308,49 @@ def merged_result(
     return out
 
 
+def combined(rows: list[dict]) -> list[dict]:
+    """One row per case of ``rows`` (results files of runs with other methods on the same
+    prepared cases): the union of their methods, each selection's A12 against every
+    method recomputed, the fine-tunings' seconds summed. The paper's ``hudd`` is in every
+    run; its gains must agree (the same preparation, the same seeds), else ValueError.
+
+    >>> a = {"case": "c", "repeats": 2, "seconds_per_repeat": 1.0, "gain": {
+    ...     "hudd": {"mean": 0.0, "runs": [0.0, 0.0]}, "hudd(x)": {"mean": 2.0, "runs": [1, 3]}},
+    ...     "selection_versus": {"hudd(x)": {}}}
+    >>> b = {"case": "c", "repeats": 2, "seconds_per_repeat": 2.0, "gain": {
+    ...     "hudd": {"mean": 0.0, "runs": [0.0, 0.0]}, "badge": {"mean": 5.0, "runs": [5, 5]}}}
+    >>> r = combined([a, b])[0]
+    >>> sorted(r["gain"]), r["selection_versus"]["hudd(x)"]["badge"], r["versus"]["badge"]["a12"]
+    (['badge', 'hudd', 'hudd(x)'], {'a12': 0.0, 'p_value': 0.2206...}, 0.0)
+    """
+    from hudd_core.baselines import versus
+
+    out: dict[str, dict] = {}
+    for r in rows:
+        if r["case"] not in out:
+            out[r["case"]] = json.loads(json.dumps(r))
+            continue
+        row = out[r["case"]]
+        if r["gain"]["hudd"]["runs"] != row["gain"]["hudd"]["runs"]:
+            raise ValueError(f"{r['case']}: the runs to merge differ in hudd's gains (another "
+                             "preparation or seeds); rerun them on one prepared case")  # fmt: skip
+        for key in ("gain", "planted_gain", "budget", "added_per_method", "selection_versus"):
+            row.setdefault(key, {}).update(
+                {m: v for m, v in r.get(key, {}).items() if m not in row[key]}
+            )
+        row["repeats"] = min(row["repeats"], r["repeats"])
+        row["seconds_per_repeat"] += r["seconds_per_repeat"]
+    for row in out.values():
+        runs = {m: g["runs"] for m, g in row["gain"].items()}
+        rivals = {m: v for m, v in runs.items() if not m.startswith("hudd")}
+        row["versus"] = versus(runs["hudd"], rivals)
+        row["selection_versus"] = {  # the --selections (not the --variants)
+            m: versus(runs[m], {k: v for k, v in runs.items() if k != m})
+            for m in row.get("selection_versus", {})
+        }
+    return list(out.values())
+
+
 def has_gain(value: Any) -> bool:
     """Whether a retrain.json entry is a method's figures."""
     return isinstance(value, dict) and "gain" in value
@@ -571,7 +614,7 @@ def main() -> None:
                    "cases split over processes, one core each)")  # fmt: skip
     args = p.parse_args()
     if args.merge:
-        rows = [r for f in args.merge for r in json.loads(Path(f).read_text())]
+        rows = combined([r for f in args.merge for r in json.loads(Path(f).read_text())])
         write_results(args, rows)
         print(markdown(rows))
         return

@@ -79,9 +79,20 @@ def balance_indices(
         return np.arange(len(clusters))
     if bootstrap == "uniform":
         size = sum(max(target, int(n)) for n in np.unique(clusters, return_counts=True)[1])
-        extra = np.random.default_rng(seed).choice(len(clusters), size=max(size - len(clusters), 0))
-        return np.concatenate([np.arange(len(clusters)), extra]).astype(np.int64)
+        rng = np.random.default_rng(seed)
+        return uniform_resample(np.arange(len(clusters), dtype=np.int64), size, rng)
     return bootstrap_balance(clusters, distances, target, seed=seed)
+
+
+def uniform_resample(chosen: np.ndarray, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Every ``chosen`` index once, then uniform draws from them (with replacement) up to
+    ``samples``: no image or group favoured.
+
+    >>> uniform_resample(np.array([4, 7]), 3, np.random.default_rng(0))[:2].tolist()
+    [4, 7]
+    """
+    extra = rng.choice(chosen, size=max(samples - len(chosen), 0), replace=True)
+    return np.concatenate([chosen, extra]).astype(np.int64)
 
 
 def bootstrap_balance(

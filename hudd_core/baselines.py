@@ -154,8 +154,9 @@ def resampled(
 ) -> LabelledImages:
     """Every ``chosen`` image of ``images`` once, then uniform draws from them (with
     replacement) up to ``samples``: how a baseline's picks become its added training set."""
-    extra = rng.choice(chosen, size=max(samples - len(chosen), 0), replace=True)
-    return images.subset(np.concatenate([chosen, extra]))
+    from hudd_core.balance import uniform_resample
+
+    return images.subset(uniform_resample(np.asarray(chosen), samples, rng))
 
 
 def vargha_delaney_a12(x: Sequence[float], y: Sequence[float]) -> float:

@@ -380,8 +380,8 @@ _TABLE = [
         "budget from the uncertain pool images nearest to it, a catch-all share for those "
         "near no RCC; closest / most uncertain / k-center first), quota-diverse (the "
         "paper's shares, a k-center cover of each RCC's closest images), pool-borda (the "
-        "smallest sum of the uncertainty and nearest-RCC distance ranks), gini-near (three quarters "
-        "of the budget to the highest DeepGini, the rest by the paper's shares to the "
+        "smallest sum of the uncertainty and nearest-RCC distance ranks), gini-near (three "
+        "quarters of the budget to the highest DeepGini, the rest by the paper's shares to the "
         "closest images not yet taken) or recommended "
         "(what bench_retrain found best on the development cases); classifiers only, "
         "the same budget as hudd",

@@ -157,6 +157,18 @@ def capped_shares(weights: dict[int, float], room: dict[int, int], total: int) -
     return {g: v for g, v in out.items() if v > 0}
 
 
+def quota_shares(groups: np.ndarray, quotas: np.ndarray, total: int) -> dict[int, int]:
+    """``total`` split by the RCCs' ``quotas`` (the paper's rule), each capped by how many
+    of ``groups`` (the candidate rows' RCCs) are its own.
+
+    >>> quota_shares(np.array([0, 0, 1, 1, 1]), np.array([3.0, 1.0]), 4)
+    {0: 2, 1: 2}
+    """
+    ids, sizes = np.unique(groups, return_counts=True)
+    room = {int(g): int(m) for g, m in zip(ids, sizes, strict=True)}
+    return capped_shares({g: float(q) for g, q in enumerate(quotas)}, room, total)
+
+
 def nearest_groups(distances: np.ndarray, far: np.ndarray | None = None) -> np.ndarray:
     """Per pool row its nearest RCC (a column of ``distances``, N × K; ties: the lower
     column), or :data:`CATCH_ALL` where ``far`` (N booleans: near no RCC) is set."""
@@ -294,9 +306,7 @@ def select(
     if share_by == "pool":
         shares = pool_shares(groups, uncertainty, budget, factor)
     else:
-        ids, sizes = np.unique(groups, return_counts=True)
-        room = {int(g): int(m) for g, m in zip(ids, sizes, strict=True)}
-        shares = capped_shares({g: float(q) for g, q in enumerate(quotas)}, room, budget)
+        shares = quota_shares(groups, quotas, budget)
     index, group = [], []
     for g in sorted(shares, key=lambda g: (g == CATCH_ALL, g)):
         rows = np.flatnonzero(groups == g)
@@ -331,10 +341,7 @@ def split_picks(
     first = most_uncertain(uncertainty, min(budget, round(share * budget)))
     left = np.setdiff1d(np.arange(len(groups)), first)
     near = left[groups[left] != CATCH_ALL]
-    ids, sizes = np.unique(groups[near], return_counts=True)
-    room = {int(g): int(m) for g, m in zip(ids, sizes, strict=True)}
-    shares = capped_shares({g: float(q) for g, q in enumerate(quotas)}, room,
-                           budget - len(first))  # fmt: skip
+    shares = quota_shares(groups[near], quotas, budget - len(first))
     rest = [_within(near[groups[near] == g], shares[g], "distance", uncertainty, closeness,
                     near, None, 1.0) for g in sorted(shares)]  # fmt: skip
     index = np.concatenate([first, *rest]).astype(np.int64)
