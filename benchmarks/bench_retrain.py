@@ -213,6 +213,7 @@ def shared_retrain(
     selections: list[str],
     seed: int,
     on_repeat: Callable[[dict, dict], None] = lambda result, seconds: None,
+    first: int = 0,
 ) -> tuple[dict, dict]:
     """HUDD, every baseline and every ``--select`` selection (``hudd(NAME)``) fine-tuned
     ``options.runs`` times in one process: the model loaded once (each fine-tuning starts
@@ -220,7 +221,8 @@ def shared_retrain(
     the pool for the baselines, each selection's assignment on the candidates kept with
     its embedding. Returns ``(result, seconds)``: retrain.json's figures (the selections
     beside the baselines) and where the time went; ``on_repeat`` gets both after each
-    repeat (partial figures of a long run are kept)."""
+    repeat (partial figures of a long run are kept). Repeat ``r`` is seeded ``seed + r``,
+    ``r`` from ``first`` (repeats split over processes)."""
     from hudd_core.baselines import improvement_pool
     from hudd_core.data.decoded import Decoded
     from hudd_core.options import NO_PREPROCESS
@@ -250,7 +252,7 @@ def shared_retrain(
     runs = {m: Runs({"hudd": []}, {}) for m in cases}
     runs["hudd"] = Runs({m: [] for m in ("hudd", *baselines)}, {b: [] for b in baselines})
     added = {}
-    for r in range(options.runs):
+    for r in range(first, first + options.runs):
         for m, c in cases.items():
             if m.endswith(f"/{UNIFORM})"):  # the baselines' resampling, to hudd's size
                 extra = uniform_sample(c.unsafe, added["hudd"], seed + r)
@@ -309,10 +311,11 @@ def merged_result(
 
 
 def combined(rows: list[dict]) -> list[dict]:
-    """One row per case of ``rows`` (results files of runs with other methods on the same
-    prepared cases): the union of their methods, each selection's A12 against every
-    method recomputed, the fine-tunings' seconds summed. The paper's ``hudd`` is in every
-    run; its gains must agree (the same preparation, the same seeds), else ValueError.
+    """One row per case of ``rows`` (results files of runs on the same prepared case):
+    runs of other methods (the same ``first_repeat``) give the union of their methods,
+    the paper's ``hudd``, in every run, agreeing (else ValueError: another preparation or
+    seeds); runs of other repeats (``--first-repeat``) of the same methods are joined.
+    Each selection's A12 is recomputed, the fine-tunings' seconds summed.
 
     >>> a = {"case": "c", "repeats": 2, "seconds_per_repeat": 1.0, "gain": {
     ...     "hudd": {"mean": 0.0, "runs": [0.0, 0.0]}, "hudd(x)": {"mean": 2.0, "runs": [1, 3]}},
@@ -320,8 +323,13 @@ def combined(rows: list[dict]) -> list[dict]:
     >>> b = {"case": "c", "repeats": 2, "seconds_per_repeat": 2.0, "gain": {
     ...     "hudd": {"mean": 0.0, "runs": [0.0, 0.0]}, "badge": {"mean": 5.0, "runs": [5, 5]}}}
     >>> r = combined([a, b])[0]
-    >>> sorted(r["gain"]), r["selection_versus"]["hudd(x)"]["badge"], r["versus"]["badge"]["a12"]
-    (['badge', 'hudd', 'hudd(x)'], {'a12': 0.0, 'p_value': 0.2206...}, 0.0)
+    >>> sorted(r["gain"]), r["selection_versus"]["hudd(x)"]["badge"]["a12"], r["repeats"]
+    (['badge', 'hudd', 'hudd(x)'], 0.0, 2)
+    >>> later = {**a, "first_repeat": 2, "gain": {"hudd": {"runs": [1.0]}, "hudd(x)": {
+    ...     "runs": [5.0]}}, "repeats": 1}
+    >>> r = combined([a, later])[0]
+    >>> r["repeats"], r["gain"]["hudd(x)"]["runs"], r["gain"]["hudd(x)"]["mean"]
+    (3, [1, 3, 5.0], 3.0)
     """
     from hudd_core.baselines import versus
 
@@ -329,17 +337,10 @@ def combined(rows: list[dict]) -> list[dict]:
     for r in rows:
         if r["case"] not in out:
             out[r["case"]] = json.loads(json.dumps(r))
-            continue
-        row = out[r["case"]]
-        if r["gain"]["hudd"]["runs"] != row["gain"]["hudd"]["runs"]:
-            raise ValueError(f"{r['case']}: the runs to merge differ in hudd's gains (another "
-                             "preparation or seeds); rerun them on one prepared case")  # fmt: skip
-        for key in ("gain", "planted_gain", "budget", "added_per_method", "selection_versus"):
-            row.setdefault(key, {}).update(
-                {m: v for m, v in r.get(key, {}).items() if m not in row[key]}
-            )
-        row["repeats"] = min(row["repeats"], r["repeats"])
-        row["seconds_per_repeat"] += r["seconds_per_repeat"]
+        elif r.get("first_repeat", 0) == out[r["case"]].get("first_repeat", 0):
+            united(out[r["case"]], r)
+        else:
+            joined(out[r["case"]], r)
     for row in out.values():
         runs = {m: g["runs"] for m, g in row["gain"].items()}
         rivals = {m: v for m, v in runs.items() if not m.startswith("hudd")}
@@ -349,6 +350,38 @@ def combined(rows: list[dict]) -> list[dict]:
             for m in row.get("selection_versus", {})
         }
     return list(out.values())
+
+
+def united(row: dict, other: dict) -> None:
+    """``other``'s methods added to ``row`` (one case, the same repeats)."""
+    if other["gain"]["hudd"]["runs"] != row["gain"]["hudd"]["runs"]:
+        raise ValueError(f"{row['case']}: the runs to merge differ in hudd's gains (another "
+                         "preparation or seeds); rerun them on one prepared case")  # fmt: skip
+    for key in ("gain", "planted_gain", "budget", "added_per_method", "selection_versus"):
+        row.setdefault(key, {}).update(
+            {m: v for m, v in other.get(key, {}).items() if m not in row[key]}
+        )
+    row["repeats"] = min(row["repeats"], other["repeats"])
+    row["seconds_per_repeat"] += other["seconds_per_repeat"]
+
+
+def joined(row: dict, other: dict) -> None:
+    """``other``'s repeats appended to ``row``'s (one case, the same methods)."""
+    if set(other["gain"]) != set(row["gain"]):
+        raise ValueError(f"{row['case']}: runs of other repeats must have the same methods, "
+                         f"got {sorted(row['gain'])} and {sorted(other['gain'])}")  # fmt: skip
+    n, k = row["repeats"], other["repeats"]
+    for m, g in row["gain"].items():
+        g["runs"] = [*g["runs"], *other["gain"][m]["runs"]]
+        g["mean"] = float(np.mean(g["runs"]))
+        g["std"] = float(np.std(g["runs"], ddof=1)) if len(g["runs"]) > 1 else 0.0
+    for m, v in row.get("planted_gain", {}).items():  # means of n and k repeats
+        row["planted_gain"][m] = (n * v + k * other["planted_gain"][m]) / (n + k)
+    row["seconds_per_repeat"] = (
+        n * row["seconds_per_repeat"] + k * other["seconds_per_repeat"]
+    ) / (n + k)
+    row["repeats"] = n + k
+    row["first_repeat"] = min(row.get("first_repeat", 0), other.get("first_repeat", 0))
 
 
 def has_gain(value: Any) -> bool:
@@ -383,6 +416,7 @@ def run_case(
     selections: list[str] = (),
     validation: float = 0.0,
     on_repeat: Callable[[dict], None] = lambda row: None,
+    first: int = 0,
 ) -> dict:
     """One case's row: every method's gains (``selections`` in the same process as the
     baselines, :func:`shared_retrain`), then the ``variants`` (each its own retraining);
@@ -395,12 +429,13 @@ def run_case(
     options = replace(base, baselines=baselines)
 
     def row_of(result: dict, seconds: dict) -> dict:
-        row = case_row(case, size, result, seconds, prepare, validation)
+        row = {**case_row(case, size, result, seconds, prepare, validation),
+               "first_repeat": first}  # fmt: skip
         on_repeat(row)
         return row
 
     result, seconds = shared_retrain(work, options, baselines, list(selections), seed,
-                                     on_repeat=row_of)  # fmt: skip
+                                     on_repeat=row_of, first=first)  # fmt: skip
     row = case_row(case, size, result, seconds, prepare, validation)
     if variants:
         run_variants(row, work, base, variants, result, seed, validation)
@@ -609,6 +644,9 @@ def main() -> None:
     p.add_argument("--gini-share", type=float, default=None,
                    help="gini-near's share of B by uncertainty alone (default: "
                    "hudd_core.selection.SPLIT_SHARE); for tuning on development cases")  # fmt: skip
+    p.add_argument("--first-repeat", type=int, default=0,
+                   help="the first repeat's index (its seed's offset): a case's repeats "
+                   "split over processes, each on its own copy of --root")  # fmt: skip
     p.add_argument("--merge", nargs="+", default=[], metavar="JSON",
                    help="no run: write --name from these results files' rows (one run's "
                    "cases split over processes, one core each)")  # fmt: skip
@@ -621,6 +659,8 @@ def main() -> None:
     for case in args.cases:  # before hours of work on the first
         parse_case(case)
     variants = [parse_variant(v) for v in args.variants]
+    if args.first_repeat and variants:
+        p.error("--first-repeat: the --variants are seeded from repeat 0; give --variants alone")
     if args.gini_share is not None:
         import hudd_core.selection
 
@@ -633,7 +673,7 @@ def main() -> None:
     for c in args.cases:
         row = run_case(c, Path(args.root), args.repeats, args.epochs, args.baselines,
                        size=args.size, variants=variants, selections=args.selections,
-                       validation=args.validation,
+                       validation=args.validation, first=args.first_repeat,
                        on_repeat=lambda partial: write_results(args, [*rows, partial]))  # fmt: skip
         rows.append(row)
         write_results(args, rows)

@@ -98,7 +98,8 @@ def test_goals_count_the_bar_by_hand():
 
 def test_merge_writes_the_rows_of_both_files(tmp_path, monkeypatch):
     row = {"case": "a", "repeats": 1, "seconds_per_repeat": 2.0, "budget": {"hudd": 3},
-           "gain": {"hudd": {"mean": 0.01, "std": 0.0}}, "planted_gain": {"hudd": 0.0},
+           "gain": {"hudd": {"mean": 0.01, "std": 0.0, "runs": [0.01]}},
+           "planted_gain": {"hudd": 0.0},
            "versus": {}}  # fmt: skip
     for name in ("x", "y"):
         (tmp_path / f"{name}.json").write_text(json.dumps([{**row, "case": name}]))
@@ -108,3 +109,35 @@ def test_merge_writes_the_rows_of_both_files(tmp_path, monkeypatch):
     B.main()
     assert [r["case"] for r in json.loads((tmp_path / "both.json").read_text())] == ["x", "y"]
     assert "| y | 1 | +1.0 ± 0.0 (+0.0), B=3 | 2 |" in (tmp_path / "both.md").read_text()
+
+
+def _row(gains: dict[str, list[float]], first: int = 0, **extra) -> dict:
+    return {"case": "c", "repeats": len(gains["hudd"]), "seconds_per_repeat": 10.0,
+            "first_repeat": first, "gain": {m: {"runs": v} for m, v in gains.items()},
+            "planted_gain": {m: float(sum(v)) / len(v) for m, v in gains.items()},
+            **extra}  # fmt: skip
+
+
+def test_merge_unites_the_methods_of_one_case_and_recomputes_a12():
+    a = _row({"hudd": [0.0, 0.1], "hudd(s)": [1.0, 3.0]}, selection_versus={"hudd(s)": {}})
+    b = _row({"hudd": [0.0, 0.1], "badge": [2.0, 2.0]})
+    (row,) = B.combined([a, b])
+    assert set(row["gain"]) == {"hudd", "hudd(s)", "badge"} and row["repeats"] == 2
+    # hudd(s) against badge: 3 > 2 once, 1 < 2 once of 4 pairs -> 2/4
+    assert row["selection_versus"]["hudd(s)"]["badge"]["a12"] == 0.5
+    assert row["versus"]["badge"]["a12"] == 0.0  # hudd below badge in every pair
+    assert row["seconds_per_repeat"] == 20.0  # both runs' fine-tunings
+    with pytest.raises(ValueError, match="c: the runs to merge differ in hudd"):
+        B.combined([a, _row({"hudd": [0.0, 0.2], "badge": [2.0, 2.0]})])
+
+
+def test_merge_joins_the_repeats_of_one_case():
+    a = _row({"hudd": [1.0, 2.0], "margin": [0.0, 0.0]})
+    b = _row({"hudd": [6.0], "margin": [3.0]}, first=2)
+    (row,) = B.combined([a, b])
+    assert row["repeats"] == 3 and row["gain"]["hudd"]["runs"] == [1.0, 2.0, 6.0]
+    assert row["gain"]["hudd"]["mean"] == 3.0
+    assert abs(row["gain"]["hudd"]["std"] - (7.0**0.5)) < 1e-12  # (4 + 1 + 9) / 2
+    assert row["planted_gain"]["margin"] == 1.0  # (2 × 0 + 1 × 3) / 3
+    with pytest.raises(ValueError, match="same methods"):
+        B.combined([a, _row({"hudd": [6.0], "badge": [3.0]}, first=2)])
