@@ -429,14 +429,13 @@ def run_case(
     options = replace(base, baselines=baselines)
 
     def row_of(result: dict, seconds: dict) -> dict:
-        row = {**case_row(case, size, result, seconds, prepare, validation),
-               "first_repeat": first}  # fmt: skip
-        on_repeat(row)
-        return row
+        return {**case_row(case, size, result, seconds, prepare, validation),
+                "first_repeat": first}  # fmt: skip
 
     result, seconds = shared_retrain(work, options, baselines, list(selections), seed,
-                                     on_repeat=row_of, first=first)  # fmt: skip
-    row = case_row(case, size, result, seconds, prepare, validation)
+                                     on_repeat=lambda *got: on_repeat(row_of(*got)),
+                                     first=first)  # fmt: skip
+    row = row_of(result, seconds)
     if variants:
         run_variants(row, work, base, variants, result, seed, validation)
     return row

@@ -89,13 +89,15 @@ COMMANDS = {
     "--threads 1 --out /tmp/held --name h1 & (the same with --cases suite:gauges-alexnet-s4 "
     "suite:demo-mobilenet-s3 --name h2); then python benchmarks/bench_retrain.py --merge "
     "/tmp/held/h1.json /tmp/held/h2.json --name retrain_heldout3",
-    "retrain_heldout_all": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py --cases "
+    "retrain_six": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py --cases "
     "suite:signs-mobilenet-s3 suite:textures-resnet-s3 suite:textures-alexnet-s2 --repeats 5 "
     "--baselines BL2 entropy margin deepgini margin-diverse badge --selections "
     "gini-near/uniform --variants --threads 1 --root /tmp/ha --out /tmp/held --name e1 & (the "
     "same with --cases suite:gauges-alexnet-s4 suite:demo-mobilenet-s3 --root /tmp/hb --name "
-    "e2); then python benchmarks/bench_retrain.py --merge /tmp/held/e1.json /tmp/held/e2.json "
-    "--name retrain_heldout_all",
+    "e2); then signs:0 with every method, --repeats 3 --name s1 beside --repeats 2 "
+    "--first-repeat 3 --name s2 (each on its own copy of the prepared case); then python "
+    "benchmarks/bench_retrain.py --merge /tmp/held/e1.json /tmp/held/e2.json /tmp/held/s1.json "
+    "/tmp/held/s2.json --name retrain_six",
     "scale_ray": "cd benchmarks && python scale_ray.py --sizes 5000 10000",
     "scale_ray_100k": "python benchmarks/scale_ray.py --sizes 100000 --engines ray local "
     "--name scale_ray_100k",
@@ -139,9 +141,10 @@ CONTEXT = {
     "before gini-near was written); `hudd(gini-near/uniform)` is `--select recommended`, "
     "chosen on development cases before these runs. Two processes, one core each; a case "
     "stopped before 5 repeats shows the repeats it finished.",
-    "retrain_heldout_all": "The five held-out cases of retrain_heldout3, prepared again in "
-    "another session (the models differ slightly: see docs/retraining.md), with every "
-    "label-free baseline; `hudd(gini-near/uniform)` is `--select recommended`.",
+    "retrain_six": "The five held-out cases of retrain_heldout3, prepared again in another "
+    "session (the models differ slightly: see docs/retraining.md), with every label-free "
+    "baseline, and signs:0 (seen) with every method, its repeats split over two processes; "
+    "`hudd(gini-near/uniform)` is `--select recommended`.",
     "scale_ray": "The scaling lines of the note are a model (per-actor rate × actors), not a "
     "measurement.",
 }

@@ -53,6 +53,12 @@ def test_selections_beside_the_baselines(tmp_path):
 
     assert recorded["unsafe_set.csv"][1] == file_digest(work / "unsafe_set.csv")
     assert (work / "Assign" / "candidates_select.npz").is_file()
+    # the second repeat alone (--first-repeat 1): the same seeds, the same gains
+    later = B.run_case("demo:0", tmp_path, 1, 1, ["BL2", "entropy"], size="tiny",
+                       selections=["pool-borda"], first=1)  # fmt: skip
+    assert later["first_repeat"] == 1 and row["first_repeat"] == 0
+    for m in ("hudd", "entropy", "hudd(pool-borda)"):
+        assert later["gain"][m]["runs"] == row["gain"][m]["runs"][1:], m
 
 
 def test_uniform_sample_keeps_every_pick_once():
