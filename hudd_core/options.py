@@ -382,7 +382,8 @@ _TABLE = [
         "paper's shares, a k-center cover of each RCC's closest images), pool-borda (the "
         "smallest sum of the uncertainty and nearest-RCC distance ranks), gini-near (three "
         "quarters of the budget to the highest DeepGini, the rest by the paper's shares to the "
-        "closest images not yet taken) or recommended "
+        "closest images not yet taken), margin-near (the same split, its first part as "
+        "margin-diverse picks) or recommended "
         "(what bench_retrain found best on the development cases); classifiers only, "
         "the same budget as hudd",
         ("assign",),
@@ -394,6 +395,7 @@ _TABLE = [
             "quota-diverse",
             "pool-borda",
             "gini-near",
+            "margin-near",
             "recommended",
         ),
     ),
@@ -455,7 +457,7 @@ _TABLE = [
         "retrain: weighted (reference: every RCC resampled "
         "to the largest quota), none (the selected images once) or uniform (every "
         "selected image once, then uniform draws to the weighted size: how the baselines' "
-        "picks are resampled; what --select gini-near uses unless none is given)",
+        "picks are resampled; what --select gini-near and margin-near use unless none is given)",
         ("retrain",),
         choices=("weighted", "none", "uniform"),
     ),

@@ -22,7 +22,11 @@ pool gives (distances to the RCCs, uncertainty, penultimate features), never a l
 * ``quota-diverse`` keeps the paper's shares (B split by the RCCs' quotas, twice their
   test errors: the test set's error mass says where the pool's errors are) and takes,
   inside an RCC, a k-center cover of its ``ceil(factor × share)`` closest images,
-  starting from the closest (close to the RCC, but no near-duplicates).
+  starting from the closest (close to the RCC, but no near-duplicates);
+* ``gini-near`` (a split): ``round(share × B)`` images by uncertainty alone (DeepGini),
+  the rest by the paper's shares to the closest images not yet taken; ``margin-near``
+  the same split with its first part taken as ``margin-diverse`` takes (a k-center cover
+  of the ``ceil(factor × part)`` smallest-margin images).
 
 Two stronger baselines, also label-free (:data:`DIVERSE_BASELINES`): ``margin-diverse``
 (the ``ceil(factor × B)`` smallest-margin images, then k-center greedy on the penultimate
@@ -55,13 +59,15 @@ RULES = {
     "quota-diverse": ("quota", "near-diverse"),
     "pool-borda": ("rank", "borda"),
     "gini-near": ("split", "distance"),
+    "margin-near": ("split-diverse", "distance"),
 }
 # The uncertainty each selection ranks by (hudd_core.selection.uncertainty); entropy if unnamed.
-MEASURE = {"gini-near": "deepgini"}
+MEASURE = {"gini-near": "deepgini", "margin-near": "margin"}
 # Selections whose picks `hudd retrain` resamples uniformly (--bootstrap uniform), as the
 # baselines' are: chosen so on the development cases (docs/retraining.md)
-UNIFORM_RESAMPLED = ("gini-near",)
+UNIFORM_RESAMPLED = ("gini-near", "margin-near")
 SPLIT_SHARE = 0.75  # gini-near: the share of B taken by uncertainty alone (0.5, 0.75 on dev)
+SPLITS = ("split", "split-diverse")  # the RULES' shares of the split selections
 SELECTIONS = tuple(RULES)
 PAPER = "hudd"  # `--select hudd`: the paper's rule (hudd_core.assign.greedy_select)
 # `--select recommended`: the selection of the best mean gain on bench_retrain's development
@@ -298,10 +304,18 @@ def select(
     if within == "borda":
         order = borda(uncertainty, closeness)[:budget]
         return Picks(order, groups[order])
-    if share_by in ("quota", "split") and (quotas is None or len(quotas) != distances.shape[1]):
+    if share_by in ("quota", *SPLITS) and (quotas is None or len(quotas) != distances.shape[1]):
         raise ValueError(f"{name}: needs one quota per RCC (column of the distances)")
-    if share_by == "split":
-        return split_picks(groups, uncertainty, closeness, budget, quotas, SPLIT_SHARE)
+    if share_by in SPLITS:
+        part = min(budget, round(SPLIT_SHARE * budget))
+        if share_by == "split":
+            first = most_uncertain(uncertainty, part)
+        elif features is None:
+            raise ValueError(f"{name}: needs the pool's features")
+        else:
+            k = min(n, max(part, math.ceil(factor * part)))
+            first = k_center_greedy(features, most_uncertain(uncertainty, k), part)
+        return split_picks(groups, first, closeness, budget, quotas)
     uncertain = most_uncertain(uncertainty, min(n, max(budget, math.ceil(factor * budget))))
     if share_by == "pool":
         shares = pool_shares(groups, uncertainty, budget, factor)
@@ -321,28 +335,27 @@ def select(
 
 def split_picks(
     groups: np.ndarray,
-    uncertainty: np.ndarray,
+    first: np.ndarray,
     closeness: np.ndarray,
     budget: int,
     quotas: np.ndarray | None,
-    share: float,
 ) -> Picks:
-    """``gini-near``: the ``round(share × B)`` most uncertain pool rows, then the rest of B
-    by the paper's shares (the RCCs' ``quotas``, capped by the rows left nearest to each)
-    and, inside an RCC, the closest rows not yet taken (the root causes' images the model
-    is confidently wrong on, which uncertainty alone never picks). Groups: ``groups``.
+    """A split selection: the ``first`` pool rows (by uncertainty, ``gini-near``; by
+    ``margin-diverse``'s rule, ``margin-near``), then the rest of B by the paper's shares
+    (the RCCs' ``quotas``, capped by the rows left nearest to each) and, inside an RCC,
+    the closest rows not yet taken (the root causes' images the model is confidently
+    wrong on, which uncertainty alone never picks). Groups: ``groups``.
 
     >>> g = np.array([0, 0, 1, 1, -1])
-    >>> u = np.array([0.1, 0.9, 0.2, 0.3, 0.8])
     >>> d = np.array([0.1, 0.5, 0.2, 0.9, 3.0])
-    >>> split_picks(g, u, d, 3, np.array([2, 1]), 0.5).index.tolist()
+    >>> split_picks(g, np.array([1, 4]), d, 3, np.array([2, 1])).index.tolist()
     [1, 4, 0]
     """
-    first = most_uncertain(uncertainty, min(budget, round(share * budget)))
+    first = np.asarray(first, dtype=np.int64)
     left = np.setdiff1d(np.arange(len(groups)), first)
     near = left[groups[left] != CATCH_ALL]
     shares = quota_shares(groups[near], quotas, budget - len(first))
-    rest = [_within(near[groups[near] == g], shares[g], "distance", uncertainty, closeness,
+    rest = [_within(near[groups[near] == g], shares[g], "distance", closeness, closeness,
                     near, None, 1.0) for g in sorted(shares)]  # fmt: skip
     index = np.concatenate([first, *rest]).astype(np.int64)
     return Picks(index, groups[index])

@@ -341,14 +341,25 @@ def test_gini_near_by_hand():
     # B=4, share 0.75: the 3 most uncertain rows 6 (.95), 1 (.9), 2 (.8); the one left goes
     # by the quotas (1, 2) over the RCCs' untaken rows (group 0: 0, 7; group 1: 3, 4, 5):
     # 1·(1, 2)/3 → the largest remainder is group 1, whose closest untaken row is 3 (0.1)
-    picks = S.split_picks(S.nearest_groups(DIST, FAR), UNC, DIST.min(axis=1), 4,
-                          np.array([1, 2]), 0.75)  # fmt: skip
+    groups, close = S.nearest_groups(DIST, FAR), DIST.min(axis=1)
+    picks = S.split_picks(groups, np.array([6, 1, 2]), close, 4, np.array([1, 2]))
     assert picks.index.tolist() == [6, 1, 2, 3]
     assert picks.group.tolist() == [S.CATCH_ALL, 0, 0, 1]
     # share 0.25: row 6 by uncertainty, then 3 by quotas (1, 2) → group 0: 1, group 1: 2
-    picks = S.split_picks(S.nearest_groups(DIST, FAR), UNC, DIST.min(axis=1), 4,
-                          np.array([1, 2]), 0.25)  # fmt: skip
+    picks = S.split_picks(groups, np.array([6]), close, 4, np.array([1, 2]))
     assert picks.index.tolist() == [6, 0, 3, 4]
+
+
+def test_margin_near_by_hand():
+    # B=4, share 0.75 → 3 by margin-diverse's rule: the ceil(2 × 3) = 6 most uncertain
+    # (6, 1, 2, 3, 5, 4), k-center on FEAT from row 6 (5, 5): row 3 (0, 0) is the farthest
+    # (7.07); then the largest min-gap is row 4's (2.0 to row 3; rows 1, 2: 1.41, 1.49).
+    # The one left by the quotas (1, 2): group 1 (rows 3, 4, 5 nearest RCC 1), row 5.
+    got = S.select("margin-near", DIST, UNC, 4, features=FEAT, quotas=np.array([1, 2]))
+    assert got.index.tolist() == [6, 3, 4, 5]
+    assert S.MEASURE["margin-near"] == "margin" and "margin-near" in S.UNIFORM_RESAMPLED
+    with pytest.raises(ValueError, match="margin-near: needs the pool's features"):
+        S.select("margin-near", DIST, UNC, 4, quotas=np.array([1, 2]))
 
 
 def test_gini_near_ranks_by_deepgini_and_needs_quotas():
