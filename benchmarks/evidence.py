@@ -98,6 +98,12 @@ COMMANDS = {
     "--first-repeat 3 --name s2 (each on its own copy of the prepared case); then python "
     "benchmarks/bench_retrain.py --merge /tmp/held/e1.json /tmp/held/e2.json /tmp/held/s1.json "
     "/tmp/held/s2.json --name retrain_six",
+    "retrain_dev_margin_near": "OMP_NUM_THREADS=1 python benchmarks/bench_retrain.py --cases "
+    "suite:signs-s0 --repeats 3 --baselines deepgini margin-diverse badge --selections "
+    "gini-near/uniform margin-near/uniform --variants --threads 1 --root /tmp/da --out /tmp/dev "
+    "--name m1 & (the same with --cases suite:gauges-mobilenet-s0 --root /tmp/db --name m2); "
+    "then python benchmarks/bench_retrain.py --merge /tmp/dev/m1.json /tmp/dev/m2.json --name "
+    "retrain_dev_margin_near",
     "scale_ray": "cd benchmarks && python scale_ray.py --sizes 5000 10000",
     "scale_ray_100k": "python benchmarks/scale_ray.py --sizes 100000 --engines ray local "
     "--name scale_ray_100k",
@@ -145,6 +151,8 @@ CONTEXT = {
     "session (the models differ slightly: see docs/retraining.md), with every label-free "
     "baseline, and signs:0 (seen) with every method, its repeats split over two processes; "
     "`hudd(gini-near/uniform)` is `--select recommended`.",
+    "retrain_dev_margin_near": "Development cases only (the choice of a next candidate): "
+    "margin-near beside gini-near and the three strongest baselines of retrain_six.",
     "scale_ray": "The scaling lines of the note are a model (per-actor rate × actors), not a "
     "measurement.",
 }
