@@ -307,14 +307,7 @@ def select(
     if share_by in ("quota", *SPLITS) and (quotas is None or len(quotas) != distances.shape[1]):
         raise ValueError(f"{name}: needs one quota per RCC (column of the distances)")
     if share_by in SPLITS:
-        part = min(budget, round(SPLIT_SHARE * budget))
-        if share_by == "split":
-            first = most_uncertain(uncertainty, part)
-        elif features is None:
-            raise ValueError(f"{name}: needs the pool's features")
-        else:
-            k = min(n, max(part, math.ceil(factor * part)))
-            first = k_center_greedy(features, most_uncertain(uncertainty, k), part)
+        first = split_first(name, uncertainty, features, budget, factor)
         return split_picks(groups, first, closeness, budget, quotas)
     uncertain = most_uncertain(uncertainty, min(n, max(budget, math.ceil(factor * budget))))
     if share_by == "pool":
@@ -331,6 +324,21 @@ def select(
     if not index:
         return Picks(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     return Picks(np.concatenate(index), np.concatenate(group))
+
+
+def split_first(
+    name: str, uncertainty: np.ndarray, features: np.ndarray | None, budget: int, factor: float
+) -> np.ndarray:
+    """The first ``round(SPLIT_SHARE × B)`` rows of split selection ``name``: the most
+    uncertain (``gini-near``), or a k-center cover of the ``ceil(factor × part)`` most
+    uncertain on ``features`` (``margin-near``)."""
+    part = min(budget, round(SPLIT_SHARE * budget))
+    if RULES[name][0] == "split":
+        return most_uncertain(uncertainty, part)
+    if features is None:
+        raise ValueError(f"{name}: needs the pool's features")
+    k = min(len(uncertainty), max(part, math.ceil(factor * part)))
+    return k_center_greedy(features, most_uncertain(uncertainty, k), part)
 
 
 def split_picks(
