@@ -370,11 +370,11 @@ def joined(row: dict, other: dict) -> None:
     if set(other["gain"]) != set(row["gain"]):
         raise ValueError(f"{row['case']}: runs of other repeats must have the same methods, "
                          f"got {sorted(row['gain'])} and {sorted(other['gain'])}")  # fmt: skip
+    from hudd_core.retrain import _stats  # mean, std (ddof 1), runs: as retrain.json's
+
     n, k = row["repeats"], other["repeats"]
     for m, g in row["gain"].items():
-        g["runs"] = [*g["runs"], *other["gain"][m]["runs"]]
-        g["mean"] = float(np.mean(g["runs"]))
-        g["std"] = float(np.std(g["runs"], ddof=1)) if len(g["runs"]) > 1 else 0.0
+        g.update(_stats([*g["runs"], *other["gain"][m]["runs"]]))
     for m, v in row.get("planted_gain", {}).items():  # means of n and k repeats
         row["planted_gain"][m] = (n * v + k * other["planted_gain"][m]) / (n + k)
     row["seconds_per_repeat"] = (

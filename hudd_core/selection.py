@@ -237,6 +237,20 @@ def k_center_greedy(features: np.ndarray, candidates: np.ndarray, k: int) -> np.
     return candidates[taken]
 
 
+def closest(rows: np.ndarray, closeness: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` of ``rows`` of the smallest ``closeness`` (ties: the lower row)."""
+    return rows[np.lexsort((rows, closeness[rows]))][:k]
+
+
+def uncertain_cover(
+    uncertainty: np.ndarray, features: np.ndarray, k: int, factor: float = FACTOR
+) -> np.ndarray:
+    """``k`` rows by k-center greedy on ``features`` over the ``ceil(factor × k)`` most
+    uncertain, from the most uncertain (``margin-diverse``'s rule on any uncertainty)."""
+    pool = most_uncertain(uncertainty, min(len(uncertainty), max(k, math.ceil(factor * k))))
+    return k_center_greedy(features, pool, k)
+
+
 def _within(
     rows: np.ndarray,
     share: int,
@@ -250,7 +264,7 @@ def _within(
     """``share`` of a group's ``rows``: the closest (``distance``), the most uncertain
     (``uncertainty``), a k-center cover of its uncertain rows (``diverse``) or of its
     ``ceil(factor × share)`` closest (``near-diverse``)."""
-    by_distance = rows[np.lexsort((rows, closeness[rows]))]
+    by_distance = closest(rows, closeness, len(rows))
     if how == "distance":
         return by_distance[:share]
     if how == "near-diverse":
@@ -337,8 +351,7 @@ def split_first(
         return most_uncertain(uncertainty, part)
     if features is None:
         raise ValueError(f"{name}: needs the pool's features")
-    k = min(len(uncertainty), max(part, math.ceil(factor * part)))
-    return k_center_greedy(features, most_uncertain(uncertainty, k), part)
+    return uncertain_cover(uncertainty, features, part, factor)
 
 
 def split_picks(
@@ -363,8 +376,7 @@ def split_picks(
     left = np.setdiff1d(np.arange(len(groups)), first)
     near = left[groups[left] != CATCH_ALL]
     shares = quota_shares(groups[near], quotas, budget - len(first))
-    rest = [_within(near[groups[near] == g], shares[g], "distance", closeness, closeness,
-                    near, None, 1.0) for g in sorted(shares)]  # fmt: skip
+    rest = [closest(near[groups[near] == g], closeness, shares[g]) for g in sorted(shares)]
     index = np.concatenate([first, *rest]).astype(np.int64)
     return Picks(index, groups[index])
 
@@ -423,8 +435,7 @@ def margin_diverse(
     ([0, 2], [0, 3])
     """
     budget = check_budget(budget, len(probs))
-    k = min(len(probs), max(budget, math.ceil(factor * budget)))
-    return k_center_greedy(features, most_uncertain(uncertainty(probs, "margin"), k), budget)
+    return uncertain_cover(uncertainty(probs, "margin"), features, budget, factor)
 
 
 def gradient_factors(probs: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
