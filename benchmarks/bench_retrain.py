@@ -329,7 +329,7 @@ def combined(rows: list[dict]) -> list[dict]:
     ...     "runs": [5.0]}}, "repeats": 1}
     >>> r = combined([a, later])[0]
     >>> r["repeats"], r["gain"]["hudd(x)"]["runs"], r["gain"]["hudd(x)"]["mean"]
-    (3, [1, 3, 5.0], 3.0)
+    (3, [1.0, 3.0, 5.0], 3.0)
     """
     from hudd_core.baselines import versus
 
