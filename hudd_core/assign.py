@@ -58,7 +58,7 @@ from hudd_core.search import (  # noqa: F401 - the search backend, re-exported
     nearest_member_reference,
     resolve_backend,
 )
-from hudd_core.selection import PAPER, RULES, SPLITS, resolve_select
+from hudd_core.selection import PAPER, RULES, resolve_select
 
 QUOTAS = choices("quota")
 THRESHOLDS = choices("distance_threshold")
@@ -468,7 +468,7 @@ def plan_assign(
     plan.signature = plan_signature(plan, prep, explained_by)
     if options.distance_threshold == "paper":
         plan.thresholds = member_thresholds(members, labels[keep])
-    if RULES.get(plan.select, ("",))[0] in ("pool", *SPLITS):  # catch-all: paper thresholds
+    if RULES.get(plan.select, ("",))[0] == "pool":  # their catch-all: the paper thresholds
         plan.catch_all = plan.thresholds or member_thresholds(members, labels[keep])
     return plan
 

@@ -300,7 +300,7 @@ def select(
         budget: B (capped at N).
         features: N × D, the space of ``pool-diverse`` (penultimate features, heatmaps).
         far: N booleans, the images near no RCC (the catch-all group of the ``pool-*``
-            selections; the ``quota-*`` ones have none); None: no catch-all.
+            selections; the others have none and ignore it); None: no catch-all.
         factor: the uncertain images are the ``ceil(factor × B)`` most uncertain.
         quotas: K, the RCCs' quotas of the paper's rule (the ``quota-*`` selections).
     """
